@@ -1,0 +1,87 @@
+// Shared by the CPU and CUDA backends (docs/design.md, decision 2): everything
+// in csrc/core is header-only math marked GSL_HD, with no torch and no CUDA
+// runtime calls, so the CPU tests exercise exactly the code the GPU runs.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define GSL_HD __host__ __device__ __forceinline__
+#else
+#include <cmath>
+#define GSL_HD inline
+#endif
+
+namespace gsl {
+
+#if defined(__CUDACC__)
+using ::expf;
+using ::sqrtf;
+using ::fabsf;
+using ::fminf;
+using ::fmaxf;
+using ::ceilf;
+using ::floorf;
+#else
+using std::ceil;
+using std::exp;
+using std::fabs;
+using std::floor;
+using std::fmax;
+using std::fmin;
+using std::sqrt;
+inline float expf(float x) { return std::exp(x); }
+inline float sqrtf(float x) { return std::sqrt(x); }
+inline float fabsf(float x) { return std::fabs(x); }
+inline float fminf(float a, float b) { return std::fmin(a, b); }
+inline float fmaxf(float a, float b) { return std::fmax(a, b); }
+inline float ceilf(float x) { return std::ceil(x); }
+inline float floorf(float x) { return std::floor(x); }
+#endif
+
+GSL_HD bool is_finite(float x) {
+  // True for every value except NaN and +-Inf, without relying on <cmath> on device.
+  return x - x == 0.0f;
+}
+
+struct vec2 {
+  float x, y;
+};
+
+struct vec3 {
+  float x, y, z;
+};
+
+GSL_HD vec3 operator+(vec3 a, vec3 b) { return {a.x + b.x, a.y + b.y, a.z + b.z}; }
+GSL_HD vec3 operator-(vec3 a, vec3 b) { return {a.x - b.x, a.y - b.y, a.z - b.z}; }
+GSL_HD vec3 operator*(float s, vec3 a) { return {s * a.x, s * a.y, s * a.z}; }
+GSL_HD vec3& operator+=(vec3& a, vec3 b) {
+  a.x += b.x;
+  a.y += b.y;
+  a.z += b.z;
+  return a;
+}
+GSL_HD float dot(vec3 a, vec3 b) { return a.x * b.x + a.y * b.y + a.z * b.z; }
+GSL_HD vec3 cross(vec3 a, vec3 b) {
+  return {a.y * b.z - a.z * b.y, a.z * b.x - a.x * b.z, a.x * b.y - a.y * b.x};
+}
+
+// Row-major 3x3 matrix: m[r][c].
+struct mat3 {
+  float m[3][3];
+  GSL_HD vec3 row(int r) const { return {m[r][0], m[r][1], m[r][2]}; }
+  GSL_HD vec3 col(int c) const { return {m[0][c], m[1][c], m[2][c]}; }
+};
+
+GSL_HD vec3 mul(const mat3& a, vec3 v) { return {dot(a.row(0), v), dot(a.row(1), v), dot(a.row(2), v)}; }
+GSL_HD vec3 mul_transposed(const mat3& a, vec3 v) {
+  return {dot(a.col(0), v), dot(a.col(1), v), dot(a.col(2), v)};
+}
+GSL_HD mat3 mul(const mat3& a, const mat3& b) {
+  mat3 r;
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) r.m[i][j] = a.m[i][0] * b.m[0][j] + a.m[i][1] * b.m[1][j] + a.m[i][2] * b.m[2][j];
+  return r;
+}
+
+}  // namespace gsl
