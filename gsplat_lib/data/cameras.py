@@ -20,6 +20,9 @@ __all__ = [
     "SceneData",
     "scene_extent",
     "downscale_image",
+    "split_indices",
+    "random_points",
+    "load_ground_truth",
     "downscale_intrinsics",
     "read_image",
     "write_image",
@@ -28,7 +31,8 @@ __all__ = [
 PathLike = Union[str, Path]
 
 
-@dataclass
+# eq=False: the generated __eq__ would compare arrays with ==, which raises.
+@dataclass(eq=False)
 class Camera:
     """One posed, calibrated view with its image.
 
@@ -64,7 +68,7 @@ class Camera:
         return (-rotation.T @ translation).astype(np.float32)
 
 
-@dataclass
+@dataclass(eq=False)
 class SceneData:
     """A dataset split into training and test views, with initial points.
 
@@ -108,6 +112,14 @@ def check_downscale(downscale) -> int:
     return int(downscale)
 
 
+def check_background(background) -> np.ndarray:
+    """Return ``background`` as a [3] float32 array or raise ValueError."""
+    array = np.asarray(background, dtype=np.float32)
+    if array.shape != (3,) or not np.all(np.isfinite(array)):
+        raise ValueError(f"background must be 3 finite numbers (RGB in [0, 1]), got {background!r}")
+    return array
+
+
 def downscale_image(image: np.ndarray, factor: int) -> np.ndarray:
     """Box-filter (area average) an [H, W, C] image by an integer factor.
 
@@ -136,6 +148,45 @@ def downscale_intrinsics(K: np.ndarray, factor: float) -> np.ndarray:
     scaled = np.array(K, dtype=np.float64)
     scaled[:2] /= factor
     return scaled.astype(np.float32)
+
+
+def split_indices(count: int, test_every: int) -> Tuple[list, list]:
+    """(train, test) index lists: index % test_every == 0 is test (LLFF
+    "llffhold"); test_every == 0 puts everything in train."""
+    if isinstance(test_every, bool) or not isinstance(test_every, (int, np.integer)) or test_every < 0:
+        raise ValueError(f"test_every must be an integer >= 0, got {test_every!r}")
+    if test_every == 0:
+        return list(range(count)), []
+    test = [index for index in range(count) if index % test_every == 0]
+    train = [index for index in range(count) if index % test_every != 0]
+    return train, test
+
+
+def random_points(count: int, half_extent: float, center, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``count`` points uniform in a cube and random colours, as 3DGS does for
+    scenes without a point cloud. Returns ([P, 3], [P, 3]) float32."""
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(-half_extent, half_extent, size=(count, 3)) + np.asarray(center)
+    colors = rng.uniform(0.0, 1.0, size=(count, 3))
+    return points.astype(np.float32), colors.astype(np.float32)
+
+
+def load_ground_truth(folder: Path, name: str, height: int, width: int):
+    """(depth [H, W, 1], normal [H, W, 3]) from ``folder/gt/<stem>_depth.npy``
+    and ``..._normal.npy`` when present with a matching size, else None.
+
+    Only the synthetic scene writes these; they are not resampled, so a
+    downscaled load without a matching ground truth gets None.
+    """
+    stem = Path(name).stem
+    arrays = []
+    for suffix, channels in (("_depth.npy", 1), ("_normal.npy", 3)):
+        path = folder / "gt" / (stem + suffix)
+        array = np.load(path).astype(np.float32) if path.is_file() else None
+        if array is not None and array.shape != (height, width, channels):
+            array = None
+        arrays.append(array)
+    return tuple(arrays)
 
 
 def read_image(
