@@ -1,0 +1,136 @@
+// The surfel rasterizer's launch parameters and entry points. Python (gsplat_lib/ops/
+// rasterize.py) allocates every buffer with torch and fills these structs with raw pointers.
+#pragma once
+
+#include <cstdint>
+
+namespace gsl::rasterize {
+
+struct Dims {
+  int64_t num_cameras;   // C
+  int64_t num_surfels;   // N
+  int32_t num_channels;  // D
+  int32_t width, height;
+  int32_t tiles_x, tiles_y;
+  float near_plane, far_plane, scale_modifier;
+};
+
+struct ProjectArgs {
+  Dims dims;
+  const float* means;      // [N, 3]
+  const float* quats;      // [N, 4]
+  const float* scales;     // [N, 2]
+  const float* opacities;  // [N]
+  const float* colors;     // [C, N, D]
+  const float* viewmats;   // [C, 4, 4]
+  const float* Ks;         // [C, 3, 3]
+  float* M;                // [C, N, 9] out
+  float* normals;          // [C, N, 3] out, camera frame
+  float* means2d;          // [C, N, 2] out
+  float* depths;           // [C, N] out
+  int32_t* radii;          // [C, N, 2] out, 0 when culled
+  int32_t* pixel_rects;    // [C, N, 4] out, pixels (x0, y0, x1, y1) the splat can reach
+  int64_t* tile_counts;    // [C, N] out
+};
+
+struct EmitArgs {
+  Dims dims;
+  const float* depths;         // [C, N]
+  const int32_t* pixel_rects;  // [C, N, 4]
+  const int64_t* pair_ends;    // [C, N] inclusive cumulative sum of tile_counts
+  int64_t* keys;               // [P] out: (camera * tiles + tile) << 32 | depth bits
+  int64_t* pair_surfels;       // [P] out: c * N + n
+};
+
+// Inputs shared by the forward and the backward pixel passes.
+struct PixelPassInputs {
+  Dims dims;
+  const int64_t* tile_starts;   // [C * tiles + 1] first sorted pair of each tile
+  const int64_t* pair_surfels;  // [P] sorted pairs: c * N + n
+  const float* M;               // [C, N, 9]
+  const float* means2d;         // [C, N, 2]
+  const float* normals;         // [C, N, 3]
+  const float* opacities;       // [N]
+  const float* colors;          // [C, N, D]
+  const float* backgrounds;     // [C, D] or null
+  const int32_t* pixel_rects;   // [C, N, 4]
+};
+
+struct ForwardArgs {
+  PixelPassInputs in;
+  float* out_colors;        // [C, H, W, D]
+  float* out_alphas;        // [C, H, W]
+  float* out_depths;        // [C, H, W]
+  float* out_median;        // [C, H, W]
+  float* out_normals;       // [C, H, W, 3]
+  float* out_distortion;    // [C, H, W]
+  float* saved_T;           // [C, H, W]
+  int32_t* saved_last;      // [C, H, W] splats the backward revisits
+  int32_t* saved_median;    // [C, H, W]
+  float* saved_sums;        // [C, H, W, 3] distortion sums A, S1, S2
+  int32_t* out_visited;     // [C, H, W] splats the forward evaluated
+};
+
+struct BackwardArgs {
+  PixelPassInputs in;
+  const float* saved_T;         // [C, H, W]
+  const int32_t* saved_last;    // [C, H, W]
+  const int32_t* saved_median;  // [C, H, W]
+  const float* saved_sums;      // [C, H, W, 3]
+  const float* v_colors;        // [C, H, W, D]
+  const float* v_alphas;        // [C, H, W]
+  const float* v_depths;        // [C, H, W]
+  const float* v_median;        // [C, H, W]
+  const float* v_normals;       // [C, H, W, 3]
+  const float* v_distortion;    // [C, H, W]
+  const int64_t* pair_emit_index;  // [P] sorted position -> emission position
+  float* pair_grads;            // [P, 15 + D] out, by emission position (zeroed by the caller)
+};
+
+struct ReduceArgs {
+  Dims dims;
+  const int64_t* pair_ends;   // [C, N]
+  const float* pair_grads;    // [P, 15 + D]
+  const float* M;             // [C, N, 9]
+  float* v_M;                 // [C, N, 9] out
+  float* v_opacities;         // [C, N] out
+  float* v_normals;           // [C, N, 3] out
+  float* v_colors;            // [C, N, D] out
+  float* screen_grad;         // [C, N, 2] out
+  float* screen_absgrad;      // [C, N, 2] out
+};
+
+struct ProjectBackwardArgs {
+  Dims dims;
+  const float* means;       // [N, 3]
+  const float* quats;       // [N, 4]
+  const float* scales;      // [N, 2]
+  const float* viewmats;    // [C, 4, 4]
+  const float* Ks;          // [C, 3, 3]
+  const int32_t* radii;     // [C, N, 2]
+  const float* v_M;         // [C, N, 9]
+  const float* v_normals;   // [C, N, 3]
+  const float* v_opacities_cn;  // [C, N]
+  float* v_means;           // [N, 3] out
+  float* v_quats;           // [N, 4] out
+  float* v_scales;          // [N, 2] out
+  float* v_opacities;       // [N] out
+};
+
+void project_cpu(const ProjectArgs& args, int num_threads);
+void emit_pairs_cpu(const EmitArgs& args, int num_threads);
+void forward_cpu(const ForwardArgs& args, int num_threads);
+void backward_cpu(const BackwardArgs& args, int num_threads);
+void reduce_cpu(const ReduceArgs& args, int num_threads);
+void project_backward_cpu(const ProjectBackwardArgs& args, int num_threads);
+
+#if GSPLAT_LIB_WITH_CUDA
+void project_cuda(const ProjectArgs& args, int device, std::uintptr_t stream);
+void emit_pairs_cuda(const EmitArgs& args, int device, std::uintptr_t stream);
+void forward_cuda(const ForwardArgs& args, int device, std::uintptr_t stream);
+void backward_cuda(const BackwardArgs& args, int device, std::uintptr_t stream);
+void reduce_cuda(const ReduceArgs& args, int device, std::uintptr_t stream);
+void project_backward_cuda(const ProjectBackwardArgs& args, int device, std::uintptr_t stream);
+#endif
+
+}  // namespace gsl::rasterize

@@ -1,0 +1,222 @@
+// CUDA schedule of the rasterizer: one thread per (camera, surfel) item or per surfel, one
+// 16x16 block per tile with shared-memory batches of splats. The backward writes one
+// gradient record per (tile, splat) pair, reduced over the block in a fixed order: no
+// atomics, so it is deterministic (decision 4).
+#include "cuda/cuda_utils.h"
+#include "ops/rasterize/rasterize_impl.h"
+
+namespace gsl::rasterize {
+
+namespace {
+
+constexpr int kBlock = kTileSize * kTileSize;
+constexpr int kWarps = kBlock / 32;
+constexpr int kItemThreads = 256;
+// Up to this many channels a pixel accumulates its colour in registers, beyond it in the output.
+constexpr int kRegisterChannels = 4;
+
+__global__ void project_kernel(const ProjectArgs a, int64_t items) {
+  const int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (item < items) project_item(a, item);
+}
+
+__global__ void emit_kernel(const EmitArgs a, int64_t items) {
+  const int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (item < items) emit_item(a, item);
+}
+
+__global__ void reduce_kernel(const ReduceArgs a, int64_t items) {
+  const int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (item < items) reduce_item(a, item);
+}
+
+__global__ void project_backward_kernel(const ProjectBackwardArgs a) {
+  const int64_t n = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (n < a.dims.num_surfels) project_backward_item(a, n);
+}
+
+struct TilePixel {
+  int64_t camera;
+  int x, y;
+  bool inside;
+};
+
+__device__ TilePixel tile_pixel(const Dims& d, int64_t tile) {
+  const int64_t per_camera = tiles_per_camera(d);
+  const int64_t t = tile % per_camera;
+  TilePixel p;
+  p.camera = tile / per_camera;
+  p.x = int(t % d.tiles_x) * kTileSize + int(threadIdx.x % kTileSize);
+  p.y = int(t / d.tiles_x) * kTileSize + int(threadIdx.x / kTileSize);
+  p.inside = p.x < d.width && p.y < d.height;
+  return p;
+}
+
+__device__ void load_batch_entry(const PixelPassInputs& in, int64_t pair, Splat* splats, vec3* normals,
+                                 int64_t* items) {
+  const int64_t item = in.pair_surfels[pair];
+  splats[threadIdx.x] = load_splat(in, item);
+  normals[threadIdx.x] = load_normal(in, item);
+  items[threadIdx.x] = item;
+}
+
+__global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
+  const Dims& d = a.in.dims;
+  const int64_t tile = blockIdx.x;
+  const TilePixel p = tile_pixel(d, tile);
+  const int64_t begin = a.in.tile_starts[tile], end = a.in.tile_starts[tile + 1];
+  const int D = d.num_channels;
+  const int64_t pixel = (p.camera * d.height + p.y) * d.width + p.x;
+
+  __shared__ Splat s_splats[kBlock];
+  __shared__ vec3 s_normals[kBlock];
+  __shared__ int64_t s_items[kBlock];
+
+  PixelForward f;
+  f.px = p.x + 0.5f;
+  f.py = p.y + 0.5f;
+  f.done = !p.inside;
+  float registers[kRegisterChannels] = {0.f, 0.f, 0.f, 0.f};
+  // Beyond kRegisterChannels the colour accumulates in the (zero-initialised) output.
+  float* color_acc = (D <= kRegisterChannels || !p.inside) ? registers : a.out_colors + pixel * D;
+
+  for (int64_t batch = begin; batch < end; batch += kBlock) {
+    // Also the barrier that protects the shared batch from being overwritten too early.
+    if (__syncthreads_count(f.done) == kBlock) break;
+    if (batch + threadIdx.x < end) load_batch_entry(a.in, batch + threadIdx.x, s_splats, s_normals, s_items);
+    __syncthreads();
+    const int count = int(min(int64_t(kBlock), end - batch));
+    for (int j = 0; j < count && !f.done; ++j) {
+      f.visit(s_splats[j], s_normals[j], a.in.colors + s_items[j] * D, D, int32_t(batch - begin + j), d.near_plane,
+              d.far_plane, color_acc);
+    }
+  }
+  if (p.inside) store_pixel(a, p.camera, pixel, f, color_acc);
+}
+
+__device__ float warp_sum(float value) {
+  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffffu, value, offset);
+  return value;
+}
+
+__global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) {
+  const Dims& d = a.in.dims;
+  const int64_t tile = blockIdx.x;
+  const int64_t begin = a.in.tile_starts[tile], end = a.in.tile_starts[tile + 1];
+  if (end == begin) return;
+  const TilePixel p = tile_pixel(d, tile);
+  const int D = d.num_channels;
+  const int width = pair_grad_width(D);
+  const int64_t pixel = (p.camera * d.height + p.y) * d.width + p.x;
+
+  __shared__ Splat s_splats[kBlock];
+  __shared__ vec3 s_normals[kBlock];
+  __shared__ int64_t s_items[kBlock];
+  __shared__ int32_t s_max_last;
+  extern __shared__ float s_partials[];  // [kWarps, width]
+
+  PixelBackward b;
+  int32_t last = 0;
+  if (p.inside) {
+    b = load_pixel_backward(a, pixel, p.x + 0.5f, p.y + 0.5f);
+    b.start(a.in.backgrounds ? a.in.backgrounds + p.camera * D : nullptr, D);
+    last = b.rec.last;
+  }
+  if (threadIdx.x == 0) s_max_last = 0;
+  __syncthreads();
+  atomicMax(&s_max_last, last);
+  __syncthreads();
+
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  for (int64_t batch_end = begin + s_max_last; batch_end > begin; batch_end -= kBlock) {
+    const int64_t batch_begin = max(begin, batch_end - kBlock);
+    const int count = int(batch_end - batch_begin);
+    __syncthreads();
+    if (threadIdx.x < count) load_batch_entry(a.in, batch_begin + threadIdx.x, s_splats, s_normals, s_items);
+    __syncthreads();
+    for (int j = count - 1; j >= 0; --j) {
+      const int32_t index = int32_t(batch_begin + j - begin);
+      float g[kPairGradColor];
+      bool hit = false;
+      if (p.inside && index < last)
+        hit = b.visit(s_splats[j], s_normals[j], a.in.colors + s_items[j] * D, D, index, d.near_plane, d.far_plane, g);
+      if (!__syncthreads_or(hit)) continue;
+      // Block reduction in a fixed order: warp trees, then the warps in sequence.
+#pragma unroll
+      for (int k = 0; k < kPairGradColor; ++k) {
+        const float value = warp_sum(hit ? g[k] : 0.f);
+        if (lane == 0) s_partials[warp * width + k] = value;
+      }
+      for (int ch = 0; ch < D; ++ch) {
+        const float value = warp_sum(hit ? b.weight * b.v.color[ch] : 0.f);
+        if (lane == 0) s_partials[warp * width + kPairGradColor + ch] = value;
+      }
+      __syncthreads();
+      float* record = a.pair_grads + a.pair_emit_index[batch_begin + j] * width;
+      for (int k = threadIdx.x; k < width; k += kBlock) {
+        float total = 0.f;
+        for (int w = 0; w < kWarps; ++w) total += s_partials[w * width + k];
+        record[k] = total;
+      }
+      __syncthreads();
+    }
+  }
+}
+
+}  // namespace
+
+void project_cuda(const ProjectArgs& a, int device, std::uintptr_t stream) {
+  const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
+  if (items == 0) return;
+  cuda::DeviceGuard guard(device);
+  project_kernel<<<cuda::blocks_for(items, kItemThreads), kItemThreads, 0, cuda::as_stream(stream)>>>(a, items);
+  cuda::check_launch("rasterize project_kernel");
+}
+
+void emit_pairs_cuda(const EmitArgs& a, int device, std::uintptr_t stream) {
+  const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
+  if (items == 0) return;
+  cuda::DeviceGuard guard(device);
+  emit_kernel<<<cuda::blocks_for(items, kItemThreads), kItemThreads, 0, cuda::as_stream(stream)>>>(a, items);
+  cuda::check_launch("rasterize emit_kernel");
+}
+
+void forward_cuda(const ForwardArgs& a, int device, std::uintptr_t stream) {
+  const int64_t tiles = a.in.dims.num_cameras * tiles_per_camera(a.in.dims);
+  if (tiles == 0) return;
+  cuda::DeviceGuard guard(device);
+  forward_kernel<<<static_cast<unsigned int>(tiles), kBlock, 0, cuda::as_stream(stream)>>>(a);
+  cuda::check_launch("rasterize forward_kernel");
+}
+
+void backward_cuda(const BackwardArgs& a, int device, std::uintptr_t stream) {
+  const int64_t tiles = a.in.dims.num_cameras * tiles_per_camera(a.in.dims);
+  if (tiles == 0) return;
+  cuda::DeviceGuard guard(device);
+  const size_t partial_bytes = sizeof(float) * kWarps * pair_grad_width(a.in.dims.num_channels);
+  if (partial_bytes > 32 * 1024) {
+    cuda::check(cudaFuncSetAttribute(backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(partial_bytes)),
+                "cudaFuncSetAttribute(backward_kernel)");
+  }
+  backward_kernel<<<static_cast<unsigned int>(tiles), kBlock, partial_bytes, cuda::as_stream(stream)>>>(a);
+  cuda::check_launch("rasterize backward_kernel");
+}
+
+void reduce_cuda(const ReduceArgs& a, int device, std::uintptr_t stream) {
+  const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
+  if (items == 0) return;
+  cuda::DeviceGuard guard(device);
+  reduce_kernel<<<cuda::blocks_for(items, kItemThreads), kItemThreads, 0, cuda::as_stream(stream)>>>(a, items);
+  cuda::check_launch("rasterize reduce_kernel");
+}
+
+void project_backward_cuda(const ProjectBackwardArgs& a, int device, std::uintptr_t stream) {
+  if (a.dims.num_surfels == 0) return;
+  cuda::DeviceGuard guard(device);
+  project_backward_kernel<<<cuda::blocks_for(a.dims.num_surfels, kItemThreads), kItemThreads, 0,
+                            cuda::as_stream(stream)>>>(a);
+  cuda::check_launch("rasterize project_backward_kernel");
+}
+
+}  // namespace gsl::rasterize

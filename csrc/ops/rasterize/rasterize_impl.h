@@ -1,0 +1,203 @@
+// Per-item bodies of the rasterizer's passes, shared by rasterize_cpu.cpp and
+// rasterize_cuda.cu (docs/design.md, decision 2): the launchers only loop.
+#pragma once
+
+#include "core/compositing.h"
+#include "core/projection.h"
+#include "ops/rasterize/rasterize.h"
+
+namespace gsl::rasterize {
+
+GSL_HD int64_t tiles_per_camera(const Dims& d) { return int64_t(d.tiles_x) * d.tiles_y; }
+
+// Projection of pair (camera c, surfel n), item = c * N + n.
+GSL_HD void project_item(const ProjectArgs& a, int64_t item) {
+  const Dims& d = a.dims;
+  const int64_t c = item / d.num_surfels, n = item % d.num_surfels;
+  const Camera cam = load_camera(a.viewmats + 16 * c, a.Ks + 9 * c);
+  const Projection p = project_surfel(a.means + 3 * n, a.quats + 4 * n, a.scales + 2 * n, a.opacities[n],
+                                      a.colors + item * d.num_channels, d.num_channels, cam, d.scale_modifier,
+                                      d.near_plane, d.far_plane);
+  PixelRect rect = {0, 0, 0, 0};
+  if (p.visible) rect = pixel_rect(p.box_lo, p.box_hi, d.width, d.height);
+  const int64_t count = rect.tile_count();
+  int32_t* radii = a.radii + 2 * item;
+  int32_t* rects = a.pixel_rects + 4 * item;
+  a.tile_counts[item] = count;
+  rects[0] = rect.x0;
+  rects[1] = rect.y0;
+  rects[2] = rect.x1;
+  rects[3] = rect.y1;
+  float* M = a.M + 9 * item;
+  if (count == 0) {
+    radii[0] = radii[1] = 0;
+    for (int i = 0; i < 9; ++i) M[i] = 0.f;
+    for (int i = 0; i < 3; ++i) a.normals[3 * item + i] = 0.f;
+    a.means2d[2 * item] = a.means2d[2 * item + 1] = 0.f;
+    a.depths[item] = 0.f;
+    return;
+  }
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) M[3 * i + j] = p.M.m[i][j];
+  a.normals[3 * item + 0] = p.normal.x;
+  a.normals[3 * item + 1] = p.normal.y;
+  a.normals[3 * item + 2] = p.normal.z;
+  a.means2d[2 * item + 0] = p.center.x;
+  a.means2d[2 * item + 1] = p.center.y;
+  a.depths[item] = p.depth;
+  // Half extents around the projected centre, so means2d +- radii covers the box (never 0
+  // for a visible surfel: the box covers the fallback filter).
+  const float half_w = fmaxf(p.box_hi.x - p.center.x, p.center.x - p.box_lo.x);
+  const float half_h = fmaxf(p.box_hi.y - p.center.y, p.center.y - p.box_lo.y);
+  radii[0] = static_cast<int32_t>(fminf(ceilf(half_w), kMaxRadius));
+  radii[1] = static_cast<int32_t>(fminf(ceilf(half_h), kMaxRadius));
+}
+
+GSL_HD uint32_t float_bits(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  uint32_t bits;
+  __builtin_memcpy(&bits, &x, sizeof(bits));
+  return bits;
+#endif
+}
+
+// Writes the (tile, depth) keys of pair item = c * N + n; positive depths sort like their bits.
+GSL_HD void emit_item(const EmitArgs& a, int64_t item) {
+  const Dims& d = a.dims;
+  const int32_t* r = a.pixel_rects + 4 * item;
+  const PixelRect rect = {r[0], r[1], r[2], r[3]};
+  const int64_t end = a.pair_ends[item];
+  int64_t out = end - rect.tile_count();
+  const int64_t camera = item / d.num_surfels;
+  const uint64_t depth_bits = float_bits(a.depths[item]);
+  if (rect.empty()) return;
+  for (int ty = rect.tile_y0(); ty < rect.tile_y1(); ++ty) {
+    for (int tx = rect.tile_x0(); tx < rect.tile_x1(); ++tx) {
+      const uint64_t tile = uint64_t(camera * tiles_per_camera(d) + int64_t(ty) * d.tiles_x + tx);
+      a.keys[out] = static_cast<int64_t>((tile << 32) | depth_bits);
+      a.pair_surfels[out] = item;
+      ++out;
+    }
+  }
+}
+
+GSL_HD Splat load_splat(const PixelPassInputs& in, int64_t surfel_item) {
+  Splat s;
+  const float* M = in.M + 9 * surfel_item;
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) s.M.m[i][j] = M[3 * i + j];
+  s.center = {in.means2d[2 * surfel_item], in.means2d[2 * surfel_item + 1]};
+  s.opacity = in.opacities[surfel_item % in.dims.num_surfels];
+  return s;
+}
+
+GSL_HD PixelRect load_pixel_rect(const PixelPassInputs& in, int64_t surfel_item) {
+  const int32_t* r = in.pixel_rects + 4 * surfel_item;
+  return {r[0], r[1], r[2], r[3]};
+}
+
+GSL_HD vec3 load_normal(const PixelPassInputs& in, int64_t surfel_item) {
+  const float* n = in.normals + 3 * surfel_item;
+  return {n[0], n[1], n[2]};
+}
+
+// Writes one pixel's forward outputs; color_acc [D] holds its accumulated colour.
+GSL_HD void store_pixel(const ForwardArgs& a, int64_t camera, int64_t pixel, const PixelForward& f,
+                        const float* color_acc) {
+  const int D = a.in.dims.num_channels;
+  const float* bg = a.in.backgrounds ? a.in.backgrounds + camera * D : nullptr;
+  for (int ch = 0; ch < D; ++ch) a.out_colors[pixel * D + ch] = color_acc[ch] + (bg ? f.T * bg[ch] : 0.f);
+  a.out_alphas[pixel] = 1.f - f.T;
+  a.out_depths[pixel] = f.depth;
+  a.out_median[pixel] = f.median_depth;
+  a.out_normals[3 * pixel + 0] = f.normal.x;
+  a.out_normals[3 * pixel + 1] = f.normal.y;
+  a.out_normals[3 * pixel + 2] = f.normal.z;
+  a.out_distortion[pixel] = f.sums.distortion;
+  a.saved_T[pixel] = f.T;
+  a.saved_last[pixel] = f.last;
+  a.saved_median[pixel] = f.median;
+  a.out_visited[pixel] = f.visited;
+  a.saved_sums[3 * pixel + 0] = f.sums.weight;
+  a.saved_sums[3 * pixel + 1] = f.sums.first;
+  a.saved_sums[3 * pixel + 2] = f.sums.second;
+}
+
+// Loads what the backward needs of one pixel.
+GSL_HD PixelBackward load_pixel_backward(const BackwardArgs& a, int64_t pixel, float px, float py) {
+  const int D = a.in.dims.num_channels;
+  PixelBackward b;
+  b.px = px;
+  b.py = py;
+  b.rec.transmittance = a.saved_T[pixel];
+  b.rec.last = a.saved_last[pixel];
+  b.rec.median = a.saved_median[pixel];
+  b.rec.sums.weight = a.saved_sums[3 * pixel + 0];
+  b.rec.sums.first = a.saved_sums[3 * pixel + 1];
+  b.rec.sums.second = a.saved_sums[3 * pixel + 2];
+  b.v.color = a.v_colors + pixel * D;
+  b.v.alpha = a.v_alphas[pixel];
+  b.v.depth = a.v_depths[pixel];
+  b.v.median_depth = a.v_median[pixel];
+  b.v.distortion = a.v_distortion[pixel];
+  b.v.normal = {a.v_normals[3 * pixel], a.v_normals[3 * pixel + 1], a.v_normals[3 * pixel + 2]};
+  return b;
+}
+
+// Sums the pair gradient records of (camera, surfel) item in emission order.
+GSL_HD void reduce_item(const ReduceArgs& a, int64_t item) {
+  const int D = a.dims.num_channels;
+  const int width = pair_grad_width(D);
+  const int64_t end = a.pair_ends[item];
+  const int64_t begin = item == 0 ? 0 : a.pair_ends[item - 1];
+  float sums[kPairGradColor];
+  for (int k = 0; k < kPairGradColor; ++k) sums[k] = 0.f;
+  float* v_colors = a.v_colors + item * D;
+  for (int ch = 0; ch < D; ++ch) v_colors[ch] = 0.f;
+  for (int64_t p = begin; p < end; ++p) {
+    const float* g = a.pair_grads + p * width;
+    for (int k = 0; k < kPairGradColor; ++k) sums[k] += g[k];
+    for (int ch = 0; ch < D; ++ch) v_colors[ch] += g[kPairGradColor + ch];
+  }
+  for (int k = 0; k < 9; ++k) a.v_M[9 * item + k] = sums[kPairGradM + k];
+  a.v_opacities[item] = sums[kPairGradOpacity];
+  for (int k = 0; k < 3; ++k) a.v_normals[3 * item + k] = sums[kPairGradNormal + k];
+  a.screen_absgrad[2 * item + 0] = sums[kPairGradAbsStat + 0];
+  a.screen_absgrad[2 * item + 1] = sums[kPairGradAbsStat + 1];
+  mat3 M, v_M;
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) {
+      M.m[i][j] = a.M[9 * item + 3 * i + j];
+      v_M.m[i][j] = sums[kPairGradM + 3 * i + j];
+    }
+  const vec2 stat = screen_translation_grad(M, v_M);
+  a.screen_grad[2 * item + 0] = stat.x;
+  a.screen_grad[2 * item + 1] = stat.y;
+}
+
+// Gradients of surfel n, summed over the cameras in order.
+GSL_HD void project_backward_item(const ProjectBackwardArgs& a, int64_t n) {
+  const Dims& d = a.dims;
+  float v_mean[3] = {0.f, 0.f, 0.f}, v_quat[4] = {0.f, 0.f, 0.f, 0.f}, v_scale[2] = {0.f, 0.f};
+  float v_opacity = 0.f;
+  for (int64_t c = 0; c < d.num_cameras; ++c) {
+    const int64_t item = c * d.num_surfels + n;
+    if (a.radii[2 * item] == 0 && a.radii[2 * item + 1] == 0) continue;
+    const Camera cam = load_camera(a.viewmats + 16 * c, a.Ks + 9 * c);
+    mat3 v_M;
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j) v_M.m[i][j] = a.v_M[9 * item + 3 * i + j];
+    const vec3 v_normal = {a.v_normals[3 * item], a.v_normals[3 * item + 1], a.v_normals[3 * item + 2]};
+    project_surfel_vjp(a.means + 3 * n, a.quats + 4 * n, a.scales + 2 * n, cam, d.scale_modifier, v_M, v_normal,
+                       v_mean, v_quat, v_scale);
+    v_opacity += a.v_opacities_cn[item];
+  }
+  for (int i = 0; i < 3; ++i) a.v_means[3 * n + i] = v_mean[i];
+  for (int i = 0; i < 4; ++i) a.v_quats[4 * n + i] = v_quat[i];
+  for (int i = 0; i < 2; ++i) a.v_scales[2 * n + i] = v_scale[i];
+  a.v_opacities[n] = v_opacity;
+}
+
+}  // namespace gsl::rasterize

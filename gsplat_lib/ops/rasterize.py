@@ -1,0 +1,345 @@
+"""Differentiable surfel (2DGS) rasterization, batched over cameras, on CPU and CUDA.
+
+The math is pinned down in docs/design.md ("Rasterizer semantics") and lives once in
+``csrc/core``; this module checks the inputs, allocates every buffer with torch, sorts the
+tile pairs with ``torch.sort`` and wires the compiled passes into autograd.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import torch
+
+from gsplat_lib import _backend
+from gsplat_lib._backend import address, check_tensor
+from gsplat_lib.ops.sh import sh_to_colors
+
+TILE_SIZE = 16
+# Floats per (tile, surfel) pair in the backward: dL/dM (9), opacity, normal (3), |stat| (2).
+_PAIR_GRAD_BASE = 15
+# Bytes per tile pair in the forward: keys, ids, the sort's outputs and the tile ids.
+_PAIR_BYTES_FORWARD = 48
+
+
+@dataclass
+class RasterResult:
+    """Images are channels-last ``[C, H, W, ...]``; per-surfel tensors are ``[C, N, ...]``."""
+
+    colors: torch.Tensor           # [C, H, W, D]
+    alphas: torch.Tensor           # [C, H, W, 1]
+    depths: torch.Tensor           # [C, H, W, 1] accumulated hit depth, sum of w z
+    expected_depths: torch.Tensor  # [C, H, W, 1] depths / alphas, 0 where nothing is hit
+    median_depths: torch.Tensor    # [C, H, W, 1]
+    normals: torch.Tensor          # [C, H, W, 3] camera frame, alpha-weighted (not normalised)
+    normals_world: torch.Tensor    # [C, H, W, 3] the same in the world frame
+    distortions: torch.Tensor      # [C, H, W, 1]
+    radii: torch.Tensor            # [C, N, 2] int32 half extents of the screen box, 0 = culled
+    means2d: torch.Tensor          # [C, N, 2] projected centres (pixels)
+    depths_surfel: torch.Tensor    # [C, N] camera-space depth of the centres
+    visible: torch.Tensor          # [C, N] bool
+    screen_grad: torch.Tensor      # [C, N, 2] leaf: .grad = dL/d(screen translation) after backward
+    screen_absgrad: torch.Tensor   # [C, N, 2] leaf: .grad = sum of |per-pixel| translation gradients
+    evaluated_pairs: torch.Tensor  # [C, H, W] int32 (pixel, surfel) pairs the forward evaluated
+    backward_pairs: torch.Tensor   # [C, H, W] int32 pairs the backward revisits (up to the last contributor)
+
+
+def rasterize_surfels(
+    means: torch.Tensor,
+    quats: torch.Tensor,
+    scales: torch.Tensor,
+    opacities: torch.Tensor,
+    colors: Optional[torch.Tensor] = None,
+    viewmats: Optional[torch.Tensor] = None,
+    Ks: Optional[torch.Tensor] = None,
+    width: Optional[int] = None,
+    height: Optional[int] = None,
+    near: float = 0.01,
+    far: float = 1000.0,
+    *,
+    sh: Optional[torch.Tensor] = None,
+    sh_degree: Optional[int] = None,
+    backgrounds: Optional[torch.Tensor] = None,
+    scale_modifier: float = 1.0,
+) -> RasterResult:
+    """Renders N surfels into C cameras in one call.
+
+    Args:
+        means: ``[N, 3]`` centres. quats: ``[N, 4]`` rotations (w, x, y, z), normalised inside.
+        scales: ``[N, 2]`` positive extents along the two tangent axes. opacities: ``[N]`` in [0, 1].
+        colors: ``[N, D]`` or per camera ``[C, N, D]``, any D; or give ``sh [N, K, 3]`` and
+            ``sh_degree`` instead (view-dependent colour, ``max(SH + 0.5, 0)``).
+        viewmats: ``[C, 4, 4]`` world-to-camera (OpenCV). Ks: ``[C, 3, 3]`` pixel intrinsics.
+        width, height: image size in pixels. near, far: clipping planes (also the distortion's range).
+        backgrounds: ``[C, D]`` colour behind the surfels. scale_modifier: multiplies ``scales``.
+
+    Bad surfels (non-finite, zero or negative scale, zero quaternion, behind the camera, edge-on
+    outlines through the camera plane, off screen) are culled; bad cameras and wrong shapes,
+    dtypes or devices raise errors naming the argument. Both backends are deterministic: the
+    same inputs give the same bits, whatever the thread count. Gradients flow to means, quats,
+    scales, opacities, colours / SH and backgrounds; cameras get none.
+    """
+    dims: Dict[str, int] = {}
+    means = check_tensor("means", means, ("N", 3), dims=dims)
+    device = means.device
+    quats = check_tensor("quats", quats, ("N", 4), dims=dims, device=device)
+    scales = check_tensor("scales", scales, ("N", 2), dims=dims, device=device)
+    opacities = check_tensor("opacities", opacities, ("N",), dims=dims, device=device)
+    viewmats = check_tensor("viewmats", viewmats, ("C", 4, 4), dims=dims, device=device)
+    Ks = check_tensor("Ks", Ks, ("C", 3, 3), dims=dims, device=device)
+    num_cameras, num_surfels = dims["C"], dims["N"]
+    width = _check_size("width", width)
+    height = _check_size("height", height)
+    near, far = _check_planes(near, far)
+    if not (isinstance(scale_modifier, (int, float)) and math.isfinite(scale_modifier) and scale_modifier > 0):
+        raise ValueError(f"scale_modifier must be a finite number > 0, got {scale_modifier!r}")
+    _check_cameras(viewmats, Ks)
+
+    if (colors is None) == (sh is None):
+        raise ValueError("give exactly one of colors [N, D] / [C, N, D] or sh [N, K, 3] with sh_degree")
+    if sh is not None:
+        sh = check_tensor("sh", sh, ("N", None, 3), dims=dims, device=device)
+        if not isinstance(sh_degree, int):
+            raise TypeError(f"sh_degree must be an int when sh is given, got {type(sh_degree).__name__}")
+        colors_per_camera = sh_to_colors(sh, sh_degree, means, viewmats)
+    elif isinstance(colors, torch.Tensor) and colors.dim() == 3:
+        colors_per_camera = check_tensor("colors", colors, ("C", "N", None), dims=dims, device=device)
+    else:
+        colors = check_tensor("colors", colors, ("N", None), dims=dims, device=device)
+        colors_per_camera = colors.unsqueeze(0).expand(num_cameras, -1, -1)
+    colors_per_camera = colors_per_camera.contiguous()
+    num_channels = colors_per_camera.shape[-1]
+    if backgrounds is not None:
+        backgrounds = check_tensor("backgrounds", backgrounds, (num_cameras, num_channels), device=device)
+
+    _check_image_memory(num_cameras, width, height, num_channels, device)
+    tiles_x, tiles_y = -(-width // TILE_SIZE), -(-height // TILE_SIZE)
+    if num_cameras * tiles_x * tiles_y >= 2**31:
+        raise ValueError(
+            f"{num_cameras} cameras x {tiles_x * tiles_y} tiles of {TILE_SIZE}x{TILE_SIZE} px exceed the 2^31 "
+            "tile keys of one call: render fewer cameras per call or smaller images"
+        )
+    settings = dict(
+        num_cameras=num_cameras, num_surfels=num_surfels, num_channels=num_channels, width=width,
+        height=height, tiles_x=tiles_x, tiles_y=tiles_y, near_plane=near, far_plane=far,
+        scale_modifier=float(scale_modifier),
+    )
+
+    track = torch.is_grad_enabled()
+    screen_grad = torch.zeros(num_cameras, num_surfels, 2, device=device, requires_grad=track)
+    screen_absgrad = torch.zeros(num_cameras, num_surfels, 2, device=device, requires_grad=track)
+    (out_colors, alphas, depths, median_depths, normals, distortions, radii, means2d, depths_surfel,
+     evaluated_pairs, backward_pairs) = (
+        _RasterizeSurfels.apply(
+            means, quats, scales, opacities, colors_per_camera, viewmats, Ks, backgrounds,
+            screen_grad, screen_absgrad, settings,
+        )
+    )
+    expected_depths = torch.where(alphas > 0, depths / alphas.clamp_min(1e-12), torch.zeros_like(depths))
+    normals_world = torch.einsum("chwi,cij->chwj", normals, viewmats[:, :3, :3])
+    return RasterResult(
+        colors=out_colors, alphas=alphas, depths=depths, expected_depths=expected_depths,
+        median_depths=median_depths, normals=normals, normals_world=normals_world, distortions=distortions,
+        radii=radii, means2d=means2d, depths_surfel=depths_surfel, visible=(radii > 0).any(dim=-1),
+        screen_grad=screen_grad, screen_absgrad=screen_absgrad, evaluated_pairs=evaluated_pairs,
+        backward_pairs=backward_pairs,
+    )
+
+
+def _check_size(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _check_planes(near: float, far: float):
+    for name, value in (("near", near), ("far", far)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not 0 < near < far:
+        raise ValueError(f"need 0 < near < far, got near={near}, far={far}")
+    return float(near), float(far)
+
+
+def _check_cameras(viewmats: torch.Tensor, Ks: torch.Tensor) -> None:
+    if not bool(torch.isfinite(viewmats).all()):
+        raise ValueError("viewmats contains NaN or Inf")
+    if not bool(torch.isfinite(Ks).all()):
+        raise ValueError("Ks contains NaN or Inf")
+    last_row = torch.tensor([0.0, 0.0, 1.0], device=Ks.device)
+    if Ks.shape[0] and not bool((Ks[:, 2, :] == last_row).all()):
+        raise ValueError("Ks must be pinhole intrinsics whose last row is (0, 0, 1)")
+
+
+def _available_bytes(device: torch.device) -> Optional[int]:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_image_memory(num_cameras: int, width: int, height: int, channels: int, device: torch.device) -> None:
+    # Outputs, saved state and their gradients: about 2 x (D + 12) floats per pixel.
+    needed = 2 * 4 * num_cameras * width * height * (channels + 12)
+    available = _available_bytes(device)
+    if available is not None and needed > available:
+        raise ValueError(
+            f"rendering {num_cameras} x {width}x{height} images needs about {needed / 2**30:.1f} GiB but only "
+            f"{available / 2**30:.1f} GiB is available on {device}: render smaller images or fewer cameras per call"
+        )
+
+
+def _check_pair_memory(num_pairs: int, channels: int, device: torch.device) -> None:
+    needed = num_pairs * (_PAIR_BYTES_FORWARD + 4 * (_PAIR_GRAD_BASE + channels))
+    available = _available_bytes(device)
+    if available is not None and needed > available:
+        raise ValueError(
+            f"the surfels cover {num_pairs} (tile, surfel) pairs needing about {needed / 2**30:.1f} GiB, but only "
+            f"{available / 2**30:.1f} GiB is available on {device}: render fewer cameras per call, smaller "
+            "images, or cull oversized surfels"
+        )
+
+
+def _launch(name: str, device: torch.device, settings: dict, **buffers: Optional[torch.Tensor]) -> None:
+    fields = dict(settings)
+    for key, tensor in buffers.items():
+        fields[key] = address(tensor)
+    function = _backend.op(f"rasterize_{name}", device)
+    if device.type == "cpu":
+        function(fields, _backend.num_threads())
+    else:
+        function(fields, _backend.device_index(device), _backend.stream_of(device))
+
+
+def _zeros_if_none(grad: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if grad is None else grad.contiguous()
+
+
+class _RasterizeSurfels(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, screen_grad,
+                screen_absgrad, settings):
+        device = means.device
+        C, N, D = settings["num_cameras"], settings["num_surfels"], settings["num_channels"]
+        H, W = settings["height"], settings["width"]
+        f32 = dict(dtype=torch.float32, device=device)
+        i32 = dict(dtype=torch.int32, device=device)
+        i64 = dict(dtype=torch.int64, device=device)
+
+        M = torch.empty(C, N, 9, **f32)
+        normals_cn = torch.empty(C, N, 3, **f32)
+        means2d = torch.empty(C, N, 2, **f32)
+        depths_surfel = torch.empty(C, N, **f32)
+        radii = torch.empty(C, N, 2, **i32)
+        pixel_rects = torch.empty(C, N, 4, **i32)
+        tile_counts = torch.empty(C, N, **i64)
+        _launch("project", device, settings, means=means, quats=quats, scales=scales, opacities=opacities,
+                colors=colors, viewmats=viewmats, Ks=Ks, M=M, normals=normals_cn, means2d=means2d,
+                depths=depths_surfel, radii=radii, pixel_rects=pixel_rects, tile_counts=tile_counts)
+
+        # Two phases (decision 1): count the pairs, read the total, allocate, fill.
+        pair_ends = torch.cumsum(tile_counts.reshape(-1), dim=0)
+        num_pairs = int(pair_ends[-1]) if pair_ends.numel() else 0
+        _check_pair_memory(num_pairs, D, device)
+        keys = torch.empty(num_pairs, **i64)
+        pair_surfels = torch.empty(num_pairs, **i64)
+        _launch("emit_pairs", device, settings, depths=depths_surfel, pixel_rects=pixel_rects, pair_ends=pair_ends,
+                keys=keys, pair_surfels=pair_surfels)
+        sorted_keys, pair_emit_index = torch.sort(keys, stable=True)
+        sorted_surfels = pair_surfels[pair_emit_index]
+        num_tiles = C * settings["tiles_x"] * settings["tiles_y"]
+        tile_starts = torch.searchsorted(sorted_keys >> 32, torch.arange(num_tiles + 1, **i64))
+        del keys, sorted_keys, pair_surfels
+
+        out_colors = torch.zeros(C, H, W, D, **f32)
+        alphas = torch.empty(C, H, W, 1, **f32)
+        depths = torch.empty(C, H, W, 1, **f32)
+        median_depths = torch.empty(C, H, W, 1, **f32)
+        normals = torch.empty(C, H, W, 3, **f32)
+        distortions = torch.empty(C, H, W, 1, **f32)
+        saved_T = torch.empty(C, H, W, **f32)
+        saved_last = torch.empty(C, H, W, **i32)
+        saved_median = torch.empty(C, H, W, **i32)
+        saved_sums = torch.empty(C, H, W, 3, **f32)
+        evaluated_pairs = torch.empty(C, H, W, **i32)
+        pixel_inputs = dict(tile_starts=tile_starts, sorted_surfels=sorted_surfels, M=M, means2d=means2d,
+                            normals=normals_cn, opacities=opacities, colors=colors, backgrounds=backgrounds,
+                            pixel_rects=pixel_rects)
+        _launch("forward", device, settings, **pixel_inputs, out_colors=out_colors, out_alphas=alphas,
+                out_depths=depths, out_median=median_depths, out_normals=normals, out_distortion=distortions,
+                saved_T=saved_T, saved_last=saved_last, saved_median=saved_median, saved_sums=saved_sums,
+                out_visited=evaluated_pairs)
+
+        ctx.settings = settings
+        ctx.has_backgrounds = backgrounds is not None
+        ctx.save_for_backward(means, quats, scales, opacities, colors, viewmats, Ks,
+                              backgrounds if backgrounds is not None else torch.empty(0, device=device),
+                              M, normals_cn, means2d, radii, pixel_rects, pair_ends, tile_starts, sorted_surfels,
+                              pair_emit_index, saved_T, saved_last, saved_median, saved_sums)
+        ctx.mark_non_differentiable(radii, means2d, depths_surfel, evaluated_pairs, saved_last)
+        return (out_colors, alphas, depths, median_depths, normals, distortions, radii, means2d, depths_surfel,
+                evaluated_pairs, saved_last)
+
+    @staticmethod
+    def backward(ctx, v_colors, v_alphas, v_depths, v_median, v_normals, v_distortions, *_unused):
+        (means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, M, normals_cn, means2d, radii,
+         pixel_rects, pair_ends, tile_starts, sorted_surfels, pair_emit_index, saved_T, saved_last, saved_median,
+         saved_sums) = ctx.saved_tensors
+        settings = ctx.settings
+        device = means.device
+        C, N, D = settings["num_cameras"], settings["num_surfels"], settings["num_channels"]
+        H, W = settings["height"], settings["width"]
+        f32 = dict(dtype=torch.float32, device=device)
+        backgrounds = backgrounds if ctx.has_backgrounds else None
+        image1 = torch.empty(C, H, W, 1, **f32)
+        v_colors = _zeros_if_none(v_colors, torch.empty(C, H, W, D, **f32))
+        v_alphas = _zeros_if_none(v_alphas, image1)
+        v_depths = _zeros_if_none(v_depths, image1)
+        v_median = _zeros_if_none(v_median, image1)
+        v_normals = _zeros_if_none(v_normals, torch.empty(C, H, W, 3, **f32))
+        v_distortions = _zeros_if_none(v_distortions, image1)
+
+        num_pairs = sorted_surfels.numel()
+        pair_grads = torch.zeros(num_pairs, _PAIR_GRAD_BASE + D, **f32)
+        _launch("backward", device, settings, tile_starts=tile_starts, sorted_surfels=sorted_surfels, M=M,
+                means2d=means2d, normals=normals_cn, opacities=opacities, colors=colors, backgrounds=backgrounds,
+                pixel_rects=pixel_rects, saved_T=saved_T, saved_last=saved_last, saved_median=saved_median, saved_sums=saved_sums,
+                v_colors=v_colors, v_alphas=v_alphas, v_depths=v_depths, v_median=v_median, v_normals=v_normals,
+                v_distortion=v_distortions, pair_emit_index=pair_emit_index, pair_grads=pair_grads)
+
+        v_M = torch.empty(C, N, 9, **f32)
+        v_opacities_cn = torch.empty(C, N, **f32)
+        v_normals_cn = torch.empty(C, N, 3, **f32)
+        v_colors_cn = torch.empty(C, N, D, **f32)
+        screen_grad = torch.empty(C, N, 2, **f32)
+        screen_absgrad = torch.empty(C, N, 2, **f32)
+        _launch("reduce", device, settings, pair_ends=pair_ends, pair_grads=pair_grads, M=M, v_M=v_M,
+                v_opacities_cn=v_opacities_cn, v_normals_cn=v_normals_cn, v_colors_cn=v_colors_cn,
+                screen_grad=screen_grad, screen_absgrad=screen_absgrad)
+        del pair_grads
+
+        v_means = torch.empty(N, 3, **f32)
+        v_quats = torch.empty(N, 4, **f32)
+        v_scales = torch.empty(N, 2, **f32)
+        v_opacities = torch.empty(N, **f32)
+        _launch("project_backward", device, settings, means=means, quats=quats, scales=scales, viewmats=viewmats,
+                Ks=Ks, radii=radii, v_M=v_M, v_normals_cn=v_normals_cn, v_opacities_cn=v_opacities_cn,
+                v_means=v_means, v_quats=v_quats, v_scales=v_scales, v_opacities=v_opacities)
+
+        v_backgrounds = None
+        if backgrounds is not None and ctx.needs_input_grad[7]:
+            # colour = ... + T_final bg.
+            v_backgrounds = (v_colors * saved_T.unsqueeze(-1)).sum(dim=(1, 2))
+        return (v_means, v_quats, v_scales, v_opacities, v_colors_cn, None, None, v_backgrounds, screen_grad,
+                screen_absgrad, None)

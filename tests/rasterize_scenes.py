@@ -1,0 +1,53 @@
+"""Small random surfel scenes shared by the rasterizer tests and benchmarks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def look_at_viewmat(eye, target=(0.0, 0.0, 0.0), up=(0.0, -1.0, 0.0)) -> torch.Tensor:
+    """World-to-camera [4, 4] of an OpenCV camera at ``eye`` looking at ``target``."""
+    eye_t = torch.tensor(eye, dtype=torch.float64)
+    forward = torch.tensor(target, dtype=torch.float64) - eye_t
+    forward = forward / forward.norm()
+    right = torch.linalg.cross(forward, torch.tensor(up, dtype=torch.float64))
+    right = right / right.norm()
+    down = torch.linalg.cross(forward, right)
+    R = torch.stack([right, down, forward])  # rows: camera axes in world coordinates
+    viewmat = torch.eye(4, dtype=torch.float64)
+    viewmat[:3, :3] = R
+    viewmat[:3, 3] = -R @ eye_t
+    return viewmat.float()
+
+
+def random_cameras(num_cameras: int, width: int, height: int, seed: int = 0, distance: float = 4.0):
+    """Cameras on a sphere around the origin with off-centre principal points: (viewmats, Ks)."""
+    g = torch.Generator().manual_seed(seed)
+    viewmats, Ks = [], []
+    for _ in range(num_cameras):
+        theta = float(torch.rand(1, generator=g)) * 2 * math.pi
+        phi = (float(torch.rand(1, generator=g)) - 0.5) * 1.2
+        eye = (distance * math.cos(phi) * math.cos(theta), distance * math.sin(phi),
+               distance * math.cos(phi) * math.sin(theta))
+        viewmats.append(look_at_viewmat(eye))
+        focal = 0.9 * max(width, height)
+        cx = width / 2 + (float(torch.rand(1, generator=g)) - 0.5) * 0.2 * width
+        cy = height / 2 + (float(torch.rand(1, generator=g)) - 0.5) * 0.2 * height
+        Ks.append(torch.tensor([[focal, 0.0, cx], [0.0, focal * 1.05, cy], [0.0, 0.0, 1.0]]))
+    return torch.stack(viewmats), torch.stack(Ks)
+
+
+def random_surfels(num_surfels: int, channels: int = 3, seed: int = 0, extent: float = 1.0,
+                   scale_range=(0.05, 0.3)):
+    """Surfels in a cube of half-size ``extent`` around the origin: a dict of float32 tensors."""
+    g = torch.Generator().manual_seed(seed)
+    low, high = scale_range
+    return dict(
+        means=(torch.rand(num_surfels, 3, generator=g) * 2 - 1) * extent,
+        quats=torch.randn(num_surfels, 4, generator=g),
+        scales=low + (high - low) * torch.rand(num_surfels, 2, generator=g),
+        opacities=0.3 + 0.65 * torch.rand(num_surfels, generator=g),
+        colors=torch.rand(num_surfels, channels, generator=g),
+    )

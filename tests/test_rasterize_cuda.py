@@ -1,0 +1,92 @@
+"""The CUDA rasterizer against the CPU backend (same math in csrc/core). Needs a GPU."""
+
+import pytest
+import torch
+
+import gsplat_lib
+from gsplat_lib import rasterize_surfels
+from rasterize_scenes import random_cameras, random_surfels
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    pytest.mark.skipif(not gsplat_lib.build_info()["cuda"], reason="gsplat_lib was built without CUDA"),
+]
+
+OUTPUTS = ["colors", "alphas", "depths", "expected_depths", "median_depths", "normals", "normals_world",
+           "distortions"]
+PARAMS = ["means", "quats", "scales", "opacities", "colors"]
+
+
+def run(scene, viewmats, Ks, width, height, device, cotangent_seed=0, backgrounds=None):
+    leaves = {k: v.to(device).clone().requires_grad_(True) for k, v in scene.items()}
+    bg = None if backgrounds is None else backgrounds.to(device).clone().requires_grad_(True)
+    out = rasterize_surfels(leaves["means"], leaves["quats"], leaves["scales"], leaves["opacities"],
+                            leaves["colors"], viewmats.to(device), Ks.to(device), width, height, 0.5, 12.0,
+                            backgrounds=bg)
+    g = torch.Generator().manual_seed(cotangent_seed)
+    loss = sum((getattr(out, k) * torch.randn(getattr(out, k).shape, generator=g).to(device)).sum() for k in OUTPUTS)
+    loss.backward()
+    result = {k: getattr(out, k).detach().cpu() for k in OUTPUTS + ["radii", "means2d", "depths_surfel"]}
+    result.update({f"grad_{k}": leaves[k].grad.cpu() for k in PARAMS})
+    result["screen_grad"] = out.screen_grad.grad.cpu()
+    result["screen_absgrad"] = out.screen_absgrad.grad.cpu()
+    if bg is not None:
+        result["grad_backgrounds"] = bg.grad.cpu()
+    return result
+
+
+def assert_matches(cuda, cpu, rtol):
+    for name, expected in cpu.items():
+        actual = cuda[name]
+        if expected.dtype in (torch.int32, torch.int64, torch.bool):
+            assert torch.equal(actual, expected), name
+            continue
+        scale = float(expected.abs().max()) if expected.numel() else 0.0
+        error = float((actual - expected).abs().max()) if expected.numel() else 0.0
+        assert error <= rtol * scale + 1e-5, f"{name}: {error:.3g} vs scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("num_surfels,channels,num_cameras", [(200, 3, 1), (500, 3, 3), (300, 6, 2), (50, 1, 2)])
+def test_cuda_matches_cpu(num_surfels, channels, num_cameras):
+    width, height = 70, 45
+    viewmats, Ks = random_cameras(num_cameras, width, height, seed=num_surfels)
+    scene = random_surfels(num_surfels, channels=channels, seed=num_surfels + 1)
+    backgrounds = torch.rand(num_cameras, channels)
+    cpu = run(scene, viewmats, Ks, width, height, "cpu", backgrounds=backgrounds)
+    cuda = run(scene, viewmats, Ks, width, height, "cuda", backgrounds=backgrounds)
+    assert_matches(cuda, cpu, rtol=1e-3)
+
+
+def test_cuda_is_deterministic():
+    viewmats, Ks = random_cameras(2, 96, 64, seed=3)
+    scene = random_surfels(2000, seed=4)
+    first = run(scene, viewmats, Ks, 96, 64, "cuda")
+    second = run(scene, viewmats, Ks, 96, 64, "cuda")
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+def test_cuda_bad_surfels_give_no_nan():
+    viewmats, Ks = random_cameras(1, 32, 32, seed=5)
+    scene = random_surfels(20, seed=6)
+    scene["means"][0, 0] = float("nan")
+    scene["scales"][1] = 0.0
+    scene["quats"][2] = 0.0
+    scene["scales"][3] = float("inf")
+    result = run(scene, viewmats, Ks, 32, 32, "cuda")
+    for name, value in result.items():
+        if value.is_floating_point():
+            assert bool(torch.isfinite(value).all()), name
+
+
+def test_cuda_runs_on_the_tensors_device_and_current_stream():
+    device = torch.device("cuda", torch.cuda.device_count() - 1)
+    viewmats, Ks = random_cameras(1, 40, 40, seed=7)
+    scene = random_surfels(100, seed=8)
+    expected = run(scene, viewmats, Ks, 40, 40, "cpu")
+    stream = torch.cuda.Stream(device)
+    with torch.cuda.device(0), torch.cuda.stream(stream):
+        result = run(scene, viewmats, Ks, 40, 40, device)
+    torch.cuda.synchronize(device)
+    assert_matches(result, expected, rtol=1e-3)
