@@ -78,9 +78,11 @@ struct PixelBackward {
   float T;       // transmittance after the splat being visited (walking back)
   float behind;  // sum over later contributors of w_k g_k, plus T_final dL/dT_final
   float weight;  // w of the splat last visited; its colour gradient is weight * v.color
+  int32_t visited;  // splats evaluated
 
   GSL_HD void start(const float* background, int num_channels) {
     T = rec.transmittance;
+    visited = 0;
     // colour = ... + T bg, alpha = 1 - T.
     float v_T = -v.alpha;
     if (background != nullptr)
@@ -93,6 +95,7 @@ struct PixelBackward {
   // stat|) into `grad`, sets `weight` and returns true.
   GSL_HD bool visit(const Splat& s, vec3 n, const float* color, int num_channels, int32_t index, float near_plane,
                     float far_plane, float* grad) {
+    ++visited;
     Hit h;
     if (!eval_hit(s, px, py, near_plane, h)) return false;
     const float one_minus = 1.f - h.alpha;

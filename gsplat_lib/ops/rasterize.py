@@ -43,7 +43,7 @@ class RasterResult:
     screen_grad: torch.Tensor      # [C, N, 2] leaf: .grad = dL/d(screen translation) after backward
     screen_absgrad: torch.Tensor   # [C, N, 2] leaf: .grad = sum of |per-pixel| translation gradients
     evaluated_pairs: torch.Tensor  # [C, H, W] int32 (pixel, surfel) pairs the forward evaluated
-    backward_pairs: torch.Tensor   # [C, H, W] int32 pairs the backward revisits (up to the last contributor)
+    backward_pairs: torch.Tensor   # [C, H, W] int32 pairs the backward evaluated (filled by backward)
 
 
 def rasterize_surfels(
@@ -130,11 +130,14 @@ def rasterize_surfels(
     track = torch.is_grad_enabled()
     screen_grad = torch.zeros(num_cameras, num_surfels, 2, device=device, requires_grad=track)
     screen_absgrad = torch.zeros(num_cameras, num_surfels, 2, device=device, requires_grad=track)
+    # A diagnostic the backward fills in place (zeros until it runs); an input, not an output,
+    # so keeping it on ctx makes no reference cycle.
+    backward_pairs = torch.zeros(num_cameras, height, width, dtype=torch.int32, device=device)
     (out_colors, alphas, depths, median_depths, normals, distortions, radii, means2d, depths_surfel,
-     evaluated_pairs, backward_pairs) = (
+     evaluated_pairs) = (
         _RasterizeSurfels.apply(
             means, quats, scales, opacities, colors_per_camera, viewmats, Ks, backgrounds,
-            screen_grad, screen_absgrad, settings,
+            screen_grad, screen_absgrad, backward_pairs, settings,
         )
     )
     expected_depths = torch.where(alphas > 0, depths / alphas.clamp_min(1e-12), torch.zeros_like(depths))
@@ -229,7 +232,7 @@ def _zeros_if_none(grad: Optional[torch.Tensor], like: torch.Tensor) -> torch.Te
 class _RasterizeSurfels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, screen_grad,
-                screen_absgrad, settings):
+                screen_absgrad, backward_pairs, settings):
         device = means.device
         C, N, D = settings["num_cameras"], settings["num_surfels"], settings["num_channels"]
         H, W = settings["height"], settings["width"]
@@ -287,9 +290,10 @@ class _RasterizeSurfels(torch.autograd.Function):
                               backgrounds if backgrounds is not None else torch.empty(0, device=device),
                               M, normals_cn, means2d, radii, pixel_rects, pair_ends, tile_starts, sorted_surfels,
                               pair_emit_index, saved_T, saved_last, saved_median, saved_sums)
-        ctx.mark_non_differentiable(radii, means2d, depths_surfel, evaluated_pairs, saved_last)
+        ctx.backward_pairs = backward_pairs
+        ctx.mark_non_differentiable(radii, means2d, depths_surfel, evaluated_pairs)
         return (out_colors, alphas, depths, median_depths, normals, distortions, radii, means2d, depths_surfel,
-                evaluated_pairs, saved_last)
+                evaluated_pairs)
 
     @staticmethod
     def backward(ctx, v_colors, v_alphas, v_depths, v_median, v_normals, v_distortions, *_unused):
@@ -316,7 +320,8 @@ class _RasterizeSurfels(torch.autograd.Function):
                 means2d=means2d, normals=normals_cn, opacities=opacities, colors=colors, backgrounds=backgrounds,
                 pixel_rects=pixel_rects, saved_T=saved_T, saved_last=saved_last, saved_median=saved_median, saved_sums=saved_sums,
                 v_colors=v_colors, v_alphas=v_alphas, v_depths=v_depths, v_median=v_median, v_normals=v_normals,
-                v_distortion=v_distortions, pair_emit_index=pair_emit_index, pair_grads=pair_grads)
+                v_distortion=v_distortions, pair_emit_index=pair_emit_index, pair_grads=pair_grads,
+                out_backward_visited=ctx.backward_pairs)
 
         v_M = torch.empty(C, N, 9, **f32)
         v_opacities_cn = torch.empty(C, N, **f32)
@@ -342,4 +347,4 @@ class _RasterizeSurfels(torch.autograd.Function):
             # colour = ... + T_final bg.
             v_backgrounds = (v_colors * saved_T.unsqueeze(-1)).sum(dim=(1, 2))
         return (v_means, v_quats, v_scales, v_opacities, v_colors_cn, None, None, v_backgrounds, screen_grad,
-                screen_absgrad, None)
+                screen_absgrad, None, None)

@@ -85,6 +85,7 @@ struct BackwardArgs {
   const float* v_distortion;    // [C, H, W]
   const int64_t* pair_emit_index;  // [P] sorted position -> emission position
   float* pair_grads;            // [P, 15 + D] out, by emission position (zeroed by the caller)
+  int32_t* out_visited;         // [C, H, W] out, splats the backward evaluated
 };
 
 struct ReduceArgs {

@@ -163,6 +163,9 @@ void backward_cpu(const BackwardArgs& a, int num_threads) {
           }
         }
       }
+      for (int y = tc.y0; y < tc.y1; ++y)
+        for (int x = tc.x0; x < tc.x1; ++x)
+          a.out_visited[(tc.camera * d.height + y) * d.width + x] = pixels[(y - tc.y0) * tile_width + (x - tc.x0)].visited;
     }
   });
 }

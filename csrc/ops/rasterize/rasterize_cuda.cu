@@ -53,12 +53,15 @@ __device__ TilePixel tile_pixel(const Dims& d, int64_t tile) {
 }
 
 __device__ void load_batch_entry(const PixelPassInputs& in, int64_t pair, Splat* splats, vec3* normals,
-                                 int64_t* items) {
+                                 int64_t* items, PixelRect* rects) {
   const int64_t item = in.pair_surfels[pair];
   splats[threadIdx.x] = load_splat(in, item);
   normals[threadIdx.x] = load_normal(in, item);
   items[threadIdx.x] = item;
+  rects[threadIdx.x] = load_pixel_rect(in, item);
 }
+
+__device__ bool reaches(const PixelRect& r, int x, int y) { return x >= r.x0 && x < r.x1 && y >= r.y0 && y < r.y1; }
 
 __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
   const Dims& d = a.in.dims;
@@ -71,6 +74,7 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
   __shared__ Splat s_splats[kBlock];
   __shared__ vec3 s_normals[kBlock];
   __shared__ int64_t s_items[kBlock];
+  __shared__ PixelRect s_rects[kBlock];
 
   PixelForward f;
   f.px = p.x + 0.5f;
@@ -83,10 +87,11 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
   for (int64_t batch = begin; batch < end; batch += kBlock) {
     // Also the barrier that protects the shared batch from being overwritten too early.
     if (__syncthreads_count(f.done) == kBlock) break;
-    if (batch + threadIdx.x < end) load_batch_entry(a.in, batch + threadIdx.x, s_splats, s_normals, s_items);
+    if (batch + threadIdx.x < end) load_batch_entry(a.in, batch + threadIdx.x, s_splats, s_normals, s_items, s_rects);
     __syncthreads();
     const int count = int(min(int64_t(kBlock), end - batch));
     for (int j = 0; j < count && !f.done; ++j) {
+      if (!reaches(s_rects[j], p.x, p.y)) continue;
       f.visit(s_splats[j], s_normals[j], a.in.colors + s_items[j] * D, D, int32_t(batch - begin + j), d.near_plane,
               d.far_plane, color_acc);
     }
@@ -112,6 +117,7 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) 
   __shared__ Splat s_splats[kBlock];
   __shared__ vec3 s_normals[kBlock];
   __shared__ int64_t s_items[kBlock];
+  __shared__ PixelRect s_rects[kBlock];
   __shared__ int32_t s_max_last;
   extern __shared__ float s_partials[];  // [kWarps, width]
 
@@ -132,13 +138,13 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) 
     const int64_t batch_begin = max(begin, batch_end - kBlock);
     const int count = int(batch_end - batch_begin);
     __syncthreads();
-    if (threadIdx.x < count) load_batch_entry(a.in, batch_begin + threadIdx.x, s_splats, s_normals, s_items);
+    if (threadIdx.x < count) load_batch_entry(a.in, batch_begin + threadIdx.x, s_splats, s_normals, s_items, s_rects);
     __syncthreads();
     for (int j = count - 1; j >= 0; --j) {
       const int32_t index = int32_t(batch_begin + j - begin);
       float g[kPairGradColor];
       bool hit = false;
-      if (p.inside && index < last)
+      if (p.inside && index < last && reaches(s_rects[j], p.x, p.y))
         hit = b.visit(s_splats[j], s_normals[j], a.in.colors + s_items[j] * D, D, index, d.near_plane, d.far_plane, g);
       if (!__syncthreads_or(hit)) continue;
       // Block reduction in a fixed order: warp trees, then the warps in sequence.
@@ -161,6 +167,7 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) 
       __syncthreads();
     }
   }
+  if (p.inside) a.out_visited[pixel] = b.visited;
 }
 
 }  // namespace
