@@ -39,6 +39,24 @@ inline float ceilf(float x) { return std::ceil(x); }
 inline float floorf(float x) { return std::floor(x); }
 #endif
 
+// A product and a sum rounded one at a time: on the device nvcc would otherwise fuse
+// a * b + c into an FMA, and results that must match the host bit for bit would not.
+GSL_HD float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+GSL_HD float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
 GSL_HD bool is_finite(float x) {
   // True for every value except NaN and +-Inf, without relying on <cmath> on device.
   return x - x == 0.0f;

@@ -18,24 +18,6 @@ GSL_HD RowOrigin remap_row_origin(bool is_new, bool override_row, bool zero_new,
   return RowOrigin::copy_source;
 }
 
-// Products and sums rounded one at a time: nvcc would otherwise fuse x*x + y*y into an FMA
-// and the CUDA statistics would differ from the CPU ones in the last bit.
-GSL_HD float mul_rounded(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-
-GSL_HD float add_rounded(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-
 // Adds surfel n's screen statistics over cameras 0..C-1, in that order, to its accumulators.
 // A camera counts when the surfel is visible there (either radius > 0). The screen gradients
 // are in pixels; scaled by (width/2, height/2) they are gradients with respect to NDC
@@ -59,12 +41,12 @@ GSL_HD void accumulate_surfel_screen_stats(
     const int32_t rx = radii[i];
     const int32_t ry = radii[i + 1];
     if (rx <= 0 && ry <= 0) continue;
-    const float gx = mul_rounded(screen_grad[i], half_width);
-    const float gy = mul_rounded(screen_grad[i + 1], half_height);
-    grad_sum = add_rounded(grad_sum, sqrtf(add_rounded(mul_rounded(gx, gx), mul_rounded(gy, gy))));
-    const float ax = mul_rounded(screen_absgrad[i], half_width);
-    const float ay = mul_rounded(screen_absgrad[i + 1], half_height);
-    absgrad_sum = add_rounded(absgrad_sum, sqrtf(add_rounded(mul_rounded(ax, ax), mul_rounded(ay, ay))));
+    const float gx = mul_rn(screen_grad[i], half_width);
+    const float gy = mul_rn(screen_grad[i + 1], half_height);
+    grad_sum = add_rn(grad_sum, sqrtf(add_rn(mul_rn(gx, gx), mul_rn(gy, gy))));
+    const float ax = mul_rn(screen_absgrad[i], half_width);
+    const float ay = mul_rn(screen_absgrad[i + 1], half_height);
+    absgrad_sum = add_rn(absgrad_sum, sqrtf(add_rn(mul_rn(ax, ax), mul_rn(ay, ay))));
     visible_count += 1;
     largest_radius = fmaxf(largest_radius, static_cast<float>(rx > ry ? rx : ry));
   }

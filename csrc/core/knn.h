@@ -44,24 +44,8 @@ GSL_HD float infinity() {
 #endif
 }
 
-// Multiplications and additions that nvcc may not fuse into FMAs: distances must
-// round exactly like the brute-force reference, on the host and on the device.
-GSL_HD float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-
-GSL_HD float add_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-
+// Distances use mul_rn / add_rn (core/common.h) so they round exactly like the
+// brute-force reference, on the host and on the device.
 // ((a.x - b.x)^2 + (a.y - b.y)^2) + (a.z - b.z)^2, each step rounded to float32.
 GSL_HD float squared_distance(vec3 a, vec3 b) {
   const float dx = a.x - b.x;
