@@ -202,8 +202,8 @@ def main() -> None:
                 assert all(torch.equal(a, b) for a, b in zip(ours_moments[name], ref_moments[name])), name
             del ours_params, ours_moments, ref_params, ref_moments
             timings = {
-                ("densify", "torch (trainer)"): best_ms(lambda: densify_torch(*step), device, args.repeats),
-                ("densify", "gsplat_lib"): best_ms(lambda: densify_gsplat_lib(*step), device, args.repeats),
+                ("densify", "torch (trainer)"): best_ms(lambda s=step: densify_torch(*s), device, args.repeats),
+                ("densify", "gsplat_lib"): best_ms(lambda s=step: densify_gsplat_lib(*s), device, args.repeats),
             }
             del step
             stats_inputs = make_stats(n, args.cameras, device)

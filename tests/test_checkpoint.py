@@ -1,12 +1,10 @@
 """Checkpoints: complete round trip, weights_only, RNG states, atomic writes, bad files."""
 
-import os
 import random
 import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +14,9 @@ import gsplat_lib
 from gsplat_lib import DefaultStrategy, GaussianModel, load_checkpoint
 from gsplat_lib.checkpoint import CHECKPOINT_VERSION, _digest, capture_rng_states, restore_rng_states
 from gsplat_lib.model import PARAM_NAMES
+from subprocess_env import python_env
 
 # The writer process imports the gsplat_lib this test imports.
-PACKAGE_PARENT = str(Path(gsplat_lib.__file__).resolve().parents[1])
 
 
 def trained_model_and_strategy(count=40, seed=0):
@@ -190,9 +188,10 @@ CRASHING_WRITER = textwrap.dedent(
 
 def test_crash_during_save_leaves_the_previous_checkpoint_loadable(tmp_path):
     path = tmp_path / "run.ckpt"
-    env = {**os.environ, "PYTHONPATH": PACKAGE_PARENT}
+    env = python_env()
     writer = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_WRITER, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        [sys.executable, "-c", CRASHING_WRITER, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        cwd=tmp_path,  # not the checkout: `-c` puts the working directory first on sys.path
     )
     try:
         line = writer.stdout.readline()

@@ -8,15 +8,14 @@ every 7 steps and draws from the global torch, numpy and Python RNGs every step.
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
-import gsplat_lib
 from gsplat_lib.checkpoint import capture_rng_states, restore_rng_states
+from subprocess_env import python_env
 
 WORKER = Path(__file__).resolve().with_name("resume_worker.py")
 HALF, FULL = 18, 36
@@ -31,11 +30,10 @@ def load_worker():
 
 def resume_in_new_process(checkpoint, out, until):
     """Runs the worker in a fresh interpreter that imports the gsplat_lib this test imports."""
-    package_parent = str(Path(gsplat_lib.__file__).resolve().parents[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": package_parent}
     completed = subprocess.run(
         [sys.executable, str(WORKER), str(checkpoint), str(out), "--until", str(until)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=300,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=python_env(OMP_NUM_THREADS="1"), timeout=300,
+        cwd=out.parent,
     )
     assert completed.returncode == 0, completed.stdout.decode()
 

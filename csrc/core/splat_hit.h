@@ -51,13 +51,16 @@ GSL_HD bool eval_hit(const Splat& s, float px, float py, float near_plane, Hit& 
   // rho3d = num / den, compared without dividing: most pairs of a tile are rejected here.
   h.use3d = den > kEdgeOnEps && num <= rho2d * den;
   if (h.use3d ? !(num <= kSupportRho * den) : !(rho2d <= kSupportRho)) return false;
-  const float rho = h.use3d ? num / den : rho2d;
+  float rho;
   if (h.use3d) {
-    h.u = h.q.x / h.q.z;
-    h.v = h.q.y / h.q.z;
+    const float inv_q2 = 1.f / h.q.z;
+    h.u = h.q.x * inv_q2;
+    h.v = h.q.y * inv_q2;
+    rho = h.u * h.u + h.v * h.v;
     h.z = M.m[2][0] * h.u + M.m[2][1] * h.v + M.m[2][2];
   } else {
     h.u = h.v = 0.f;
+    rho = rho2d;
     h.z = M.m[2][2];
   }
   if (h.z < near_plane) return false;
@@ -116,12 +119,13 @@ GSL_HD vec2 screen_translation_grad(const mat3& M, const mat3& v_M) {
 }
 
 // Hit depth mapped to [0, 1] between the near and far planes, for the distortion loss.
+// Written so the factor of the planes is loop-invariant: one division per hit.
 GSL_HD float distortion_depth(float z, float near_plane, float far_plane) {
-  return far_plane * (1.f - near_plane / z) / (far_plane - near_plane);
+  return (1.f - near_plane / z) * (far_plane / (far_plane - near_plane));
 }
 
 GSL_HD float distortion_depth_grad(float z, float near_plane, float far_plane) {
-  return far_plane * near_plane / ((far_plane - near_plane) * z * z);
+  return (far_plane * near_plane / (far_plane - near_plane)) / (z * z);
 }
 
 // Running sums of the one-pass distortion D = sum_i w_i sum_{j<i} w_j (m_i - m_j)^2.
