@@ -1,0 +1,71 @@
+"""Evaluation metrics of one rendered view against its ground truth (torch, no gradient)."""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import torch
+
+from gsplat_lib.train.losses import ssim
+
+__all__ = ["psnr", "ssim_metric", "depth_errors", "normal_angle_errors"]
+
+
+@torch.no_grad()
+def psnr(rendered: torch.Tensor, target: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of images in [0, 1] (``rendered`` is clamped first).
+
+    Identical images give ``inf``.
+    """
+    mse = float(((rendered.clamp(0.0, 1.0) - target) ** 2).mean())
+    return math.inf if mse == 0.0 else -10.0 * math.log10(mse)
+
+
+@torch.no_grad()
+def ssim_metric(rendered: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean SSIM of ``[H, W, 3]`` or ``[C, H, W, 3]`` images, ``rendered`` clamped to [0, 1]."""
+    if rendered.dim() == 3:
+        rendered, target = rendered[None], target[None]
+    return float(ssim(rendered.clamp(0.0, 1.0), target))
+
+
+@torch.no_grad()
+def depth_errors(depth: torch.Tensor, gt_depth: torch.Tensor) -> Optional[Dict[str, float]]:
+    """Depth errors where the ground truth is known (``gt_depth > 0``), or None if nowhere.
+
+    Args:
+        depth: ``[H, W, 1]`` rendered camera-space depth.
+        gt_depth: ``[H, W, 1]`` ground-truth camera-space depth, 0 where unknown.
+    Returns ``abs_rel`` (mean |d - gt| / gt), ``rmse`` (scene units) and ``pixels`` (count).
+    """
+    valid = gt_depth > 0
+    count = int(valid.sum())
+    if count == 0:
+        return None
+    error = depth[valid] - gt_depth[valid]
+    return {
+        "abs_rel": float((error.abs() / gt_depth[valid]).mean()),
+        "rmse": float(torch.sqrt((error**2).mean())),
+        "pixels": count,
+    }
+
+
+@torch.no_grad()
+def normal_angle_errors(normals: torch.Tensor, gt_normals: torch.Tensor) -> Optional[Dict[str, float]]:
+    """Angular error in degrees between normals, where the ground truth exists (non-zero).
+
+    Args:
+        normals: ``[H, W, 3]`` rendered normals (any length; a zero normal counts as 90 degrees).
+        gt_normals: ``[H, W, 3]`` ground-truth normals in the same frame, 0 where unknown.
+    Returns ``mean_deg``, ``median_deg`` and ``pixels``, or None when no pixel has one.
+    """
+    valid = gt_normals.norm(dim=-1) > 0
+    count = int(valid.sum())
+    if count == 0:
+        return None
+    predicted = torch.nn.functional.normalize(normals[valid], dim=-1)
+    truth = torch.nn.functional.normalize(gt_normals[valid], dim=-1)
+    cosine = (predicted * truth).sum(dim=-1).clamp(-1.0, 1.0)
+    angles = torch.rad2deg(torch.acos(cosine))
+    return {"mean_deg": float(angles.mean()), "median_deg": float(angles.median()), "pixels": count}

@@ -1,0 +1,526 @@
+"""The 2DGS training run: stages train, evaluate and export over a resumable run directory.
+
+::
+
+    from gsplat_lib.train import TrainConfig, Trainer
+    metrics = Trainer(TrainConfig(data="my_colmap_scene", output="runs/scene")).run()
+
+One step (steps count from 1, like the 2DGS trainer):
+
+1. position learning rate of the step; one more SH band every ``sh_degree_interval`` steps;
+2. the next ``batch_size`` training cameras of a seeded permutation (a new one each epoch);
+3. one batched render; loss = (1 - l) L1 + l D-SSIM, plus ``lambda_normal`` x normal
+   consistency from ``normal_start`` and ``lambda_distortion`` x distortion from
+   ``distortion_start``;
+4. backward, Adam step, then :class:`DefaultStrategy` (densify, prune, reset opacity).
+
+Resumption: a checkpoint holds the model, optimizer, strategy, global RNG states and the
+camera order (generator state and the rest of the current permutation), so a run resumed
+from any checkpoint ends bit-identical (CPU) to one that never stopped. SIGINT and SIGTERM
+set a flag; the loop finishes its step, saves a checkpoint and raises
+:class:`TrainingInterrupted`. Each finished stage leaves a marker with its results
+(:class:`RunDirectory`); a re-run skips finished stages and resumes the unfinished one.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from gsplat_lib.data import Camera, SceneData, detect_format, load_scene
+from gsplat_lib.model import GaussianModel, LearningRates
+from gsplat_lib.strategy import DefaultStrategy
+from gsplat_lib.train import images, losses, metrics
+from gsplat_lib.train.config import Schedule, TrainConfig
+from gsplat_lib.train.run_dir import RunDirectory, write_json_atomically
+
+__all__ = ["Trainer", "TrainingInterrupted", "CameraOrder", "BUILTIN_SCENE_DIR"]
+
+#: Where the built-in scene is generated inside the output directory.
+BUILTIN_SCENE_DIR = "data"
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal after saving a checkpoint; re-running resumes it."""
+
+    def __init__(self, step: int, checkpoint: Path, signal_number: int) -> None:
+        self.step = step
+        self.checkpoint = checkpoint
+        self.signal_number = signal_number
+        name = signal.Signals(signal_number).name
+        super().__init__(f"{name} received: stopped after step {step}, checkpoint saved to {checkpoint}")
+
+
+class CameraOrder:
+    """Training cameras in seeded random permutations, one per epoch, drawn ``batch`` at a time.
+
+    Its state (generator state and the rest of the current permutation) is part of every
+    checkpoint, so a resumed run sees the same cameras in the same order.
+    """
+
+    def __init__(self, num_cameras: int, seed: int) -> None:
+        if num_cameras < 1:
+            raise ValueError("no training cameras")
+        self.num_cameras = num_cameras
+        self.generator = torch.Generator(device="cpu")
+        self.generator.manual_seed(seed)
+        self.pending: List[int] = []
+
+    def next(self, count: int) -> List[int]:
+        """The next ``count`` camera indices (crossing into a new permutation when needed)."""
+        chosen = []
+        while len(chosen) < count:
+            if not self.pending:
+                self.pending = torch.randperm(self.num_cameras, generator=self.generator).tolist()
+            chosen.append(self.pending.pop(0))
+        return chosen
+
+    def state_dict(self) -> Dict[str, object]:
+        return {"generator": self.generator.get_state(), "pending": list(self.pending), "count": self.num_cameras}
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        if state.get("count") != self.num_cameras:
+            raise ValueError(
+                f"the checkpoint's camera order covers {state.get('count')} training cameras, the data has "
+                f"{self.num_cameras}: the dataset changed since the run started"
+            )
+        self.generator.set_state(state["generator"].clone())
+        self.pending = [int(index) for index in state["pending"]]
+
+
+class _StopFlag:
+    """SIGINT / SIGTERM handlers that only set a flag (a second SIGINT aborts at once)."""
+
+    def __init__(self) -> None:
+        self.signal_number: Optional[int] = None
+        self._previous = {}
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, frame) -> None:
+        if self.signal_number is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_number = number
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+class Trainer:
+    """Runs (or resumes) the stages of a training run in ``config.output``.
+
+    Args:
+        config: the run's settings.
+        scene: the data, already loaded (default: loaded from ``config.data``, or the
+            built-in scene generated into ``OUTPUT/data/``).
+        log: where progress messages go (default ``print``).
+    """
+
+    def __init__(self, config: TrainConfig, scene: Optional[SceneData] = None, log: Callable[[str], None] = print):
+        if not config.output:
+            raise ValueError("TrainConfig.output: an output directory is required")
+        self.config = config
+        self.schedule: Schedule = config.schedule()
+        self.device = torch.device(config.device)
+        self.run_dir = RunDirectory(config.output, config.fingerprint())
+        self.log = log
+        self._scene = scene
+
+    # ------------------------------------------------------------------ entry point
+
+    def run(self) -> Dict[str, object]:
+        """Train, evaluate and export, skipping finished stages; returns the metrics."""
+        config = self.config
+        if config.num_threads > 0:
+            torch.set_num_threads(config.num_threads)
+        if config.data is not None and self._scene is None:
+            detect_format(config.data)  # a wrong --data fails before the directory is claimed
+        if config.force:
+            self.run_dir.clear()
+        resuming = self.run_dir.claim(config.result_settings(), config.to_dict())
+        if resuming:
+            self.log(f"resuming the run in {self.run_dir.root}")
+        model = None
+        train_results = self.run_dir.finished("train")
+        final = None if train_results is None else Path(train_results["final_checkpoint"])
+        if final is not None and not (self.run_dir.root / final).is_file():
+            self.log(f"the final checkpoint {final} is missing: training again")
+            self.run_dir.unmark("train")
+            train_results = None
+        if train_results is None:
+            model, train_results = self.train()
+        else:
+            self.log(f"stage train: already finished ({train_results['iterations']} steps), skipped")
+        evaluation = self.run_dir.finished("evaluate")
+        if evaluation is None:
+            model = model or self._load_final_model(train_results)
+            evaluation = self.evaluate(model, train_results)
+        else:
+            self.log("stage evaluate: already finished, skipped")
+        if self.run_dir.finished("export") is None:
+            model = model or self._load_final_model(train_results)
+            self.export(model)
+        else:
+            self.log("stage export: already finished, skipped")
+        return evaluation
+
+    # ------------------------------------------------------------------ data
+
+    @property
+    def scene(self) -> SceneData:
+        if self._scene is None:
+            self._scene = self._load_scene()
+        return self._scene
+
+    def _load_scene(self) -> SceneData:
+        config = self.config
+        background = (1.0, 1.0, 1.0) if config.white_background else (0.0, 0.0, 0.0)
+        if config.data is None:
+            path = ensure_builtin_scene(self.run_dir.root / BUILTIN_SCENE_DIR, self.log)
+        else:
+            path = Path(config.data)
+        return load_scene(
+            path,
+            downscale=config.downscale,
+            test_every=config.test_every,
+            background=background,
+            num_random_points=config.max_random_points,
+            seed=config.seed,
+        )
+
+    def _camera_tensors(self, cameras: List[Camera]):
+        viewmats = torch.from_numpy(np.stack([camera.viewmat for camera in cameras])).to(self.device)
+        Ks = torch.from_numpy(np.stack([camera.K for camera in cameras])).to(self.device)
+        return viewmats, Ks
+
+    # ------------------------------------------------------------------ stage: train
+
+    def _new_run(self):
+        config, scene = self.config, self.scene
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+        random.seed(config.seed)
+        if len(scene.points) == 0:
+            raise ValueError("the dataset has no initial points to start from")
+        learning_rates = LearningRates(
+            means_init=config.lr_means_init,
+            means_final=config.lr_means_final,
+            sh_dc=config.lr_sh_dc,
+            sh_rest=config.lr_sh_rest,
+            opacity_logits=config.lr_opacity,
+            log_scales=config.lr_scales,
+            quats=config.lr_quats,
+        )
+        model = GaussianModel.from_points(
+            torch.from_numpy(scene.points).to(self.device),
+            torch.from_numpy(scene.point_colors).to(self.device),
+            scene_extent=float(scene.scene_extent),
+            sh_degree=config.sh_degree,
+            seed=config.seed,
+            init_opacity=config.init_opacity,
+            max_steps=config.iterations,
+            learning_rates=learning_rates,
+            sh_degree_interval=self.schedule.sh_degree_interval,
+        )
+        strategy = DefaultStrategy(
+            refine_start=self.schedule.densify_start,
+            refine_stop=self.schedule.densify_stop,
+            refine_every=self.schedule.densify_every,
+            reset_every=self.schedule.reset_every,
+            grad_threshold=config.grad_threshold,
+            prune_opacity=config.prune_opacity,
+            prune_world_size=config.prune_world_size,
+            prune_screen_size=config.prune_screen_size,
+            percent_dense=config.percent_dense,
+            seed=config.seed,
+        )
+        return model, strategy
+
+    def train(self):
+        """Trains from scratch or from the latest complete checkpoint; returns (model, results)."""
+        config, schedule = self.config, self.schedule
+        scene = self.scene
+        train_cameras = scene.train
+        sizes = {(camera.width, camera.height) for camera in train_cameras}
+        if config.batch_size > 1 and len(sizes) > 1:
+            raise ValueError(
+                f"--batch-size {config.batch_size} needs training images of one size; this dataset has "
+                f"{len(sizes)} sizes ({sorted(sizes)[:3]}...): use --batch-size 1"
+            )
+        order = CameraOrder(len(train_cameras), config.seed)
+        latest = self.run_dir.latest_checkpoint(device=self.device)
+        if latest is None:
+            model, strategy = self._new_run()
+            first_step, seconds_before = 1, 0.0
+            self.log(f"stage train: {config.iterations} steps, {model.num_surfels} initial surfels")
+        else:
+            path, checkpoint = latest
+            model, strategy = checkpoint.model, checkpoint.strategy
+            order.load_state_dict(checkpoint.trainer_state["camera_order"])
+            first_step = checkpoint.step + 1
+            seconds_before = float(checkpoint.trainer_state["train_seconds"])
+            self.log(f"stage train: resuming from {path} (step {checkpoint.step} of {config.iterations})")
+
+        viewmats, Ks = self._camera_tensors(train_cameras)
+        targets = [torch.from_numpy(camera.image).to(self.device) for camera in train_cameras]
+        background = torch.from_numpy(np.asarray(scene.background, dtype=np.float32)).to(self.device)
+        backgrounds = background.expand(config.batch_size, 3).contiguous()
+
+        progress = _progress_bar(config, first_step)
+        session_start = time.perf_counter()
+        session_first = first_step
+
+        def elapsed() -> float:
+            return seconds_before + time.perf_counter() - session_start
+
+        def save(step: int) -> Path:
+            path = self.run_dir.checkpoint_path(step)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            model.save_checkpoint(
+                path,
+                step=step,
+                strategy=strategy,
+                trainer_state={"camera_order": order.state_dict(), "train_seconds": elapsed()},
+                config={"fingerprint": self.run_dir.fingerprint, **config.result_settings()},
+            )
+            self.run_dir.prune_checkpoints(config.keep_checkpoints)
+            return path
+
+        smoothed_loss = None
+        try:
+            with _StopFlag() as stop:
+                for step in range(first_step, config.iterations + 1):
+                    batch = order.next(config.batch_size)
+                    loss, batch_psnr = self.train_step(
+                        model, strategy, step, viewmats[batch], Ks[batch],
+                        torch.stack([targets[index] for index in batch]), backgrounds,
+                    )
+                    smoothed_loss = loss if smoothed_loss is None else 0.9 * smoothed_loss + 0.1 * loss
+                    if progress is not None:
+                        progress.update(1)
+                        if step % 10 == 0 or step == config.iterations:
+                            progress.set_postfix(
+                                loss=f"{smoothed_loss:.4f}", psnr=f"{batch_psnr:.2f}", surfels=model.num_surfels
+                            )
+                    if stop.signal_number is not None:
+                        path = save(step)
+                        raise TrainingInterrupted(step, path, stop.signal_number)
+                    if step % schedule.checkpoint_every == 0 and step < config.iterations:
+                        save(step)
+        finally:
+            if progress is not None:
+                progress.close()
+        final = save(config.iterations)
+        train_seconds = elapsed()
+        session_steps = config.iterations - session_first + 1
+        session_seconds = time.perf_counter() - session_start
+        results = {
+            "iterations": config.iterations,
+            "final_checkpoint": str(final.relative_to(self.run_dir.root)),
+            "num_surfels": model.num_surfels,
+            "train_seconds": train_seconds,
+            "steps_per_second": session_steps / session_seconds if session_seconds > 0 else None,
+        }
+        self.run_dir.mark_finished("train", results)
+        self.log(
+            f"stage train: done, {model.num_surfels} surfels, {train_seconds:.1f} s "
+            f"({results['steps_per_second'] or 0:.2f} steps/s)"
+        )
+        return model, results
+
+    def train_step(
+        self,
+        model: GaussianModel,
+        strategy: DefaultStrategy,
+        step: int,
+        viewmats: torch.Tensor,
+        Ks: torch.Tensor,
+        targets: torch.Tensor,
+        backgrounds: torch.Tensor,
+    ):
+        """One optimisation step on a batch of C cameras; returns (loss, PSNR of the batch).
+
+        Args:
+            viewmats: [C, 4, 4]; Ks: [C, 3, 3]; targets: [C, H, W, 3]; backgrounds: [C, 3].
+        """
+        config, schedule = self.config, self.schedule
+        if model.num_surfels == 0:
+            raise RuntimeError(f"step {step}: every surfel was pruned; lower --prune-opacity or --grad-threshold")
+        model.update_learning_rate(step)
+        model.maybe_increase_sh_degree(step)
+        height, width = targets.shape[1:3]
+        result = model.render(
+            viewmats, Ks, int(width), int(height), backgrounds=backgrounds[: len(viewmats)],
+            near=config.near, far=config.far,
+        )
+        colors = result.colors
+        loss = (1.0 - config.lambda_dssim) * losses.l1_loss(colors, targets)
+        if config.lambda_dssim > 0:
+            loss = loss + config.lambda_dssim * losses.dssim_loss(colors, targets)
+        if config.lambda_normal > 0 and step >= schedule.normal_start:
+            depth = losses.surface_depth(result.expected_depths, result.median_depths, config.depth_ratio)
+            loss = loss + config.lambda_normal * losses.normal_consistency_loss(result.normals, depth, result.alphas, Ks)
+        if config.lambda_distortion > 0 and step >= schedule.distortion_start:
+            loss = loss + config.lambda_distortion * losses.distortion_loss(result.distortions)
+        loss.backward()
+        model.optimizer.step()
+        model.optimizer.zero_grad(set_to_none=True)
+        strategy.step_post_backward(model, result, step)
+        with torch.no_grad():
+            mse = float(((colors.detach().clamp(0.0, 1.0) - targets) ** 2).mean())
+        return float(loss.detach()), (-10.0 * math.log10(mse) if mse > 0 else math.inf)
+
+    def _load_final_model(self, train_results: Dict[str, object]) -> GaussianModel:
+        from gsplat_lib.checkpoint import load_checkpoint
+
+        path = self.run_dir.root / train_results["final_checkpoint"]
+        return load_checkpoint(path, device=self.device, restore_rng=False).model
+
+    # ------------------------------------------------------------------ stage: evaluate
+
+    @torch.no_grad()
+    def evaluate(self, model: GaussianModel, train_results: Dict[str, object]) -> Dict[str, object]:
+        """Metrics and PNG renders of the held-out views (the training views when there are none)."""
+        scene = self.scene
+        cameras, split = (scene.test, "test") if scene.test else (scene.train, "train")
+        self.log(f"stage evaluate: {len(cameras)} {split} views")
+        render_dir = self.run_dir.root / "renders" / split
+        per_view = []
+        for camera in cameras:
+            rendered = render_camera(
+                model, camera, scene.background,
+                near=self.config.near, far=self.config.far, depth_ratio=self.config.depth_ratio,
+            )
+            target = torch.from_numpy(camera.image).to(self.device)
+            entry = {
+                "name": camera.name,
+                "psnr": metrics.psnr(rendered["rgb"], target),
+                "ssim": metrics.ssim_metric(rendered["rgb"], target),
+            }
+            if camera.depth is not None:
+                entry["depth"] = metrics.depth_errors(rendered["depth"], torch.from_numpy(camera.depth).to(self.device))
+            if camera.normal is not None:
+                entry["normal"] = metrics.normal_angle_errors(
+                    rendered["normal"], torch.from_numpy(camera.normal).to(self.device)
+                )
+            write_view_images(render_dir, camera.name, rendered, camera.image)
+            per_view.append(entry)
+        results = {
+            "split": split,
+            "psnr": _mean(view["psnr"] for view in per_view),
+            "ssim": _mean(view["ssim"] for view in per_view),
+            "depth_abs_rel": _mean(view["depth"]["abs_rel"] for view in per_view if view.get("depth")),
+            "depth_rmse": _mean(view["depth"]["rmse"] for view in per_view if view.get("depth")),
+            "normal_error_deg": _mean(view["normal"]["mean_deg"] for view in per_view if view.get("normal")),
+            "num_views": len(per_view),
+            "num_surfels": model.num_surfels,
+            "iterations": train_results["iterations"],
+            "train_seconds": train_results["train_seconds"],
+            "steps_per_second": train_results["steps_per_second"],
+            "fingerprint": self.run_dir.fingerprint,
+            "renders": str(render_dir.relative_to(self.run_dir.root)),
+            "per_view": per_view,
+        }
+        write_json_atomically(self.run_dir.root / "metrics.json", results)
+        self.run_dir.mark_finished("evaluate", results)
+        self.log(f"stage evaluate: PSNR {results['psnr']:.2f} dB, SSIM {results['ssim']:.4f}")
+        return results
+
+    # ------------------------------------------------------------------ stage: export
+
+    def export(self, model: GaussianModel) -> Dict[str, object]:
+        """Writes ``point_cloud.ply`` (2DGS layout) and ``point_cloud_viewer.ply`` (3-scale, for 3DGS viewers)."""
+        root = self.run_dir.root
+        model.save_ply(root / "point_cloud.ply")
+        model.save_ply(root / "point_cloud_viewer.ply", three_scales=True)
+        results = {"ply": "point_cloud.ply", "viewer_ply": "point_cloud_viewer.ply", "num_surfels": model.num_surfels}
+        self.run_dir.mark_finished("export", results)
+        self.log(f"stage export: wrote {root / 'point_cloud.ply'} and {root / 'point_cloud_viewer.ply'}")
+        return results
+
+
+# ---------------------------------------------------------------------- helpers shared with gsplat-render
+
+
+def ensure_builtin_scene(folder: Path, log: Callable[[str], None] = print) -> Path:
+    """Generates the built-in scene (COLMAP layout) into ``folder`` once; returns ``folder``.
+
+    It is written into a temporary sibling and renamed into place, so a run killed while
+    writing it leaves no half scene behind.
+    """
+    from gsplat_lib.data.synthetic_scene import make_synthetic_scene
+
+    folder = Path(folder)
+    if folder.is_dir():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    log(f"generating the built-in synthetic scene into {folder}")
+    temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
+    try:
+        make_synthetic_scene(temporary)
+        temporary.rename(folder)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return folder
+
+
+@torch.no_grad()
+def render_camera(
+    model: GaussianModel,
+    camera: Camera,
+    background,
+    *,
+    near: float = 0.01,
+    far: float = 1000.0,
+    depth_ratio: float = 0.0,
+) -> Dict[str, torch.Tensor]:
+    """Renders one camera: ``rgb`` [H, W, 3], ``depth`` [H, W, 1] (surface depth, see
+    :func:`losses.surface_depth`), ``alpha`` [H, W, 1] and world ``normal`` [H, W, 3], on the
+    model's device. ``background`` is an RGB triple."""
+    device = model.device
+    viewmat = torch.from_numpy(camera.viewmat).to(device)[None]
+    K = torch.from_numpy(camera.K).to(device)[None]
+    background = torch.as_tensor(np.asarray(background, dtype=np.float32), device=device)[None]
+    result = model.render(viewmat, K, camera.width, camera.height, backgrounds=background, near=near, far=far)
+    depth = losses.surface_depth(result.expected_depths, result.median_depths, depth_ratio)
+    return {"rgb": result.colors[0], "depth": depth[0], "alpha": result.alphas[0], "normal": result.normals_world[0]}
+
+
+def write_view_images(folder: Path, name: str, rendered: Dict[str, torch.Tensor], target: Optional[np.ndarray]) -> None:
+    """``<stem>_rgb.png``, ``_depth.png``, ``_normal.png`` (and ``_gt.png`` when ``target`` is given)."""
+    stem = Path(name).stem
+    alpha = rendered["alpha"].cpu().numpy()
+    images.write_rgb(folder / f"{stem}_rgb.png", rendered["rgb"].cpu().numpy())
+    images.write_depth(folder / f"{stem}_depth.png", rendered["depth"].cpu().numpy(), alpha)
+    images.write_normals(folder / f"{stem}_normal.png", rendered["normal"].cpu().numpy(), alpha)
+    if target is not None:
+        images.write_rgb(folder / f"{stem}_gt.png", target)
+
+
+def _progress_bar(config: TrainConfig, first_step: int):
+    if not config.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=config.iterations, initial=first_step - 1, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _mean(values) -> Optional[float]:
+    values = [float(value) for value in values]
+    return sum(values) / len(values) if values else None
