@@ -15,20 +15,7 @@ import torch
 from PIL import Image
 
 from gsplat_lib import rasterize_surfels
-
-
-def look_at(eye, target=(0.0, 0.0, 0.0)):
-    """World-to-camera matrix of an OpenCV camera (x right, y down, z forward); world y is up."""
-    eye, target = torch.tensor(eye), torch.tensor(target)
-    forward = (target - eye) / (target - eye).norm()
-    right = torch.linalg.cross(forward, torch.tensor([0.0, 1.0, 0.0]))
-    right = right / right.norm()
-    down = torch.linalg.cross(forward, right)
-    rotation = torch.stack([right, down, forward])
-    viewmat = torch.eye(4)
-    viewmat[:3, :3] = rotation
-    viewmat[:3, 3] = -rotation @ eye
-    return viewmat
+from gsplat_lib.cameras import look_at
 
 
 def quat_from_axis_angle(axis, angle):

@@ -6,20 +6,7 @@ import math
 
 import torch
 
-
-def look_at_viewmat(eye, target=(0.0, 0.0, 0.0), up=(0.0, -1.0, 0.0)) -> torch.Tensor:
-    """World-to-camera [4, 4] of an OpenCV camera at ``eye`` looking at ``target``."""
-    eye_t = torch.tensor(eye, dtype=torch.float64)
-    forward = torch.tensor(target, dtype=torch.float64) - eye_t
-    forward = forward / forward.norm()
-    right = torch.linalg.cross(forward, torch.tensor(up, dtype=torch.float64))
-    right = right / right.norm()
-    down = torch.linalg.cross(forward, right)
-    R = torch.stack([right, down, forward])  # rows: camera axes in world coordinates
-    viewmat = torch.eye(4, dtype=torch.float64)
-    viewmat[:3, :3] = R
-    viewmat[:3, 3] = -R @ eye_t
-    return viewmat.float()
+from gsplat_lib.cameras import look_at
 
 
 def random_cameras(num_cameras: int, width: int, height: int, seed: int = 0, distance: float = 4.0):
@@ -31,7 +18,7 @@ def random_cameras(num_cameras: int, width: int, height: int, seed: int = 0, dis
         phi = (float(torch.rand(1, generator=g)) - 0.5) * 1.2
         eye = (distance * math.cos(phi) * math.cos(theta), distance * math.sin(phi),
                distance * math.cos(phi) * math.sin(theta))
-        viewmats.append(look_at_viewmat(eye))
+        viewmats.append(look_at(eye, up=(0.0, -1.0, 0.0)))
         focal = 0.9 * max(width, height)
         cx = width / 2 + (float(torch.rand(1, generator=g)) - 0.5) * 0.2 * width
         cy = height / 2 + (float(torch.rand(1, generator=g)) - 0.5) * 0.2 * height

@@ -21,29 +21,17 @@ import numpy as np
 import torch
 
 from gsplat_lib import DefaultStrategy, GaussianModel, load_checkpoint
+from gsplat_lib.cameras import look_at
 
 MAX_STEPS = 36
 SIZE = 32
 CAMERAS_PER_STEP = 2
 
 
-def look_at(eye):
-    eye = torch.tensor(eye, dtype=torch.float32)
-    forward = -eye / eye.norm()
-    right = torch.linalg.cross(forward, torch.tensor([0.0, 0.0, 1.0]))
-    right = right / right.norm()
-    down = torch.linalg.cross(forward, right)
-    rotation = torch.stack([right, down, forward])
-    viewmat = torch.eye(4)
-    viewmat[:3, :3] = rotation
-    viewmat[:3, 3] = -rotation @ eye
-    return viewmat
-
-
 def scene():
     """Cameras and target images: a fixed random surfel model, rendered once."""
     viewmats = torch.stack(
-        [look_at((2.5 * math.cos(a), 2.5 * math.sin(a), 0.8 + 0.3 * i)) for i, a in enumerate((0.0, 1.6, 3.2, 4.8))]
+        [look_at((2.5 * math.cos(a), 2.5 * math.sin(a), 0.8 + 0.3 * i), up=(0.0, 0.0, 1.0)) for i, a in enumerate((0.0, 1.6, 3.2, 4.8))]
     )
     Ks = torch.tensor([[36.0, 0.0, 16.0], [0.0, 36.0, 16.0], [0.0, 0.0, 1.0]]).expand(4, 3, 3).contiguous()
     generator = torch.Generator().manual_seed(1234)

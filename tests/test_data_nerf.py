@@ -8,24 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gsplat_lib.cameras import look_at
 from gsplat_lib.data import Camera, load_scene
 from gsplat_lib.data.cameras import downscale_image, downscale_intrinsics
 from gsplat_lib.data.nerf_synthetic import load_nerf_synthetic, write_nerf_synthetic
 
 WIDTH, HEIGHT = 10, 8
-
-
-def look_at_viewmat(eye, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)):
-    """OpenCV world-to-camera matrix of a camera at ``eye`` looking at ``target``."""
-    eye, target = np.asarray(eye, float), np.asarray(target, float)
-    forward = (target - eye) / np.linalg.norm(target - eye)
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    viewmat = np.eye(4)
-    viewmat[:3, :3] = np.stack([right, down, forward])
-    viewmat[:3, 3] = -viewmat[:3, :3] @ eye
-    return viewmat
 
 
 def make_cameras(count, seed=0, with_alpha=True):
@@ -41,7 +29,7 @@ def make_cameras(count, seed=0, with_alpha=True):
         cameras.append(
             Camera(
                 name=f"r_{index}.png",
-                viewmat=look_at_viewmat(eye).astype(np.float32),
+                viewmat=look_at(eye, up=(0.0, 0.0, 1.0)).numpy(),
                 K=K.copy(),
                 width=WIDTH,
                 height=HEIGHT,

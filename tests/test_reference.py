@@ -15,6 +15,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from gsplat_lib.cameras import look_at
 from gsplat_lib.reference import distortion_running_sums, rasterize_surfels_reference
 
 IMAGE_KEYS = (
@@ -31,21 +32,6 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def look_at(eye, target=(0.0, 0.0, 0.0), up=(0.0, -1.0, 0.0)) -> torch.Tensor:
-    """World-to-camera [4, 4] (float64) of an OpenCV camera at ``eye`` looking at ``target``."""
-    eye = np.asarray(eye, dtype=np.float64)
-    forward = np.asarray(target, dtype=np.float64) - eye
-    forward /= np.linalg.norm(forward)
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    rotation = np.stack([right, down, forward])
-    viewmat = np.eye(4)
-    viewmat[:3, :3] = rotation
-    viewmat[:3, 3] = -rotation @ eye
-    return torch.from_numpy(viewmat)
 
 
 def intrinsics(focal, cx, cy) -> torch.Tensor:
@@ -66,7 +52,8 @@ def random_scene(seed, num_surfels, channels=3, scale_range=(0.15, 0.6), opacity
 
 
 def two_cameras(width, height):
-    viewmats = torch.stack([look_at((0.3, -0.4, -4.0)), look_at((3.0, 1.0, -2.5))])
+    viewmats = torch.stack([look_at((0.3, -0.4, -4.0), up=(0.0, -1.0, 0.0), dtype=torch.float64),
+                            look_at((3.0, 1.0, -2.5), up=(0.0, -1.0, 0.0), dtype=torch.float64)])
     Ks = torch.stack([
         intrinsics(1.1 * width, 0.45 * width, 0.55 * height),
         intrinsics(0.9 * width, 0.58 * width, 0.42 * height),

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "core/common.h"
+
 namespace gsl::knn {
 
 struct MortonParams {
@@ -39,6 +41,18 @@ struct SearchParams {
   int64_t* indices = nullptr;      // [N, k] out: neighbour indices, -1 where fewer than k exist
   float* sq_dists = nullptr;       // [N, k] out: squared distances, +inf where fewer than k exist
 };
+
+// Copies the point at sorted position s into the padded, ordered scratch arrays.
+GSL_HD void gather_sorted_point(const SearchParams& p, int64_t s) {
+  const int64_t source = p.order[s];
+  const float* q = p.points + 3 * source;
+  float* out = p.sorted_points + 4 * s;
+  out[0] = q[0];
+  out[1] = q[1];
+  out[2] = q[2];
+  out[3] = 0.0f;
+  p.sorted_index[s] = static_cast<int32_t>(source);
+}
 
 // Rows of the [num_nodes, 8] int32 tree buffer for num_points >= 1 points in leaves of leaf_size.
 int64_t num_tree_nodes(int64_t num_points, int32_t leaf_size);

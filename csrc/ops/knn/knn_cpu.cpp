@@ -102,16 +102,7 @@ void search_cpu(const SearchParams& p, int num_threads) {
   Node* nodes = reinterpret_cast<Node*>(p.nodes);
 
   cpu::parallel_for(p.num_points, num_threads, 1 << 16, [&](int64_t begin, int64_t end) {
-    for (int64_t s = begin; s < end; ++s) {
-      const int64_t source = p.order[s];
-      const float* q = p.points + 3 * source;
-      float* out = p.sorted_points + 4 * s;
-      out[0] = q[0];
-      out[1] = q[1];
-      out[2] = q[2];
-      out[3] = 0.0f;
-      p.sorted_index[s] = static_cast<int32_t>(source);
-    }
+    for (int64_t s = begin; s < end; ++s) gather_sorted_point(p, s);
   });
   cpu::parallel_for(shape.num_leaf_slots, num_threads, 1 << 12, [&](int64_t begin, int64_t end) {
     for (int64_t leaf = begin; leaf < end; ++leaf)

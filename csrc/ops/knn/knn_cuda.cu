@@ -26,15 +26,7 @@ __global__ void morton_codes_kernel(MortonParams p) {
 
 __global__ void gather_kernel(SearchParams p) {
   const int64_t s = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (s >= p.num_points) return;
-  const int64_t source = p.order[s];
-  const float* q = p.points + 3 * source;
-  float* out = p.sorted_points + 4 * s;
-  out[0] = q[0];
-  out[1] = q[1];
-  out[2] = q[2];
-  out[3] = 0.0f;
-  p.sorted_index[s] = static_cast<int32_t>(source);
+  if (s < p.num_points) gather_sorted_point(p, s);
 }
 
 __global__ void leaf_nodes_kernel(TreeShape shape, const float* sorted_points, const int32_t* sorted_index,
