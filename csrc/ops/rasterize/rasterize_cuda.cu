@@ -14,6 +14,11 @@ constexpr int kWarps = kBlock / 32;
 constexpr int kItemThreads = 256;
 // Up to this many channels a pixel accumulates its colour in registers, beyond it in the output.
 constexpr int kRegisterChannels = 4;
+// Static shared memory of backward_kernel: one batch of splats, normals, ids and rectangles.
+constexpr size_t kBackwardStaticShared =
+    kBlock * (sizeof(Splat) + sizeof(vec3) + sizeof(int64_t) + sizeof(PixelRect)) + sizeof(int32_t);
+// Shared memory a block may use without opting in.
+constexpr size_t kDefaultSharedLimit = 48 * 1024;
 
 __global__ void project_kernel(const ProjectArgs a, int64_t items) {
   const int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -201,7 +206,7 @@ void backward_cuda(const BackwardArgs& a, int device, std::uintptr_t stream) {
   if (tiles == 0) return;
   cuda::DeviceGuard guard(device);
   const size_t partial_bytes = sizeof(float) * kWarps * pair_grad_width(a.in.dims.num_channels);
-  if (partial_bytes > 32 * 1024) {
+  if (kBackwardStaticShared + partial_bytes > kDefaultSharedLimit) {
     cuda::check(cudaFuncSetAttribute(backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(partial_bytes)),
                 "cudaFuncSetAttribute(backward_kernel)");
