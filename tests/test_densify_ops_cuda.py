@@ -7,6 +7,7 @@ import torch
 
 import gsplat_lib
 from gsplat_lib.ops.densify import accumulate_screen_stats, densify_plan, remap_rows
+from test_densify_ops import random_stats_case
 
 pytestmark = [
     pytest.mark.cuda,
@@ -82,17 +83,9 @@ def test_densify_plan_cuda_equals_cpu():
 
 @pytest.mark.parametrize("num_cameras, num_surfels", [(4, 50000), (0, 10), (2, 0)])
 def test_accumulate_screen_stats_cuda_equals_cpu(num_cameras, num_surfels):
-    generator = torch.Generator().manual_seed(3)
-    accumulators = [
-        torch.rand(num_surfels, generator=generator),
-        torch.rand(num_surfels, generator=generator),
-        torch.randint(0, 5, (num_surfels,), generator=generator, dtype=torch.int32),
-        torch.rand(num_surfels, generator=generator) * 10,
-    ]
-    screen_grad = torch.randn(num_cameras, num_surfels, 2, generator=generator) * 1e-4
-    screen_absgrad = screen_grad.abs() * 2
-    radii = torch.randint(0, 30, (num_cameras, num_surfels, 2), generator=generator, dtype=torch.int32)
-    radii[torch.rand(num_cameras, num_surfels, generator=generator) < 0.4] = 0
+    accumulators, screen_grad, screen_absgrad, radii = random_stats_case(
+        torch.Generator().manual_seed(3), num_cameras, num_surfels
+    )
     gpu_accumulators = on_cuda(accumulators)
     accumulate_screen_stats(*accumulators, screen_grad, screen_absgrad, radii, 1920, 1080)
     accumulate_screen_stats(
