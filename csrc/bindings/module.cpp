@@ -1,6 +1,7 @@
 #include <pybind11/pybind11.h>
 
 #include "bindings/bindings.h"
+#include "ops/rasterize/rasterize.h"
 
 #if GSPLAT_LIB_WITH_CUDA
 #include <cuda_runtime.h>
@@ -14,6 +15,7 @@ py::dict build_info() {
   py::dict info;
   info["version"] = GSPLAT_LIB_VERSION;
   info["cxx_compiler"] = GSPLAT_LIB_CXX_COMPILER;
+  info["cpu_lanes"] = gsl::rasterize::max_cpu_lanes();  // pixels per lane group on this machine
 #if GSPLAT_LIB_WITH_CUDA
   info["cuda"] = true;
   info["cuda_archs"] = GSPLAT_LIB_CUDA_ARCHS;

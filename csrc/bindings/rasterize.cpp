@@ -39,6 +39,7 @@ Dims dims_of(const py::dict& f) {
   d.near_plane = field<float>(f, "near_plane");
   d.far_plane = field<float>(f, "far_plane");
   d.scale_modifier = field<float>(f, "scale_modifier");
+  d.cpu_lanes = f.contains("cpu_lanes") ? f["cpu_lanes"].cast<int32_t>() : 0;
   return d;
 }
 

@@ -9,7 +9,9 @@
 #define GSL_HD __host__ __device__ __forceinline__
 #else
 #include <cmath>
-#define GSL_HD inline
+// Force-inlined so that each caller compiled for a wider instruction set (the CPU's AVX2
+// schedule) gets its own copy, and vector lane types never cross a call boundary.
+#define GSL_HD inline __attribute__((always_inline))
 #endif
 
 namespace gsl {

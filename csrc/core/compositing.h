@@ -1,9 +1,11 @@
-// Front-to-back compositing of one pixel and its back-to-front VJP. The CPU and CUDA
-// launchers only decide which splats a pixel visits and where they come from (a gathered
-// array or a shared-memory batch); everything a pixel computes is here.
+// Front-to-back compositing of one pixel and its back-to-front VJP, for a lane type F
+// (core/lanes.h). The CPU and CUDA launchers only decide which splats a pixel visits and
+// where they come from (a gathered array or a shared-memory batch); everything a pixel
+// computes is here.
 #pragma once
 
 #include "core/common.h"
+#include "core/lanes.h"
 #include "core/splat_hit.h"
 
 namespace gsl {
@@ -16,115 +18,124 @@ constexpr int kPairGradAbsStat = 13;   // sum of |per-pixel screen-translation g
 constexpr int kPairGradColor = 15;     // dL/dcolour, D floats
 GSL_HD int pair_grad_width(int num_channels) { return kPairGradColor + num_channels; }
 
-// What a pixel keeps between the forward and the backward.
-struct PixelRecord {
-  float transmittance;   // T after the last contributor
-  int32_t last;          // visited splats up to and including the last contributor
-  int32_t median;        // index of the median-depth contributor, -1 when none
-  DistortionSums sums;   // final distortion sums
-};
-
+template <class F>
 struct PixelForward {
-  float px, py;          // pixel centre
-  float T = 1.f;
-  float depth = 0.f;
-  float median_depth = 0.f;
-  vec3 normal = {0.f, 0.f, 0.f};
-  DistortionSums sums;
-  int32_t last = 0;
-  int32_t median = -1;
-  int32_t visited = 0;  // splats evaluated, the stopping one included
-  bool done = false;
+  using Mask = typename Lanes<F>::Mask;
+  using Int = typename Lanes<F>::Int;
+  F px;        // pixel centres
+  float py;
+  F T;
+  F depth{};
+  F median_depth{};
+  F normal_x{}, normal_y{}, normal_z{};
+  DistortionSums<F> sums;
+  Int last{};         // visited splats up to and including the last contributor
+  Int median{};       // index of the median-depth contributor, -1 when none
+  Int visited{};      // splats evaluated, the stopping one included
+  Mask done{};        // saturated: later splats are not evaluated
+  F weight{};         // w of the splat last composited (set in the lanes it returns)
 
-  // Visits splat number `index` (in depth order) with normal n and colour [D]; colour
-  // contributions are added into color_acc [D].
-  GSL_HD void visit(const Splat& s, vec3 n, const float* color, int num_channels, int32_t index, float near_plane,
-                    float far_plane, float* color_acc) {
-    ++visited;
-    Hit h;
-    if (!eval_hit(s, px, py, near_plane, h)) return;
-    const float T_next = T * (1.f - h.alpha);
-    if (T_next < kTransmittanceMin) {
-      done = true;
-      return;
-    }
-    const float w = h.alpha * T;
-    for (int ch = 0; ch < num_channels; ++ch) color_acc[ch] += w * color[ch];
-    depth += w * h.z;
-    normal += w * n;
-    sums.add(w, distortion_depth(h.z, near_plane, far_plane));
-    if (T > 0.5f) {
-      median_depth = h.z;
-      median = index;
-    }
-    T = T_next;
-    last = index + 1;
+  GSL_HD void start(F px_, float py_) {
+    px = px_;
+    py = py_;
+    T = broadcast<F>(1.f);
+    median = broadcast_int_lanes<F>(-1);
   }
 
-  GSL_HD PixelRecord record() const { return {T, last, median, sums}; }
+  // Composites splat number `index` (in depth order) with normal n, evaluated as `h`, into
+  // the lanes of `ok`. Lanes where it would drop T below kTransmittanceMin are done instead.
+  // Returns the lanes it was added to; their colour is the caller's: acc += weight * colour.
+  GSL_HD Mask composite(const Hit<F>& h, Mask ok, vec3 n, int32_t index, float near_plane, float far_plane) {
+    const F T_next = T * (1.f - h.alpha);
+    const Mask stop = ok & (T_next < kTransmittanceMin);
+    done = done | stop;
+    ok = ok & lanes_not(stop);
+    if (!any(ok)) return ok;
+    weight = h.alpha * T;
+    depth = select(ok, depth + weight * h.z, depth);
+    normal_x = select(ok, normal_x + weight * n.x, normal_x);
+    normal_y = select(ok, normal_y + weight * n.y, normal_y);
+    normal_z = select(ok, normal_z + weight * n.z, normal_z);
+    sums.add(ok, weight, distortion_depth(h.z, near_plane, far_plane));
+    const Mask median_here = ok & (T > 0.5f);
+    median_depth = select(median_here, h.z, median_depth);
+    median = select(median_here, broadcast_int_lanes<F>(index), median);
+    T = select(ok, T_next, T);
+    last = select(ok, broadcast_int_lanes<F>(index + 1), last);
+    return ok;
+  }
+
+  // Visits splat `index` in the lanes of `reach` that are not done: counts it, evaluates it
+  // and composites it. Returns the lanes it was added to.
+  GSL_HD Mask visit(const Splat& s, vec3 n, int32_t index, Mask reach, float near_plane, float far_plane) {
+    const Mask m = reach & lanes_not(done);
+    count_lanes(visited, m);
+    if (!any(m)) return m;
+    Hit<F> h;
+    const Mask ok = m & eval_hit(s, px, py, near_plane, h);
+    if (!any(ok)) return ok;
+    return composite(h, ok, n, index, near_plane, far_plane);
+  }
 };
 
-// dL/d(pixel outputs) of one pixel.
-struct PixelCotangent {
-  const float* color;  // [D]
-  float alpha, depth, median_depth, distortion;
-  vec3 normal;
-};
-
+template <class F>
 struct PixelBackward {
-  float px, py;
-  PixelRecord rec;
-  PixelCotangent v;
-  float T;       // transmittance after the splat being visited (walking back)
-  float behind;  // sum over later contributors of w_k g_k, plus T_final dL/dT_final
-  float weight;  // w of the splat last visited; its colour gradient is weight * v.color
-  int32_t visited;  // splats evaluated
+  using Mask = typename Lanes<F>::Mask;
+  using Int = typename Lanes<F>::Int;
+  F px;
+  float py;
+  // What the forward left.
+  Int last;    // splats to revisit
+  Int median;  // the median-depth contributor, -1 when none
+  DistortionSums<F> sums;  // final distortion sums (distortion itself unused)
+  // dL/d(pixel outputs), colour aside: callers pass it as v_color(ch) -> F.
+  F v_depth, v_median, v_distortion, v_normal_x, v_normal_y, v_normal_z;
+  F T;       // transmittance after the splat being visited (walking back)
+  F behind;  // sum over later contributors of w_k g_k, plus T_final dL/dT_final
+  F weight;  // w of the splat last visited; its colour gradient is weight * v_color
 
-  GSL_HD void start(const float* background, int num_channels) {
-    T = rec.transmittance;
-    visited = 0;
-    // colour = ... + T bg, alpha = 1 - T.
-    float v_T = -v.alpha;
+  // colour = ... + T bg, alpha = 1 - T.
+  template <class VColor>
+  GSL_HD void start(F T_final, F v_alpha, const float* background, int num_channels, VColor v_color) {
+    T = T_final;
+    F v_T = -v_alpha;
     if (background != nullptr)
-      for (int ch = 0; ch < num_channels; ++ch) v_T += v.color[ch] * background[ch];
+      for (int ch = 0; ch < num_channels; ++ch) v_T = v_T + v_color(ch) * background[ch];
     behind = T * v_T;
   }
 
-  // Visits splat number `index` walking back to front. When it contributed, writes the
-  // first kPairGradColor floats of its gradient record (dL/dM, opacity, normal, |screen
-  // stat|) into `grad`, sets `weight` and returns true.
-  GSL_HD bool visit(const Splat& s, vec3 n, const float* color, int num_channels, int32_t index, float near_plane,
-                    float far_plane, float* grad) {
-    ++visited;
-    Hit h;
-    if (!eval_hit(s, px, py, near_plane, h)) return false;
-    const float one_minus = 1.f - h.alpha;
-    const float T_before = T / one_minus;
-    const float w = h.alpha * T_before;
-    const float m = distortion_depth(h.z, near_plane, far_plane);
-    float g = v.depth * h.z + dot(v.normal, n) + v.distortion * rec.sums.grad_weight(m);
-    for (int ch = 0; ch < num_channels; ++ch) g += v.color[ch] * color[ch];
-    const float v_alpha = T_before * g - behind / one_minus;
-    behind += w * g;
-    float v_z = w * v.depth + v.distortion * rec.sums.grad_depth(w, m) * distortion_depth_grad(h.z, near_plane, far_plane);
-    if (index == rec.median) v_z += v.median_depth;
+  // Back-propagates splat number `index`, evaluated as `h`, in the lanes of `hit` (walking
+  // back to front; `hit` must be within `last`). Writes the first kPairGradColor floats of
+  // its gradient record into `grad` (zero in other lanes) and sets `weight`.
+  template <class VColor>
+  GSL_HD void backprop(const Splat& s, const Hit<F>& h, Mask hit, vec3 n, const float* color, int num_channels,
+                       VColor v_color, int32_t index, float near_plane, float far_plane, F grad[kPairGradColor]) {
+    const F zero = broadcast<F>(0.f);
+    const F one_minus = 1.f - h.alpha;
+    const F T_before = T / one_minus;
+    const F w = h.alpha * T_before;
+    const F m = distortion_depth(h.z, near_plane, far_plane);
+    F g = v_depth * h.z + (v_normal_x * n.x + v_normal_y * n.y + v_normal_z * n.z) +
+          v_distortion * sums.grad_weight(m);
+    for (int ch = 0; ch < num_channels; ++ch) g = g + v_color(ch) * color[ch];
+    const F v_alpha = T_before * g - behind / one_minus;
+    behind = select(hit, behind + w * g, behind);
+    F v_z = w * v_depth + v_distortion * sums.grad_depth(w, m) * distortion_depth_grad(h.z, near_plane, far_plane);
+    v_z = select(Mask(median == broadcast_int_lanes<F>(index)), v_z + v_median, v_z);
 
-    mat3 v_M;
-    for (int i = 0; i < 3; ++i)
-      for (int j = 0; j < 3; ++j) v_M.m[i][j] = 0.f;
-    const float v_opacity = eval_hit_vjp(s, px, py, h, v_alpha, v_z, v_M);
-    const vec2 stat = screen_translation_grad(s.M, v_M);
-    for (int i = 0; i < 3; ++i)
-      for (int j = 0; j < 3; ++j) grad[kPairGradM + 3 * i + j] = v_M.m[i][j];
-    grad[kPairGradOpacity] = v_opacity;
-    grad[kPairGradNormal + 0] = w * v.normal.x;
-    grad[kPairGradNormal + 1] = w * v.normal.y;
-    grad[kPairGradNormal + 2] = w * v.normal.z;
-    grad[kPairGradAbsStat + 0] = fabsf(stat.x);
-    grad[kPairGradAbsStat + 1] = fabsf(stat.y);
-    weight = w;
-    T = T_before;
-    return true;
+    F v_M[9];
+    const F v_opacity = eval_hit_vjp(s, px, py, h, v_alpha, v_z, v_M);
+    F stat_x, stat_y;
+    screen_translation_grad(s.M, v_M, stat_x, stat_y);
+    for (int k = 0; k < 9; ++k) grad[kPairGradM + k] = select(hit, v_M[k], zero);
+    grad[kPairGradOpacity] = select(hit, v_opacity, zero);
+    grad[kPairGradNormal + 0] = select(hit, w * v_normal_x, zero);
+    grad[kPairGradNormal + 1] = select(hit, w * v_normal_y, zero);
+    grad[kPairGradNormal + 2] = select(hit, w * v_normal_z, zero);
+    grad[kPairGradAbsStat + 0] = select(hit, abs_lanes(stat_x), zero);
+    grad[kPairGradAbsStat + 1] = select(hit, abs_lanes(stat_y), zero);
+    weight = select(hit, w, zero);
+    T = select(hit, T_before, T);
   }
 };
 

@@ -1,8 +1,10 @@
 // Ray-splat intersection at one pixel and alpha compositing, with their VJPs.
-// docs/design.md, "Rasterizer semantics", per-pixel steps 1-8.
+// docs/design.md, "Rasterizer semantics", per-pixel steps 1-8. Written for a lane type F
+// (core/lanes.h): one pixel per thread on CUDA (F = float), a row of pixels on the CPU.
 #pragma once
 
 #include "core/common.h"
+#include "core/lanes.h"
 #include "core/projection.h"
 
 namespace gsl {
@@ -24,126 +26,140 @@ struct Splat {
   float opacity;
 };
 
-// One evaluated (pixel, surfel) pair.
+// One evaluated (pixel, surfel) pair per lane. The lanes of a group share a pixel row,
+// so what depends only on y (l_y, dy) is a plain float.
+template <class F>
 struct Hit {
-  bool use3d;  // the ray-splat footprint won; otherwise the screen fallback
-  vec3 l_x, l_y, q;
-  float u, v;  // local coordinates of the hit (3D path)
-  float dx, dy;  // pixel minus projected centre (fallback path)
-  float z;      // hit depth
-  float G;      // exp(-rho / 2)
-  float alpha;  // min(0.99, o G)
-  bool clamped; // o G was above 0.99
+  using Mask = typename Lanes<F>::Mask;
+  Mask use3d;    // the ray-splat footprint won; otherwise the screen fallback
+  Mask clamped;  // o G was above 0.99
+  F lx_x, lx_y, lx_z;  // l_x = px M_2 - M_0
+  vec3 l_y;            // l_y = py M_2 - M_1
+  F q_x, q_y, q_z;     // q = l_x x l_y
+  F u, v;              // local coordinates of the hit (3D path; 0 on the fallback)
+  F dx;                // pixel minus projected centre (fallback path)
+  float dy;
+  F z;      // hit depth
+  F G;      // exp(-rho / 2)
+  F alpha;  // min(0.99, o G)
 };
 
-// Evaluates the splat at pixel centre (px, py). Returns false when the pair is skipped
-// (outside the 3-sigma support, hit in front of the near plane, or alpha below 1/255).
-GSL_HD bool eval_hit(const Splat& s, float px, float py, float near_plane, Hit& h) {
+// Evaluates the splat at pixel centres (px, py). Returns the lanes that contribute: inside
+// the 3-sigma support, hit behind the near plane, and alpha at least 1/255. Values in the
+// other lanes are unspecified (callers select them away).
+template <class F>
+GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, F px, float py, float near_plane, Hit<F>& h) {
+  using Mask = typename Lanes<F>::Mask;
   const mat3& M = s.M;
-  h.l_x = px * M.row(2) - M.row(0);
+  h.lx_x = px * M.m[2][0] - M.m[0][0];
+  h.lx_y = px * M.m[2][1] - M.m[0][1];
+  h.lx_z = px * M.m[2][2] - M.m[0][2];
   h.l_y = py * M.row(2) - M.row(1);
-  h.q = cross(h.l_x, h.l_y);
-  const float den = h.q.z * h.q.z;
-  const float num = h.q.x * h.q.x + h.q.y * h.q.y;
+  h.q_x = h.lx_y * h.l_y.z - h.lx_z * h.l_y.y;
+  h.q_y = h.lx_z * h.l_y.x - h.lx_x * h.l_y.z;
+  h.q_z = h.lx_x * h.l_y.y - h.lx_y * h.l_y.x;
+  const F den = h.q_z * h.q_z;
+  const F num = h.q_x * h.q_x + h.q_y * h.q_y;
   h.dx = px - s.center.x;
   h.dy = py - s.center.y;
-  const float rho2d = kFallbackInvVar * (h.dx * h.dx + h.dy * h.dy);
+  const F rho2d = kFallbackInvVar * (h.dx * h.dx + h.dy * h.dy);
   // rho3d = num / den, compared without dividing: most pairs of a tile are rejected here.
-  h.use3d = den > kEdgeOnEps && num <= rho2d * den;
-  if (h.use3d ? !(num <= kSupportRho * den) : !(rho2d <= kSupportRho)) return false;
-  float rho;
-  if (h.use3d) {
-    const float inv_q2 = 1.f / h.q.z;
-    h.u = h.q.x * inv_q2;
-    h.v = h.q.y * inv_q2;
-    rho = h.u * h.u + h.v * h.v;
-    h.z = M.m[2][0] * h.u + M.m[2][1] * h.v + M.m[2][2];
-  } else {
-    h.u = h.v = 0.f;
-    rho = rho2d;
-    h.z = M.m[2][2];
-  }
-  if (h.z < near_plane) return false;
-  h.G = expf(-0.5f * rho);
-  const float oG = s.opacity * h.G;
+  h.use3d = (den > kEdgeOnEps) & (num <= rho2d * den);
+  Mask inside = select(h.use3d, Mask(num <= kSupportRho * den), Mask(rho2d <= kSupportRho));
+  if (!any(inside)) return inside;
+  const F inv_q2 = 1.f / select(h.use3d, h.q_z, broadcast<F>(1.f));
+  h.u = select(h.use3d, h.q_x * inv_q2, broadcast<F>(0.f));
+  h.v = select(h.use3d, h.q_y * inv_q2, broadcast<F>(0.f));
+  const F rho = select(h.use3d, h.u * h.u + h.v * h.v, rho2d);
+  h.z = select(h.use3d, M.m[2][0] * h.u + M.m[2][1] * h.v + M.m[2][2], broadcast<F>(M.m[2][2]));
+  inside = inside & lanes_not(Mask(h.z < near_plane));
+  h.G = exp_nonpositive(-0.5f * rho);
+  const F oG = s.opacity * h.G;
   h.clamped = oG > kAlphaMax;
-  h.alpha = h.clamped ? kAlphaMax : oG;
-  return h.alpha >= kAlphaMin;
+  h.alpha = select(h.clamped, broadcast<F>(kAlphaMax), oG);
+  return inside & (h.alpha >= kAlphaMin);
 }
 
-// VJP of eval_hit: dL/dalpha and dL/dz of this pair into dL/dM (accumulated into v_M)
+// VJP of eval_hit: dL/dalpha and dL/dz of the pair into dL/dM (written to v_M, row-major)
 // and dL/dopacity (returned).
-GSL_HD float eval_hit_vjp(const Splat& s, float px, float py, const Hit& h, float v_alpha, float v_z, mat3& v_M) {
+template <class F>
+GSL_HD F eval_hit_vjp(const Splat& s, F px, float py, const Hit<F>& h, F v_alpha, F v_z, F v_M[9]) {
   const mat3& M = s.M;
-  const float v_oG = h.clamped ? 0.f : v_alpha;
-  const float v_opacity = v_oG * h.G;
-  const float v_rho = -0.5f * h.G * s.opacity * v_oG;
-  if (h.use3d) {
+  const F zero = broadcast<F>(0.f);
+  const F v_oG = select(h.clamped, zero, v_alpha);
+  const F v_opacity = v_oG * h.G;
+  const F v_rho = -0.5f * h.G * s.opacity * v_oG;
+  for (int k = 0; k < 9; ++k) v_M[k] = zero;
+  if (any(h.use3d)) {
     // z = M_2 . (u, v, 1), rho = u^2 + v^2, (u, v) = (q0, q1) / q2.
-    const float v_u = 2.f * h.u * v_rho + v_z * M.m[2][0];
-    const float v_v = 2.f * h.v * v_rho + v_z * M.m[2][1];
-    v_M.m[2][0] += v_z * h.u;
-    v_M.m[2][1] += v_z * h.v;
-    v_M.m[2][2] += v_z;
-    const float inv_q2 = 1.f / h.q.z;
-    const vec3 v_q = {v_u * inv_q2, v_v * inv_q2, -(v_u * h.u + v_v * h.v) * inv_q2};
+    const F v_u = 2.f * h.u * v_rho + v_z * M.m[2][0];
+    const F v_v = 2.f * h.v * v_rho + v_z * M.m[2][1];
+    const F inv_q2 = 1.f / select(h.use3d, h.q_z, broadcast<F>(1.f));
+    const F vq_x = v_u * inv_q2, vq_y = v_v * inv_q2, vq_z = -(v_u * h.u + v_v * h.v) * inv_q2;
     // q = l_x x l_y, l_x = px M_2 - M_0, l_y = py M_2 - M_1.
-    const vec3 v_lx = cross(h.l_y, v_q);
-    const vec3 v_ly = cross(v_q, h.l_x);
-    const vec3 v_row2 = px * v_lx + py * v_ly;
-    v_M.m[2][0] += v_row2.x;
-    v_M.m[2][1] += v_row2.y;
-    v_M.m[2][2] += v_row2.z;
-    v_M.m[0][0] -= v_lx.x;
-    v_M.m[0][1] -= v_lx.y;
-    v_M.m[0][2] -= v_lx.z;
-    v_M.m[1][0] -= v_ly.x;
-    v_M.m[1][1] -= v_ly.y;
-    v_M.m[1][2] -= v_ly.z;
-  } else {
+    const F vlx_x = h.l_y.y * vq_z - h.l_y.z * vq_y;  // v_lx = l_y x v_q
+    const F vlx_y = h.l_y.z * vq_x - h.l_y.x * vq_z;
+    const F vlx_z = h.l_y.x * vq_y - h.l_y.y * vq_x;
+    const F vly_x = vq_y * h.lx_z - vq_z * h.lx_y;  // v_ly = v_q x l_x
+    const F vly_y = vq_z * h.lx_x - vq_x * h.lx_z;
+    const F vly_z = vq_x * h.lx_y - vq_y * h.lx_x;
+    const F row2[3] = {v_z * h.u + (px * vlx_x + py * vly_x), v_z * h.v + (px * vlx_y + py * vly_y),
+                       v_z + (px * vlx_z + py * vly_z)};
+    const F rows01[6] = {-vlx_x, -vlx_y, -vlx_z, -vly_x, -vly_y, -vly_z};
+    for (int k = 0; k < 6; ++k) v_M[k] = select(h.use3d, rows01[k], zero);
+    for (int k = 0; k < 3; ++k) v_M[6 + k] = select(h.use3d, row2[k], zero);
+  }
+  if (any(lanes_not(h.use3d))) {
     // rho = 2 |(px, py) - c|^2, c = (M02, M12) / M22, z = M22.
-    const float v_cx = -2.f * kFallbackInvVar * h.dx * v_rho;
-    const float v_cy = -2.f * kFallbackInvVar * h.dy * v_rho;
+    const F v_cx = -2.f * kFallbackInvVar * h.dx * v_rho;
+    const F v_cy = -2.f * kFallbackInvVar * h.dy * v_rho;
     const float inv_z = 1.f / M.m[2][2];
-    v_M.m[0][2] += v_cx * inv_z;
-    v_M.m[1][2] += v_cy * inv_z;
-    v_M.m[2][2] += v_z - (v_cx * s.center.x + v_cy * s.center.y) * inv_z;
+    v_M[2] = select(h.use3d, v_M[2], v_cx * inv_z);
+    v_M[5] = select(h.use3d, v_M[5], v_cy * inv_z);
+    v_M[8] = select(h.use3d, v_M[8], v_z - (v_cx * s.center.x + v_cy * s.center.y) * inv_z);
   }
   return v_opacity;
 }
 
 // Gradient of a pair's loss contribution with respect to a screen translation of the splat
 // (M_0 += d_x M_2, M_1 += d_y M_2): the densification statistic, in pixels.
-GSL_HD vec2 screen_translation_grad(const mat3& M, const mat3& v_M) {
-  return {dot(v_M.row(0), M.row(2)), dot(v_M.row(1), M.row(2))};
+template <class F>
+GSL_HD void screen_translation_grad(const mat3& M, const F v_M[9], F& grad_x, F& grad_y) {
+  grad_x = v_M[0] * M.m[2][0] + v_M[1] * M.m[2][1] + v_M[2] * M.m[2][2];
+  grad_y = v_M[3] * M.m[2][0] + v_M[4] * M.m[2][1] + v_M[5] * M.m[2][2];
 }
 
 // Hit depth mapped to [0, 1] between the near and far planes, for the distortion loss.
 // Written so the factor of the planes is loop-invariant: one division per hit.
-GSL_HD float distortion_depth(float z, float near_plane, float far_plane) {
+template <class F>
+GSL_HD F distortion_depth(F z, float near_plane, float far_plane) {
   return (1.f - near_plane / z) * (far_plane / (far_plane - near_plane));
 }
 
-GSL_HD float distortion_depth_grad(float z, float near_plane, float far_plane) {
+template <class F>
+GSL_HD F distortion_depth_grad(F z, float near_plane, float far_plane) {
   return (far_plane * near_plane / (far_plane - near_plane)) / (z * z);
 }
 
 // Running sums of the one-pass distortion D = sum_i w_i sum_{j<i} w_j (m_i - m_j)^2.
+template <class F>
 struct DistortionSums {
-  float weight = 0.f;   // A  = sum w_j
-  float first = 0.f;    // S1 = sum w_j m_j
-  float second = 0.f;   // S2 = sum w_j m_j^2
-  float distortion = 0.f;
+  F weight{};  // A  = sum w_j
+  F first{};   // S1 = sum w_j m_j
+  F second{};  // S2 = sum w_j m_j^2
+  F distortion{};
 
-  GSL_HD void add(float w, float m) {
-    distortion += w * (m * m * weight - 2.f * m * first + second);
-    weight += w;
-    first += w * m;
-    second += w * m * m;
+  // Adds (w, m) in the lanes of `on`.
+  template <class Mask>
+  GSL_HD void add(Mask on, F w, F m) {
+    distortion = select(on, distortion + w * (m * m * weight - 2.f * m * first + second), distortion);
+    weight = select(on, weight + w, weight);
+    first = select(on, first + w * m, first);
+    second = select(on, second + w * m * m, second);
   }
   // dD/dw_k and dD/dm_k given the final sums (the j = k terms vanish).
-  GSL_HD float grad_weight(float m) const { return m * m * weight - 2.f * m * first + second; }
-  GSL_HD float grad_depth(float w, float m) const { return 2.f * w * (m * weight - first); }
+  GSL_HD F grad_weight(F m) const { return m * m * weight - 2.f * m * first + second; }
+  GSL_HD F grad_depth(F w, F m) const { return 2.f * w * (m * weight - first); }
 };
 
 }  // namespace gsl

@@ -20,6 +20,10 @@ from gsplat_lib.ops.sh import sh_to_colors
 TILE_SIZE = 16
 # Floats per (tile, surfel) pair in the backward: dL/dM (9), opacity, normal (3), |stat| (2).
 _PAIR_GRAD_BASE = 15
+# Lane width of the CPU pixel passes: 0 picks the widest this machine runs (8 with AVX2,
+# else 4); 1 runs the scalar form of the math that the CUDA backend compiles. Every width
+# gives the same forward bits; tests set this to compare them.
+CPU_LANES = 0
 # Bytes per tile pair in the forward: keys, ids, the sort's outputs and the tile ids.
 _PAIR_BYTES_FORWARD = 48
 
@@ -124,7 +128,7 @@ def rasterize_surfels(
     settings = dict(
         num_cameras=num_cameras, num_surfels=num_surfels, num_channels=num_channels, width=width,
         height=height, tiles_x=tiles_x, tiles_y=tiles_y, near_plane=near, far_plane=far,
-        scale_modifier=float(scale_modifier),
+        scale_modifier=float(scale_modifier), cpu_lanes=CPU_LANES,
     )
 
     track = torch.is_grad_enabled()

@@ -13,6 +13,7 @@ struct Dims {
   int32_t width, height;
   int32_t tiles_x, tiles_y;
   float near_plane, far_plane, scale_modifier;
+  int32_t cpu_lanes;  // CPU pixel passes: 0 = widest available, or 1 (the CUDA math's scalar form), 4, 8
 };
 
 struct ProjectArgs {
@@ -118,6 +119,8 @@ struct ProjectBackwardArgs {
   float* v_opacities;       // [N] out
 };
 
+// Widest lane group the CPU pixel passes can use on this machine: 8 with AVX2, else 4.
+int max_cpu_lanes();
 void project_cpu(const ProjectArgs& args, int num_threads);
 void emit_pairs_cpu(const EmitArgs& args, int num_threads);
 void forward_cpu(const ForwardArgs& args, int num_threads);

@@ -1,7 +1,14 @@
 // CPU schedule of the rasterizer: threads over (camera, surfel) items and over tiles.
 // Each tile is composited by one thread and each pair's gradient record is written only by
 // its tile's thread, so results are bit-identical for any thread count (decision 4).
+//
+// Within a tile the passes are splat-major: each splat visits only the pixels of its
+// rectangle, a row at a time in groups of lanes (core/lanes.h: 8 with AVX2, 4 with SSE,
+// or 1, the instantiation the CUDA backend runs). Every pixel still sees its splats in
+// depth order, so this equals the per-pixel loop of the CUDA backend.
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "cpu/parallel.h"
@@ -11,38 +18,57 @@ namespace gsl::rasterize {
 
 namespace {
 
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define GSL_HAVE_AVX2_SCHEDULE 1
+#define GSL_TARGET_AVX2 __attribute__((target("avx2")))
+#else
+#define GSL_HAVE_AVX2_SCHEDULE 0
+#endif
+// Inlined into the per-ISA entry points below, so each gets code for its instruction set.
+#define GSL_CPU_INLINE inline __attribute__((always_inline))
+
+constexpr int kMaxLanes = 8;
+constexpr int kTilePixels = kTileSize * kTileSize;
+// A pixel plane of one tile, row stride kTileSize, padded so a lane group may run past the
+// last pixel (those lanes are masked).
+constexpr int kPlane = kTilePixels + kMaxLanes;
+
 // The splats of one tile, gathered once so the tile's passes read them contiguously.
 struct TileSplats {
   std::vector<Splat> splats;
   std::vector<vec3> normals;
-  std::vector<const float*> colors;
+  std::vector<float> colors;     // [count, D]: copied, so a cache miss happens here, off the pixel loop
   std::vector<PixelRect> rects;  // pixels each splat can reach
+  int num_channels = 0;
 
   void gather(const PixelPassInputs& in, int64_t begin, int64_t end) {
     const int64_t count = end - begin;
+    num_channels = in.dims.num_channels;
     splats.resize(count);
     normals.resize(count);
-    colors.resize(count);
+    colors.resize(count * num_channels);
     rects.resize(count);
     for (int64_t i = 0; i < count; ++i) {
       const int64_t item = in.pair_surfels[begin + i];
       splats[i] = load_splat(in, item);
       normals[i] = load_normal(in, item);
-      colors[i] = in.colors + item * in.dims.num_channels;
+      const float* color = in.colors + item * num_channels;
+      std::copy(color, color + num_channels, colors.data() + i * num_channels);
       rects[i] = load_pixel_rect(in, item);
     }
   }
+  const float* color(int64_t i) const { return colors.data() + i * num_channels; }
 };
 
 struct TileCoords {
   int64_t camera;
   int x0, y0, x1, y1;  // pixel range [x0, x1) x [y0, y1)
-  int width() const { return x1 - x0; }
-  int height() const { return y1 - y0; }
   // The part of a splat's pixel rectangle inside this tile.
   PixelRect clip(const PixelRect& r) const {
     return {std::max(r.x0, x0), std::max(r.y0, y0), std::min(r.x1, x1), std::min(r.y1, y1)};
   }
+  int plane_index(int x, int y) const { return (y - y0) * kTileSize + (x - x0); }
+  int64_t image_pixel(const Dims& d, int x, int y) const { return (camera * d.height + y) * d.width + x; }
 };
 
 TileCoords tile_coords(const Dims& d, int64_t tile) {
@@ -57,7 +83,369 @@ TileCoords tile_coords(const Dims& d, int64_t tile) {
   return tc;
 }
 
+// Lane helpers that the scalar lane type needs in its own form.
+template <class F>
+GSL_CPU_INLINE F lane_offsets() {
+  if constexpr (Lanes<F>::kWidth == 1) {
+    return 0.f;
+  } else {
+    F r;
+    for (int i = 0; i < Lanes<F>::kWidth; ++i) r[i] = float(i);
+    return r;
+  }
+}
+template <class F>
+GSL_CPU_INLINE typename Lanes<F>::Mask load_mask(const int32_t* p) {
+  if constexpr (Lanes<F>::kWidth == 1)
+    return *p != 0;
+  else
+    return load_lanes<typename Lanes<F>::Mask>(p);
+}
+template <class F>
+GSL_CPU_INLINE void store_mask(int32_t* p, typename Lanes<F>::Mask m) {
+  if constexpr (Lanes<F>::kWidth == 1)
+    *p = m ? -1 : 0;
+  else
+    store_lanes(p, m);
+}
+template <class F>
+GSL_CPU_INLINE int count_true(typename Lanes<F>::Mask m) {
+  if constexpr (Lanes<F>::kWidth == 1) {
+    return m ? 1 : 0;
+  } else {
+    int n = 0;
+    for (int i = 0; i < Lanes<F>::kWidth; ++i) n += m[i] != 0;
+    return n;
+  }
+}
+// The lanes of a group starting at column x that lie left of column x_end.
+template <class F>
+GSL_CPU_INLINE typename Lanes<F>::Mask lanes_before(int x, int x_end) {
+  return lane_offsets<F>() < float(x_end - x);
+}
+template <class F>
+GSL_CPU_INLINE F lane_centres(int x) {
+  return (float(x) + lane_offsets<F>()) + 0.5f;
+}
+
+// One tile's PixelForward states as planes of floats and ints.
+class ForwardPlanes {
+ public:
+  enum FloatPlane { kT, kDepth, kMedianDepth, kNormalX, kNormalY, kNormalZ, kSumWeight, kSumFirst, kSumSecond,
+                    kDistortion, kColor };
+  enum IntPlane { kLast, kMedian, kVisited, kDone, kIntPlanes };
+
+  void reset(int num_channels) {
+    floats_.assign(static_cast<size_t>(kColor + num_channels) * kPlane, 0.f);
+    std::fill_n(plane(kT), kPlane, 1.f);
+    ints_.assign(static_cast<size_t>(kIntPlanes) * kPlane, 0);
+    std::fill_n(plane(kMedian), kPlane, -1);
+  }
+  float* plane(FloatPlane k) { return floats_.data() + static_cast<size_t>(k) * kPlane; }
+  int32_t* plane(IntPlane k) { return ints_.data() + static_cast<size_t>(k) * kPlane; }
+  float* color(int ch) { return floats_.data() + static_cast<size_t>(kColor + ch) * kPlane; }
+
+  template <class F>
+  GSL_CPU_INLINE PixelForward<F> load(int p, F px, float py) {
+    using Int = typename Lanes<F>::Int;
+    PixelForward<F> f;
+    f.px = px;
+    f.py = py;
+    f.T = load_lanes<F>(plane(kT) + p);
+    f.depth = load_lanes<F>(plane(kDepth) + p);
+    f.median_depth = load_lanes<F>(plane(kMedianDepth) + p);
+    f.normal_x = load_lanes<F>(plane(kNormalX) + p);
+    f.normal_y = load_lanes<F>(plane(kNormalY) + p);
+    f.normal_z = load_lanes<F>(plane(kNormalZ) + p);
+    f.sums.weight = load_lanes<F>(plane(kSumWeight) + p);
+    f.sums.first = load_lanes<F>(plane(kSumFirst) + p);
+    f.sums.second = load_lanes<F>(plane(kSumSecond) + p);
+    f.sums.distortion = load_lanes<F>(plane(kDistortion) + p);
+    f.last = load_lanes<Int>(plane(kLast) + p);
+    f.median = load_lanes<Int>(plane(kMedian) + p);
+    f.visited = load_lanes<Int>(plane(kVisited) + p);
+    f.done = load_mask<F>(plane(kDone) + p);
+    return f;
+  }
+
+  template <class F>
+  GSL_CPU_INLINE void store(int p, const PixelForward<F>& f) {
+    store_lanes(plane(kT) + p, f.T);
+    store_lanes(plane(kDepth) + p, f.depth);
+    store_lanes(plane(kMedianDepth) + p, f.median_depth);
+    store_lanes(plane(kNormalX) + p, f.normal_x);
+    store_lanes(plane(kNormalY) + p, f.normal_y);
+    store_lanes(plane(kNormalZ) + p, f.normal_z);
+    store_lanes(plane(kSumWeight) + p, f.sums.weight);
+    store_lanes(plane(kSumFirst) + p, f.sums.first);
+    store_lanes(plane(kSumSecond) + p, f.sums.second);
+    store_lanes(plane(kDistortion) + p, f.sums.distortion);
+    store_lanes(plane(kLast) + p, f.last);
+    store_lanes(plane(kMedian) + p, f.median);
+    store_lanes(plane(kVisited) + p, f.visited);
+    store_mask<F>(plane(kDone) + p, f.done);
+  }
+
+ private:
+  std::vector<float> floats_;
+  std::vector<int32_t> ints_;
+};
+
+// One tile's PixelBackward states as planes.
+class BackwardPlanes {
+ public:
+  enum FloatPlane { kT, kBehind, kSumWeight, kSumFirst, kSumSecond, kVDepth, kVMedian, kVDistortion, kVNormalX,
+                    kVNormalY, kVNormalZ, kVColor };
+  enum IntPlane { kLast, kMedian, kVisited, kIntPlanes };
+
+  void reset(int num_channels) {
+    floats_.assign(static_cast<size_t>(kVColor + num_channels) * kPlane, 0.f);
+    ints_.assign(static_cast<size_t>(kIntPlanes) * kPlane, 0);  // last = 0: padding never revisits
+  }
+  float* plane(FloatPlane k) { return floats_.data() + static_cast<size_t>(k) * kPlane; }
+  int32_t* plane(IntPlane k) { return ints_.data() + static_cast<size_t>(k) * kPlane; }
+  float* v_color(int ch) { return floats_.data() + static_cast<size_t>(kVColor + ch) * kPlane; }
+
+  void set(int p, const PixelBackward<float>& b, const float* v_colors, int num_channels) {
+    plane(kT)[p] = b.T;
+    plane(kBehind)[p] = b.behind;
+    plane(kSumWeight)[p] = b.sums.weight;
+    plane(kSumFirst)[p] = b.sums.first;
+    plane(kSumSecond)[p] = b.sums.second;
+    plane(kVDepth)[p] = b.v_depth;
+    plane(kVMedian)[p] = b.v_median;
+    plane(kVDistortion)[p] = b.v_distortion;
+    plane(kVNormalX)[p] = b.v_normal_x;
+    plane(kVNormalY)[p] = b.v_normal_y;
+    plane(kVNormalZ)[p] = b.v_normal_z;
+    plane(kLast)[p] = b.last;
+    plane(kMedian)[p] = b.median;
+    for (int ch = 0; ch < num_channels; ++ch) v_color(ch)[p] = v_colors[ch];
+  }
+
+  template <class F>
+  GSL_CPU_INLINE PixelBackward<F> load(int p, F px, float py) {
+    using Int = typename Lanes<F>::Int;
+    PixelBackward<F> b;
+    b.px = px;
+    b.py = py;
+    b.last = load_lanes<Int>(plane(kLast) + p);
+    b.median = load_lanes<Int>(plane(kMedian) + p);
+    b.sums.weight = load_lanes<F>(plane(kSumWeight) + p);
+    b.sums.first = load_lanes<F>(plane(kSumFirst) + p);
+    b.sums.second = load_lanes<F>(plane(kSumSecond) + p);
+    b.v_depth = load_lanes<F>(plane(kVDepth) + p);
+    b.v_median = load_lanes<F>(plane(kVMedian) + p);
+    b.v_distortion = load_lanes<F>(plane(kVDistortion) + p);
+    b.v_normal_x = load_lanes<F>(plane(kVNormalX) + p);
+    b.v_normal_y = load_lanes<F>(plane(kVNormalY) + p);
+    b.v_normal_z = load_lanes<F>(plane(kVNormalZ) + p);
+    b.T = load_lanes<F>(plane(kT) + p);
+    b.behind = load_lanes<F>(plane(kBehind) + p);
+    return b;
+  }
+
+  // What a visit changes.
+  template <class F>
+  GSL_CPU_INLINE void store_walk(int p, const PixelBackward<F>& b) {
+    store_lanes(plane(kT) + p, b.T);
+    store_lanes(plane(kBehind) + p, b.behind);
+  }
+
+ private:
+  std::vector<float> floats_;
+  std::vector<int32_t> ints_;
+};
+
+// Reads colour channel ch of a lane group from planes kPlane apart (a struct, not a lambda,
+// so that it is force-inlined into each instruction set's schedule).
+template <class F>
+struct PlaneColumn {
+  const float* first;
+  GSL_CPU_INLINE F operator()(int ch) const { return load_lanes<F>(first + static_cast<size_t>(ch) * kPlane); }
+};
+
+template <class F>
+GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats& tile_splats, ForwardPlanes& planes,
+                                 std::vector<float>& color_acc) {
+  using Mask = typename Lanes<F>::Mask;
+  using Int = typename Lanes<F>::Int;
+  constexpr int W = Lanes<F>::kWidth;
+  const Dims& d = a.in.dims;
+  const int D = d.num_channels;
+  const int64_t begin = a.in.tile_starts[tile], end = a.in.tile_starts[tile + 1];
+  tile_splats.gather(a.in, begin, end);
+  planes.reset(D);
+  const TileCoords tc = tile_coords(d, tile);
+  int remaining = (tc.x1 - tc.x0) * (tc.y1 - tc.y0);  // pixels not done
+  const int32_t* done = planes.plane(ForwardPlanes::kDone);
+  int32_t* visited = planes.plane(ForwardPlanes::kVisited);
+  const int32_t count = static_cast<int32_t>(end - begin);
+  for (int32_t i = 0; i < count && remaining > 0; ++i) {
+    const PixelRect r = tc.clip(tile_splats.rects[i]);
+    const Splat& s = tile_splats.splats[i];
+    const vec3 n = tile_splats.normals[i];
+    const float* color = tile_splats.color(i);
+    for (int y = r.y0; y < r.y1; ++y) {
+      const float py = y + 0.5f;
+      for (int x = r.x0; x < r.x1; x += W) {
+        // PixelForward::visit, with the state loaded only where the splat contributes.
+        const int p = tc.plane_index(x, y);
+        const Mask m = lanes_before<F>(x, r.x1) & lanes_not(load_mask<F>(done + p));
+        Int count = load_lanes<Int>(visited + p);
+        count_lanes(count, m);
+        store_lanes(visited + p, count);
+        if (!any(m)) continue;
+        const F px = lane_centres<F>(x);
+        Hit<F> h;
+        Mask ok = m & eval_hit(s, px, py, d.near_plane, h);
+        if (!any(ok)) continue;
+        PixelForward<F> f = planes.load<F>(p, px, py);
+        ok = f.composite(h, ok, n, i, d.near_plane, d.far_plane);
+        const Mask newly_done = f.done & m;
+        if (any(newly_done)) remaining -= count_true<F>(newly_done);
+        planes.store(p, f);
+        if (!any(ok)) continue;
+        for (int ch = 0; ch < D; ++ch) {
+          float* acc = planes.color(ch) + p;
+          const F value = load_lanes<F>(acc);
+          store_lanes(acc, select(ok, value + f.weight * color[ch], value));
+        }
+      }
+    }
+  }
+  color_acc.resize(D);
+  for (int y = tc.y0; y < tc.y1; ++y)
+    for (int x = tc.x0; x < tc.x1; ++x) {
+      const int p = tc.plane_index(x, y);
+      const PixelForward<float> f = planes.load<float>(p, x + 0.5f, y + 0.5f);
+      for (int ch = 0; ch < D; ++ch) color_acc[ch] = planes.color(ch)[p];
+      store_pixel(a, tc.camera, tc.image_pixel(d, x, y), f, color_acc.data());
+    }
+}
+
+// Back to front; each pair's record sums its lanes' gradients over its rectangle's groups,
+// then across the lanes: a fixed order.
+template <class F>
+GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplats& tile_splats,
+                                  BackwardPlanes& planes, std::vector<float>& acc) {
+  using Mask = typename Lanes<F>::Mask;
+  using Int = typename Lanes<F>::Int;
+  constexpr int W = Lanes<F>::kWidth;
+  const Dims& d = a.in.dims;
+  const int D = d.num_channels;
+  const int width = pair_grad_width(D);
+  const int64_t begin = a.in.tile_starts[tile], end = a.in.tile_starts[tile + 1];
+  if (end == begin) return;
+  tile_splats.gather(a.in, begin, end);
+  planes.reset(D);
+  const TileCoords tc = tile_coords(d, tile);
+  int32_t max_last = 0;
+  for (int y = tc.y0; y < tc.y1; ++y)
+    for (int x = tc.x0; x < tc.x1; ++x) {
+      const int64_t pixel = tc.image_pixel(d, x, y);
+      const PixelBackward<float> b = load_pixel_backward(a, tc.camera, pixel, x + 0.5f, y + 0.5f);
+      planes.set(tc.plane_index(x, y), b, a.v_colors + pixel * D, D);
+      max_last = std::max(max_last, b.last);
+    }
+  acc.resize(static_cast<size_t>(width) * W);  // per record float, a lane group (unaligned)
+  int32_t* visited = planes.plane(BackwardPlanes::kVisited);
+  for (int32_t i = max_last - 1; i >= 0; --i) {
+    const PixelRect r = tc.clip(tile_splats.rects[i]);
+    const Splat& s = tile_splats.splats[i];
+    const vec3 n = tile_splats.normals[i];
+    const float* color = tile_splats.color(i);
+    const Int index = broadcast_int_lanes<F>(i);
+    bool any_hit = false;
+    for (int y = r.y0; y < r.y1; ++y) {
+      const float py = y + 0.5f;
+      for (int x = r.x0; x < r.x1; x += W) {
+        const int p = tc.plane_index(x, y);
+        const Mask m = lanes_before<F>(x, r.x1) & Mask(index < load_lanes<Int>(planes.plane(BackwardPlanes::kLast) + p));
+        Int count = load_lanes<Int>(visited + p);
+        count_lanes(count, m);
+        store_lanes(visited + p, count);
+        if (!any(m)) continue;
+        const F px = lane_centres<F>(x);
+        Hit<F> h;
+        const Mask hit = m & eval_hit(s, px, py, d.near_plane, h);
+        if (!any(hit)) continue;
+        if (!any_hit) {
+          std::fill(acc.begin(), acc.end(), 0.f);
+          any_hit = true;
+        }
+        PixelBackward<F> b = planes.load<F>(p, px, py);
+        const PlaneColumn<F> v_color{planes.v_color(0) + p};
+        F g[kPairGradColor];
+        b.backprop(s, h, hit, n, color, D, v_color, i, d.near_plane, d.far_plane, g);
+        planes.store_walk(p, b);
+        float* sums = acc.data();
+        for (int k = 0; k < kPairGradColor; ++k) store_lanes(sums + k * W, load_lanes<F>(sums + k * W) + g[k]);
+        for (int ch = 0; ch < D; ++ch) {
+          float* sum = sums + (kPairGradColor + ch) * W;
+          store_lanes(sum, load_lanes<F>(sum) + b.weight * v_color(ch));
+        }
+      }
+    }
+    if (!any_hit) continue;
+    float* record = a.pair_grads + a.pair_emit_index[begin + i] * width;
+    for (int k = 0; k < width; ++k) record[k] = sum_lanes(load_lanes<F>(acc.data() + k * W));
+  }
+  for (int y = tc.y0; y < tc.y1; ++y)
+    for (int x = tc.x0; x < tc.x1; ++x) a.out_visited[tc.image_pixel(d, x, y)] = visited[tc.plane_index(x, y)];
+}
+
+// Per-thread scratch and the tile loops, one instantiation per lane type.
+template <class F>
+GSL_CPU_INLINE void forward_tiles(const ForwardArgs& a, int64_t tile_begin, int64_t tile_end) {
+  TileSplats tile_splats;
+  ForwardPlanes planes;
+  std::vector<float> color_acc;
+  for (int64_t tile = tile_begin; tile < tile_end; ++tile) forward_tile<F>(a, tile, tile_splats, planes, color_acc);
+}
+
+template <class F>
+GSL_CPU_INLINE void backward_tiles(const BackwardArgs& a, int64_t tile_begin, int64_t tile_end) {
+  TileSplats tile_splats;
+  BackwardPlanes planes;
+  std::vector<float> acc;
+  for (int64_t tile = tile_begin; tile < tile_end; ++tile) backward_tile<F>(a, tile, tile_splats, planes, acc);
+}
+
+void forward_tiles_scalar(const ForwardArgs& a, int64_t b, int64_t e) { forward_tiles<float>(a, b, e); }
+void forward_tiles_sse(const ForwardArgs& a, int64_t b, int64_t e) { forward_tiles<vf4>(a, b, e); }
+void backward_tiles_scalar(const BackwardArgs& a, int64_t b, int64_t e) { backward_tiles<float>(a, b, e); }
+void backward_tiles_sse(const BackwardArgs& a, int64_t b, int64_t e) { backward_tiles<vf4>(a, b, e); }
+#if GSL_HAVE_AVX2_SCHEDULE
+GSL_TARGET_AVX2 void forward_tiles_avx2(const ForwardArgs& a, int64_t b, int64_t e) { forward_tiles<vf8>(a, b, e); }
+GSL_TARGET_AVX2 void backward_tiles_avx2(const BackwardArgs& a, int64_t b, int64_t e) {
+  backward_tiles<vf8>(a, b, e);
+}
+#endif
+
+template <class Args>
+using TilePass = void (*)(const Args&, int64_t, int64_t);
+
+template <class Args>
+TilePass<Args> pick_schedule(int lanes, TilePass<Args> scalar, TilePass<Args> sse, TilePass<Args> avx2) {
+  if (lanes == 0) lanes = max_cpu_lanes();
+  if (lanes == 1) return scalar;
+  if (lanes == 4) return sse;
+  if (lanes == 8 && max_cpu_lanes() >= 8 && avx2 != nullptr) return avx2;
+  throw std::invalid_argument("rasterize: cpu_lanes must be 0 (widest), 1, 4, or 8 where AVX2 is available; got " +
+                              std::to_string(lanes));
+}
+
 }  // namespace
+
+int max_cpu_lanes() {
+#if GSL_HAVE_AVX2_SCHEDULE
+  static const int lanes = __builtin_cpu_supports("avx2") ? 8 : 4;
+  return lanes;
+#else
+  return 4;
+#endif
+}
 
 void project_cpu(const ProjectArgs& a, int num_threads) {
   const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
@@ -73,101 +461,26 @@ void emit_pairs_cpu(const EmitArgs& a, int num_threads) {
   });
 }
 
-// Per tile, splat-major: each splat (front to back) visits only the pixels its rectangle
-// reaches; every pixel still sees its splats in depth order, so this equals the per-pixel
-// loop of the CUDA backend.
 void forward_cpu(const ForwardArgs& a, int num_threads) {
-  const Dims& d = a.in.dims;
-  const int D = d.num_channels;
-  const int64_t num_tiles = d.num_cameras * tiles_per_camera(d);
-  cpu::parallel_for(num_tiles, num_threads, 1, [&](int64_t tile_begin, int64_t tile_end) {
-    TileSplats tile_splats;
-    std::vector<PixelForward> pixels;
-    std::vector<float> color_acc;
-    for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-      const int64_t begin = a.in.tile_starts[tile], end = a.in.tile_starts[tile + 1];
-      tile_splats.gather(a.in, begin, end);
-      const TileCoords tc = tile_coords(d, tile);
-      const int tile_width = tc.width();
-      pixels.assign(static_cast<size_t>(tile_width) * tc.height(), PixelForward());
-      color_acc.assign(pixels.size() * D, 0.f);
-      for (int y = tc.y0; y < tc.y1; ++y)
-        for (int x = tc.x0; x < tc.x1; ++x) {
-          PixelForward& f = pixels[(y - tc.y0) * tile_width + (x - tc.x0)];
-          f.px = x + 0.5f;
-          f.py = y + 0.5f;
-        }
-      int64_t active = static_cast<int64_t>(pixels.size());
-      const int32_t count = static_cast<int32_t>(end - begin);
-      for (int32_t i = 0; i < count && active > 0; ++i) {
-        const PixelRect r = tc.clip(tile_splats.rects[i]);
-        for (int y = r.y0; y < r.y1; ++y) {
-          for (int x = r.x0; x < r.x1; ++x) {
-            const int p = (y - tc.y0) * tile_width + (x - tc.x0);
-            PixelForward& f = pixels[p];
-            if (f.done) continue;
-            f.visit(tile_splats.splats[i], tile_splats.normals[i], tile_splats.colors[i], D, i, d.near_plane,
-                    d.far_plane, color_acc.data() + static_cast<size_t>(p) * D);
-            active -= f.done;
-          }
-        }
-      }
-      for (int y = tc.y0; y < tc.y1; ++y)
-        for (int x = tc.x0; x < tc.x1; ++x) {
-          const int p = (y - tc.y0) * tile_width + (x - tc.x0);
-          const int64_t pixel = (tc.camera * d.height + y) * d.width + x;
-          store_pixel(a, tc.camera, pixel, pixels[p], color_acc.data() + static_cast<size_t>(p) * D);
-        }
-    }
-  });
+#if GSL_HAVE_AVX2_SCHEDULE
+  const TilePass<ForwardArgs> avx2 = forward_tiles_avx2;
+#else
+  const TilePass<ForwardArgs> avx2 = nullptr;
+#endif
+  const auto pass = pick_schedule<ForwardArgs>(a.in.dims.cpu_lanes, forward_tiles_scalar, forward_tiles_sse, avx2);
+  const int64_t num_tiles = a.in.dims.num_cameras * tiles_per_camera(a.in.dims);
+  cpu::parallel_for(num_tiles, num_threads, 1, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
 }
 
-// Per tile, splat-major back to front; each pair's record sums its pixels in row-major order.
 void backward_cpu(const BackwardArgs& a, int num_threads) {
-  const Dims& d = a.in.dims;
-  const int D = d.num_channels;
-  const int64_t num_tiles = d.num_cameras * tiles_per_camera(d);
-  const int width = pair_grad_width(D);
-  cpu::parallel_for(num_tiles, num_threads, 1, [&](int64_t tile_begin, int64_t tile_end) {
-    TileSplats tile_splats;
-    std::vector<PixelBackward> pixels;
-    float grad[kPairGradColor];
-    for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-      const int64_t begin = a.in.tile_starts[tile], end = a.in.tile_starts[tile + 1];
-      if (end == begin) continue;
-      tile_splats.gather(a.in, begin, end);
-      const TileCoords tc = tile_coords(d, tile);
-      const int tile_width = tc.width();
-      const float* bg = a.in.backgrounds ? a.in.backgrounds + tc.camera * D : nullptr;
-      pixels.resize(static_cast<size_t>(tile_width) * tc.height());
-      int32_t max_last = 0;
-      for (int y = tc.y0; y < tc.y1; ++y)
-        for (int x = tc.x0; x < tc.x1; ++x) {
-          PixelBackward& b = pixels[(y - tc.y0) * tile_width + (x - tc.x0)];
-          b = load_pixel_backward(a, (tc.camera * d.height + y) * d.width + x, x + 0.5f, y + 0.5f);
-          b.start(bg, D);
-          max_last = std::max(max_last, b.rec.last);
-        }
-      for (int32_t i = max_last - 1; i >= 0; --i) {
-        const PixelRect r = tc.clip(tile_splats.rects[i]);
-        float* record = a.pair_grads + a.pair_emit_index[begin + i] * width;
-        for (int y = r.y0; y < r.y1; ++y) {
-          for (int x = r.x0; x < r.x1; ++x) {
-            PixelBackward& b = pixels[(y - tc.y0) * tile_width + (x - tc.x0)];
-            if (i >= b.rec.last) continue;
-            if (!b.visit(tile_splats.splats[i], tile_splats.normals[i], tile_splats.colors[i], D, i, d.near_plane,
-                         d.far_plane, grad))
-              continue;
-            for (int k = 0; k < kPairGradColor; ++k) record[k] += grad[k];
-            for (int ch = 0; ch < D; ++ch) record[kPairGradColor + ch] += b.weight * b.v.color[ch];
-          }
-        }
-      }
-      for (int y = tc.y0; y < tc.y1; ++y)
-        for (int x = tc.x0; x < tc.x1; ++x)
-          a.out_visited[(tc.camera * d.height + y) * d.width + x] = pixels[(y - tc.y0) * tile_width + (x - tc.x0)].visited;
-    }
-  });
+#if GSL_HAVE_AVX2_SCHEDULE
+  const TilePass<BackwardArgs> avx2 = backward_tiles_avx2;
+#else
+  const TilePass<BackwardArgs> avx2 = nullptr;
+#endif
+  const auto pass = pick_schedule<BackwardArgs>(a.in.dims.cpu_lanes, backward_tiles_scalar, backward_tiles_sse, avx2);
+  const int64_t num_tiles = a.in.dims.num_cameras * tiles_per_camera(a.in.dims);
+  cpu::parallel_for(num_tiles, num_threads, 1, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
 }
 
 void reduce_cpu(const ReduceArgs& a, int num_threads) {

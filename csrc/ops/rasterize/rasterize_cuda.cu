@@ -81,9 +81,8 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
   __shared__ int64_t s_items[kBlock];
   __shared__ PixelRect s_rects[kBlock];
 
-  PixelForward f;
-  f.px = p.x + 0.5f;
-  f.py = p.y + 0.5f;
+  PixelForward<float> f;
+  f.start(p.x + 0.5f, p.y + 0.5f);
   f.done = !p.inside;
   float registers[kRegisterChannels] = {0.f, 0.f, 0.f, 0.f};
   // Beyond kRegisterChannels the colour accumulates in the (zero-initialised) output.
@@ -97,8 +96,9 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
     const int count = int(min(int64_t(kBlock), end - batch));
     for (int j = 0; j < count && !f.done; ++j) {
       if (!reaches(s_rects[j], p.x, p.y)) continue;
-      f.visit(s_splats[j], s_normals[j], a.in.colors + s_items[j] * D, D, int32_t(batch - begin + j), d.near_plane,
-              d.far_plane, color_acc);
+      if (!f.visit(s_splats[j], s_normals[j], int32_t(batch - begin + j), true, d.near_plane, d.far_plane)) continue;
+      const float* color = a.in.colors + s_items[j] * D;
+      for (int ch = 0; ch < D; ++ch) color_acc[ch] += f.weight * color[ch];
     }
   }
   if (p.inside) store_pixel(a, p.camera, pixel, f, color_acc);
@@ -126,13 +126,14 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) 
   __shared__ int32_t s_max_last;
   extern __shared__ float s_partials[];  // [kWarps, width]
 
-  PixelBackward b;
-  int32_t last = 0;
+  PixelBackward<float> b;
+  int32_t last = 0, visited = 0;
   if (p.inside) {
-    b = load_pixel_backward(a, pixel, p.x + 0.5f, p.y + 0.5f);
-    b.start(a.in.backgrounds ? a.in.backgrounds + p.camera * D : nullptr, D);
-    last = b.rec.last;
+    b = load_pixel_backward(a, p.camera, pixel, p.x + 0.5f, p.y + 0.5f);
+    last = b.last;
   }
+  const float* v_color = a.v_colors + pixel * D;
+  const auto v_color_of = [v_color](int ch) { return v_color[ch]; };
   if (threadIdx.x == 0) s_max_last = 0;
   __syncthreads();
   atomicMax(&s_max_last, last);
@@ -149,8 +150,14 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) 
       const int32_t index = int32_t(batch_begin + j - begin);
       float g[kPairGradColor];
       bool hit = false;
-      if (p.inside && index < last && reaches(s_rects[j], p.x, p.y))
-        hit = b.visit(s_splats[j], s_normals[j], a.in.colors + s_items[j] * D, D, index, d.near_plane, d.far_plane, g);
+      if (p.inside && index < last && reaches(s_rects[j], p.x, p.y)) {
+        ++visited;
+        Hit<float> h;
+        hit = eval_hit(s_splats[j], b.px, b.py, d.near_plane, h);
+        if (hit)
+          b.backprop(s_splats[j], h, true, s_normals[j], a.in.colors + s_items[j] * D, D, v_color_of, index,
+                     d.near_plane, d.far_plane, g);
+      }
       if (!__syncthreads_or(hit)) continue;
       // Block reduction in a fixed order: warp trees, then the warps in sequence.
 #pragma unroll
@@ -159,7 +166,7 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) 
         if (lane == 0) s_partials[warp * width + k] = value;
       }
       for (int ch = 0; ch < D; ++ch) {
-        const float value = warp_sum(hit ? b.weight * b.v.color[ch] : 0.f);
+        const float value = warp_sum(hit ? b.weight * v_color[ch] : 0.f);
         if (lane == 0) s_partials[warp * width + kPairGradColor + ch] = value;
       }
       __syncthreads();
@@ -172,7 +179,7 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) 
       __syncthreads();
     }
   }
-  if (p.inside) a.out_visited[pixel] = b.visited;
+  if (p.inside) a.out_visited[pixel] = visited;
 }
 
 }  // namespace

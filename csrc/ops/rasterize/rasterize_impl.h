@@ -89,7 +89,9 @@ GSL_HD Splat load_splat(const PixelPassInputs& in, int64_t surfel_item) {
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 3; ++j) s.M.m[i][j] = M[3 * i + j];
   s.center = {in.means2d[2 * surfel_item], in.means2d[2 * surfel_item + 1]};
-  s.opacity = in.opacities[surfel_item % in.dims.num_surfels];
+  // surfel_item = c * N + n; no 64-bit division in the common single-camera case.
+  const int64_t N = in.dims.num_surfels;
+  s.opacity = in.opacities[surfel_item < N ? surfel_item : surfel_item % N];
   return s;
 }
 
@@ -104,7 +106,7 @@ GSL_HD vec3 load_normal(const PixelPassInputs& in, int64_t surfel_item) {
 }
 
 // Writes one pixel's forward outputs; color_acc [D] holds its accumulated colour.
-GSL_HD void store_pixel(const ForwardArgs& a, int64_t camera, int64_t pixel, const PixelForward& f,
+GSL_HD void store_pixel(const ForwardArgs& a, int64_t camera, int64_t pixel, const PixelForward<float>& f,
                         const float* color_acc) {
   const int D = a.in.dims.num_channels;
   const float* bg = a.in.backgrounds ? a.in.backgrounds + camera * D : nullptr;
@@ -112,9 +114,9 @@ GSL_HD void store_pixel(const ForwardArgs& a, int64_t camera, int64_t pixel, con
   a.out_alphas[pixel] = 1.f - f.T;
   a.out_depths[pixel] = f.depth;
   a.out_median[pixel] = f.median_depth;
-  a.out_normals[3 * pixel + 0] = f.normal.x;
-  a.out_normals[3 * pixel + 1] = f.normal.y;
-  a.out_normals[3 * pixel + 2] = f.normal.z;
+  a.out_normals[3 * pixel + 0] = f.normal_x;
+  a.out_normals[3 * pixel + 1] = f.normal_y;
+  a.out_normals[3 * pixel + 2] = f.normal_z;
   a.out_distortion[pixel] = f.sums.distortion;
   a.saved_T[pixel] = f.T;
   a.saved_last[pixel] = f.last;
@@ -125,24 +127,27 @@ GSL_HD void store_pixel(const ForwardArgs& a, int64_t camera, int64_t pixel, con
   a.saved_sums[3 * pixel + 2] = f.sums.second;
 }
 
-// Loads what the backward needs of one pixel.
-GSL_HD PixelBackward load_pixel_backward(const BackwardArgs& a, int64_t pixel, float px, float py) {
+// Loads what the backward needs of one pixel and starts its walk back.
+GSL_HD PixelBackward<float> load_pixel_backward(const BackwardArgs& a, int64_t camera, int64_t pixel, float px,
+                                                float py) {
   const int D = a.in.dims.num_channels;
-  PixelBackward b;
+  PixelBackward<float> b;
   b.px = px;
   b.py = py;
-  b.rec.transmittance = a.saved_T[pixel];
-  b.rec.last = a.saved_last[pixel];
-  b.rec.median = a.saved_median[pixel];
-  b.rec.sums.weight = a.saved_sums[3 * pixel + 0];
-  b.rec.sums.first = a.saved_sums[3 * pixel + 1];
-  b.rec.sums.second = a.saved_sums[3 * pixel + 2];
-  b.v.color = a.v_colors + pixel * D;
-  b.v.alpha = a.v_alphas[pixel];
-  b.v.depth = a.v_depths[pixel];
-  b.v.median_depth = a.v_median[pixel];
-  b.v.distortion = a.v_distortion[pixel];
-  b.v.normal = {a.v_normals[3 * pixel], a.v_normals[3 * pixel + 1], a.v_normals[3 * pixel + 2]};
+  b.last = a.saved_last[pixel];
+  b.median = a.saved_median[pixel];
+  b.sums.weight = a.saved_sums[3 * pixel + 0];
+  b.sums.first = a.saved_sums[3 * pixel + 1];
+  b.sums.second = a.saved_sums[3 * pixel + 2];
+  b.v_depth = a.v_depths[pixel];
+  b.v_median = a.v_median[pixel];
+  b.v_distortion = a.v_distortion[pixel];
+  b.v_normal_x = a.v_normals[3 * pixel + 0];
+  b.v_normal_y = a.v_normals[3 * pixel + 1];
+  b.v_normal_z = a.v_normals[3 * pixel + 2];
+  const float* v_color = a.v_colors + pixel * D;
+  b.start(a.saved_T[pixel], a.v_alphas[pixel], a.in.backgrounds ? a.in.backgrounds + camera * D : nullptr, D,
+          [v_color](int ch) { return v_color[ch]; });
   return b;
 }
 
@@ -166,15 +171,10 @@ GSL_HD void reduce_item(const ReduceArgs& a, int64_t item) {
   for (int k = 0; k < 3; ++k) a.v_normals[3 * item + k] = sums[kPairGradNormal + k];
   a.screen_absgrad[2 * item + 0] = sums[kPairGradAbsStat + 0];
   a.screen_absgrad[2 * item + 1] = sums[kPairGradAbsStat + 1];
-  mat3 M, v_M;
+  mat3 M;
   for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j) {
-      M.m[i][j] = a.M[9 * item + 3 * i + j];
-      v_M.m[i][j] = sums[kPairGradM + 3 * i + j];
-    }
-  const vec2 stat = screen_translation_grad(M, v_M);
-  a.screen_grad[2 * item + 0] = stat.x;
-  a.screen_grad[2 * item + 1] = stat.y;
+    for (int j = 0; j < 3; ++j) M.m[i][j] = a.M[9 * item + 3 * i + j];
+  screen_translation_grad(M, sums + kPairGradM, a.screen_grad[2 * item + 0], a.screen_grad[2 * item + 1]);
 }
 
 // Gradients of surfel n, summed over the cameras in order.

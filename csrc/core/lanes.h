@@ -1,0 +1,210 @@
+// Lane types: the per-pixel math is written once for a lane type F. CUDA runs it with
+// F = float, one pixel per thread; the CPU runs the same templates on short float vectors
+// (GCC/Clang vector extensions), 4 or 8 pixels of a row at once. So a per-pixel branch is
+// written as a mask: `Mask` per lane, `select(m, a, b)`, and `any(m)` where a whole group
+// of lanes may skip work (for F = float, `any` is the plain branch).
+#pragma once
+
+#include "core/common.h"
+
+namespace gsl {
+
+template <class F>
+struct Lanes;
+
+template <>
+struct Lanes<float> {
+  using Mask = bool;
+  using Int = int32_t;
+  static constexpr int kWidth = 1;
+};
+
+GSL_HD bool any(bool m) { return m; }
+GSL_HD bool lanes_not(bool m) { return !m; }
+GSL_HD float select(bool m, float a, float b) { return m ? a : b; }
+GSL_HD int32_t select(bool m, int32_t a, int32_t b) { return m ? a : b; }
+GSL_HD bool select(bool m, bool a, bool b) { return m ? a : b; }
+GSL_HD float sum_lanes(float x) { return x; }
+GSL_HD void count_lanes(int32_t& counter, bool m) { counter += m ? 1 : 0; }
+GSL_HD int32_t truncate_to_int(float x) { return static_cast<int32_t>(x); }
+GSL_HD float float_from_bits(int32_t bits) {
+#if defined(__CUDA_ARCH__)
+  return __int_as_float(bits);
+#else
+  float x;
+  __builtin_memcpy(&x, &bits, sizeof(x));
+  return x;
+#endif
+}
+GSL_HD int32_t shift_left(int32_t x, int s) {
+  return static_cast<int32_t>(static_cast<uint32_t>(x) << s);  // no signed-shift UB
+}
+
+template <class F>
+GSL_HD F broadcast(float x);
+#if !defined(__CUDACC__)
+
+template <int N>
+struct VectorTypes;
+template <>
+struct VectorTypes<4> {
+  typedef float F __attribute__((vector_size(16)));
+  typedef int32_t I __attribute__((vector_size(16)));
+};
+template <>
+struct VectorTypes<8> {
+  typedef float F __attribute__((vector_size(32)));
+  typedef int32_t I __attribute__((vector_size(32)));
+};
+using vf4 = VectorTypes<4>::F;
+using vi4 = VectorTypes<4>::I;
+using vf8 = VectorTypes<8>::F;
+using vi8 = VectorTypes<8>::I;
+
+template <>
+struct Lanes<vf4> {
+  using Mask = vi4;  // all bits set in a true lane
+  using Int = vi4;
+  static constexpr int kWidth = 4;
+};
+template <>
+struct Lanes<vf8> {
+  using Mask = vi8;
+  using Int = vi8;
+  static constexpr int kWidth = 8;
+};
+
+// The host functions below are force-inlined so that a caller compiled for a wider
+// instruction set (the AVX2 schedule in rasterize_cpu.cpp) gets its own copy of them.
+#define GSL_LANES inline __attribute__((always_inline))
+
+template <class V>
+GSL_LANES bool any(V m) {
+  uint64_t words[sizeof(V) / 8];
+  __builtin_memcpy(words, &m, sizeof(V));
+  uint64_t bits = 0;
+  for (uint64_t w : words) bits |= w;
+  return bits != 0;
+}
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+// Sign-bit masks (SSE, so usable from every schedule): 1 instruction for 4 lanes, 3 for 8.
+GSL_LANES bool any(vi4 m) { return __builtin_ia32_movmskps(reinterpret_cast<vf4&>(m)) != 0; }
+GSL_LANES bool any(vi8 m) {
+  return any(vi4(__builtin_shufflevector(m, m, 0, 1, 2, 3) | __builtin_shufflevector(m, m, 4, 5, 6, 7)));
+}
+#endif
+#endif
+template <class V>
+GSL_LANES V lanes_not(V m) {
+  return ~m;
+}
+template <class M, class V>
+GSL_LANES V select(M m, V a, V b) {
+  return m ? a : b;
+}
+template <class V>
+GSL_LANES void count_lanes(V& counter, V m) {
+  counter -= m;  // a true lane is -1
+}
+template <class F>
+GSL_LANES typename Lanes<F>::Int truncate_to_int(F x) {
+  return __builtin_convertvector(x, typename Lanes<F>::Int);
+}
+template <class I>
+GSL_LANES auto float_from_bits(I bits) {
+  typedef float F __attribute__((vector_size(sizeof(I))));
+  F x;
+  __builtin_memcpy(&x, &bits, sizeof(x));
+  return x;
+}
+template <class I>
+GSL_LANES I shift_left(I x, int s) {
+  return x << s;
+}
+template <>
+GSL_LANES vf4 broadcast<vf4>(float x) {
+  return vf4{x, x, x, x};
+}
+template <>
+GSL_LANES vf8 broadcast<vf8>(float x) {
+  return vf8{x, x, x, x, x, x, x, x};
+}
+template <class I>
+GSL_LANES I broadcast_int(int32_t x) {
+  I r;
+  for (int i = 0; i < int(sizeof(I) / 4); ++i) r[i] = x;
+  return r;
+}
+// 0, 1, 2, ... across the lanes.
+template <class F>
+GSL_LANES F lane_offsets() {
+  F r;
+  for (int i = 0; i < Lanes<F>::kWidth; ++i) r[i] = float(i);
+  return r;
+}
+template <class V>
+GSL_LANES V load_lanes(const void* p) {
+  V v;
+  __builtin_memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <class V>
+GSL_LANES void store_lanes(void* p, V v) {
+  __builtin_memcpy(p, &v, sizeof(V));
+}
+// Sum of the lanes, first to last: a fixed order, so results never depend on scheduling.
+template <class F>
+GSL_LANES float sum_lanes(F x) {
+  float s = x[0];
+  for (int i = 1; i < Lanes<F>::kWidth; ++i) s += x[i];
+  return s;
+}
+
+#undef GSL_LANES
+
+#endif  // !__CUDACC__
+
+// |x| as a select, so that every lane type gives the same bits (-0 stays -0).
+template <class F>
+GSL_HD F abs_lanes(F x) {
+  return select(x < 0.f, -x, x);
+}
+template <>
+GSL_HD float broadcast<float>(float x) {
+  return x;
+}
+
+// exp(x) for x <= 0, clamped to [-87, 0]: a Cody-Waite reduction to r in [-ln2/2, ln2/2],
+// a degree-7 Taylor polynomial (error below 1e-8 relative) and an exponent shift. Used
+// instead of expf so that every lane type, scalar or vector, computes the same bits.
+template <class F>
+GSL_HD F exp_nonpositive(F x) {
+  x = select(x < -87.f, broadcast<F>(-87.f), x);
+  x = select(x > 0.f, broadcast<F>(0.f), x);
+  const float kRound = 12582912.f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
+  const F n = (x * 1.44269504f + kRound) - kRound;
+  const F r = (x - n * 0.693359375f) + n * 2.12194440e-4f;  // ln 2 = 0.693359375 - 2.12194440e-4
+  F p = r * (1.f / 5040.f) + (1.f / 720.f);
+  p = p * r + (1.f / 120.f);
+  p = p * r + (1.f / 24.f);
+  p = p * r + (1.f / 6.f);
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  return p * float_from_bits(shift_left(truncate_to_int(n) + 127, 23));
+}
+
+template <class F>
+GSL_HD typename Lanes<F>::Int broadcast_int_lanes(int32_t x) {
+#if defined(__CUDACC__)
+  return x;
+#else
+  if constexpr (Lanes<F>::kWidth == 1)
+    return x;
+  else
+    return broadcast_int<typename Lanes<F>::Int>(x);
+#endif
+}
+
+}  // namespace gsl
