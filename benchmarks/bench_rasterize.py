@@ -17,7 +17,12 @@ import platform
 import sys
 import time
 
-import torch
+# torch's OpenMP workers busy-wait for milliseconds after each torch op, on the cores our
+# threads then need; passive waiting hands the cores back (README, "CPU threads"). Must be set
+# before torch loads its OpenMP runtime; a value set by the caller wins. Recorded in the JSON.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
@@ -173,6 +178,7 @@ def main() -> None:
 
     result = dict(benchmark="rasterize", machine=dict(platform=platform.platform(), cpu_count=os.cpu_count(),
                                                       torch_threads=torch.get_num_threads(),
+                                                      omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
                                                       torch=torch.__version__,
                                                       gpu=torch.cuda.get_device_name() if len(devices) > 1 else None),
                   build_info=gsplat_lib.build_info(), rows=rows)

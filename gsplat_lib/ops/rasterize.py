@@ -2,11 +2,12 @@
 
 The math is pinned down in docs/design.md ("Rasterizer semantics") and lives once in
 ``csrc/core``; this module checks the inputs, allocates every buffer with torch, sorts the
-tile pairs with ``torch.sort`` and wires the compiled passes into autograd.
+tile pairs (its own CPU pass, ``torch.sort`` on CUDA) and wires the compiled passes into autograd.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Dict, Optional
@@ -35,19 +36,34 @@ class RasterResult:
     colors: torch.Tensor           # [C, H, W, D]
     alphas: torch.Tensor           # [C, H, W, 1]
     depths: torch.Tensor           # [C, H, W, 1] accumulated hit depth, sum of w z
-    expected_depths: torch.Tensor  # [C, H, W, 1] depths / alphas, 0 where nothing is hit
     median_depths: torch.Tensor    # [C, H, W, 1]
     normals: torch.Tensor          # [C, H, W, 3] camera frame, alpha-weighted (not normalised)
-    normals_world: torch.Tensor    # [C, H, W, 3] the same in the world frame
     distortions: torch.Tensor      # [C, H, W, 1]
     radii: torch.Tensor            # [C, N, 2] int32 half extents of the screen box, 0 = culled
     means2d: torch.Tensor          # [C, N, 2] projected centres (pixels)
     depths_surfel: torch.Tensor    # [C, N] camera-space depth of the centres
-    visible: torch.Tensor          # [C, N] bool
     screen_grad: torch.Tensor      # [C, N, 2] leaf: .grad = dL/d(screen translation) after backward
     screen_absgrad: torch.Tensor   # [C, N, 2] leaf: .grad = sum of |per-pixel| translation gradients
     evaluated_pairs: torch.Tensor  # [C, H, W] int32 (pixel, surfel) pairs the forward evaluated
     backward_pairs: torch.Tensor   # [C, H, W] int32 pairs the backward evaluated (filled by backward)
+    viewmats: torch.Tensor         # [C, 4, 4] the cameras (for normals_world)
+
+    # Derived outputs, computed on first use: a caller that never reads them never pays.
+    @functools.cached_property
+    def expected_depths(self) -> torch.Tensor:
+        """[C, H, W, 1] depths / alphas, 0 where nothing is hit."""
+        alphas = self.alphas
+        return torch.where(alphas > 0, self.depths / alphas.clamp_min(1e-12), torch.zeros_like(self.depths))
+
+    @functools.cached_property
+    def normals_world(self) -> torch.Tensor:
+        """[C, H, W, 3] the normals in the world frame: W^T n."""
+        return torch.einsum("chwi,cij->chwj", self.normals, self.viewmats[:, :3, :3])
+
+    @functools.cached_property
+    def visible(self) -> torch.Tensor:
+        """[C, N] bool: the surfel survived culling in that camera."""
+        return (self.radii > 0).any(dim=-1)
 
 
 def rasterize_surfels(
@@ -144,14 +160,11 @@ def rasterize_surfels(
             screen_grad, screen_absgrad, backward_pairs, settings,
         )
     )
-    expected_depths = torch.where(alphas > 0, depths / alphas.clamp_min(1e-12), torch.zeros_like(depths))
-    normals_world = torch.einsum("chwi,cij->chwj", normals, viewmats[:, :3, :3])
     return RasterResult(
-        colors=out_colors, alphas=alphas, depths=depths, expected_depths=expected_depths,
-        median_depths=median_depths, normals=normals, normals_world=normals_world, distortions=distortions,
-        radii=radii, means2d=means2d, depths_surfel=depths_surfel, visible=(radii > 0).any(dim=-1),
+        colors=out_colors, alphas=alphas, depths=depths, median_depths=median_depths, normals=normals,
+        distortions=distortions, radii=radii, means2d=means2d, depths_surfel=depths_surfel,
         screen_grad=screen_grad, screen_absgrad=screen_absgrad, evaluated_pairs=evaluated_pairs,
-        backward_pairs=backward_pairs,
+        backward_pairs=backward_pairs, viewmats=viewmats,
     )
 
 
@@ -229,6 +242,29 @@ def _launch(name: str, device: torch.device, settings: dict, **buffers: Optional
         function(fields, _backend.device_index(device), _backend.stream_of(device))
 
 
+def _sort_pairs(keys: torch.Tensor, pair_surfels: torch.Tensor, settings: dict, use_torch: Optional[bool] = None):
+    """Stable sort of the pairs by key (tile, then depth): (tile_starts, sorted_surfels, pair_emit_index).
+
+    The CPU runs its own pass (no torch op between the compiled passes); CUDA uses torch.sort.
+    Both give the same result (tested).
+    """
+    device = keys.device
+    i64 = dict(dtype=torch.int64, device=device)
+    num_tiles = settings["num_cameras"] * settings["tiles_x"] * settings["tiles_y"]
+    if use_torch is None:
+        use_torch = device.type != "cpu"
+    if use_torch:
+        sorted_keys, pair_emit_index = torch.sort(keys, stable=True)
+        tile_starts = torch.searchsorted(sorted_keys >> 32, torch.arange(num_tiles + 1, **i64))
+        return tile_starts, pair_surfels[pair_emit_index], pair_emit_index
+    tile_starts = torch.empty(num_tiles + 1, **i64)
+    pair_emit_index = torch.empty_like(keys)
+    sorted_surfels = torch.empty_like(keys)
+    _launch("sort_pairs", device, dict(settings, num_pairs=keys.numel()), keys=keys, pair_surfels=pair_surfels,
+            tile_starts=tile_starts, pair_emit_index=pair_emit_index, sorted_surfels=sorted_surfels)
+    return tile_starts, sorted_surfels, pair_emit_index
+
+
 def _zeros_if_none(grad: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(like) if grad is None else grad.contiguous()
 
@@ -263,11 +299,8 @@ class _RasterizeSurfels(torch.autograd.Function):
         pair_surfels = torch.empty(num_pairs, **i64)
         _launch("emit_pairs", device, settings, depths=depths_surfel, pixel_rects=pixel_rects, pair_ends=pair_ends,
                 keys=keys, pair_surfels=pair_surfels)
-        sorted_keys, pair_emit_index = torch.sort(keys, stable=True)
-        sorted_surfels = pair_surfels[pair_emit_index]
-        num_tiles = C * settings["tiles_x"] * settings["tiles_y"]
-        tile_starts = torch.searchsorted(sorted_keys >> 32, torch.arange(num_tiles + 1, **i64))
-        del keys, sorted_keys, pair_surfels
+        tile_starts, sorted_surfels, pair_emit_index = _sort_pairs(keys, pair_surfels, settings)
+        del keys, pair_surfels
 
         out_colors = torch.zeros(C, H, W, D, **f32)
         alphas = torch.empty(C, H, W, 1, **f32)

@@ -43,6 +43,16 @@ struct EmitArgs {
   int64_t* pair_surfels;       // [P] out: c * N + n
 };
 
+struct SortPairsArgs {
+  Dims dims;
+  int64_t num_pairs;            // P (at most 2^32 per tile)
+  const int64_t* keys;          // [P] from emit_pairs
+  const int64_t* pair_surfels;  // [P] from emit_pairs
+  int64_t* tile_starts;         // [C * tiles + 1] out: first sorted pair of each tile
+  int64_t* pair_emit_index;     // [P] out: sorted position -> emission position
+  int64_t* sorted_surfels;      // [P] out: c * N + n in sorted order
+};
+
 // Inputs shared by the forward and the backward pixel passes.
 struct PixelPassInputs {
   Dims dims;
@@ -123,6 +133,8 @@ struct ProjectBackwardArgs {
 int max_cpu_lanes();
 void project_cpu(const ProjectArgs& args, int num_threads);
 void emit_pairs_cpu(const EmitArgs& args, int num_threads);
+// CPU only: the CUDA path sorts with torch.sort.
+void sort_pairs_cpu(const SortPairsArgs& args, int num_threads);
 void forward_cpu(const ForwardArgs& args, int num_threads);
 void backward_cpu(const BackwardArgs& args, int num_threads);
 void reduce_cpu(const ReduceArgs& args, int num_threads);

@@ -33,6 +33,18 @@ constexpr int kTilePixels = kTileSize * kTileSize;
 // last pixel (those lanes are masked).
 constexpr int kPlane = kTilePixels + kMaxLanes;
 
+constexpr int64_t kPrefetchAhead = 8;
+
+void prefetch_item(const PixelPassInputs& in, int64_t item) {
+  __builtin_prefetch(in.M + 9 * item);
+  __builtin_prefetch(in.M + 9 * item + 8);
+  __builtin_prefetch(in.means2d + 2 * item);
+  __builtin_prefetch(in.normals + 3 * item);
+  __builtin_prefetch(in.pixel_rects + 4 * item);
+  __builtin_prefetch(in.colors + item * in.dims.num_channels);
+  __builtin_prefetch(in.opacities + (item < in.dims.num_surfels ? item : item % in.dims.num_surfels));
+}
+
 // The splats of one tile, gathered once so the tile's passes read them contiguously.
 struct TileSplats {
   std::vector<Splat> splats;
@@ -49,6 +61,8 @@ struct TileSplats {
     colors.resize(count * num_channels);
     rects.resize(count);
     for (int64_t i = 0; i < count; ++i) {
+      // The items are scattered over [C, N] arrays: start the misses a few splats ahead.
+      if (i + kPrefetchAhead < count) prefetch_item(in, in.pair_surfels[begin + i + kPrefetchAhead]);
       const int64_t item = in.pair_surfels[begin + i];
       splats[i] = load_splat(in, item);
       normals[i] = load_normal(in, item);
