@@ -342,7 +342,7 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats&
 // then across the lanes: a fixed order.
 template <class F>
 GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplats& tile_splats,
-                                  BackwardPlanes& planes, std::vector<float>& acc) {
+                                  BackwardPlanes& planes, std::vector<float>& color_acc) {
   using Mask = typename Lanes<F>::Mask;
   using Int = typename Lanes<F>::Int;
   constexpr int W = Lanes<F>::kWidth;
@@ -362,7 +362,7 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
       planes.set(tc.plane_index(x, y), b, a.v_colors + pixel * D, D);
       max_last = std::max(max_last, b.last);
     }
-  acc.resize(static_cast<size_t>(width) * W);  // per record float, a lane group (unaligned)
+  color_acc.resize(static_cast<size_t>(D) * W);  // per colour channel, a lane group (unaligned)
   int32_t* visited = planes.plane(BackwardPlanes::kVisited);
   for (int32_t i = max_last - 1; i >= 0; --i) {
     const PixelRect r = tc.clip(tile_splats.rects[i]);
@@ -371,6 +371,7 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
     const float* color = tile_splats.color(i);
     const Int index = broadcast_int_lanes<F>(i);
     bool any_hit = false;
+    F sums[kPairGradColor];  // the fixed part of the record, in registers
     for (int y = r.y0; y < r.y1; ++y) {
       const float py = y + 0.5f;
       for (int x = r.x0; x < r.x1; x += W) {
@@ -385,7 +386,8 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
         const Mask hit = m & eval_hit(s, px, py, d.near_plane, h);
         if (!any(hit)) continue;
         if (!any_hit) {
-          std::fill(acc.begin(), acc.end(), 0.f);
+          for (F& sum : sums) sum = broadcast<F>(0.f);
+          std::fill(color_acc.begin(), color_acc.end(), 0.f);
           any_hit = true;
         }
         PixelBackward<F> b = planes.load<F>(p, px, py);
@@ -393,17 +395,17 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
         F g[kPairGradColor];
         b.backprop(s, h, hit, n, color, D, v_color, i, d.near_plane, d.far_plane, g);
         planes.store_walk(p, b);
-        float* sums = acc.data();
-        for (int k = 0; k < kPairGradColor; ++k) store_lanes(sums + k * W, load_lanes<F>(sums + k * W) + g[k]);
+        for (int k = 0; k < kPairGradColor; ++k) sums[k] = sums[k] + g[k];
         for (int ch = 0; ch < D; ++ch) {
-          float* sum = sums + (kPairGradColor + ch) * W;
+          float* sum = color_acc.data() + ch * W;
           store_lanes(sum, load_lanes<F>(sum) + b.weight * v_color(ch));
         }
       }
     }
     if (!any_hit) continue;
     float* record = a.pair_grads + a.pair_emit_index[begin + i] * width;
-    for (int k = 0; k < width; ++k) record[k] = sum_lanes(load_lanes<F>(acc.data() + k * W));
+    for (int k = 0; k < kPairGradColor; ++k) record[k] = sum_lanes(sums[k]);
+    for (int ch = 0; ch < D; ++ch) record[kPairGradColor + ch] = sum_lanes(load_lanes<F>(color_acc.data() + ch * W));
   }
   for (int y = tc.y0; y < tc.y1; ++y)
     for (int x = tc.x0; x < tc.x1; ++x) a.out_visited[tc.image_pixel(d, x, y)] = visited[tc.plane_index(x, y)];
@@ -422,8 +424,8 @@ template <class F>
 GSL_CPU_INLINE void backward_tiles(const BackwardArgs& a, int64_t tile_begin, int64_t tile_end) {
   TileSplats tile_splats;
   BackwardPlanes planes;
-  std::vector<float> acc;
-  for (int64_t tile = tile_begin; tile < tile_end; ++tile) backward_tile<F>(a, tile, tile_splats, planes, acc);
+  std::vector<float> color_acc;
+  for (int64_t tile = tile_begin; tile < tile_end; ++tile) backward_tile<F>(a, tile, tile_splats, planes, color_acc);
 }
 
 void forward_tiles_scalar(const ForwardArgs& a, int64_t b, int64_t e) { forward_tiles<float>(a, b, e); }
