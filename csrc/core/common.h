@@ -35,8 +35,10 @@ using std::sqrt;
 inline float expf(float x) { return std::exp(x); }
 inline float sqrtf(float x) { return std::sqrt(x); }
 inline float fabsf(float x) { return std::fabs(x); }
-inline float fminf(float a, float b) { return std::fmin(a, b); }
-inline float fmaxf(float a, float b) { return std::fmax(a, b); }
+// fmin/fmax semantics (a NaN argument yields the other one) as a compare and a blend:
+// std::fmin/fmax are library calls on x86-64.
+inline float fminf(float a, float b) { return (a < b || b != b) ? a : b; }
+inline float fmaxf(float a, float b) { return (a > b || b != b) ? a : b; }
 inline float ceilf(float x) { return std::ceil(x); }
 inline float floorf(float x) { return std::floor(x); }
 #endif
