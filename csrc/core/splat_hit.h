@@ -36,6 +36,7 @@ struct Hit {
   F lx_x, lx_y, lx_z;  // l_x = px M_2 - M_0
   vec3 l_y;            // l_y = py M_2 - M_1
   F q_x, q_y, q_z;     // q = l_x x l_y
+  F inv_q2;            // 1 / q_z (3D path; 1 on the fallback)
   F u, v;              // local coordinates of the hit (3D path; 0 on the fallback)
   F dx;                // pixel minus projected centre (fallback path)
   float dy;
@@ -67,9 +68,9 @@ GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, F px, float py, float ne
   h.use3d = (den > kEdgeOnEps) & (num <= rho2d * den);
   Mask inside = select(h.use3d, Mask(num <= kSupportRho * den), Mask(rho2d <= kSupportRho));
   if (!any(inside)) return inside;
-  const F inv_q2 = 1.f / select(h.use3d, h.q_z, broadcast<F>(1.f));
-  h.u = select(h.use3d, h.q_x * inv_q2, broadcast<F>(0.f));
-  h.v = select(h.use3d, h.q_y * inv_q2, broadcast<F>(0.f));
+  h.inv_q2 = 1.f / select(h.use3d, h.q_z, broadcast<F>(1.f));
+  h.u = select(h.use3d, h.q_x * h.inv_q2, broadcast<F>(0.f));
+  h.v = select(h.use3d, h.q_y * h.inv_q2, broadcast<F>(0.f));
   const F rho = select(h.use3d, h.u * h.u + h.v * h.v, rho2d);
   h.z = select(h.use3d, M.m[2][0] * h.u + M.m[2][1] * h.v + M.m[2][2], broadcast<F>(M.m[2][2]));
   inside = inside & lanes_not(Mask(h.z < near_plane));
@@ -94,8 +95,7 @@ GSL_HD F eval_hit_vjp(const Splat& s, F px, float py, const Hit<F>& h, F v_alpha
     // z = M_2 . (u, v, 1), rho = u^2 + v^2, (u, v) = (q0, q1) / q2.
     const F v_u = 2.f * h.u * v_rho + v_z * M.m[2][0];
     const F v_v = 2.f * h.v * v_rho + v_z * M.m[2][1];
-    const F inv_q2 = 1.f / select(h.use3d, h.q_z, broadcast<F>(1.f));
-    const F vq_x = v_u * inv_q2, vq_y = v_v * inv_q2, vq_z = -(v_u * h.u + v_v * h.v) * inv_q2;
+    const F vq_x = v_u * h.inv_q2, vq_y = v_v * h.inv_q2, vq_z = -(v_u * h.u + v_v * h.v) * h.inv_q2;
     // q = l_x x l_y, l_x = px M_2 - M_0, l_y = py M_2 - M_1.
     const F vlx_x = h.l_y.y * vq_z - h.l_y.z * vq_y;  // v_lx = l_y x v_q
     const F vlx_y = h.l_y.z * vq_x - h.l_y.x * vq_z;
