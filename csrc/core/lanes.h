@@ -136,12 +136,16 @@ GSL_LANES I broadcast_int(int32_t x) {
   for (int i = 0; i < int(sizeof(I) / 4); ++i) r[i] = x;
   return r;
 }
-// 0, 1, 2, ... across the lanes.
+// 0, 1, 2, ... across the lanes (0 for the scalar lane type).
 template <class F>
 GSL_LANES F lane_offsets() {
-  F r;
-  for (int i = 0; i < Lanes<F>::kWidth; ++i) r[i] = float(i);
-  return r;
+  if constexpr (Lanes<F>::kWidth == 1) {
+    return 0.f;
+  } else {
+    F r;
+    for (int i = 0; i < Lanes<F>::kWidth; ++i) r[i] = float(i);
+    return r;
+  }
 }
 template <class V>
 GSL_LANES V load_lanes(const void* p) {

@@ -42,7 +42,7 @@ void prefetch_item(const PixelPassInputs& in, int64_t item) {
   __builtin_prefetch(in.normals + 3 * item);
   __builtin_prefetch(in.pixel_rects + 4 * item);
   __builtin_prefetch(in.colors + item * in.dims.num_channels);
-  __builtin_prefetch(in.opacities + (item < in.dims.num_surfels ? item : item % in.dims.num_surfels));
+  __builtin_prefetch(in.opacities + surfel_of(in.dims, item));
 }
 
 // The splats of one tile, gathered once so the tile's passes read them contiguously.
@@ -99,16 +99,6 @@ TileCoords tile_coords(const Dims& d, int64_t tile) {
 
 // Lane helpers that the scalar lane type needs in its own form.
 template <class F>
-GSL_CPU_INLINE F lane_offsets() {
-  if constexpr (Lanes<F>::kWidth == 1) {
-    return 0.f;
-  } else {
-    F r;
-    for (int i = 0; i < Lanes<F>::kWidth; ++i) r[i] = float(i);
-    return r;
-  }
-}
-template <class F>
 GSL_CPU_INLINE typename Lanes<F>::Mask load_mask(const int32_t* p) {
   if constexpr (Lanes<F>::kWidth == 1)
     return *p != 0;
@@ -132,6 +122,14 @@ GSL_CPU_INLINE int count_true(typename Lanes<F>::Mask m) {
     return n;
   }
 }
+// Adds the lanes of m to the per-pixel visit counts of a lane group.
+template <class F>
+GSL_CPU_INLINE void count_visits(int32_t* visits, typename Lanes<F>::Mask m) {
+  using Int = typename Lanes<F>::Int;
+  Int counts = load_lanes<Int>(visits);
+  count_lanes(counts, m);
+  store_lanes(visits, counts);
+}
 // The lanes of a group starting at column x that lie left of column x_end.
 template <class F>
 GSL_CPU_INLINE typename Lanes<F>::Mask lanes_before(int x, int x_end) {
@@ -142,22 +140,38 @@ GSL_CPU_INLINE F lane_centres(int x) {
   return (float(x) + lane_offsets<F>()) + 0.5f;
 }
 
-// One tile's PixelForward states as planes of floats and ints.
-class ForwardPlanes {
+// Planes of floats and of ints, kPlane long each: one tile's pixel states, a plane a field.
+class TilePlanes {
+ public:
+  float* floats(int k) { return floats_.data() + static_cast<size_t>(k) * kPlane; }
+  int32_t* ints(int k) { return ints_.data() + static_cast<size_t>(k) * kPlane; }
+
+ protected:
+  void reset(int float_planes, int int_planes) {
+    floats_.assign(static_cast<size_t>(float_planes) * kPlane, 0.f);
+    ints_.assign(static_cast<size_t>(int_planes) * kPlane, 0);
+  }
+
+ private:
+  std::vector<float> floats_;
+  std::vector<int32_t> ints_;
+};
+
+// One tile's PixelForward states.
+class ForwardPlanes : public TilePlanes {
  public:
   enum FloatPlane { kT, kDepth, kMedianDepth, kNormalX, kNormalY, kNormalZ, kSumWeight, kSumFirst, kSumSecond,
                     kDistortion, kColor };
   enum IntPlane { kLast, kMedian, kVisited, kDone, kIntPlanes };
 
   void reset(int num_channels) {
-    floats_.assign(static_cast<size_t>(kColor + num_channels) * kPlane, 0.f);
+    TilePlanes::reset(kColor + num_channels, kIntPlanes);
     std::fill_n(plane(kT), kPlane, 1.f);
-    ints_.assign(static_cast<size_t>(kIntPlanes) * kPlane, 0);
     std::fill_n(plane(kMedian), kPlane, -1);
   }
-  float* plane(FloatPlane k) { return floats_.data() + static_cast<size_t>(k) * kPlane; }
-  int32_t* plane(IntPlane k) { return ints_.data() + static_cast<size_t>(k) * kPlane; }
-  float* color(int ch) { return floats_.data() + static_cast<size_t>(kColor + ch) * kPlane; }
+  float* plane(FloatPlane k) { return floats(k); }
+  int32_t* plane(IntPlane k) { return ints(k); }
+  float* color(int ch) { return floats(kColor + ch); }
 
   template <class F>
   GSL_CPU_INLINE PixelForward<F> load(int p, F px, float py) {
@@ -199,26 +213,20 @@ class ForwardPlanes {
     store_lanes(plane(kVisited) + p, f.visited);
     store_mask<F>(plane(kDone) + p, f.done);
   }
-
- private:
-  std::vector<float> floats_;
-  std::vector<int32_t> ints_;
 };
 
-// One tile's PixelBackward states as planes.
-class BackwardPlanes {
+// One tile's PixelBackward states.
+class BackwardPlanes : public TilePlanes {
  public:
   enum FloatPlane { kT, kBehind, kSumWeight, kSumFirst, kSumSecond, kVDepth, kVMedian, kVDistortion, kVNormalX,
                     kVNormalY, kVNormalZ, kVColor };
   enum IntPlane { kLast, kMedian, kVisited, kIntPlanes };
 
-  void reset(int num_channels) {
-    floats_.assign(static_cast<size_t>(kVColor + num_channels) * kPlane, 0.f);
-    ints_.assign(static_cast<size_t>(kIntPlanes) * kPlane, 0);  // last = 0: padding never revisits
-  }
-  float* plane(FloatPlane k) { return floats_.data() + static_cast<size_t>(k) * kPlane; }
-  int32_t* plane(IntPlane k) { return ints_.data() + static_cast<size_t>(k) * kPlane; }
-  float* v_color(int ch) { return floats_.data() + static_cast<size_t>(kVColor + ch) * kPlane; }
+  // last = 0: the padding is never revisited.
+  void reset(int num_channels) { TilePlanes::reset(kVColor + num_channels, kIntPlanes); }
+  float* plane(FloatPlane k) { return floats(k); }
+  int32_t* plane(IntPlane k) { return ints(k); }
+  float* v_color(int ch) { return floats(kVColor + ch); }
 
   void set(int p, const PixelBackward<float>& b, const float* v_colors, int num_channels) {
     plane(kT)[p] = b.T;
@@ -265,10 +273,6 @@ class BackwardPlanes {
     store_lanes(plane(kT) + p, b.T);
     store_lanes(plane(kBehind) + p, b.behind);
   }
-
- private:
-  std::vector<float> floats_;
-  std::vector<int32_t> ints_;
 };
 
 // Reads colour channel ch of a lane group from planes kPlane apart (a struct, not a lambda,
@@ -283,7 +287,6 @@ template <class F>
 GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats& tile_splats, ForwardPlanes& planes,
                                  std::vector<float>& color_acc) {
   using Mask = typename Lanes<F>::Mask;
-  using Int = typename Lanes<F>::Int;
   constexpr int W = Lanes<F>::kWidth;
   const Dims& d = a.in.dims;
   const int D = d.num_channels;
@@ -306,9 +309,7 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats&
         // PixelForward::visit, with the state loaded only where the splat contributes.
         const int p = tc.plane_index(x, y);
         const Mask m = lanes_before<F>(x, r.x1) & lanes_not(load_mask<F>(done + p));
-        Int count = load_lanes<Int>(visited + p);
-        count_lanes(count, m);
-        store_lanes(visited + p, count);
+        count_visits<F>(visited + p, m);
         if (!any(m)) continue;
         const F px = lane_centres<F>(x);
         Hit<F> h;
@@ -363,6 +364,7 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
       max_last = std::max(max_last, b.last);
     }
   color_acc.resize(static_cast<size_t>(D) * W);  // per colour channel, a lane group (unaligned)
+  const int32_t* last = planes.plane(BackwardPlanes::kLast);
   int32_t* visited = planes.plane(BackwardPlanes::kVisited);
   for (int32_t i = max_last - 1; i >= 0; --i) {
     const PixelRect r = tc.clip(tile_splats.rects[i]);
@@ -376,10 +378,8 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
       const float py = y + 0.5f;
       for (int x = r.x0; x < r.x1; x += W) {
         const int p = tc.plane_index(x, y);
-        const Mask m = lanes_before<F>(x, r.x1) & Mask(index < load_lanes<Int>(planes.plane(BackwardPlanes::kLast) + p));
-        Int count = load_lanes<Int>(visited + p);
-        count_lanes(count, m);
-        store_lanes(visited + p, count);
+        const Mask m = lanes_before<F>(x, r.x1) & Mask(index < load_lanes<Int>(last + p));
+        count_visits<F>(visited + p, m);
         if (!any(m)) continue;
         const F px = lane_centres<F>(x);
         Hit<F> h;

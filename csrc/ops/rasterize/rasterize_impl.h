@@ -10,6 +10,11 @@ namespace gsl::rasterize {
 
 GSL_HD int64_t tiles_per_camera(const Dims& d) { return int64_t(d.tiles_x) * d.tiles_y; }
 
+// n of item = c * N + n, without a 64-bit division in the common single-camera case.
+GSL_HD int64_t surfel_of(const Dims& d, int64_t item) {
+  return item < d.num_surfels ? item : item % d.num_surfels;
+}
+
 // Projection of pair (camera c, surfel n), item = c * N + n.
 GSL_HD void project_item(const ProjectArgs& a, int64_t item) {
   const Dims& d = a.dims;
@@ -89,9 +94,7 @@ GSL_HD Splat load_splat(const PixelPassInputs& in, int64_t surfel_item) {
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 3; ++j) s.M.m[i][j] = M[3 * i + j];
   s.center = {in.means2d[2 * surfel_item], in.means2d[2 * surfel_item + 1]};
-  // surfel_item = c * N + n; no 64-bit division in the common single-camera case.
-  const int64_t N = in.dims.num_surfels;
-  s.opacity = in.opacities[surfel_item < N ? surfel_item : surfel_item % N];
+  s.opacity = in.opacities[surfel_of(in.dims, surfel_item)];
   return s;
 }
 
