@@ -15,11 +15,13 @@ GSL_HD int64_t surfel_of(const Dims& d, int64_t item) {
   return item < d.num_surfels ? item : item % d.num_surfels;
 }
 
-// Projection of pair (camera c, surfel n), item = c * N + n.
-GSL_HD void project_item(const ProjectArgs& a, int64_t item) {
+GSL_HD Camera camera_of(const ProjectArgs& a, int64_t c) { return load_camera(a.viewmats + 16 * c, a.Ks + 9 * c); }
+
+// Projection of pair (camera c, surfel n), item = c * N + n; cam is camera c. The launchers
+// supply both: the CPU walks items in order and loads each camera once.
+GSL_HD void project_item(const ProjectArgs& a, const Camera& cam, int64_t c, int64_t n) {
   const Dims& d = a.dims;
-  const int64_t c = item / d.num_surfels, n = item % d.num_surfels;
-  const Camera cam = load_camera(a.viewmats + 16 * c, a.Ks + 9 * c);
+  const int64_t item = c * d.num_surfels + n;
   const Projection p = project_surfel(a.means + 3 * n, a.quats + 4 * n, a.scales + 2 * n, a.opacities[n],
                                       a.colors + item * d.num_channels, d.num_channels, cam, d.scale_modifier,
                                       d.near_plane, d.far_plane);
