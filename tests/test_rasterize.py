@@ -223,6 +223,30 @@ def test_deterministic_across_runs_and_thread_counts():
             assert torch.equal(a, b)
 
 
+def test_cpu_backward_writes_every_pair_record(monkeypatch):
+    # The CPU backward gets an uninitialised record buffer; poisoned with NaN, any record it
+    # skipped would show up in the gradients. Many pairs have no hit here: a tile's splats
+    # behind saturated pixels and splats whose rectangle misses every pixel that needs them.
+    import gsplat_lib.ops.rasterize as rasterize_module
+
+    def grads():
+        width, height = 40, 36
+        viewmats, Ks = random_cameras(2, width, height, seed=31)
+        scene = random_surfels(400, seed=32)
+        scene["opacities"] = 0.5 + 0.5 * scene["opacities"]  # saturating: records behind opaque pixels
+        scene = leaf_scene(scene)
+        out = render(scene, viewmats, Ks, width, height)
+        weighted_loss(as_dict(out), random_cotangents(as_dict(out), 7)).backward()
+        return [scene[k].grad for k in PARAMS] + [out.screen_grad.grad, out.screen_absgrad.grad]
+
+    expected = grads()
+    allocate = rasterize_module._new_pair_grads
+    monkeypatch.setattr(rasterize_module, "_new_pair_grads",
+                        lambda *args: allocate(*args).fill_(float("nan")))
+    for got, want in zip(grads(), expected):
+        assert torch.equal(got, want)
+
+
 def _bad_scene():
     """One good surfel in front of a camera at the origin, then one bad surfel per failure mode."""
     good = dict(means=[0.0, 0.0, 3.0], quats=[1.0, 0.0, 0.0, 0.0], scales=[0.3, 0.3], opacities=0.8)

@@ -265,6 +265,12 @@ def _sort_pairs(keys: torch.Tensor, pair_surfels: torch.Tensor, settings: dict, 
     return tile_starts, sorted_surfels, pair_emit_index
 
 
+def _new_pair_grads(num_pairs: int, width: int, device: torch.device) -> torch.Tensor:
+    # The CPU backward writes every record; the CUDA one only those with a hit.
+    allocate = torch.zeros if device.type == "cuda" else torch.empty
+    return allocate(num_pairs, width, dtype=torch.float32, device=device)
+
+
 def _zeros_if_none(grad: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(like) if grad is None else grad.contiguous()
 
@@ -352,7 +358,7 @@ class _RasterizeSurfels(torch.autograd.Function):
         v_distortions = _zeros_if_none(v_distortions, image1)
 
         num_pairs = sorted_surfels.numel()
-        pair_grads = torch.zeros(num_pairs, _PAIR_GRAD_BASE + D, **f32)
+        pair_grads = _new_pair_grads(num_pairs, _PAIR_GRAD_BASE + D, device)
         _launch("backward", device, settings, tile_starts=tile_starts, sorted_surfels=sorted_surfels, M=M,
                 means2d=means2d, normals=normals_cn, opacities=opacities, colors=colors, backgrounds=backgrounds,
                 pixel_rects=pixel_rects, saved_T=saved_T, saved_last=saved_last, saved_median=saved_median, saved_sums=saved_sums,

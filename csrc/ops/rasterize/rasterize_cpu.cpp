@@ -354,6 +354,9 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
   const int width = pair_grad_width(D);
   const int64_t begin = a.in.tile_starts[tile], end = a.in.tile_starts[tile + 1];
   if (end == begin) return;
+  // Every pair's record is written here (zeros where no pixel hits), so the Python layer
+  // need not zero the buffer first.
+  const auto record_of = [&](int32_t i) { return a.pair_grads + a.pair_emit_index[begin + i] * width; };
   tile_splats.gather(a.in, begin, end);
   planes.reset(D);
   const TileCoords tc = tile_coords(d, tile);
@@ -365,6 +368,7 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
       planes.set(tc.plane_index(x, y), b, a.v_colors + pixel * D, D);
       max_last = std::max(max_last, b.last);
     }
+  for (int32_t i = max_last; i < static_cast<int32_t>(end - begin); ++i) std::fill_n(record_of(i), width, 0.f);
   color_acc.resize(static_cast<size_t>(D) * W);  // per colour channel, a lane group (unaligned)
   const int32_t* last = planes.plane(BackwardPlanes::kLast);
   int32_t* visited = planes.plane(BackwardPlanes::kVisited);
@@ -404,8 +408,11 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
         }
       }
     }
-    if (!any_hit) continue;
-    float* record = a.pair_grads + a.pair_emit_index[begin + i] * width;
+    float* record = record_of(i);
+    if (!any_hit) {
+      std::fill_n(record, width, 0.f);
+      continue;
+    }
     for (int k = 0; k < kPairGradColor; ++k) record[k] = sum_lanes(sums[k]);
     for (int ch = 0; ch < D; ++ch) record[kPairGradColor + ch] = sum_lanes(load_lanes<F>(color_acc.data() + ch * W));
   }
