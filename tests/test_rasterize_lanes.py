@@ -28,7 +28,20 @@ def _edge_on_scene():
     return scene
 
 
+def _culled_scene():
+    """Bad surfels between good ones, so culled and visible lanes share a projection group."""
+    scene = random_surfels(43, seed=6)
+    scene["means"][3, 0] = math.nan
+    scene["means"][9] = torch.tensor([0.0, 0.0, -40.0])  # far behind every camera
+    scene["quats"][12] = 0.0
+    scene["scales"][17, 1] = -0.1
+    scene["opacities"][21] = math.inf
+    scene["colors"][26, 2] = math.nan
+    return scene
+
+
 SCENES = {
+    "culled": (_culled_scene, 2, 31, 27),
     # Odd image sizes: lane groups run past the last column of a tile and of the image.
     "random": (lambda: random_surfels(300, channels=5, seed=1), 2, 37, 29),
     "edge_on": (_edge_on_scene, 1, 24, 21),

@@ -169,6 +169,64 @@ GSL_LANES float sum_lanes(F x) {
 
 #endif  // !__CUDACC__
 
+// Lane i of a value (for F = float, the value itself).
+template <class F>
+GSL_HD float get_lane(const F& v, int i) {
+  if constexpr (Lanes<F>::kWidth == 1)
+    return v;
+  else
+    return v[i];
+}
+template <class F>
+GSL_HD void set_lane(F& v, int i, float x) {
+  if constexpr (Lanes<F>::kWidth == 1)
+    v = x;
+  else
+    v[i] = x;
+}
+template <class M>
+GSL_HD bool get_mask_lane(const M& m, int i) {
+  if constexpr (sizeof(M) == sizeof(bool))
+    return m;
+  else
+    return m[i] != 0;
+}
+
+template <class M>
+GSL_HD void set_mask_lane(M& m, int i, bool value) {
+  if constexpr (sizeof(M) == sizeof(bool))
+    m = value;
+  else
+    m[i] = value ? -1 : 0;
+}
+
+// NaN and +-Inf are the values where x - x is not 0.
+template <class F>
+GSL_HD typename Lanes<F>::Mask finite_lanes(F x) {
+  return typename Lanes<F>::Mask(x - x == 0.f);
+}
+// fminf / fmaxf (a NaN argument yields the other one) as a compare and a blend.
+template <class F>
+GSL_HD F fmin_lanes(F a, F b) {
+  using Mask = typename Lanes<F>::Mask;
+  return select(Mask(Mask(a < b) | Mask(b != b)), a, b);
+}
+template <class F>
+GSL_HD F fmax_lanes(F a, F b) {
+  using Mask = typename Lanes<F>::Mask;
+  return select(Mask(Mask(a > b) | Mask(b != b)), a, b);
+}
+// Correctly rounded, like sqrtf, in every lane.
+template <class F>
+GSL_HD F sqrt_lanes(F x) {
+  if constexpr (Lanes<F>::kWidth == 1) {
+    return sqrtf(x);
+  } else {
+    for (int i = 0; i < Lanes<F>::kWidth; ++i) x[i] = __builtin_sqrtf(x[i]);
+    return x;
+  }
+}
+
 // |x| as a select, so that every lane type gives the same bits (-0 stays -0).
 template <class F>
 GSL_HD F abs_lanes(F x) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "core/common.h"
+#include "core/lanes.h"
 
 namespace gsl {
 
@@ -69,80 +70,112 @@ GSL_HD void quat_to_rotmat_vjp(const float* quat, const mat3& v_R, float* v_quat
   for (int i = 0; i < 4; ++i) v_quat[i] = (v_n[i] - n[i] * n_dot) * inv_norm;
 }
 
-// What one camera sees of one surfel.
 // Largest reported radius; exactly representable in float32.
 constexpr float kMaxRadius = 1073741824.0f;  // 2^30
 
-struct Projection {
-  bool visible;  // false: culled, nothing below is meaningful
-  mat3 M;        // K [W t_u s_u | W t_v s_v | W p + t]: local (u, v, 1) -> homogeneous pixel
-  vec3 normal;   // camera frame, facing the camera
-  vec2 center;   // projected centre (pixels)
-  float depth;   // camera-space z of the centre
-  vec2 box_lo;   // screen box covering the 3-sigma disk and the fallback filter
-  vec2 box_hi;
+// A 3-vector of lanes: one surfel per lane (F = float on CUDA, a vector on the CPU).
+template <class F>
+struct Vec3Lanes {
+  F x, y, z;
+};
+template <class F>
+GSL_HD F dot_lanes(const float* row, const Vec3Lanes<F>& v) {
+  return v.x * row[0] + v.y * row[1] + v.z * row[2];
+}
+template <class F>
+GSL_HD Vec3Lanes<F> mul_lanes(const mat3& a, const Vec3Lanes<F>& v) {
+  return {dot_lanes(a.m[0], v), dot_lanes(a.m[1], v), dot_lanes(a.m[2], v)};
+}
+template <class F>
+GSL_HD Vec3Lanes<F> scale_lanes(F s, const Vec3Lanes<F>& v) {
+  return {s * v.x, s * v.y, s * v.z};
+}
+
+// The inputs of one surfel per lane. finite_color: every colour channel is finite.
+template <class F>
+struct SurfelLanes {
+  F mean[3], quat[4], scale[2], opacity;
+  typename Lanes<F>::Mask finite_color;
 };
 
-// The surfel's inputs: mean [3], quat [4], scale [2], opacity, colour [D].
-GSL_HD Projection project_surfel(const float* mean, const float* quat, const float* scale, float opacity,
-                                 const float* color, int num_channels, const Camera& cam, float scale_modifier,
-                                 float near_plane, float far_plane) {
-  Projection p;
-  p.visible = false;
-  bool finite = is_finite(opacity) && opacity > 0.f;
-  for (int i = 0; i < 3; ++i) finite = finite && is_finite(mean[i]);
-  for (int i = 0; i < 4; ++i) finite = finite && is_finite(quat[i]);
-  for (int i = 0; i < num_channels; ++i) finite = finite && is_finite(color[i]);
-  const float s_u = scale[0] * scale_modifier, s_v = scale[1] * scale_modifier;
-  finite = finite && is_finite(s_u) && is_finite(s_v) && s_u > 0.f && s_v > 0.f;
-  if (!finite) return p;
-  const float qn2 = quat[0] * quat[0] + quat[1] * quat[1] + quat[2] * quat[2] + quat[3] * quat[3];
-  if (!(qn2 > 1e-24f) || !is_finite(qn2)) return p;  // an overflowing |q|^2 would make q/|q| zero
-  const float inv_q = 1.f / sqrtf(qn2);
-  const mat3 R = quat_to_rotmat(quat[0] * inv_q, quat[1] * inv_q, quat[2] * inv_q, quat[3] * inv_q);
+// What one camera sees of one surfel per lane.
+template <class F>
+struct ProjectionLanes {
+  typename Lanes<F>::Mask visible;  // false: culled, nothing below is meaningful
+  F M[3][3];       // K [W t_u s_u | W t_v s_v | W p + t]: local (u, v, 1) -> homogeneous pixel
+  F normal[3];     // camera frame, facing the camera
+  F center[2];     // projected centre (pixels)
+  F depth;         // camera-space z of the centre
+  F box_lo[2];     // screen box covering the 3-sigma disk and the fallback filter
+  F box_hi[2];
+};
 
-  const vec3 p_world = {mean[0], mean[1], mean[2]};
-  const vec3 p_cam = mul(cam.W, p_world) + cam.t;
-  if (!(p_cam.z >= near_plane && p_cam.z <= far_plane)) return p;
+// Every test is a mask, not an early return, so the lanes of a vector project together; a
+// culled lane computes garbage that `visible` discards.
+template <class F>
+GSL_HD ProjectionLanes<F> project_lanes(const SurfelLanes<F>& s, const Camera& cam, float scale_modifier,
+                                        float near_plane, float far_plane) {
+  using Mask = typename Lanes<F>::Mask;
+  ProjectionLanes<F> p;
+  Mask ok = s.finite_color & finite_lanes(s.opacity) & Mask(s.opacity > 0.f);
+  for (int i = 0; i < 3; ++i) ok = ok & finite_lanes(s.mean[i]);
+  for (int i = 0; i < 4; ++i) ok = ok & finite_lanes(s.quat[i]);
+  const F s_u = s.scale[0] * scale_modifier, s_v = s.scale[1] * scale_modifier;
+  ok = ok & finite_lanes(s_u) & finite_lanes(s_v) & Mask(s_u > 0.f) & Mask(s_v > 0.f);
+  const F qn2 = s.quat[0] * s.quat[0] + s.quat[1] * s.quat[1] + s.quat[2] * s.quat[2] + s.quat[3] * s.quat[3];
+  ok = ok & Mask(qn2 > 1e-24f) & finite_lanes(qn2);  // an overflowing |q|^2 would make q/|q| zero
+  const F inv_q = 1.f / sqrt_lanes(qn2);
+  const F w = s.quat[0] * inv_q, x = s.quat[1] * inv_q, y = s.quat[2] * inv_q, z = s.quat[3] * inv_q;
+  // Columns of the rotation (quat_to_rotmat): the tangents t_u, t_v and the normal t_w.
+  const Vec3Lanes<F> t_u = {1.f - 2.f * (y * y + z * z), 2.f * (x * y + w * z), 2.f * (x * z - w * y)};
+  const Vec3Lanes<F> t_v = {2.f * (x * y - w * z), 1.f - 2.f * (x * x + z * z), 2.f * (y * z + w * x)};
+  const Vec3Lanes<F> t_w = {2.f * (x * z + w * y), 2.f * (y * z - w * x), 1.f - 2.f * (x * x + y * y)};
 
-  const vec3 col0 = mul(cam.K, s_u * mul(cam.W, R.col(0)));
-  const vec3 col1 = mul(cam.K, s_v * mul(cam.W, R.col(1)));
-  const vec3 col2 = mul(cam.K, p_cam);
-  const vec3 cols[3] = {col0, col1, col2};
+  const Vec3Lanes<F> p_world = {s.mean[0], s.mean[1], s.mean[2]};
+  Vec3Lanes<F> p_cam = mul_lanes(cam.W, p_world);
+  p_cam = {p_cam.x + cam.t.x, p_cam.y + cam.t.y, p_cam.z + cam.t.z};
+  ok = ok & Mask(p_cam.z >= near_plane) & Mask(p_cam.z <= far_plane);
+
+  const Vec3Lanes<F> cols[3] = {mul_lanes(cam.K, scale_lanes(s_u, mul_lanes(cam.W, t_u))),
+                                mul_lanes(cam.K, scale_lanes(s_v, mul_lanes(cam.W, t_v))), mul_lanes(cam.K, p_cam)};
   for (int c = 0; c < 3; ++c) {
-    p.M.m[0][c] = cols[c].x;
-    p.M.m[1][c] = cols[c].y;
-    p.M.m[2][c] = cols[c].z;
+    p.M[0][c] = cols[c].x;
+    p.M[1][c] = cols[c].y;
+    p.M[2][c] = cols[c].z;
   }
-  const mat3& M = p.M;
+  const auto& M = p.M;
   for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j)
-      if (!is_finite(M.m[i][j])) return p;
+    for (int j = 0; j < 3; ++j) ok = ok & finite_lanes(M[i][j]);
 
   // The disk's nearest point must stay in front of the camera, else its outline is no ellipse.
-  const float tilt = sqrtf(M.m[2][0] * M.m[2][0] + M.m[2][1] * M.m[2][1]);
-  if (!(3.f * tilt < 0.999f * M.m[2][2])) return p;
+  const F tilt = sqrt_lanes(M[2][0] * M[2][0] + M[2][1] * M[2][1]);
+  ok = ok & Mask(3.f * tilt < 0.999f * M[2][2]);
 
-  vec3 n = mul(cam.W, R.col(2));
-  if (dot(n, p_cam) > 0.f) n = -1.f * n;
-  p.normal = n;
+  const Vec3Lanes<F> n = mul_lanes(cam.W, t_w);
+  const Mask away = (n.x * p_cam.x + n.y * p_cam.y + n.z * p_cam.z) > 0.f;
+  p.normal[0] = select(away, -1.f * n.x, n.x);
+  p.normal[1] = select(away, -1.f * n.y, n.y);
+  p.normal[2] = select(away, -1.f * n.z, n.z);
   p.depth = p_cam.z;
-  p.center = {M.m[0][2] / M.m[2][2], M.m[1][2] / M.m[2][2]};
+  p.center[0] = M[0][2] / M[2][2];
+  p.center[1] = M[1][2] / M[2][2];
 
   // Dual conic C* = M diag(9, 9, -1) M^T of the 3-sigma disk; its tangent lines x = const
   // and y = const give the exact perspective box.
   auto dual = [&](int i, int j) {
-    return kSupportRho * (M.m[i][0] * M.m[j][0] + M.m[i][1] * M.m[j][1]) - M.m[i][2] * M.m[j][2];
+    return kSupportRho * (M[i][0] * M[j][0] + M[i][1] * M[j][1]) - M[i][2] * M[j][2];
   };
-  const float c22 = dual(2, 2);  // < 0, guaranteed by the test above
-  const float ex = dual(0, 2) / c22, ey = dual(1, 2) / c22;
-  const float hx = sqrtf(fmaxf(0.f, ex * ex - dual(0, 0) / c22));
-  const float hy = sqrtf(fmaxf(0.f, ey * ey - dual(1, 1) / c22));
-  p.box_lo = {fminf(ex - hx, p.center.x - kFallbackRadius) - kBoxPadding,
-              fminf(ey - hy, p.center.y - kFallbackRadius) - kBoxPadding};
-  p.box_hi = {fmaxf(ex + hx, p.center.x + kFallbackRadius) + kBoxPadding,
-              fmaxf(ey + hy, p.center.y + kFallbackRadius) + kBoxPadding};
-  p.visible = is_finite(p.box_lo.x) && is_finite(p.box_lo.y) && is_finite(p.box_hi.x) && is_finite(p.box_hi.y);
+  const F c22 = dual(2, 2);  // < 0 where the tilt test passed
+  const F zero = broadcast<F>(0.f);
+  const F e[2] = {dual(0, 2) / c22, dual(1, 2) / c22};
+  const F h[2] = {sqrt_lanes(fmax_lanes(zero, e[0] * e[0] - dual(0, 0) / c22)),
+                  sqrt_lanes(fmax_lanes(zero, e[1] * e[1] - dual(1, 1) / c22))};
+  for (int k = 0; k < 2; ++k) {
+    p.box_lo[k] = fmin_lanes(e[k] - h[k], p.center[k] - kFallbackRadius) - kBoxPadding;
+    p.box_hi[k] = fmax_lanes(e[k] + h[k], p.center[k] + kFallbackRadius) + kBoxPadding;
+    ok = ok & finite_lanes(p.box_lo[k]) & finite_lanes(p.box_hi[k]);
+  }
+  p.visible = ok;
   return p;
 }
 

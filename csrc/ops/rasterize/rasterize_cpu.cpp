@@ -437,11 +437,28 @@ GSL_CPU_INLINE void backward_tiles(const BackwardArgs& a, int64_t tile_begin, in
   for (int64_t tile = tile_begin; tile < tile_end; ++tile) backward_tile<F>(a, tile, tile_splats, planes, color_acc);
 }
 
+// Projects items [begin, end) a lane group at a time; a group never spans two cameras.
+template <class F>
+GSL_CPU_INLINE void project_range(const ProjectArgs& a, int64_t begin, int64_t end) {
+  constexpr int W = Lanes<F>::kWidth;
+  const int64_t N = a.dims.num_surfels;
+  for (int64_t item = begin; item < end;) {
+    const int64_t c = item / N, n = item % N;
+    const Camera cam = camera_of(a, c);
+    const int64_t n_end = std::min(N, n + (end - item));
+    for (int64_t m = n; m < n_end; m += W) project_items<F>(a, cam, c, m, static_cast<int>(std::min<int64_t>(W, n_end - m)));
+    item += n_end - n;
+  }
+}
+
+void project_range_scalar(const ProjectArgs& a, int64_t b, int64_t e) { project_range<float>(a, b, e); }
+void project_range_sse(const ProjectArgs& a, int64_t b, int64_t e) { project_range<vf4>(a, b, e); }
 void forward_tiles_scalar(const ForwardArgs& a, int64_t b, int64_t e) { forward_tiles<float>(a, b, e); }
 void forward_tiles_sse(const ForwardArgs& a, int64_t b, int64_t e) { forward_tiles<vf4>(a, b, e); }
 void backward_tiles_scalar(const BackwardArgs& a, int64_t b, int64_t e) { backward_tiles<float>(a, b, e); }
 void backward_tiles_sse(const BackwardArgs& a, int64_t b, int64_t e) { backward_tiles<vf4>(a, b, e); }
 #if GSL_HAVE_AVX2_SCHEDULE
+GSL_TARGET_AVX2 void project_range_avx2(const ProjectArgs& a, int64_t b, int64_t e) { project_range<vf8>(a, b, e); }
 GSL_TARGET_AVX2 void forward_tiles_avx2(const ForwardArgs& a, int64_t b, int64_t e) { forward_tiles<vf8>(a, b, e); }
 GSL_TARGET_AVX2 void backward_tiles_avx2(const BackwardArgs& a, int64_t b, int64_t e) {
   backward_tiles<vf8>(a, b, e);
@@ -473,19 +490,14 @@ int max_cpu_lanes() {
 }
 
 void project_cpu(const ProjectArgs& a, int num_threads) {
+#if GSL_HAVE_AVX2_SCHEDULE
+  const TilePass<ProjectArgs> avx2 = project_range_avx2;
+#else
+  const TilePass<ProjectArgs> avx2 = nullptr;
+#endif
+  const auto pass = pick_schedule<ProjectArgs>(a.dims.cpu_lanes, project_range_scalar, project_range_sse, avx2);
   const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
-  cpu::parallel_for(items, num_threads, 4096, [&](int64_t begin, int64_t end) {
-    // Items in order: (c, n) advance without a division, the camera loads once per change.
-    int64_t c = begin / a.dims.num_surfels, n = begin % a.dims.num_surfels;
-    Camera cam = camera_of(a, c);
-    for (int64_t item = begin; item < end; ++item) {
-      project_item(a, cam, c, n);
-      if (++n == a.dims.num_surfels && item + 1 < end) {
-        n = 0;
-        cam = camera_of(a, ++c);
-      }
-    }
-  });
+  cpu::parallel_for(items, num_threads, 4096, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
 }
 
 void emit_pairs_cpu(const EmitArgs& a, int num_threads) {

@@ -24,7 +24,7 @@ __global__ void project_kernel(const ProjectArgs a, int64_t items) {
   const int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (item >= items) return;
   const int64_t c = item / a.dims.num_surfels, n = item % a.dims.num_surfels;
-  project_item(a, camera_of(a, c), c, n);
+  project_items<float>(a, camera_of(a, c), c, n, 1);
 }
 
 __global__ void emit_kernel(const EmitArgs a, int64_t items) {

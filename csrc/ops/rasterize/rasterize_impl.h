@@ -17,16 +17,28 @@ GSL_HD int64_t surfel_of(const Dims& d, int64_t item) {
 
 GSL_HD Camera camera_of(const ProjectArgs& a, int64_t c) { return load_camera(a.viewmats + 16 * c, a.Ks + 9 * c); }
 
-// Projection of pair (camera c, surfel n), item = c * N + n; cam is camera c. The launchers
-// supply both: the CPU walks items in order and loads each camera once.
-GSL_HD void project_item(const ProjectArgs& a, const Camera& cam, int64_t c, int64_t n) {
+// Loads the inputs of pair (camera c, surfel n) into lane `lane`.
+template <class F>
+GSL_HD void load_surfel_lane(const ProjectArgs& a, int64_t c, int64_t n, int lane, SurfelLanes<F>& s) {
+  const int D = a.dims.num_channels;
+  for (int i = 0; i < 3; ++i) set_lane(s.mean[i], lane, a.means[3 * n + i]);
+  for (int i = 0; i < 4; ++i) set_lane(s.quat[i], lane, a.quats[4 * n + i]);
+  for (int i = 0; i < 2; ++i) set_lane(s.scale[i], lane, a.scales[2 * n + i]);
+  set_lane(s.opacity, lane, a.opacities[n]);
+  const float* color = a.colors + (c * a.dims.num_surfels + n) * D;
+  bool finite = true;
+  for (int ch = 0; ch < D; ++ch) finite = finite && is_finite(color[ch]);
+  set_mask_lane(s.finite_color, lane, finite);
+}
+
+// Writes lane `lane` of a projection as the outputs of item = c * N + n.
+template <class F>
+GSL_HD void store_projection_lane(const ProjectArgs& a, int64_t item, const ProjectionLanes<F>& p, int lane) {
   const Dims& d = a.dims;
-  const int64_t item = c * d.num_surfels + n;
-  const Projection p = project_surfel(a.means + 3 * n, a.quats + 4 * n, a.scales + 2 * n, a.opacities[n],
-                                      a.colors + item * d.num_channels, d.num_channels, cam, d.scale_modifier,
-                                      d.near_plane, d.far_plane);
   PixelRect rect = {0, 0, 0, 0};
-  if (p.visible) rect = pixel_rect(p.box_lo, p.box_hi, d.width, d.height);
+  const vec2 box_lo = {get_lane(p.box_lo[0], lane), get_lane(p.box_lo[1], lane)};
+  const vec2 box_hi = {get_lane(p.box_hi[0], lane), get_lane(p.box_hi[1], lane)};
+  if (get_mask_lane(p.visible, lane)) rect = pixel_rect(box_lo, box_hi, d.width, d.height);
   const int64_t count = rect.tile_count();
   int32_t* radii = a.radii + 2 * item;
   int32_t* rects = a.pixel_rects + 4 * item;
@@ -45,19 +57,29 @@ GSL_HD void project_item(const ProjectArgs& a, const Camera& cam, int64_t c, int
     return;
   }
   for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j) M[3 * i + j] = p.M.m[i][j];
-  a.normals[3 * item + 0] = p.normal.x;
-  a.normals[3 * item + 1] = p.normal.y;
-  a.normals[3 * item + 2] = p.normal.z;
-  a.means2d[2 * item + 0] = p.center.x;
-  a.means2d[2 * item + 1] = p.center.y;
-  a.depths[item] = p.depth;
+    for (int j = 0; j < 3; ++j) M[3 * i + j] = get_lane(p.M[i][j], lane);
+  for (int i = 0; i < 3; ++i) a.normals[3 * item + i] = get_lane(p.normal[i], lane);
+  const vec2 center = {get_lane(p.center[0], lane), get_lane(p.center[1], lane)};
+  a.means2d[2 * item + 0] = center.x;
+  a.means2d[2 * item + 1] = center.y;
+  a.depths[item] = get_lane(p.depth, lane);
   // Half extents around the projected centre, so means2d +- radii covers the box (never 0
   // for a visible surfel: the box covers the fallback filter).
-  const float half_w = fmaxf(p.box_hi.x - p.center.x, p.center.x - p.box_lo.x);
-  const float half_h = fmaxf(p.box_hi.y - p.center.y, p.center.y - p.box_lo.y);
+  const float half_w = fmaxf(box_hi.x - center.x, center.x - box_lo.x);
+  const float half_h = fmaxf(box_hi.y - center.y, center.y - box_lo.y);
   radii[0] = static_cast<int32_t>(fminf(ceilf(half_w), kMaxRadius));
   radii[1] = static_cast<int32_t>(fminf(ceilf(half_h), kMaxRadius));
+}
+
+// Projection of surfels [n0, n0 + count) for camera c (count <= the lane width), one per
+// lane; unused lanes repeat surfel n0 and are not stored. cam is camera c.
+template <class F>
+GSL_HD void project_items(const ProjectArgs& a, const Camera& cam, int64_t c, int64_t n0, int count) {
+  const Dims& d = a.dims;
+  SurfelLanes<F> s;
+  for (int lane = 0; lane < Lanes<F>::kWidth; ++lane) load_surfel_lane(a, c, lane < count ? n0 + lane : n0, lane, s);
+  const ProjectionLanes<F> p = project_lanes(s, cam, d.scale_modifier, d.near_plane, d.far_plane);
+  for (int lane = 0; lane < count; ++lane) store_projection_lane(a, c * d.num_surfels + n0 + lane, p, lane);
 }
 
 GSL_HD uint32_t float_bits(float x) {
