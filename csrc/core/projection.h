@@ -35,41 +35,6 @@ GSL_HD Camera load_camera(const float* viewmat, const float* K) {
   return cam;
 }
 
-// Rotation of the unit quaternion (w, x, y, z); columns are t_u, t_v, t_w.
-GSL_HD mat3 quat_to_rotmat(float w, float x, float y, float z) {
-  mat3 R;
-  R.m[0][0] = 1.f - 2.f * (y * y + z * z);
-  R.m[0][1] = 2.f * (x * y - w * z);
-  R.m[0][2] = 2.f * (x * z + w * y);
-  R.m[1][0] = 2.f * (x * y + w * z);
-  R.m[1][1] = 1.f - 2.f * (x * x + z * z);
-  R.m[1][2] = 2.f * (y * z - w * x);
-  R.m[2][0] = 2.f * (x * z - w * y);
-  R.m[2][1] = 2.f * (y * z + w * x);
-  R.m[2][2] = 1.f - 2.f * (x * x + y * y);
-  return R;
-}
-
-// VJP of quat_to_rotmat(q / |q|) with respect to the unnormalised q = (w, x, y, z).
-GSL_HD void quat_to_rotmat_vjp(const float* quat, const mat3& v_R, float* v_quat) {
-  const float norm2 = quat[0] * quat[0] + quat[1] * quat[1] + quat[2] * quat[2] + quat[3] * quat[3];
-  const float inv_norm = 1.f / sqrtf(norm2);
-  const float w = quat[0] * inv_norm, x = quat[1] * inv_norm, y = quat[2] * inv_norm, z = quat[3] * inv_norm;
-  const float(*g)[3] = v_R.m;
-  float v_n[4];
-  v_n[0] = 2.f * (-z * g[0][1] + y * g[0][2] + z * g[1][0] - x * g[1][2] - y * g[2][0] + x * g[2][1]);
-  v_n[1] = 2.f * (y * g[0][1] + z * g[0][2] + y * g[1][0] - 2.f * x * g[1][1] - w * g[1][2] + z * g[2][0] +
-                  w * g[2][1] - 2.f * x * g[2][2]);
-  v_n[2] = 2.f * (-2.f * y * g[0][0] + x * g[0][1] + w * g[0][2] + x * g[1][0] + z * g[1][2] - w * g[2][0] +
-                  z * g[2][1] - 2.f * y * g[2][2]);
-  v_n[3] = 2.f * (-2.f * z * g[0][0] - w * g[0][1] + x * g[0][2] + w * g[1][0] - 2.f * z * g[1][1] +
-                  y * g[1][2] + x * g[2][0] + y * g[2][1]);
-  // Through the normalisation: v_q = (v_n - n (n . v_n)) / |q|.
-  const float n_dot = w * v_n[0] + x * v_n[1] + y * v_n[2] + z * v_n[3];
-  const float n[4] = {w, x, y, z};
-  for (int i = 0; i < 4; ++i) v_quat[i] = (v_n[i] - n[i] * n_dot) * inv_norm;
-}
-
 // Largest reported radius; exactly representable in float32.
 constexpr float kMaxRadius = 1073741824.0f;  // 2^30
 
@@ -89,6 +54,59 @@ GSL_HD Vec3Lanes<F> mul_lanes(const mat3& a, const Vec3Lanes<F>& v) {
 template <class F>
 GSL_HD Vec3Lanes<F> scale_lanes(F s, const Vec3Lanes<F>& v) {
   return {s * v.x, s * v.y, s * v.z};
+}
+
+template <class F>
+GSL_HD Vec3Lanes<F> mul_transposed_lanes(const mat3& a, const Vec3Lanes<F>& v) {
+  return {v.x * a.m[0][0] + v.y * a.m[1][0] + v.z * a.m[2][0], v.x * a.m[0][1] + v.y * a.m[1][1] + v.z * a.m[2][1],
+          v.x * a.m[0][2] + v.y * a.m[1][2] + v.z * a.m[2][2]};
+}
+template <class F>
+GSL_HD F dot3_lanes(const Vec3Lanes<F>& a, const Vec3Lanes<F>& b) {
+  return a.x * b.x + a.y * b.y + a.z * b.z;
+}
+
+// The rotation of q / |q|, q = (w, x, y, z): its columns are the tangents t_u, t_v and the
+// normal t_w.
+template <class F>
+struct RotationLanes {
+  F inv_norm;    // 1 / |q|
+  F w, x, y, z;  // q / |q|
+  Vec3Lanes<F> t_u, t_v, t_w;
+};
+template <class F>
+GSL_HD RotationLanes<F> rotation_lanes(const F quat[4], F qn2) {
+  RotationLanes<F> r;
+  r.inv_norm = 1.f / sqrt_lanes(qn2);
+  const F w = quat[0] * r.inv_norm, x = quat[1] * r.inv_norm, y = quat[2] * r.inv_norm, z = quat[3] * r.inv_norm;
+  r.w = w, r.x = x, r.y = y, r.z = z;
+  r.t_u = {1.f - 2.f * (y * y + z * z), 2.f * (x * y + w * z), 2.f * (x * z - w * y)};
+  r.t_v = {2.f * (x * y - w * z), 1.f - 2.f * (x * x + z * z), 2.f * (y * z + w * x)};
+  r.t_w = {2.f * (x * z + w * y), 2.f * (y * z - w * x), 1.f - 2.f * (x * x + y * y)};
+  return r;
+}
+template <class F>
+GSL_HD F squared_norm4(const F q[4]) {
+  return q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3];
+}
+
+// VJP of rotation_lanes' columns with respect to the unnormalised q: v_cols[c] = dL/d(column c).
+template <class F>
+GSL_HD void rotation_vjp_lanes(const RotationLanes<F>& r, const Vec3Lanes<F> v_cols[3], F v_quat[4]) {
+  const F w = r.w, x = r.x, y = r.y, z = r.z;
+  // g[i][j] = dL/dR_ij, column j being v_cols[j].
+  const F g00 = v_cols[0].x, g10 = v_cols[0].y, g20 = v_cols[0].z;
+  const F g01 = v_cols[1].x, g11 = v_cols[1].y, g21 = v_cols[1].z;
+  const F g02 = v_cols[2].x, g12 = v_cols[2].y, g22 = v_cols[2].z;
+  F v_n[4];
+  v_n[0] = 2.f * (-z * g01 + y * g02 + z * g10 - x * g12 - y * g20 + x * g21);
+  v_n[1] = 2.f * (y * g01 + z * g02 + y * g10 - 2.f * x * g11 - w * g12 + z * g20 + w * g21 - 2.f * x * g22);
+  v_n[2] = 2.f * (-2.f * y * g00 + x * g01 + w * g02 + x * g10 + z * g12 - w * g20 + z * g21 - 2.f * y * g22);
+  v_n[3] = 2.f * (-2.f * z * g00 - w * g01 + x * g02 + w * g10 - 2.f * z * g11 + y * g12 + x * g20 + y * g21);
+  // Through the normalisation: v_q = (v_n - n (n . v_n)) / |q|.
+  const F n_dot = w * v_n[0] + x * v_n[1] + y * v_n[2] + z * v_n[3];
+  const F n[4] = {w, x, y, z};
+  for (int i = 0; i < 4; ++i) v_quat[i] = (v_n[i] - n[i] * n_dot) * r.inv_norm;
 }
 
 // The inputs of one surfel per lane. finite_color: every colour channel is finite.
@@ -122,14 +140,10 @@ GSL_HD ProjectionLanes<F> project_lanes(const SurfelLanes<F>& s, const Camera& c
   for (int i = 0; i < 4; ++i) ok = ok & finite_lanes(s.quat[i]);
   const F s_u = s.scale[0] * scale_modifier, s_v = s.scale[1] * scale_modifier;
   ok = ok & finite_lanes(s_u) & finite_lanes(s_v) & Mask(s_u > 0.f) & Mask(s_v > 0.f);
-  const F qn2 = s.quat[0] * s.quat[0] + s.quat[1] * s.quat[1] + s.quat[2] * s.quat[2] + s.quat[3] * s.quat[3];
+  const F qn2 = squared_norm4(s.quat);
   ok = ok & Mask(qn2 > 1e-24f) & finite_lanes(qn2);  // an overflowing |q|^2 would make q/|q| zero
-  const F inv_q = 1.f / sqrt_lanes(qn2);
-  const F w = s.quat[0] * inv_q, x = s.quat[1] * inv_q, y = s.quat[2] * inv_q, z = s.quat[3] * inv_q;
-  // Columns of the rotation (quat_to_rotmat): the tangents t_u, t_v and the normal t_w.
-  const Vec3Lanes<F> t_u = {1.f - 2.f * (y * y + z * z), 2.f * (x * y + w * z), 2.f * (x * z - w * y)};
-  const Vec3Lanes<F> t_v = {2.f * (x * y - w * z), 1.f - 2.f * (x * x + z * z), 2.f * (y * z + w * x)};
-  const Vec3Lanes<F> t_w = {2.f * (x * z + w * y), 2.f * (y * z - w * x), 1.f - 2.f * (x * x + y * y)};
+  const RotationLanes<F> R = rotation_lanes(s.quat, qn2);
+  const Vec3Lanes<F>&t_u = R.t_u, &t_v = R.t_v, &t_w = R.t_w;
 
   const Vec3Lanes<F> p_world = {s.mean[0], s.mean[1], s.mean[2]};
   Vec3Lanes<F> p_cam = mul_lanes(cam.W, p_world);
@@ -204,45 +218,40 @@ GSL_HD PixelRect pixel_rect(vec2 lo, vec2 hi, int width, int height) {
   return {first_pixel(lo.x, width), first_pixel(lo.y, height), end_pixel(hi.x, width), end_pixel(hi.y, height)};
 }
 
-// VJP of project_surfel for a visible surfel: from dL/dM and dL/dnormal to the surfel's
-// mean, quat and scales (accumulated into v_mean [3], v_quat [4], v_scale [2]).
-GSL_HD void project_surfel_vjp(const float* mean, const float* quat, const float* scale, const Camera& cam,
-                               float scale_modifier, const mat3& v_M, vec3 v_normal, float* v_mean, float* v_quat,
-                               float* v_scale) {
-  const float s_u = scale[0] * scale_modifier, s_v = scale[1] * scale_modifier;
-  const float qn2 = quat[0] * quat[0] + quat[1] * quat[1] + quat[2] * quat[2] + quat[3] * quat[3];
-  const float inv_q = 1.f / sqrtf(qn2);
-  const mat3 R = quat_to_rotmat(quat[0] * inv_q, quat[1] * inv_q, quat[2] * inv_q, quat[3] * inv_q);
-  const mat3 A = mul(cam.K, cam.W);
-  const vec3 p_world = {mean[0], mean[1], mean[2]};
-  const vec3 p_cam = mul(cam.W, p_world) + cam.t;
+// VJP of project_lanes for one camera, in the lanes of `on` (visible surfels): from dL/dM
+// (rows of v_M) and dL/dnormal to each surfel's mean, quat and scales, added to v_mean,
+// v_quat and v_scale. R is rotation_lanes of the quats; A = K W of the camera.
+template <class F>
+GSL_HD void project_vjp_lanes(const SurfelLanes<F>& s, const RotationLanes<F>& R, const Camera& cam, const mat3& A,
+                              float scale_modifier, const F v_M[3][3], const Vec3Lanes<F>& v_normal,
+                              typename Lanes<F>::Mask on, F v_mean[3], F v_quat[4], F v_scale[2]) {
+  const F s_u = s.scale[0] * scale_modifier, s_v = s.scale[1] * scale_modifier;
+  const Vec3Lanes<F> p_world = {s.mean[0], s.mean[1], s.mean[2]};
+  Vec3Lanes<F> p_cam = mul_lanes(cam.W, p_world);
+  p_cam = {p_cam.x + cam.t.x, p_cam.y + cam.t.y, p_cam.z + cam.t.z};
+  const Vec3Lanes<F> v_col0 = {v_M[0][0], v_M[1][0], v_M[2][0]};
+  const Vec3Lanes<F> v_col1 = {v_M[0][1], v_M[1][1], v_M[2][1]};
+  const Vec3Lanes<F> v_col2 = {v_M[0][2], v_M[1][2], v_M[2][2]};
 
   // Column 2 = K (W p + t).
-  const vec3 v_p = mul_transposed(A, v_M.col(2));
-  v_mean[0] += v_p.x;
-  v_mean[1] += v_p.y;
-  v_mean[2] += v_p.z;
+  const Vec3Lanes<F> v_p = mul_transposed_lanes(A, v_col2);
   // Columns 0 and 1 = A t_u s_u and A t_v s_v.
-  const vec3 v_col0 = v_M.col(0), v_col1 = v_M.col(1);
-  const vec3 A_tu = mul(A, R.col(0)), A_tv = mul(A, R.col(1));
-  v_scale[0] += dot(v_col0, A_tu) * scale_modifier;
-  v_scale[1] += dot(v_col1, A_tv) * scale_modifier;
-  const vec3 v_tu = s_u * mul_transposed(A, v_col0);
-  const vec3 v_tv = s_v * mul_transposed(A, v_col1);
+  const F v_s_u = dot3_lanes(v_col0, mul_lanes(A, R.t_u)) * scale_modifier;
+  const F v_s_v = dot3_lanes(v_col1, mul_lanes(A, R.t_v)) * scale_modifier;
   // The normal W t_w, flipped to face the camera (the flip is locally constant).
-  const vec3 n = mul(cam.W, R.col(2));
-  const float sign = dot(n, p_cam) > 0.f ? -1.f : 1.f;
-  const vec3 v_tw = sign * mul_transposed(cam.W, v_normal);
-  mat3 v_R;
-  const vec3 v_cols[3] = {v_tu, v_tv, v_tw};
-  for (int c = 0; c < 3; ++c) {
-    v_R.m[0][c] = v_cols[c].x;
-    v_R.m[1][c] = v_cols[c].y;
-    v_R.m[2][c] = v_cols[c].z;
-  }
-  float v_q[4];
-  quat_to_rotmat_vjp(quat, v_R, v_q);
-  for (int i = 0; i < 4; ++i) v_quat[i] += v_q[i];
+  const Vec3Lanes<F> n = mul_lanes(cam.W, R.t_w);
+  const F sign = select(typename Lanes<F>::Mask(dot3_lanes(n, p_cam) > 0.f), broadcast<F>(-1.f), broadcast<F>(1.f));
+  const Vec3Lanes<F> v_cols[3] = {scale_lanes(s_u, mul_transposed_lanes(A, v_col0)),
+                                  scale_lanes(s_v, mul_transposed_lanes(A, v_col1)),
+                                  scale_lanes(sign, mul_transposed_lanes(cam.W, v_normal))};
+  F v_q[4];
+  rotation_vjp_lanes(R, v_cols, v_q);
+  v_mean[0] = select(on, v_mean[0] + v_p.x, v_mean[0]);
+  v_mean[1] = select(on, v_mean[1] + v_p.y, v_mean[1]);
+  v_mean[2] = select(on, v_mean[2] + v_p.z, v_mean[2]);
+  for (int i = 0; i < 4; ++i) v_quat[i] = select(on, v_quat[i] + v_q[i], v_quat[i]);
+  v_scale[0] = select(on, v_scale[0] + v_s_u, v_scale[0]);
+  v_scale[1] = select(on, v_scale[1] + v_s_v, v_scale[1]);
 }
 
 }  // namespace gsl

@@ -451,13 +451,29 @@ GSL_CPU_INLINE void project_range(const ProjectArgs& a, int64_t begin, int64_t e
   }
 }
 
+template <class F>
+GSL_CPU_INLINE void project_backward_range(const ProjectBackwardArgs& a, int64_t begin, int64_t end) {
+  constexpr int W = Lanes<F>::kWidth;
+  for (int64_t n = begin; n < end; n += W)
+    project_backward_items<F>(a, n, static_cast<int>(std::min<int64_t>(W, end - n)));
+}
+
 void project_range_scalar(const ProjectArgs& a, int64_t b, int64_t e) { project_range<float>(a, b, e); }
+void project_backward_range_scalar(const ProjectBackwardArgs& a, int64_t b, int64_t e) {
+  project_backward_range<float>(a, b, e);
+}
+void project_backward_range_sse(const ProjectBackwardArgs& a, int64_t b, int64_t e) {
+  project_backward_range<vf4>(a, b, e);
+}
 void project_range_sse(const ProjectArgs& a, int64_t b, int64_t e) { project_range<vf4>(a, b, e); }
 void forward_tiles_scalar(const ForwardArgs& a, int64_t b, int64_t e) { forward_tiles<float>(a, b, e); }
 void forward_tiles_sse(const ForwardArgs& a, int64_t b, int64_t e) { forward_tiles<vf4>(a, b, e); }
 void backward_tiles_scalar(const BackwardArgs& a, int64_t b, int64_t e) { backward_tiles<float>(a, b, e); }
 void backward_tiles_sse(const BackwardArgs& a, int64_t b, int64_t e) { backward_tiles<vf4>(a, b, e); }
 #if GSL_HAVE_AVX2_SCHEDULE
+GSL_TARGET_AVX2 void project_backward_range_avx2(const ProjectBackwardArgs& a, int64_t b, int64_t e) {
+  project_backward_range<vf8>(a, b, e);
+}
 GSL_TARGET_AVX2 void project_range_avx2(const ProjectArgs& a, int64_t b, int64_t e) { project_range<vf8>(a, b, e); }
 GSL_TARGET_AVX2 void forward_tiles_avx2(const ForwardArgs& a, int64_t b, int64_t e) { forward_tiles<vf8>(a, b, e); }
 GSL_TARGET_AVX2 void backward_tiles_avx2(const BackwardArgs& a, int64_t b, int64_t e) {
@@ -537,9 +553,14 @@ void reduce_cpu(const ReduceArgs& a, int num_threads) {
 }
 
 void project_backward_cpu(const ProjectBackwardArgs& a, int num_threads) {
-  cpu::parallel_for(a.dims.num_surfels, num_threads, 1024, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) project_backward_item(a, n);
-  });
+#if GSL_HAVE_AVX2_SCHEDULE
+  const TilePass<ProjectBackwardArgs> avx2 = project_backward_range_avx2;
+#else
+  const TilePass<ProjectBackwardArgs> avx2 = nullptr;
+#endif
+  const auto pass = pick_schedule<ProjectBackwardArgs>(a.dims.cpu_lanes, project_backward_range_scalar,
+                                                       project_backward_range_sse, avx2);
+  cpu::parallel_for(a.dims.num_surfels, num_threads, 1024, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
 }
 
 }  // namespace gsl::rasterize

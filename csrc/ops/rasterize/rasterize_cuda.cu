@@ -39,7 +39,7 @@ __global__ void reduce_kernel(const ReduceArgs a, int64_t items) {
 
 __global__ void project_backward_kernel(const ProjectBackwardArgs a) {
   const int64_t n = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (n < a.dims.num_surfels) project_backward_item(a, n);
+  if (n < a.dims.num_surfels) project_backward_items<float>(a, n, 1);
 }
 
 struct TilePixel {

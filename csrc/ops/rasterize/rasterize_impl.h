@@ -204,27 +204,51 @@ GSL_HD void reduce_item(const ReduceArgs& a, int64_t item) {
   screen_translation_grad(M, sums + kPairGradM, a.screen_grad[2 * item + 0], a.screen_grad[2 * item + 1]);
 }
 
-// Gradients of surfel n, summed over the cameras in order.
-GSL_HD void project_backward_item(const ProjectBackwardArgs& a, int64_t n) {
+// Gradients of surfels [n0, n0 + count) (count <= the lane width, one per lane), summed over
+// the cameras in order. Unused lanes repeat surfel n0 and are not stored.
+template <class F>
+GSL_HD void project_backward_items(const ProjectBackwardArgs& a, int64_t n0, int count) {
+  using Mask = typename Lanes<F>::Mask;
   const Dims& d = a.dims;
-  float v_mean[3] = {0.f, 0.f, 0.f}, v_quat[4] = {0.f, 0.f, 0.f, 0.f}, v_scale[2] = {0.f, 0.f};
-  float v_opacity = 0.f;
-  for (int64_t c = 0; c < d.num_cameras; ++c) {
-    const int64_t item = c * d.num_surfels + n;
-    if (a.radii[2 * item] == 0 && a.radii[2 * item + 1] == 0) continue;
-    const Camera cam = load_camera(a.viewmats + 16 * c, a.Ks + 9 * c);
-    mat3 v_M;
-    for (int i = 0; i < 3; ++i)
-      for (int j = 0; j < 3; ++j) v_M.m[i][j] = a.v_M[9 * item + 3 * i + j];
-    const vec3 v_normal = {a.v_normals[3 * item], a.v_normals[3 * item + 1], a.v_normals[3 * item + 2]};
-    project_surfel_vjp(a.means + 3 * n, a.quats + 4 * n, a.scales + 2 * n, cam, d.scale_modifier, v_M, v_normal,
-                       v_mean, v_quat, v_scale);
-    v_opacity += a.v_opacities_cn[item];
+  constexpr int W = Lanes<F>::kWidth;
+  SurfelLanes<F> s;
+  for (int lane = 0; lane < W; ++lane) {
+    const int64_t n = lane < count ? n0 + lane : n0;
+    for (int i = 0; i < 3; ++i) set_lane(s.mean[i], lane, a.means[3 * n + i]);
+    for (int i = 0; i < 4; ++i) set_lane(s.quat[i], lane, a.quats[4 * n + i]);
+    for (int i = 0; i < 2; ++i) set_lane(s.scale[i], lane, a.scales[2 * n + i]);
   }
-  for (int i = 0; i < 3; ++i) a.v_means[3 * n + i] = v_mean[i];
-  for (int i = 0; i < 4; ++i) a.v_quats[4 * n + i] = v_quat[i];
-  for (int i = 0; i < 2; ++i) a.v_scales[2 * n + i] = v_scale[i];
-  a.v_opacities[n] = v_opacity;
+  const RotationLanes<F> R = rotation_lanes(s.quat, squared_norm4(s.quat));
+  const F zero = broadcast<F>(0.f);
+  F v_mean[3] = {zero, zero, zero}, v_quat[4] = {zero, zero, zero, zero}, v_scale[2] = {zero, zero};
+  F v_opacity = zero;
+  for (int64_t c = 0; c < d.num_cameras; ++c) {
+    Mask on{};
+    F v_M[3][3], v_opacity_c;
+    Vec3Lanes<F> v_normal;
+    for (int lane = 0; lane < W; ++lane) {
+      const int64_t item = c * d.num_surfels + (lane < count ? n0 + lane : n0);
+      set_mask_lane(on, lane, lane < count && (a.radii[2 * item] != 0 || a.radii[2 * item + 1] != 0));
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) set_lane(v_M[i][j], lane, a.v_M[9 * item + 3 * i + j]);
+      set_lane(v_normal.x, lane, a.v_normals[3 * item + 0]);
+      set_lane(v_normal.y, lane, a.v_normals[3 * item + 1]);
+      set_lane(v_normal.z, lane, a.v_normals[3 * item + 2]);
+      set_lane(v_opacity_c, lane, a.v_opacities_cn[item]);
+    }
+    if (!any(on)) continue;
+    const Camera cam = load_camera(a.viewmats + 16 * c, a.Ks + 9 * c);
+    const mat3 A = mul(cam.K, cam.W);
+    project_vjp_lanes(s, R, cam, A, d.scale_modifier, v_M, v_normal, on, v_mean, v_quat, v_scale);
+    v_opacity = select(on, v_opacity + v_opacity_c, v_opacity);
+  }
+  for (int lane = 0; lane < count; ++lane) {
+    const int64_t n = n0 + lane;
+    for (int i = 0; i < 3; ++i) a.v_means[3 * n + i] = get_lane(v_mean[i], lane);
+    for (int i = 0; i < 4; ++i) a.v_quats[4 * n + i] = get_lane(v_quat[i], lane);
+    for (int i = 0; i < 2; ++i) a.v_scales[2 * n + i] = get_lane(v_scale[i], lane);
+    a.v_opacities[n] = get_lane(v_opacity, lane);
+  }
 }
 
 }  // namespace gsl::rasterize
