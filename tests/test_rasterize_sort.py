@@ -18,7 +18,7 @@ def _pairs(num_pairs, num_cameras, tiles_x, tiles_y, seed, distinct_depths):
     keys = (tiles << 32) | depth_bits
     pair_surfels = torch.randint(0, 10**6, (num_pairs,), generator=g)
     settings = dict(num_cameras=num_cameras, num_surfels=10**6, num_channels=3, width=16 * tiles_x,
-                    height=16 * tiles_y, tiles_x=tiles_x, tiles_y=tiles_y, near_plane=0.01, far_plane=100.0,
+                    height=16 * tiles_y, tile_width=16, tiles_x=tiles_x, tiles_y=tiles_y, near_plane=0.01, far_plane=100.0,
                     scale_modifier=1.0, cpu_lanes=0)
     return keys, pair_surfels, settings
 

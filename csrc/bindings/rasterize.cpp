@@ -34,6 +34,7 @@ Dims dims_of(const py::dict& f) {
   d.num_channels = field<int32_t>(f, "num_channels");
   d.width = field<int32_t>(f, "width");
   d.height = field<int32_t>(f, "height");
+  d.tile_width = field<int32_t>(f, "tile_width");
   d.tiles_x = field<int32_t>(f, "tiles_x");
   d.tiles_y = field<int32_t>(f, "tiles_y");
   d.near_plane = field<float>(f, "near_plane");

@@ -198,13 +198,13 @@ GSL_HD ProjectionLanes<F> project_lanes(const SurfelLanes<F>& s, const Camera& c
 struct PixelRect {
   int x0, y0, x1, y1;
   GSL_HD bool empty() const { return x1 <= x0 || y1 <= y0; }
-  // The tiles the rectangle overlaps.
-  GSL_HD int tile_x0() const { return x0 / kTileSize; }
+  // The tiles the rectangle overlaps: tile_width pixels wide, kTileSize high.
+  GSL_HD int tile_x0(int tile_width) const { return x0 / tile_width; }
   GSL_HD int tile_y0() const { return y0 / kTileSize; }
-  GSL_HD int tile_x1() const { return (x1 - 1) / kTileSize + 1; }
+  GSL_HD int tile_x1(int tile_width) const { return (x1 - 1) / tile_width + 1; }
   GSL_HD int tile_y1() const { return (y1 - 1) / kTileSize + 1; }
-  GSL_HD int64_t tile_count() const {
-    return empty() ? 0 : int64_t(tile_x1() - tile_x0()) * int64_t(tile_y1() - tile_y0());
+  GSL_HD int64_t tile_count(int tile_width) const {
+    return empty() ? 0 : int64_t(tile_x1(tile_width) - tile_x0(tile_width)) * int64_t(tile_y1() - tile_y0());
   }
 };
 

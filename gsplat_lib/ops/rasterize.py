@@ -18,7 +18,12 @@ from gsplat_lib import _backend
 from gsplat_lib._backend import address, check_tensor
 from gsplat_lib.ops.sh import sh_to_colors
 
+# Tiles are TILE_SIZE rows high. CUDA runs one 16x16 thread block per tile; the CPU takes
+# wider tiles: a splat's rows are then split between tiles less often, so its lane groups
+# are fuller and there are fewer (tile, surfel) pairs to sort. Pixels see the same splats in
+# the same order either way; only the summation order of the gradients differs.
 TILE_SIZE = 16
+CPU_TILE_WIDTH = 64
 # Floats per (tile, surfel) pair in the backward: dL/dM (9), opacity, normal (3), |stat| (2).
 _PAIR_GRAD_BASE = 15
 # Lane width of the CPU pixel passes: 0 picks the widest this machine runs (8 with AVX2,
@@ -135,15 +140,18 @@ def rasterize_surfels(
         backgrounds = check_tensor("backgrounds", backgrounds, (num_cameras, num_channels), device=device)
 
     _check_image_memory(num_cameras, width, height, num_channels, device)
-    tiles_x, tiles_y = -(-width // TILE_SIZE), -(-height // TILE_SIZE)
+    tile_width = TILE_SIZE if device.type == "cuda" else CPU_TILE_WIDTH
+    if not 1 <= tile_width <= 64:
+        raise ValueError(f"the CPU backend takes tile_width 1 to 64 (CPU_TILE_WIDTH), got {tile_width}")
+    tiles_x, tiles_y = -(-width // tile_width), -(-height // TILE_SIZE)
     if num_cameras * tiles_x * tiles_y >= 2**31:
         raise ValueError(
-            f"{num_cameras} cameras x {tiles_x * tiles_y} tiles of {TILE_SIZE}x{TILE_SIZE} px exceed the 2^31 "
+            f"{num_cameras} cameras x {tiles_x * tiles_y} tiles of {tile_width}x{TILE_SIZE} px exceed the 2^31 "
             "tile keys of one call: render fewer cameras per call or smaller images"
         )
     settings = dict(
         num_cameras=num_cameras, num_surfels=num_surfels, num_channels=num_channels, width=width,
-        height=height, tiles_x=tiles_x, tiles_y=tiles_y, near_plane=near, far_plane=far,
+        height=height, tile_width=tile_width, tiles_x=tiles_x, tiles_y=tiles_y, near_plane=near, far_plane=far,
         scale_modifier=float(scale_modifier), cpu_lanes=CPU_LANES,
     )
 

@@ -11,6 +11,7 @@ struct Dims {
   int64_t num_surfels;   // N
   int32_t num_channels;  // D
   int32_t width, height;
+  int32_t tile_width;  // pixels; tiles are kTileSize rows high (16 x 16 on CUDA, wider on the CPU)
   int32_t tiles_x, tiles_y;
   float near_plane, far_plane, scale_modifier;
   int32_t cpu_lanes;  // CPU pixel passes: 0 = widest available, or 1 (the CUDA math's scalar form), 4, 8

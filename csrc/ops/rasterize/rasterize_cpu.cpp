@@ -28,10 +28,12 @@ namespace {
 #define GSL_CPU_INLINE inline __attribute__((always_inline))
 
 constexpr int kMaxLanes = 8;
-constexpr int kTilePixels = kTileSize * kTileSize;
-// A pixel plane of one tile, row stride kTileSize, padded so a lane group may run past the
-// last pixel (those lanes are masked).
-constexpr int kPlane = kTilePixels + kMaxLanes;
+// The widest tile the CPU passes take (Dims::tile_width): their pixel planes have this row
+// stride. Wide tiles split fewer splat rows between tiles, so lane groups are fuller.
+constexpr int kMaxTileWidth = 64;
+// A pixel plane of one tile, padded so a lane group may run past the last pixel (those
+// lanes are masked).
+constexpr int kPlane = kMaxTileWidth * kTileSize + kMaxLanes;
 
 constexpr int64_t kPrefetchAhead = 8;
 
@@ -83,7 +85,7 @@ struct TileCoords {
   PixelRect clip(const PixelRect& r) const {
     return {std::max(r.x0, x0), std::max(r.y0, y0), std::min(r.x1, x1), std::min(r.y1, y1)};
   }
-  int plane_index(int x, int y) const { return (y - y0) * kTileSize + (x - x0); }
+  int plane_index(int x, int y) const { return (y - y0) * kMaxTileWidth + (x - x0); }
   int64_t image_pixel(const Dims& d, int x, int y) const { return (camera * d.height + y) * d.width + x; }
 };
 
@@ -92,9 +94,9 @@ TileCoords tile_coords(const Dims& d, int64_t tile) {
   const int64_t t = tile % per_camera;
   TileCoords tc;
   tc.camera = tile / per_camera;
-  tc.x0 = static_cast<int>(t % d.tiles_x) * kTileSize;
+  tc.x0 = static_cast<int>(t % d.tiles_x) * d.tile_width;
   tc.y0 = static_cast<int>(t / d.tiles_x) * kTileSize;
-  tc.x1 = std::min(tc.x0 + kTileSize, d.width);
+  tc.x1 = std::min(tc.x0 + d.tile_width, d.width);
   tc.y1 = std::min(tc.y0 + kTileSize, d.height);
   return tc;
 }
@@ -494,6 +496,12 @@ TilePass<Args> pick_schedule(int lanes, TilePass<Args> scalar, TilePass<Args> ss
                               std::to_string(lanes));
 }
 
+void check_cpu_tiles(const Dims& d) {
+  if (d.tile_width < 1 || d.tile_width > kMaxTileWidth)
+    throw std::invalid_argument("rasterize: the CPU backend takes tile_width 1 to " + std::to_string(kMaxTileWidth) +
+                                ", got " + std::to_string(d.tile_width));
+}
+
 }  // namespace
 
 int max_cpu_lanes() {
@@ -506,6 +514,7 @@ int max_cpu_lanes() {
 }
 
 void project_cpu(const ProjectArgs& a, int num_threads) {
+  check_cpu_tiles(a.dims);
 #if GSL_HAVE_AVX2_SCHEDULE
   const TilePass<ProjectArgs> avx2 = project_range_avx2;
 #else
@@ -517,13 +526,15 @@ void project_cpu(const ProjectArgs& a, int num_threads) {
 }
 
 void emit_pairs_cpu(const EmitArgs& a, int num_threads) {
+  check_cpu_tiles(a.dims);
   const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
   cpu::parallel_for(items, num_threads, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) emit_item(a, item);
+    for (int64_t item = begin; item < end; ++item) emit_item(a, item / a.dims.num_surfels, item);
   });
 }
 
 void forward_cpu(const ForwardArgs& a, int num_threads) {
+  check_cpu_tiles(a.in.dims);
 #if GSL_HAVE_AVX2_SCHEDULE
   const TilePass<ForwardArgs> avx2 = forward_tiles_avx2;
 #else
@@ -535,6 +546,7 @@ void forward_cpu(const ForwardArgs& a, int num_threads) {
 }
 
 void backward_cpu(const BackwardArgs& a, int num_threads) {
+  check_cpu_tiles(a.in.dims);
 #if GSL_HAVE_AVX2_SCHEDULE
   const TilePass<BackwardArgs> avx2 = backward_tiles_avx2;
 #else

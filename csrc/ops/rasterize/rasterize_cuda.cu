@@ -2,6 +2,9 @@
 // 16x16 block per tile with shared-memory batches of splats. The backward writes one
 // gradient record per (tile, splat) pair, reduced over the block in a fixed order: no
 // atomics, so it is deterministic (decision 4).
+#include <stdexcept>
+#include <string>
+
 #include "cuda/cuda_utils.h"
 #include "ops/rasterize/rasterize_impl.h"
 
@@ -20,6 +23,13 @@ constexpr size_t kBackwardStaticShared =
 // Shared memory a block may use without opting in.
 constexpr size_t kDefaultSharedLimit = 48 * 1024;
 
+// The CUDA passes run one kTileSize x kTileSize block per tile.
+void check_cuda_tiles(const Dims& d) {
+  if (d.tile_width != kTileSize)
+    throw std::invalid_argument("rasterize: the CUDA backend needs tile_width " + std::to_string(kTileSize) + ", got " +
+                                std::to_string(d.tile_width));
+}
+
 __global__ void project_kernel(const ProjectArgs a, int64_t items) {
   const int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (item >= items) return;
@@ -29,7 +39,7 @@ __global__ void project_kernel(const ProjectArgs a, int64_t items) {
 
 __global__ void emit_kernel(const EmitArgs a, int64_t items) {
   const int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (item < items) emit_item(a, item);
+  if (item < items) emit_item(a, item / a.dims.num_surfels, item);
 }
 
 __global__ void reduce_kernel(const ReduceArgs a, int64_t items) {
@@ -187,6 +197,7 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) 
 }  // namespace
 
 void project_cuda(const ProjectArgs& a, int device, std::uintptr_t stream) {
+  check_cuda_tiles(a.dims);
   const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
   if (items == 0) return;
   cuda::DeviceGuard guard(device);
@@ -195,6 +206,7 @@ void project_cuda(const ProjectArgs& a, int device, std::uintptr_t stream) {
 }
 
 void emit_pairs_cuda(const EmitArgs& a, int device, std::uintptr_t stream) {
+  check_cuda_tiles(a.dims);
   const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
   if (items == 0) return;
   cuda::DeviceGuard guard(device);
@@ -203,6 +215,7 @@ void emit_pairs_cuda(const EmitArgs& a, int device, std::uintptr_t stream) {
 }
 
 void forward_cuda(const ForwardArgs& a, int device, std::uintptr_t stream) {
+  check_cuda_tiles(a.in.dims);
   const int64_t tiles = a.in.dims.num_cameras * tiles_per_camera(a.in.dims);
   if (tiles == 0) return;
   cuda::DeviceGuard guard(device);
@@ -211,6 +224,7 @@ void forward_cuda(const ForwardArgs& a, int device, std::uintptr_t stream) {
 }
 
 void backward_cuda(const BackwardArgs& a, int device, std::uintptr_t stream) {
+  check_cuda_tiles(a.in.dims);
   const int64_t tiles = a.in.dims.num_cameras * tiles_per_camera(a.in.dims);
   if (tiles == 0) return;
   cuda::DeviceGuard guard(device);

@@ -39,7 +39,7 @@ GSL_HD void store_projection_lane(const ProjectArgs& a, int64_t item, const Proj
   const vec2 box_lo = {get_lane(p.box_lo[0], lane), get_lane(p.box_lo[1], lane)};
   const vec2 box_hi = {get_lane(p.box_hi[0], lane), get_lane(p.box_hi[1], lane)};
   if (get_mask_lane(p.visible, lane)) rect = pixel_rect(box_lo, box_hi, d.width, d.height);
-  const int64_t count = rect.tile_count();
+  const int64_t count = rect.tile_count(d.tile_width);
   int32_t* radii = a.radii + 2 * item;
   int32_t* rects = a.pixel_rects + 4 * item;
   a.tile_counts[item] = count;
@@ -92,18 +92,17 @@ GSL_HD uint32_t float_bits(float x) {
 #endif
 }
 
-// Writes the (tile, depth) keys of pair item = c * N + n; positive depths sort like their bits.
-GSL_HD void emit_item(const EmitArgs& a, int64_t item) {
+// Writes the (tile, depth) keys of pair item = camera * N + n; positive depths sort like their bits.
+GSL_HD void emit_item(const EmitArgs& a, int64_t camera, int64_t item) {
   const Dims& d = a.dims;
   const int32_t* r = a.pixel_rects + 4 * item;
   const PixelRect rect = {r[0], r[1], r[2], r[3]};
   const int64_t end = a.pair_ends[item];
-  int64_t out = end - rect.tile_count();
-  const int64_t camera = item / d.num_surfels;
+  int64_t out = end - rect.tile_count(d.tile_width);
   const uint64_t depth_bits = float_bits(a.depths[item]);
   if (rect.empty()) return;
   for (int ty = rect.tile_y0(); ty < rect.tile_y1(); ++ty) {
-    for (int tx = rect.tile_x0(); tx < rect.tile_x1(); ++tx) {
+    for (int tx = rect.tile_x0(d.tile_width); tx < rect.tile_x1(d.tile_width); ++tx) {
       const uint64_t tile = uint64_t(camera * tiles_per_camera(d) + int64_t(ty) * d.tiles_x + tx);
       a.keys[out] = static_cast<int64_t>((tile << 32) | depth_bits);
       a.pair_surfels[out] = item;
