@@ -343,6 +343,9 @@ class _RasterizeSurfels(torch.autograd.Function):
                               pair_emit_index, saved_T, saved_last, saved_median, saved_sums)
         ctx.backward_pairs = backward_pairs
         ctx.mark_non_differentiable(radii, means2d, depths_surfel, evaluated_pairs)
+        # Outputs the loss does not use reach backward as None, not as zero tensors autograd
+        # would fill; backward makes the zeros it needs.
+        ctx.set_materialize_grads(False)
         return (out_colors, alphas, depths, median_depths, normals, distortions, radii, means2d, depths_surfel,
                 evaluated_pairs)
 
