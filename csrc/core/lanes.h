@@ -157,13 +157,29 @@ template <class V>
 GSL_LANES void store_lanes(void* p, V v) {
   __builtin_memcpy(p, &v, sizeof(V));
 }
-// Sum of the lanes, first to last: a fixed order, so results never depend on scheduling.
+// Sum of the lanes as a fixed tree: lane i += lane i + W/2 for i < W/2, then W/4, ... The
+// order never depends on scheduling; with shuffles it takes log2(W) steps.
 template <class F>
 GSL_LANES float sum_lanes(F x) {
-  float s = x[0];
-  for (int i = 1; i < Lanes<F>::kWidth; ++i) s += x[i];
-  return s;
+  float v[Lanes<F>::kWidth];
+  for (int i = 0; i < Lanes<F>::kWidth; ++i) v[i] = x[i];
+  for (int half = Lanes<F>::kWidth / 2; half >= 1; half /= 2)
+    for (int i = 0; i < half; ++i) v[i] += v[i + half];
+  return v[0];
 }
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+// The same tree with shuffles.
+GSL_LANES float sum_lanes(vf4 x) {
+  x = x + __builtin_shufflevector(x, x, 2, 3, 0, 1);
+  x = x + __builtin_shufflevector(x, x, 1, 0, 3, 2);
+  return x[0];
+}
+GSL_LANES float sum_lanes(vf8 x) {
+  return sum_lanes(vf4(__builtin_shufflevector(x, x, 0, 1, 2, 3) + __builtin_shufflevector(x, x, 4, 5, 6, 7)));
+}
+#endif
+#endif
 
 #undef GSL_LANES
 
