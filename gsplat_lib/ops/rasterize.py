@@ -360,13 +360,10 @@ class _RasterizeSurfels(torch.autograd.Function):
         H, W = settings["height"], settings["width"]
         f32 = dict(dtype=torch.float32, device=device)
         backgrounds = backgrounds if ctx.has_backgrounds else None
-        image1 = torch.empty(C, H, W, 1, **f32)
+        # An unused output's cotangent stays None: the compiled backward reads it as zero.
         v_colors = _zeros_if_none(v_colors, torch.empty(C, H, W, D, **f32))
-        v_alphas = _zeros_if_none(v_alphas, image1)
-        v_depths = _zeros_if_none(v_depths, image1)
-        v_median = _zeros_if_none(v_median, image1)
-        v_normals = _zeros_if_none(v_normals, torch.empty(C, H, W, 3, **f32))
-        v_distortions = _zeros_if_none(v_distortions, image1)
+        v_alphas, v_depths, v_median, v_normals, v_distortions = (
+            None if v is None else v.contiguous() for v in (v_alphas, v_depths, v_median, v_normals, v_distortions))
 
         num_pairs = sorted_surfels.numel()
         pair_grads = _new_pair_grads(num_pairs, _PAIR_GRAD_BASE + D, device)

@@ -90,6 +90,7 @@ struct BackwardArgs {
   const int32_t* saved_median;  // [C, H, W]
   const float* saved_sums;      // [C, H, W, 3]
   const float* v_colors;        // [C, H, W, D]
+  // Cotangents of the image outputs; all but v_colors may be null (zero).
   const float* v_alphas;        // [C, H, W]
   const float* v_depths;        // [C, H, W]
   const float* v_median;        // [C, H, W]

@@ -165,14 +165,16 @@ GSL_HD PixelBackward<float> load_pixel_backward(const BackwardArgs& a, int64_t c
   b.sums.weight = a.saved_sums[3 * pixel + 0];
   b.sums.first = a.saved_sums[3 * pixel + 1];
   b.sums.second = a.saved_sums[3 * pixel + 2];
-  b.v_depth = a.v_depths[pixel];
-  b.v_median = a.v_median[pixel];
-  b.v_distortion = a.v_distortion[pixel];
-  b.v_normal_x = a.v_normals[3 * pixel + 0];
-  b.v_normal_y = a.v_normals[3 * pixel + 1];
-  b.v_normal_z = a.v_normals[3 * pixel + 2];
+  // An absent cotangent (null: the loss does not use that output) is zero.
+  const auto at = [pixel](const float* v, int k = 1, int i = 0) { return v != nullptr ? v[k * pixel + i] : 0.f; };
+  b.v_depth = at(a.v_depths);
+  b.v_median = at(a.v_median);
+  b.v_distortion = at(a.v_distortion);
+  b.v_normal_x = at(a.v_normals, 3, 0);
+  b.v_normal_y = at(a.v_normals, 3, 1);
+  b.v_normal_z = at(a.v_normals, 3, 2);
   const float* v_color = a.v_colors + pixel * D;
-  b.start(a.saved_T[pixel], a.v_alphas[pixel], a.in.backgrounds ? a.in.backgrounds + camera * D : nullptr, D,
+  b.start(a.saved_T[pixel], at(a.v_alphas), a.in.backgrounds ? a.in.backgrounds + camera * D : nullptr, D,
           [v_color](int ch) { return v_color[ch]; });
   return b;
 }
