@@ -287,9 +287,16 @@ struct PlaneColumn {
   GSL_CPU_INLINE F operator()(int ch) const { return load_lanes<F>(first + static_cast<size_t>(ch) * kPlane); }
 };
 
+// Writes the outputs of the lane group of pixels at (x, y) from the tile's planes.
 template <class F>
-GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats& tile_splats, ForwardPlanes& planes,
-                                 std::vector<float>& color_acc) {
+GSL_CPU_INLINE void store_tile_pixels(const ForwardArgs& a, const TileCoords& tc, ForwardPlanes& planes, int x, int y) {
+  const int p = tc.plane_index(x, y);
+  const PixelForward<F> f = planes.load<F>(p, lane_centres<F>(x), y + 0.5f);
+  store_pixels(a, tc.camera, tc.image_pixel(a.in.dims, x, y), f, PlaneColumn<F>{planes.color(0) + p});
+}
+
+template <class F>
+GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats& tile_splats, ForwardPlanes& planes) {
   using Mask = typename Lanes<F>::Mask;
   constexpr int W = Lanes<F>::kWidth;
   const Dims& d = a.in.dims;
@@ -333,14 +340,12 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats&
       }
     }
   }
-  color_acc.resize(D);
-  for (int y = tc.y0; y < tc.y1; ++y)
-    for (int x = tc.x0; x < tc.x1; ++x) {
-      const int p = tc.plane_index(x, y);
-      const PixelForward<float> f = planes.load<float>(p, x + 0.5f, y + 0.5f);
-      for (int ch = 0; ch < D; ++ch) color_acc[ch] = planes.color(ch)[p];
-      store_pixel(a, tc.camera, tc.image_pixel(d, x, y), f, color_acc.data());
-    }
+  // The tile's outputs, a lane group at a time where one fits in the row, then pixel by pixel.
+  for (int y = tc.y0; y < tc.y1; ++y) {
+    int x = tc.x0;
+    for (; x + W <= tc.x1; x += W) store_tile_pixels<F>(a, tc, planes, x, y);
+    for (; x < tc.x1; ++x) store_tile_pixels<float>(a, tc, planes, x, y);
+  }
 }
 
 // Back to front; each pair's record sums its lanes' gradients over its rectangle's groups,
@@ -427,8 +432,7 @@ template <class F>
 GSL_CPU_INLINE void forward_tiles(const ForwardArgs& a, int64_t tile_begin, int64_t tile_end) {
   TileSplats tile_splats;
   ForwardPlanes planes;
-  std::vector<float> color_acc;
-  for (int64_t tile = tile_begin; tile < tile_end; ++tile) forward_tile<F>(a, tile, tile_splats, planes, color_acc);
+  for (int64_t tile = tile_begin; tile < tile_end; ++tile) forward_tile<F>(a, tile, tile_splats, planes);
 }
 
 template <class F>

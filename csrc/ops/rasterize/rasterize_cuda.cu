@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
       for (int ch = 0; ch < D; ++ch) color_acc[ch] += f.weight * color[ch];
     }
   }
-  if (p.inside) store_pixel(a, p.camera, pixel, f, color_acc);
+  if (p.inside) store_pixels(a, p.camera, pixel, f, [color_acc](int ch) { return color_acc[ch]; });
 }
 
 __device__ float warp_sum(float value) {

@@ -131,26 +131,42 @@ GSL_HD vec3 load_normal(const PixelPassInputs& in, int64_t surfel_item) {
   return {n[0], n[1], n[2]};
 }
 
-// Writes one pixel's forward outputs; color_acc [D] holds its accumulated colour.
-GSL_HD void store_pixel(const ForwardArgs& a, int64_t camera, int64_t pixel, const PixelForward<float>& f,
-                        const float* color_acc) {
+// Stores a lane group to consecutive elements from p (for F = float, one element).
+template <class V, class T>
+GSL_HD void store_consecutive(T* p, const V& v) {
+  if constexpr (sizeof(V) == sizeof(T))
+    *p = v;
+  else
+    __builtin_memcpy(p, &v, sizeof(V));
+}
+
+// Writes the forward outputs of the lanes' pixels: consecutive pixels of a row from `pixel`
+// (one pixel for F = float). color(ch) gives their accumulated colour channel ch.
+template <class F, class Color>
+GSL_HD void store_pixels(const ForwardArgs& a, int64_t camera, int64_t pixel, const PixelForward<F>& f,
+                         Color color) {
   const int D = a.in.dims.num_channels;
   const float* bg = a.in.backgrounds ? a.in.backgrounds + camera * D : nullptr;
-  for (int ch = 0; ch < D; ++ch) a.out_colors[pixel * D + ch] = color_acc[ch] + (bg ? f.T * bg[ch] : 0.f);
-  a.out_alphas[pixel] = 1.f - f.T;
-  a.out_depths[pixel] = f.depth;
-  a.out_median[pixel] = f.median_depth;
-  a.out_normals[3 * pixel + 0] = f.normal_x;
-  a.out_normals[3 * pixel + 1] = f.normal_y;
-  a.out_normals[3 * pixel + 2] = f.normal_z;
-  a.out_distortion[pixel] = f.sums.distortion;
-  a.saved_T[pixel] = f.T;
-  a.saved_last[pixel] = f.last;
-  a.saved_median[pixel] = f.median;
-  a.out_visited[pixel] = f.visited;
-  a.saved_sums[3 * pixel + 0] = f.sums.weight;
-  a.saved_sums[3 * pixel + 1] = f.sums.first;
-  a.saved_sums[3 * pixel + 2] = f.sums.second;
+  for (int ch = 0; ch < D; ++ch) {
+    const F value = color(ch) + (bg ? f.T * bg[ch] : broadcast<F>(0.f));
+    for (int i = 0; i < Lanes<F>::kWidth; ++i) a.out_colors[(pixel + i) * D + ch] = get_lane(value, i);
+  }
+  for (int i = 0; i < Lanes<F>::kWidth; ++i) {
+    a.out_normals[3 * (pixel + i) + 0] = get_lane(f.normal_x, i);
+    a.out_normals[3 * (pixel + i) + 1] = get_lane(f.normal_y, i);
+    a.out_normals[3 * (pixel + i) + 2] = get_lane(f.normal_z, i);
+    a.saved_sums[3 * (pixel + i) + 0] = get_lane(f.sums.weight, i);
+    a.saved_sums[3 * (pixel + i) + 1] = get_lane(f.sums.first, i);
+    a.saved_sums[3 * (pixel + i) + 2] = get_lane(f.sums.second, i);
+  }
+  store_consecutive(a.out_alphas + pixel, F(1.f - f.T));
+  store_consecutive(a.out_depths + pixel, f.depth);
+  store_consecutive(a.out_median + pixel, f.median_depth);
+  store_consecutive(a.out_distortion + pixel, f.sums.distortion);
+  store_consecutive(a.saved_T + pixel, f.T);
+  store_consecutive(a.saved_last + pixel, f.last);
+  store_consecutive(a.saved_median + pixel, f.median);
+  store_consecutive(a.out_visited + pixel, f.visited);
 }
 
 // Loads what the backward needs of one pixel and starts its walk back.
