@@ -232,21 +232,24 @@ class BackwardPlanes : public TilePlanes {
   int32_t* plane(IntPlane k) { return ints(k); }
   float* v_color(int ch) { return floats(kVColor + ch); }
 
-  void set(int p, const PixelBackward<float>& b, const float* v_colors, int num_channels) {
-    plane(kT)[p] = b.T;
-    plane(kBehind)[p] = b.behind;
-    plane(kSumWeight)[p] = b.sums.weight;
-    plane(kSumFirst)[p] = b.sums.first;
-    plane(kSumSecond)[p] = b.sums.second;
-    plane(kVDepth)[p] = b.v_depth;
-    plane(kVMedian)[p] = b.v_median;
-    plane(kVDistortion)[p] = b.v_distortion;
-    plane(kVNormalX)[p] = b.v_normal_x;
-    plane(kVNormalY)[p] = b.v_normal_y;
-    plane(kVNormalZ)[p] = b.v_normal_z;
-    plane(kLast)[p] = b.last;
-    plane(kMedian)[p] = b.median;
-    for (int ch = 0; ch < num_channels; ++ch) v_color(ch)[p] = v_colors[ch];
+  // Sets the states of a lane group of pixels; v_colors: their [W, D] colour cotangents.
+  template <class F>
+  GSL_CPU_INLINE void set(int p, const PixelBackward<F>& b, const float* v_colors, int num_channels) {
+    store_lanes(plane(kT) + p, b.T);
+    store_lanes(plane(kBehind) + p, b.behind);
+    store_lanes(plane(kSumWeight) + p, b.sums.weight);
+    store_lanes(plane(kSumFirst) + p, b.sums.first);
+    store_lanes(plane(kSumSecond) + p, b.sums.second);
+    store_lanes(plane(kVDepth) + p, b.v_depth);
+    store_lanes(plane(kVMedian) + p, b.v_median);
+    store_lanes(plane(kVDistortion) + p, b.v_distortion);
+    store_lanes(plane(kVNormalX) + p, b.v_normal_x);
+    store_lanes(plane(kVNormalY) + p, b.v_normal_y);
+    store_lanes(plane(kVNormalZ) + p, b.v_normal_z);
+    store_lanes(plane(kLast) + p, b.last);
+    store_lanes(plane(kMedian) + p, b.median);
+    for (int ch = 0; ch < num_channels; ++ch)
+      for (int i = 0; i < Lanes<F>::kWidth; ++i) v_color(ch)[p + i] = v_colors[i * num_channels + ch];
   }
 
   template <class F>
@@ -348,6 +351,22 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats&
   }
 }
 
+// Sets the backward states of the lane group of pixels at (x, y); returns their largest `last`.
+template <class F>
+GSL_CPU_INLINE int32_t load_tile_pixels(const BackwardArgs& a, const TileCoords& tc, BackwardPlanes& planes, int x,
+                                        int y) {
+  const int64_t pixel = tc.image_pixel(a.in.dims, x, y);
+  const PixelBackward<F> b = load_pixels_backward(a, tc.camera, pixel, lane_centres<F>(x), y + 0.5f);
+  planes.set(tc.plane_index(x, y), b, a.v_colors + pixel * a.in.dims.num_channels, a.in.dims.num_channels);
+  if constexpr (Lanes<F>::kWidth == 1) {
+    return b.last;
+  } else {
+    int32_t max_last = 0;
+    for (int i = 0; i < Lanes<F>::kWidth; ++i) max_last = std::max<int32_t>(max_last, b.last[i]);
+    return max_last;
+  }
+}
+
 // Back to front; each pair's record sums its lanes' gradients over its rectangle's groups,
 // then across the lanes: a fixed order.
 template <class F>
@@ -367,14 +386,13 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
   tile_splats.gather(a.in, begin, end);
   planes.reset(D);
   const TileCoords tc = tile_coords(d, tile);
+  // The pixels' states, a lane group at a time where one fits in the row, then pixel by pixel.
   int32_t max_last = 0;
-  for (int y = tc.y0; y < tc.y1; ++y)
-    for (int x = tc.x0; x < tc.x1; ++x) {
-      const int64_t pixel = tc.image_pixel(d, x, y);
-      const PixelBackward<float> b = load_pixel_backward(a, tc.camera, pixel, x + 0.5f, y + 0.5f);
-      planes.set(tc.plane_index(x, y), b, a.v_colors + pixel * D, D);
-      max_last = std::max(max_last, b.last);
-    }
+  for (int y = tc.y0; y < tc.y1; ++y) {
+    int x = tc.x0;
+    for (; x + W <= tc.x1; x += W) max_last = std::max(max_last, load_tile_pixels<F>(a, tc, planes, x, y));
+    for (; x < tc.x1; ++x) max_last = std::max(max_last, load_tile_pixels<float>(a, tc, planes, x, y));
+  }
   for (int32_t i = max_last; i < static_cast<int32_t>(end - begin); ++i) std::fill_n(record_of(i), width, 0.f);
   color_acc.resize(static_cast<size_t>(D) * W);  // per colour channel, a lane group (unaligned)
   const int32_t* last = planes.plane(BackwardPlanes::kLast);

@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) 
   PixelBackward<float> b;
   int32_t last = 0, visited = 0;
   if (p.inside) {
-    b = load_pixel_backward(a, p.camera, pixel, p.x + 0.5f, p.y + 0.5f);
+    b = load_pixels_backward(a, p.camera, pixel, p.x + 0.5f, p.y + 0.5f);
     last = b.last;
   }
   const float* v_color = a.v_colors + pixel * D;

@@ -169,20 +169,37 @@ GSL_HD void store_pixels(const ForwardArgs& a, int64_t camera, int64_t pixel, co
   store_consecutive(a.out_visited + pixel, f.visited);
 }
 
-// Loads what the backward needs of one pixel and starts its walk back.
-GSL_HD PixelBackward<float> load_pixel_backward(const BackwardArgs& a, int64_t camera, int64_t pixel, float px,
-                                                float py) {
+// Loads lane group v of consecutive values (stride apart) from p (for F = float, one value);
+// a null p (an absent cotangent: the loss does not use that output) reads as zero.
+template <class V, class T>
+GSL_HD V load_consecutive(const T* p, int stride = 1) {
+  V v{};
+  if (p == nullptr) return v;
+  if constexpr (sizeof(V) == sizeof(T)) {
+    v = *p;
+  } else {
+    for (int i = 0; i < int(sizeof(V) / sizeof(T)); ++i) v[i] = p[i * stride];
+  }
+  return v;
+}
+
+// Loads what the backward needs of the lanes' pixels (consecutive pixels of a row from
+// `pixel`, centres px, py; one pixel for F = float) and starts their walk back.
+template <class F>
+GSL_HD PixelBackward<F> load_pixels_backward(const BackwardArgs& a, int64_t camera, int64_t pixel, F px, float py) {
+  using Int = typename Lanes<F>::Int;
   const int D = a.in.dims.num_channels;
-  PixelBackward<float> b;
+  PixelBackward<F> b;
   b.px = px;
   b.py = py;
-  b.last = a.saved_last[pixel];
-  b.median = a.saved_median[pixel];
-  b.sums.weight = a.saved_sums[3 * pixel + 0];
-  b.sums.first = a.saved_sums[3 * pixel + 1];
-  b.sums.second = a.saved_sums[3 * pixel + 2];
-  // An absent cotangent (null: the loss does not use that output) is zero.
-  const auto at = [pixel](const float* v, int k = 1, int i = 0) { return v != nullptr ? v[k * pixel + i] : 0.f; };
+  b.last = load_consecutive<Int>(a.saved_last + pixel);
+  b.median = load_consecutive<Int>(a.saved_median + pixel);
+  b.sums.weight = load_consecutive<F>(a.saved_sums + 3 * pixel + 0, 3);
+  b.sums.first = load_consecutive<F>(a.saved_sums + 3 * pixel + 1, 3);
+  b.sums.second = load_consecutive<F>(a.saved_sums + 3 * pixel + 2, 3);
+  const auto at = [pixel](const float* v, int k = 1, int i = 0) {
+    return load_consecutive<F>(v != nullptr ? v + k * pixel + i : nullptr, k);
+  };
   b.v_depth = at(a.v_depths);
   b.v_median = at(a.v_median);
   b.v_distortion = at(a.v_distortion);
@@ -190,8 +207,8 @@ GSL_HD PixelBackward<float> load_pixel_backward(const BackwardArgs& a, int64_t c
   b.v_normal_y = at(a.v_normals, 3, 1);
   b.v_normal_z = at(a.v_normals, 3, 2);
   const float* v_color = a.v_colors + pixel * D;
-  b.start(a.saved_T[pixel], at(a.v_alphas), a.in.backgrounds ? a.in.backgrounds + camera * D : nullptr, D,
-          [v_color](int ch) { return v_color[ch]; });
+  b.start(at(a.saved_T), at(a.v_alphas), a.in.backgrounds ? a.in.backgrounds + camera * D : nullptr, D,
+          [v_color, D](int ch) { return load_consecutive<F>(v_color + ch, D); });
   return b;
 }
 
