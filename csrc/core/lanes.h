@@ -153,10 +153,6 @@ GSL_LANES V load_lanes(const void* p) {
   __builtin_memcpy(&v, p, sizeof(V));
   return v;
 }
-template <class V>
-GSL_LANES void store_lanes(void* p, V v) {
-  __builtin_memcpy(p, &v, sizeof(V));
-}
 // Sum of the lanes as a fixed tree: lane i += lane i + W/2 for i < W/2, then W/4, ... The
 // order never depends on scheduling; with shuffles it takes log2(W) steps.
 template <class F>
@@ -184,6 +180,15 @@ GSL_LANES float sum_lanes(vf8 x) {
 #undef GSL_LANES
 
 #endif  // !__CUDACC__
+
+// Stores a lane group to consecutive elements from p (for F = float, one element).
+template <class T, class V>
+GSL_HD void store_lanes(T* p, const V& v) {
+  if constexpr (sizeof(V) == sizeof(T))
+    *p = v;
+  else
+    __builtin_memcpy(p, &v, sizeof(V));
+}
 
 // Lane i of a value (for F = float, the value itself).
 template <class F>

@@ -109,6 +109,13 @@ GSL_HD void rotation_vjp_lanes(const RotationLanes<F>& r, const Vec3Lanes<F> v_c
   for (int i = 0; i < 4; ++i) v_quat[i] = (v_n[i] - n[i] * n_dot) * r.inv_norm;
 }
 
+// A world point in the camera frame: W p + t.
+template <class F>
+GSL_HD Vec3Lanes<F> camera_point(const Camera& cam, const F p[3]) {
+  const Vec3Lanes<F> rotated = mul_lanes(cam.W, Vec3Lanes<F>{p[0], p[1], p[2]});
+  return {rotated.x + cam.t.x, rotated.y + cam.t.y, rotated.z + cam.t.z};
+}
+
 // The inputs of one surfel per lane. finite_color: every colour channel is finite.
 template <class F>
 struct SurfelLanes {
@@ -145,9 +152,7 @@ GSL_HD ProjectionLanes<F> project_lanes(const SurfelLanes<F>& s, const Camera& c
   const RotationLanes<F> R = rotation_lanes(s.quat, qn2);
   const Vec3Lanes<F>&t_u = R.t_u, &t_v = R.t_v, &t_w = R.t_w;
 
-  const Vec3Lanes<F> p_world = {s.mean[0], s.mean[1], s.mean[2]};
-  Vec3Lanes<F> p_cam = mul_lanes(cam.W, p_world);
-  p_cam = {p_cam.x + cam.t.x, p_cam.y + cam.t.y, p_cam.z + cam.t.z};
+  const Vec3Lanes<F> p_cam = camera_point(cam, s.mean);
   ok = ok & Mask(p_cam.z >= near_plane) & Mask(p_cam.z <= far_plane);
 
   const Vec3Lanes<F> cols[3] = {mul_lanes(cam.K, scale_lanes(s_u, mul_lanes(cam.W, t_u))),
@@ -226,9 +231,7 @@ GSL_HD void project_vjp_lanes(const SurfelLanes<F>& s, const RotationLanes<F>& R
                               float scale_modifier, const F v_M[3][3], const Vec3Lanes<F>& v_normal,
                               typename Lanes<F>::Mask on, F v_mean[3], F v_quat[4], F v_scale[2]) {
   const F s_u = s.scale[0] * scale_modifier, s_v = s.scale[1] * scale_modifier;
-  const Vec3Lanes<F> p_world = {s.mean[0], s.mean[1], s.mean[2]};
-  Vec3Lanes<F> p_cam = mul_lanes(cam.W, p_world);
-  p_cam = {p_cam.x + cam.t.x, p_cam.y + cam.t.y, p_cam.z + cam.t.z};
+  const Vec3Lanes<F> p_cam = camera_point(cam, s.mean);
   const Vec3Lanes<F> v_col0 = {v_M[0][0], v_M[1][0], v_M[2][0]};
   const Vec3Lanes<F> v_col1 = {v_M[0][1], v_M[1][1], v_M[2][1]};
   const Vec3Lanes<F> v_col2 = {v_M[0][2], v_M[1][2], v_M[2][2]};

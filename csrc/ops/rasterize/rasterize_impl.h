@@ -15,15 +15,25 @@ GSL_HD int64_t surfel_of(const Dims& d, int64_t item) {
   return item < d.num_surfels ? item : item % d.num_surfels;
 }
 
-GSL_HD Camera camera_of(const ProjectArgs& a, int64_t c) { return load_camera(a.viewmats + 16 * c, a.Ks + 9 * c); }
+// Camera c of the projection's arguments (ProjectArgs or ProjectBackwardArgs).
+template <class Args>
+GSL_HD Camera camera_of(const Args& a, int64_t c) {
+  return load_camera(a.viewmats + 16 * c, a.Ks + 9 * c);
+}
+
+// Loads surfel n's mean, quat and scales into lane `lane` (Args: ProjectArgs or ProjectBackwardArgs).
+template <class F, class Args>
+GSL_HD void load_surfel_shape_lane(const Args& a, int64_t n, int lane, SurfelLanes<F>& s) {
+  for (int i = 0; i < 3; ++i) set_lane(s.mean[i], lane, a.means[3 * n + i]);
+  for (int i = 0; i < 4; ++i) set_lane(s.quat[i], lane, a.quats[4 * n + i]);
+  for (int i = 0; i < 2; ++i) set_lane(s.scale[i], lane, a.scales[2 * n + i]);
+}
 
 // Loads the inputs of pair (camera c, surfel n) into lane `lane`.
 template <class F>
 GSL_HD void load_surfel_lane(const ProjectArgs& a, int64_t c, int64_t n, int lane, SurfelLanes<F>& s) {
   const int D = a.dims.num_channels;
-  for (int i = 0; i < 3; ++i) set_lane(s.mean[i], lane, a.means[3 * n + i]);
-  for (int i = 0; i < 4; ++i) set_lane(s.quat[i], lane, a.quats[4 * n + i]);
-  for (int i = 0; i < 2; ++i) set_lane(s.scale[i], lane, a.scales[2 * n + i]);
+  load_surfel_shape_lane(a, n, lane, s);
   set_lane(s.opacity, lane, a.opacities[n]);
   const float* color = a.colors + (c * a.dims.num_surfels + n) * D;
   bool finite = true;
@@ -131,15 +141,6 @@ GSL_HD vec3 load_normal(const PixelPassInputs& in, int64_t surfel_item) {
   return {n[0], n[1], n[2]};
 }
 
-// Stores a lane group to consecutive elements from p (for F = float, one element).
-template <class V, class T>
-GSL_HD void store_consecutive(T* p, const V& v) {
-  if constexpr (sizeof(V) == sizeof(T))
-    *p = v;
-  else
-    __builtin_memcpy(p, &v, sizeof(V));
-}
-
 // Writes the forward outputs of the lanes' pixels: consecutive pixels of a row from `pixel`
 // (one pixel for F = float). color(ch) gives their accumulated colour channel ch.
 template <class F, class Color>
@@ -159,14 +160,14 @@ GSL_HD void store_pixels(const ForwardArgs& a, int64_t camera, int64_t pixel, co
     a.saved_sums[3 * (pixel + i) + 1] = get_lane(f.sums.first, i);
     a.saved_sums[3 * (pixel + i) + 2] = get_lane(f.sums.second, i);
   }
-  store_consecutive(a.out_alphas + pixel, F(1.f - f.T));
-  store_consecutive(a.out_depths + pixel, f.depth);
-  store_consecutive(a.out_median + pixel, f.median_depth);
-  store_consecutive(a.out_distortion + pixel, f.sums.distortion);
-  store_consecutive(a.saved_T + pixel, f.T);
-  store_consecutive(a.saved_last + pixel, f.last);
-  store_consecutive(a.saved_median + pixel, f.median);
-  store_consecutive(a.out_visited + pixel, f.visited);
+  store_lanes(a.out_alphas + pixel, F(1.f - f.T));
+  store_lanes(a.out_depths + pixel, f.depth);
+  store_lanes(a.out_median + pixel, f.median_depth);
+  store_lanes(a.out_distortion + pixel, f.sums.distortion);
+  store_lanes(a.saved_T + pixel, f.T);
+  store_lanes(a.saved_last + pixel, f.last);
+  store_lanes(a.saved_median + pixel, f.median);
+  store_lanes(a.out_visited + pixel, f.visited);
 }
 
 // Loads lane group v of consecutive values (stride apart) from p (for F = float, one value);
@@ -246,12 +247,7 @@ GSL_HD void project_backward_items(const ProjectBackwardArgs& a, int64_t n0, int
   const Dims& d = a.dims;
   constexpr int W = Lanes<F>::kWidth;
   SurfelLanes<F> s;
-  for (int lane = 0; lane < W; ++lane) {
-    const int64_t n = lane < count ? n0 + lane : n0;
-    for (int i = 0; i < 3; ++i) set_lane(s.mean[i], lane, a.means[3 * n + i]);
-    for (int i = 0; i < 4; ++i) set_lane(s.quat[i], lane, a.quats[4 * n + i]);
-    for (int i = 0; i < 2; ++i) set_lane(s.scale[i], lane, a.scales[2 * n + i]);
-  }
+  for (int lane = 0; lane < W; ++lane) load_surfel_shape_lane(a, lane < count ? n0 + lane : n0, lane, s);
   const RotationLanes<F> R = rotation_lanes(s.quat, squared_norm4(s.quat));
   const F zero = broadcast<F>(0.f);
   F v_mean[3] = {zero, zero, zero}, v_quat[4] = {zero, zero, zero, zero}, v_scale[2] = {zero, zero};
@@ -271,7 +267,7 @@ GSL_HD void project_backward_items(const ProjectBackwardArgs& a, int64_t n0, int
       set_lane(v_opacity_c, lane, a.v_opacities_cn[item]);
     }
     if (!any(on)) continue;
-    const Camera cam = load_camera(a.viewmats + 16 * c, a.Ks + 9 * c);
+    const Camera cam = camera_of(a, c);
     const mat3 A = mul(cam.K, cam.W);
     project_vjp_lanes(s, R, cam, A, d.scale_modifier, v_M, v_normal, on, v_mean, v_quat, v_scale);
     v_opacity = select(on, v_opacity + v_opacity_c, v_opacity);
