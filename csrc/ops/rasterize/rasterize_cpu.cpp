@@ -461,18 +461,26 @@ GSL_CPU_INLINE void backward_tiles(const BackwardArgs& a, int64_t tile_begin, in
   for (int64_t tile = tile_begin; tile < tile_end; ++tile) backward_tile<F>(a, tile, tile_splats, planes, color_acc);
 }
 
+// Splits items [begin, end) (item = c * N + n) by camera: body(c, n0, n1) for each camera's
+// surfels [n0, n1), so a loop over items divides once per camera, not once per item.
+template <class Body>
+GSL_CPU_INLINE void for_each_camera(const Dims& d, int64_t begin, int64_t end, Body&& body) {
+  for (int64_t item = begin; item < end;) {
+    const int64_t c = item / d.num_surfels, n0 = item % d.num_surfels;
+    const int64_t n1 = std::min(d.num_surfels, n0 + (end - item));
+    body(c, n0, n1);
+    item += n1 - n0;
+  }
+}
+
 // Projects items [begin, end) a lane group at a time; a group never spans two cameras.
 template <class F>
 GSL_CPU_INLINE void project_range(const ProjectArgs& a, int64_t begin, int64_t end) {
   constexpr int W = Lanes<F>::kWidth;
-  const int64_t N = a.dims.num_surfels;
-  for (int64_t item = begin; item < end;) {
-    const int64_t c = item / N, n = item % N;
+  for_each_camera(a.dims, begin, end, [&](int64_t c, int64_t n0, int64_t n1) {
     const Camera cam = camera_of(a, c);
-    const int64_t n_end = std::min(N, n + (end - item));
-    for (int64_t m = n; m < n_end; m += W) project_items<F>(a, cam, c, m, static_cast<int>(std::min<int64_t>(W, n_end - m)));
-    item += n_end - n;
-  }
+    for (int64_t n = n0; n < n1; n += W) project_items<F>(a, cam, c, n, static_cast<int>(std::min<int64_t>(W, n1 - n)));
+  });
 }
 
 template <class F>
@@ -551,7 +559,9 @@ void emit_pairs_cpu(const EmitArgs& a, int num_threads) {
   check_cpu_tiles(a.dims);
   const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
   cpu::parallel_for(items, num_threads, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) emit_item(a, item / a.dims.num_surfels, item);
+    for_each_camera(a.dims, begin, end, [&](int64_t c, int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) emit_item(a, c, c * a.dims.num_surfels + n);
+    });
   });
 }
 
