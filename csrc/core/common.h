@@ -83,7 +83,6 @@ GSL_HD vec3& operator+=(vec3& a, vec3 b) {
   a.z += b.z;
   return a;
 }
-GSL_HD float dot(vec3 a, vec3 b) { return a.x * b.x + a.y * b.y + a.z * b.z; }
 GSL_HD vec3 cross(vec3 a, vec3 b) {
   return {a.y * b.z - a.z * b.y, a.z * b.x - a.x * b.z, a.x * b.y - a.y * b.x};
 }
@@ -92,13 +91,8 @@ GSL_HD vec3 cross(vec3 a, vec3 b) {
 struct mat3 {
   float m[3][3];
   GSL_HD vec3 row(int r) const { return {m[r][0], m[r][1], m[r][2]}; }
-  GSL_HD vec3 col(int c) const { return {m[0][c], m[1][c], m[2][c]}; }
 };
 
-GSL_HD vec3 mul(const mat3& a, vec3 v) { return {dot(a.row(0), v), dot(a.row(1), v), dot(a.row(2), v)}; }
-GSL_HD vec3 mul_transposed(const mat3& a, vec3 v) {
-  return {dot(a.col(0), v), dot(a.col(1), v), dot(a.col(2), v)};
-}
 GSL_HD mat3 mul(const mat3& a, const mat3& b) {
   mat3 r;
   for (int i = 0; i < 3; ++i)
