@@ -26,6 +26,9 @@ namespace {
 #endif
 // Inlined into the per-ISA entry points below, so each gets code for its instruction set.
 #define GSL_CPU_INLINE inline __attribute__((always_inline))
+// The same for a lambda in a schedule: one left out of line is compiled for the baseline
+// instruction set (SSE2), whatever its caller's target, and runs vf8 as pairs of vf4.
+#define GSL_CPU_INLINE_LAMBDA __attribute__((always_inline))
 
 constexpr int kMaxLanes = 8;
 // The widest tile the CPU passes take (Dims::tile_width): their pixel planes have this row
@@ -477,7 +480,7 @@ GSL_CPU_INLINE void for_each_camera(const Dims& d, int64_t begin, int64_t end, B
 template <class F>
 GSL_CPU_INLINE void project_range(const ProjectArgs& a, int64_t begin, int64_t end) {
   constexpr int W = Lanes<F>::kWidth;
-  for_each_camera(a.dims, begin, end, [&](int64_t c, int64_t n0, int64_t n1) {
+  for_each_camera(a.dims, begin, end, [&](int64_t c, int64_t n0, int64_t n1) GSL_CPU_INLINE_LAMBDA {
     const Camera cam = camera_of(a, c);
     for (int64_t n = n0; n < n1; n += W) project_items<F>(a, cam, c, n, static_cast<int>(std::min<int64_t>(W, n1 - n)));
   });
