@@ -194,12 +194,11 @@ def _check_planes(near: float, far: float):
 
 
 def _check_cameras(viewmats: torch.Tensor, Ks: torch.Tensor) -> None:
-    if not bool(torch.isfinite(viewmats).all()):
-        raise ValueError("viewmats contains NaN or Inf")
-    if not bool(torch.isfinite(Ks).all()):
-        raise ValueError("Ks contains NaN or Inf")
-    last_row = torch.tensor([0.0, 0.0, 1.0], device=Ks.device)
-    if Ks.shape[0] and not bool((Ks[:, 2, :] == last_row).all()):
+    # Few torch ops: on small renders each one's dispatch cost shows.
+    if not bool(torch.isfinite(torch.cat((viewmats.reshape(-1), Ks.reshape(-1)))).all()):
+        name = "viewmats" if not bool(torch.isfinite(viewmats).all()) else "Ks"
+        raise ValueError(f"{name} contains NaN or Inf")
+    if any(row != [0.0, 0.0, 1.0] for row in Ks[:, 2, :].tolist()):
         raise ValueError("Ks must be pinhole intrinsics whose last row is (0, 0, 1)")
 
 
@@ -217,11 +216,24 @@ def _available_bytes(device: torch.device) -> Optional[int]:
     return None
 
 
+# Requests below this are not checked against free memory: reading it costs more than a
+# small render, and an allocation of this size that fails gets torch's own clear error.
+_CHECKED_BYTES = 256 * 2**20
+
+
+def _exceeds_memory(needed: int, device: torch.device) -> Optional[int]:
+    """The bytes available when `needed` is more than that (and worth checking), else None."""
+    if needed < _CHECKED_BYTES:
+        return None
+    available = _available_bytes(device)
+    return available if available is not None and needed > available else None
+
+
 def _check_image_memory(num_cameras: int, width: int, height: int, channels: int, device: torch.device) -> None:
     # Outputs, saved state and their gradients: about 2 x (D + 12) floats per pixel.
     needed = 2 * 4 * num_cameras * width * height * (channels + 12)
-    available = _available_bytes(device)
-    if available is not None and needed > available:
+    available = _exceeds_memory(needed, device)
+    if available is not None:
         raise ValueError(
             f"rendering {num_cameras} x {width}x{height} images needs about {needed / 2**30:.1f} GiB but only "
             f"{available / 2**30:.1f} GiB is available on {device}: render smaller images or fewer cameras per call"
@@ -230,8 +242,8 @@ def _check_image_memory(num_cameras: int, width: int, height: int, channels: int
 
 def _check_pair_memory(num_pairs: int, channels: int, device: torch.device) -> None:
     needed = num_pairs * (_PAIR_BYTES_FORWARD + 4 * (_PAIR_GRAD_BASE + channels))
-    available = _available_bytes(device)
-    if available is not None and needed > available:
+    available = _exceeds_memory(needed, device)
+    if available is not None:
         raise ValueError(
             f"the surfels cover {num_pairs} (tile, surfel) pairs needing about {needed / 2**30:.1f} GiB, but only "
             f"{available / 2**30:.1f} GiB is available on {device}: render fewer cameras per call, smaller "
@@ -279,6 +291,12 @@ def _new_pair_grads(num_pairs: int, width: int, device: torch.device) -> torch.T
     return allocate(num_pairs, width, dtype=torch.float32, device=device)
 
 
+def _new_image(C: int, H: int, W: int, D: int, device: torch.device) -> torch.Tensor:
+    # The CPU forward writes every pixel; CUDA sums many-channel colours in the image itself.
+    allocate = torch.zeros if device.type == "cuda" else torch.empty
+    return allocate(C, H, W, D, dtype=torch.float32, device=device)
+
+
 def _zeros_if_none(grad: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(like) if grad is None else grad.contiguous()
 
@@ -316,7 +334,7 @@ class _RasterizeSurfels(torch.autograd.Function):
         tile_starts, sorted_surfels, pair_emit_index = _sort_pairs(keys, pair_surfels, settings)
         del keys, pair_surfels
 
-        out_colors = torch.zeros(C, H, W, D, **f32)
+        out_colors = _new_image(C, H, W, D, device)
         alphas = torch.empty(C, H, W, 1, **f32)
         depths = torch.empty(C, H, W, 1, **f32)
         median_depths = torch.empty(C, H, W, 1, **f32)
