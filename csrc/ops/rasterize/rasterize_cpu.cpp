@@ -52,6 +52,13 @@ GSL_CPU_INLINE void prefetch_item(const PixelPassInputs& in, int64_t item) {
   __builtin_prefetch(in.opacities + surfel_of(in.dims, item));
 }
 
+// The colour channels D of a pass: kChannels when it is fixed at compile time (the passes are
+// instantiated for D = 3, so its per-channel loops unroll), else the call's.
+template <int kChannels>
+GSL_CPU_INLINE int channel_count(const Dims& d) {
+  return kChannels > 0 ? kChannels : d.num_channels;
+}
+
 // The splats of one tile, gathered once so the tile's passes read them contiguously.
 struct TileSplats {
   std::vector<Splat> splats;
@@ -60,9 +67,11 @@ struct TileSplats {
   std::vector<PixelRect> rects;  // pixels each splat can reach
   int num_channels = 0;
 
-  void gather(const PixelPassInputs& in, int64_t begin, int64_t end) {
+  template <int kChannels>
+  GSL_CPU_INLINE void gather(const PixelPassInputs& in, int64_t begin, int64_t end) {
     const int64_t count = end - begin;
-    num_channels = in.dims.num_channels;
+    const int D = channel_count<kChannels>(in.dims);
+    num_channels = D;
     splats.resize(count);
     normals.resize(count);
     colors.resize(count * num_channels);
@@ -73,8 +82,8 @@ struct TileSplats {
       const int64_t item = in.pair_surfels[begin + i];
       splats[i] = load_splat(in, item);
       normals[i] = load_normal(in, item);
-      const float* color = in.colors + item * num_channels;
-      std::copy(color, color + num_channels, colors.data() + i * num_channels);
+      const float* color = in.colors + item * D;
+      for (int ch = 0; ch < D; ++ch) colors[i * D + ch] = color[ch];
       rects[i] = load_pixel_rect(in, item);
     }
   }
@@ -301,14 +310,14 @@ GSL_CPU_INLINE void store_tile_pixels(const ForwardArgs& a, const TileCoords& tc
   store_pixels(a, tc.camera, tc.image_pixel(a.in.dims, x, y), f, PlaneColumn<F>{planes.color(0) + p});
 }
 
-template <class F>
+template <class F, int kChannels>
 GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats& tile_splats, ForwardPlanes& planes) {
   using Mask = typename Lanes<F>::Mask;
   constexpr int W = Lanes<F>::kWidth;
   const Dims& d = a.in.dims;
-  const int D = d.num_channels;
+  const int D = channel_count<kChannels>(d);
   const int64_t begin = a.in.tile_starts[tile], end = a.in.tile_starts[tile + 1];
-  tile_splats.gather(a.in, begin, end);
+  tile_splats.gather<kChannels>(a.in, begin, end);
   planes.reset(D);
   const TileCoords tc = tile_coords(d, tile);
   int remaining = (tc.x1 - tc.x0) * (tc.y1 - tc.y0);  // pixels not done
@@ -372,21 +381,21 @@ GSL_CPU_INLINE int32_t load_tile_pixels(const BackwardArgs& a, const TileCoords&
 
 // Back to front; each pair's record sums its lanes' gradients over its rectangle's groups,
 // then across the lanes: a fixed order.
-template <class F>
+template <class F, int kChannels>
 GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplats& tile_splats,
                                   BackwardPlanes& planes, std::vector<float>& color_acc) {
   using Mask = typename Lanes<F>::Mask;
   using Int = typename Lanes<F>::Int;
   constexpr int W = Lanes<F>::kWidth;
   const Dims& d = a.in.dims;
-  const int D = d.num_channels;
+  const int D = channel_count<kChannels>(d);
   const int width = pair_grad_width(D);
   const int64_t begin = a.in.tile_starts[tile], end = a.in.tile_starts[tile + 1];
   if (end == begin) return;
   // Every pair's record is written here (zeros where no pixel hits), so the Python layer
   // need not zero the buffer first.
   const auto record_of = [&](int32_t i) { return a.pair_grads + a.pair_emit_index[begin + i] * width; };
-  tile_splats.gather(a.in, begin, end);
+  tile_splats.gather<kChannels>(a.in, begin, end);
   planes.reset(D);
   const TileCoords tc = tile_coords(d, tile);
   // The pixels' states, a lane group at a time where one fits in the row, then pixel by pixel.
@@ -453,7 +462,11 @@ template <class F>
 GSL_CPU_INLINE void forward_tiles(const ForwardArgs& a, int64_t tile_begin, int64_t tile_end) {
   TileSplats tile_splats;
   ForwardPlanes planes;
-  for (int64_t tile = tile_begin; tile < tile_end; ++tile) forward_tile<F>(a, tile, tile_splats, planes);
+  if (a.in.dims.num_channels == 3) {
+    for (int64_t tile = tile_begin; tile < tile_end; ++tile) forward_tile<F, 3>(a, tile, tile_splats, planes);
+  } else {
+    for (int64_t tile = tile_begin; tile < tile_end; ++tile) forward_tile<F, 0>(a, tile, tile_splats, planes);
+  }
 }
 
 template <class F>
@@ -461,7 +474,13 @@ GSL_CPU_INLINE void backward_tiles(const BackwardArgs& a, int64_t tile_begin, in
   TileSplats tile_splats;
   BackwardPlanes planes;
   std::vector<float> color_acc;
-  for (int64_t tile = tile_begin; tile < tile_end; ++tile) backward_tile<F>(a, tile, tile_splats, planes, color_acc);
+  if (a.in.dims.num_channels == 3) {
+    for (int64_t tile = tile_begin; tile < tile_end; ++tile)
+      backward_tile<F, 3>(a, tile, tile_splats, planes, color_acc);
+  } else {
+    for (int64_t tile = tile_begin; tile < tile_end; ++tile)
+      backward_tile<F, 0>(a, tile, tile_splats, planes, color_acc);
+  }
 }
 
 // Splits items [begin, end) (item = c * N + n) by camera: body(c, n0, n1) for each camera's
