@@ -24,6 +24,13 @@ namespace {
 #else
 #define GSL_HAVE_AVX2_SCHEDULE 0
 #endif
+// A pass's scalar, SSE and AVX2 entry points (no AVX2 one where this build has no AVX2
+// schedule), the arguments pick_schedule takes after the lane width.
+#if GSL_HAVE_AVX2_SCHEDULE
+#define GSL_SCHEDULES(pass) pass##_scalar, pass##_sse, pass##_avx2
+#else
+#define GSL_SCHEDULES(pass) pass##_scalar, pass##_sse, nullptr
+#endif
 // Inlined into the per-ISA entry points below, so each gets code for its instruction set.
 #define GSL_CPU_INLINE inline __attribute__((always_inline))
 // The same for a lambda in a schedule: one left out of line is compiled for the baseline
@@ -567,12 +574,7 @@ int max_cpu_lanes() {
 
 void project_cpu(const ProjectArgs& a, int num_threads) {
   check_cpu_tiles(a.dims);
-#if GSL_HAVE_AVX2_SCHEDULE
-  const TilePass<ProjectArgs> avx2 = project_range_avx2;
-#else
-  const TilePass<ProjectArgs> avx2 = nullptr;
-#endif
-  const auto pass = pick_schedule<ProjectArgs>(a.dims.cpu_lanes, project_range_scalar, project_range_sse, avx2);
+  const auto pass = pick_schedule<ProjectArgs>(a.dims.cpu_lanes, GSL_SCHEDULES(project_range));
   const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
   cpu::parallel_for(items, num_threads, 4096, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
 }
@@ -589,24 +591,14 @@ void emit_pairs_cpu(const EmitArgs& a, int num_threads) {
 
 void forward_cpu(const ForwardArgs& a, int num_threads) {
   check_cpu_tiles(a.in.dims);
-#if GSL_HAVE_AVX2_SCHEDULE
-  const TilePass<ForwardArgs> avx2 = forward_tiles_avx2;
-#else
-  const TilePass<ForwardArgs> avx2 = nullptr;
-#endif
-  const auto pass = pick_schedule<ForwardArgs>(a.in.dims.cpu_lanes, forward_tiles_scalar, forward_tiles_sse, avx2);
+  const auto pass = pick_schedule<ForwardArgs>(a.in.dims.cpu_lanes, GSL_SCHEDULES(forward_tiles));
   const int64_t num_tiles = a.in.dims.num_cameras * tiles_per_camera(a.in.dims);
   cpu::parallel_for(num_tiles, num_threads, 1, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
 }
 
 void backward_cpu(const BackwardArgs& a, int num_threads) {
   check_cpu_tiles(a.in.dims);
-#if GSL_HAVE_AVX2_SCHEDULE
-  const TilePass<BackwardArgs> avx2 = backward_tiles_avx2;
-#else
-  const TilePass<BackwardArgs> avx2 = nullptr;
-#endif
-  const auto pass = pick_schedule<BackwardArgs>(a.in.dims.cpu_lanes, backward_tiles_scalar, backward_tiles_sse, avx2);
+  const auto pass = pick_schedule<BackwardArgs>(a.in.dims.cpu_lanes, GSL_SCHEDULES(backward_tiles));
   const int64_t num_tiles = a.in.dims.num_cameras * tiles_per_camera(a.in.dims);
   cpu::parallel_for(num_tiles, num_threads, 1, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
 }
@@ -619,13 +611,7 @@ void reduce_cpu(const ReduceArgs& a, int num_threads) {
 }
 
 void project_backward_cpu(const ProjectBackwardArgs& a, int num_threads) {
-#if GSL_HAVE_AVX2_SCHEDULE
-  const TilePass<ProjectBackwardArgs> avx2 = project_backward_range_avx2;
-#else
-  const TilePass<ProjectBackwardArgs> avx2 = nullptr;
-#endif
-  const auto pass = pick_schedule<ProjectBackwardArgs>(a.dims.cpu_lanes, project_backward_range_scalar,
-                                                       project_backward_range_sse, avx2);
+  const auto pass = pick_schedule<ProjectBackwardArgs>(a.dims.cpu_lanes, GSL_SCHEDULES(project_backward_range));
   cpu::parallel_for(a.dims.num_surfels, num_threads, 1024, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
 }
 
