@@ -227,6 +227,8 @@ def test_cpu_backward_writes_every_pair_record(monkeypatch):
     # The CPU backward gets an uninitialised record buffer; poisoned with NaN, any record it
     # skipped would show up in the gradients. Many pairs have no hit here: a tile's splats
     # behind saturated pixels and splats whose rectangle misses every pixel that needs them.
+    # The colour image comes from the same allocator, so a pixel the forward skipped would
+    # show up too.
     import gsplat_lib.ops.rasterize as rasterize_module
 
     def grads():
@@ -240,9 +242,9 @@ def test_cpu_backward_writes_every_pair_record(monkeypatch):
         return [scene[k].grad for k in PARAMS] + [out.screen_grad.grad, out.screen_absgrad.grad]
 
     expected = grads()
-    allocate = rasterize_module._new_pair_grads
-    monkeypatch.setattr(rasterize_module, "_new_pair_grads",
-                        lambda *args: allocate(*args).fill_(float("nan")))
+    allocate = rasterize_module._new_pass_output
+    monkeypatch.setattr(rasterize_module, "_new_pass_output",
+                        lambda *shape, device: allocate(*shape, device=device).fill_(float("nan")))
     for got, want in zip(grads(), expected):
         assert torch.equal(got, want)
 

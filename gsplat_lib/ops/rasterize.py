@@ -285,16 +285,13 @@ def _sort_pairs(keys: torch.Tensor, pair_surfels: torch.Tensor, settings: dict, 
     return tile_starts, sorted_surfels, pair_emit_index
 
 
-def _new_pair_grads(num_pairs: int, width: int, device: torch.device) -> torch.Tensor:
-    # The CPU backward writes every record; the CUDA one only those with a hit.
+def _new_pass_output(*shape: int, device: torch.device) -> torch.Tensor:
+    """A float32 buffer a compiled pass fills: the colour image or the pair gradient records.
+    The CPU passes write every element of them, so it is left uninitialised there; the CUDA
+    backward writes only the records with a hit and its forward sums many-channel colours
+    in the image itself, so CUDA gets zeros."""
     allocate = torch.zeros if device.type == "cuda" else torch.empty
-    return allocate(num_pairs, width, dtype=torch.float32, device=device)
-
-
-def _new_image(C: int, H: int, W: int, D: int, device: torch.device) -> torch.Tensor:
-    # The CPU forward writes every pixel; CUDA sums many-channel colours in the image itself.
-    allocate = torch.zeros if device.type == "cuda" else torch.empty
-    return allocate(C, H, W, D, dtype=torch.float32, device=device)
+    return allocate(*shape, dtype=torch.float32, device=device)
 
 
 def _zeros_if_none(grad: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
@@ -334,7 +331,7 @@ class _RasterizeSurfels(torch.autograd.Function):
         tile_starts, sorted_surfels, pair_emit_index = _sort_pairs(keys, pair_surfels, settings)
         del keys, pair_surfels
 
-        out_colors = _new_image(C, H, W, D, device)
+        out_colors = _new_pass_output(C, H, W, D, device=device)
         alphas = torch.empty(C, H, W, 1, **f32)
         depths = torch.empty(C, H, W, 1, **f32)
         median_depths = torch.empty(C, H, W, 1, **f32)
@@ -384,7 +381,7 @@ class _RasterizeSurfels(torch.autograd.Function):
             None if v is None else v.contiguous() for v in (v_alphas, v_depths, v_median, v_normals, v_distortions))
 
         num_pairs = sorted_surfels.numel()
-        pair_grads = _new_pair_grads(num_pairs, _PAIR_GRAD_BASE + D, device)
+        pair_grads = _new_pass_output(num_pairs, _PAIR_GRAD_BASE + D, device=device)
         _launch("backward", device, settings, tile_starts=tile_starts, sorted_surfels=sorted_surfels, M=M,
                 means2d=means2d, normals=normals_cn, opacities=opacities, colors=colors, backgrounds=backgrounds,
                 pixel_rects=pixel_rects, saved_T=saved_T, saved_last=saved_last, saved_median=saved_median, saved_sums=saved_sums,
