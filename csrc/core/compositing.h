@@ -33,7 +33,7 @@ struct PixelForward {
   Int median{};       // index of the median-depth contributor, -1 when none
   Int visited{};      // splats evaluated, the stopping one included
   Mask done{};        // saturated: later splats are not evaluated
-  F weight{};         // w of the splat last composited (set in the lanes it returns)
+  F weight{};         // w of the splat last composited in the lanes it returns, 0 elsewhere
 
   GSL_HD void start(F px_, float py_) {
     px = px_;
@@ -44,19 +44,26 @@ struct PixelForward {
 
   // Composites splat number `index` (in depth order) with normal n, evaluated as `h`, into
   // the lanes of `ok`. Lanes where it would drop T below kTransmittanceMin are done instead.
-  // Returns the lanes it was added to; their colour is the caller's: acc += weight * colour.
+  // Returns the lanes it was added to; their colour is the caller's: acc += weight * colour,
+  // in every lane (weight is 0 outside the lanes returned, and colours are finite).
   GSL_HD Mask composite(const Hit<F>& h, Mask ok, vec3 n, int32_t index, float near_plane, float far_plane) {
     const F T_next = T * (1.f - h.alpha);
     const Mask stop = ok & (T_next < kTransmittanceMin);
     done = done | stop;
     ok = ok & lanes_not(stop);
     if (!any(ok)) return ok;
-    weight = h.alpha * T;
-    depth = select(ok, depth + weight * h.z, depth);
-    normal_x = select(ok, normal_x + weight * n.x, normal_x);
-    normal_y = select(ok, normal_y + weight * n.y, normal_y);
-    normal_z = select(ok, normal_z + weight * n.z, normal_z);
-    sums.add(ok, weight, distortion_depth(h.z, near_plane, far_plane));
+    // Zero weight in the other lanes, where h may hold anything, so the sums below add 0 there
+    // (an accumulator, never -0, plus +-0 is itself): one select each for w, z and m instead of
+    // one per sum.
+    const F zero = broadcast<F>(0.f);
+    weight = select(ok, h.alpha * T, zero);
+    const F z = select(ok, h.z, zero);
+    const F m = select(ok, distortion_depth(h.z, near_plane, far_plane), zero);
+    depth = depth + weight * z;
+    normal_x = normal_x + weight * n.x;
+    normal_y = normal_y + weight * n.y;
+    normal_z = normal_z + weight * n.z;
+    sums.add(weight, m);
     const Mask median_here = ok & (T > 0.5f);
     median_depth = select(median_here, h.z, median_depth);
     median = select(median_here, broadcast_int_lanes<F>(index), median);

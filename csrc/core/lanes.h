@@ -130,10 +130,15 @@ template <>
 GSL_LANES vf8 broadcast<vf8>(float x) {
   return vf8{x, x, x, x, x, x, x, x};
 }
+// Through the float broadcast: GCC builds an int vector of one value with a chain of lane
+// inserts, but a float one with a single broadcast.
 template <class I>
 GSL_LANES I broadcast_int(int32_t x) {
+  float bits;
+  __builtin_memcpy(&bits, &x, sizeof(bits));
+  const auto v = broadcast<typename VectorTypes<sizeof(I) / 4>::F>(bits);
   I r;
-  for (int i = 0; i < int(sizeof(I) / 4); ++i) r[i] = x;
+  __builtin_memcpy(&r, &v, sizeof(r));
   return r;
 }
 // 0, 1, 2, ... across the lanes (0 for the scalar lane type).
@@ -258,13 +263,13 @@ GSL_HD float broadcast<float>(float x) {
   return x;
 }
 
-// exp(x) for x <= 0, clamped to [-87, 0]: a Cody-Waite reduction to r in [-ln2/2, ln2/2],
-// a degree-7 Taylor polynomial (truncation error below 1e-8 relative) and an exponent shift. Used
-// instead of expf so that every lane type, scalar or vector, computes the same bits.
+// exp(x) for x <= 0 (x below -87 taken as -87, so the exponent shift stays in range): a
+// Cody-Waite reduction to r in [-ln2/2, ln2/2], a degree-7 Taylor polynomial (truncation error
+// below 1e-8 relative) and an exponent shift. Used instead of expf so that every lane type,
+// scalar or vector, computes the same bits.
 template <class F>
 GSL_HD F exp_nonpositive(F x) {
   x = select(x < -87.f, broadcast<F>(-87.f), x);
-  x = select(x > 0.f, broadcast<F>(0.f), x);
   const float kRound = 12582912.f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
   const F n = (x * 1.44269504f + kRound) - kRound;
   const F r = (x - n * 0.693359375f) + n * 2.12194440e-4f;  // ln 2 = 0.693359375 - 2.12194440e-4

@@ -149,13 +149,12 @@ struct DistortionSums {
   F second{};  // S2 = sum w_j m_j^2
   F distortion{};
 
-  // Adds (w, m) in the lanes of `on`.
-  template <class Mask>
-  GSL_HD void add(Mask on, F w, F m) {
-    distortion = select(on, distortion + w * (m * m * weight - 2.f * m * first + second), distortion);
-    weight = select(on, weight + w, weight);
-    first = select(on, first + w * m, first);
-    second = select(on, second + w * m * m, second);
+  // Adds (w, m): w and m finite (w = m = 0 adds nothing).
+  GSL_HD void add(F w, F m) {
+    distortion = distortion + w * (m * m * weight - 2.f * m * first + second);
+    weight = weight + w;
+    first = first + w * m;
+    second = second + w * m * m;
   }
   // dD/dw_k and dD/dm_k given the final sums (the j = k terms vanish).
   GSL_HD F grad_weight(F m) const { return m * m * weight - 2.f * m * first + second; }

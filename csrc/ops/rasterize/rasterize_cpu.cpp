@@ -214,9 +214,8 @@ class ForwardPlanes : public TilePlanes {
     f.sums.distortion = load_lanes<F>(plane(kDistortion) + p);
     f.last = load_lanes<Int>(plane(kLast) + p);
     f.median = load_lanes<Int>(plane(kMedian) + p);
-    f.visited = load_lanes<Int>(plane(kVisited) + p);
     f.done = load_mask<F>(plane(kDone) + p);
-    return f;
+    return f;  // visited is the caller's (the tile pass counts it in place: count_visits)
   }
 
   template <class F>
@@ -233,7 +232,6 @@ class ForwardPlanes : public TilePlanes {
     store_lanes(plane(kDistortion) + p, f.sums.distortion);
     store_lanes(plane(kLast) + p, f.last);
     store_lanes(plane(kMedian) + p, f.median);
-    store_lanes(plane(kVisited) + p, f.visited);
     store_mask<F>(plane(kDone) + p, f.done);
   }
 };
@@ -313,7 +311,8 @@ struct PlaneColumn {
 template <class F>
 GSL_CPU_INLINE void store_tile_pixels(const ForwardArgs& a, const TileCoords& tc, ForwardPlanes& planes, int x, int y) {
   const int p = tc.plane_index(x, y);
-  const PixelForward<F> f = planes.load<F>(p, lane_centres<F>(x), y + 0.5f);
+  PixelForward<F> f = planes.load<F>(p, lane_centres<F>(x), y + 0.5f);
+  f.visited = load_lanes<typename Lanes<F>::Int>(planes.plane(ForwardPlanes::kVisited) + p);
   store_pixels(a, tc.camera, tc.image_pixel(a.in.dims, x, y), f, PlaneColumn<F>{planes.color(0) + p});
 }
 
@@ -331,9 +330,12 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats&
   const int32_t* done = planes.plane(ForwardPlanes::kDone);
   int32_t* visited = planes.plane(ForwardPlanes::kVisited);
   const int32_t count = static_cast<int32_t>(end - begin);
+  // Copies, not references: the compiler cannot tell that the planes' stores leave them be,
+  // and would reload them (and redo what it derived from them) after every store.
+  const float near_plane = d.near_plane, far_plane = d.far_plane;
   for (int32_t i = 0; i < count && remaining > 0; ++i) {
     const PixelRect r = tc.clip(tile_splats.rects[i]);
-    const Splat& s = tile_splats.splats[i];
+    const Splat s = tile_splats.splats[i];
     const vec3 n = tile_splats.normals[i];
     const float* color = tile_splats.color(i);
     for (int y = r.y0; y < r.y1; ++y) {
@@ -346,18 +348,17 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats&
         if (!any(m)) continue;
         const F px = lane_centres<F>(x);
         Hit<F> h;
-        Mask ok = m & eval_hit(s, px, py, d.near_plane, h);
+        Mask ok = m & eval_hit(s, px, py, near_plane, h);
         if (!any(ok)) continue;
         PixelForward<F> f = planes.load<F>(p, px, py);
-        ok = f.composite(h, ok, n, i, d.near_plane, d.far_plane);
+        ok = f.composite(h, ok, n, i, near_plane, far_plane);
         const Mask newly_done = f.done & m;
         if (any(newly_done)) remaining -= count_true<F>(newly_done);
         planes.store(p, f);
         if (!any(ok)) continue;
         for (int ch = 0; ch < D; ++ch) {
           float* acc = planes.color(ch) + p;
-          const F value = load_lanes<F>(acc);
-          store_lanes(acc, select(ok, value + f.weight * color[ch], value));
+          store_lanes(acc, load_lanes<F>(acc) + f.weight * color[ch]);
         }
       }
     }
