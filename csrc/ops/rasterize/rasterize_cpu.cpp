@@ -330,8 +330,9 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats&
   const int32_t* done = planes.plane(ForwardPlanes::kDone);
   int32_t* visited = planes.plane(ForwardPlanes::kVisited);
   const int32_t count = static_cast<int32_t>(end - begin);
-  // Copies, not references: the compiler cannot tell that the planes' stores leave them be,
-  // and would reload them (and redo what it derived from them) after every store.
+  // The splat and the planes are copies, not references: the compiler cannot tell that the
+  // pixel planes' stores leave them be, and would reload them (and redo what it derived from
+  // them) after every store.
   const float near_plane = d.near_plane, far_plane = d.far_plane;
   for (int32_t i = 0; i < count && remaining > 0; ++i) {
     const PixelRect r = tc.clip(tile_splats.rects[i]);
@@ -417,9 +418,10 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
   color_acc.resize(static_cast<size_t>(D) * W);  // per colour channel, a lane group (unaligned)
   const int32_t* last = planes.plane(BackwardPlanes::kLast);
   int32_t* visited = planes.plane(BackwardPlanes::kVisited);
+  const float near_plane = d.near_plane, far_plane = d.far_plane;  // copies, as in forward_tile
   for (int32_t i = max_last - 1; i >= 0; --i) {
     const PixelRect r = tc.clip(tile_splats.rects[i]);
-    const Splat& s = tile_splats.splats[i];
+    const Splat s = tile_splats.splats[i];
     const vec3 n = tile_splats.normals[i];
     const float* color = tile_splats.color(i);
     const Int index = broadcast_int_lanes<F>(i);
@@ -434,7 +436,7 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
         if (!any(m)) continue;
         const F px = lane_centres<F>(x);
         Hit<F> h;
-        const Mask hit = m & eval_hit(s, px, py, d.near_plane, h);
+        const Mask hit = m & eval_hit(s, px, py, near_plane, h);
         if (!any(hit)) continue;
         if (!any_hit) {
           for (F& sum : sums) sum = broadcast<F>(0.f);
@@ -444,7 +446,7 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
         PixelBackward<F> b = planes.load<F>(p, px, py);
         const PlaneColumn<F> v_color{planes.v_color(0) + p};
         F g[kPairGradColor];
-        b.backprop(s, h, hit, n, color, D, v_color, i, d.near_plane, d.far_plane, g);
+        b.backprop(s, h, hit, n, color, D, v_color, i, near_plane, far_plane, g);
         planes.store_walk(p, b);
         for (int k = 0; k < kPairGradColor; ++k) sums[k] = sums[k] + g[k];
         for (int ch = 0; ch < D; ++ch) {
