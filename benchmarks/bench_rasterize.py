@@ -2,10 +2,12 @@
 
 Reports ns per evaluated (pixel, surfel) pair: the forward's count is every pair it evaluated
 (up to each pixel's saturation), the backward's every pair it revisits (up to each pixel's last
-contributor); "per core" multiplies by the threads used. Also times the pure-PyTorch reference
-on a size where it fits, and gsplat's ``rasterization_2dgs`` on CUDA when it is installed.
+contributor); "per core" multiplies by the threads used. The CPU cases run once on one thread
+(what a core costs) and once on every core (what the threads scale to: on a VM whose host takes
+some of its time, that figure varies most). Also times the pure-PyTorch reference on a size
+where it fits, and gsplat's ``rasterization_2dgs`` on CUDA when it is installed.
 
-    python benchmarks/bench_rasterize.py [--out bench_rasterize.json] [--quick]
+    python benchmarks/bench_rasterize.py [--out bench_rasterize.json] [--quick] [--threads 1,2]
 """
 
 from __future__ import annotations
@@ -145,7 +147,11 @@ def main() -> None:
     parser.add_argument("--out", default="bench_rasterize.json", help="where to write the JSON results")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (best is kept)")
     parser.add_argument("--quick", action="store_true", help="only the smallest cases (a smoke run)")
+    parser.add_argument("--threads", default=f"1,{os.cpu_count()}",
+                        help="comma-separated CPU thread counts to run each CPU case with (default: 1 and all cores)")
     args = parser.parse_args()
+    thread_counts = sorted({max(1, int(t)) for t in args.threads.split(",")})
+    default_threads = torch.get_num_threads()
 
     sizes = [(10_000, 256, 256, 1), (10_000, 256, 256, 4), (10_000, 512, 512, 1), (100_000, 256, 256, 1),
              (100_000, 512, 512, 1), (100_000, 512, 512, 4)]
@@ -158,12 +164,15 @@ def main() -> None:
     rows = []
     for device in devices:
         for num_surfels, width, height, cameras in sizes:
-            row = time_gsplat_lib(num_surfels, width, height, cameras, device, args.repeats)
-            rows.append(row)
-            print(f"{row['device']:5s} N={num_surfels:>7d} {width}x{height} C={cameras}  "
-                  f"fwd {1e3 * row['forward_s']:8.1f} ms  fwd+bwd {1e3 * row['forward_backward_s']:8.1f} ms  "
-                  f"fwd {row['forward_ns_per_pair_core']:6.2f} ns/pair/core  "
-                  f"bwd {row['backward_ns_per_pair_core']:6.2f} ns/pair/core", flush=True)
+            for threads in thread_counts if device.type == "cpu" else [default_threads]:
+                torch.set_num_threads(threads)
+                row = time_gsplat_lib(num_surfels, width, height, cameras, device, args.repeats)
+                rows.append(row)
+                print(f"{row['device']:5s} N={num_surfels:>7d} {width}x{height} C={cameras} threads={row['threads']}  "
+                      f"fwd {1e3 * row['forward_s']:8.1f} ms  fwd+bwd {1e3 * row['forward_backward_s']:8.1f} ms  "
+                      f"fwd {row['forward_ns_per_pair_core']:6.2f} ns/pair/core  "
+                      f"bwd {row['backward_ns_per_pair_core']:6.2f} ns/pair/core", flush=True)
+            torch.set_num_threads(default_threads)
             if device.type == "cuda":
                 peer = time_gsplat_peer(num_surfels, width, height, cameras, args.repeats)
                 if peer is not None:
