@@ -330,9 +330,9 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats&
   const int32_t* done = planes.plane(ForwardPlanes::kDone);
   int32_t* visited = planes.plane(ForwardPlanes::kVisited);
   const int32_t count = static_cast<int32_t>(end - begin);
-  // The splat and the planes are copies, not references: the compiler cannot tell that the
-  // pixel planes' stores leave them be, and would reload them (and redo what it derived from
-  // them) after every store.
+  // The splat and the near/far planes are copies, not references: the compiler cannot tell
+  // that the pixel planes' stores leave them be, and would reload them (and redo what it
+  // derived from them) after every store.
   const float near_plane = d.near_plane, far_plane = d.far_plane;
   for (int32_t i = 0; i < count && remaining > 0; ++i) {
     const PixelRect r = tc.clip(tile_splats.rects[i]);
