@@ -42,11 +42,12 @@ struct PixelForward {
     median = broadcast_int_lanes<F>(-1);
   }
 
-  // Composites splat number `index` (in depth order) with normal n, evaluated as `h`, into
-  // the lanes of `ok`. Lanes where it would drop T below kTransmittanceMin are done instead.
-  // Returns the lanes it was added to; their colour is the caller's: acc += weight * colour,
-  // in every lane (weight is 0 outside the lanes returned, and colours are finite).
-  GSL_HD Mask composite(const Hit<F>& h, Mask ok, vec3 n, int32_t index, float near_plane, float far_plane) {
+  // Composites splat number `index` (in depth order, in every lane) with normal n, evaluated
+  // as `h`, into the lanes of `ok`. Lanes where it would drop T below kTransmittanceMin are
+  // done instead. Returns the lanes it was added to; their colour is the caller's:
+  // acc += weight * colour, in every lane (weight is 0 outside the lanes returned, and colours
+  // are finite).
+  GSL_HD Mask composite(const Hit<F>& h, Mask ok, vec3 n, Int index, const DepthRange& range) {
     const F T_next = T * (1.f - h.alpha);
     const Mask stop = ok & (T_next < kTransmittanceMin);
     done = done | stop;
@@ -58,7 +59,7 @@ struct PixelForward {
     const F zero = broadcast<F>(0.f);
     weight = select(ok, h.alpha * T, zero);
     const F z = select(ok, h.z, zero);
-    const F m = select(ok, distortion_depth(h.z, near_plane, far_plane), zero);
+    const F m = select(ok, distortion_depth(h.z, range), zero);
     depth = depth + weight * z;
     normal_x = normal_x + weight * n.x;
     normal_y = normal_y + weight * n.y;
@@ -66,22 +67,22 @@ struct PixelForward {
     sums.add(weight, m);
     const Mask median_here = ok & (T > 0.5f);
     median_depth = select(median_here, h.z, median_depth);
-    median = select(median_here, broadcast_int_lanes<F>(index), median);
+    median = select(median_here, index, median);
     T = select(ok, T_next, T);
-    last = select(ok, broadcast_int_lanes<F>(index + 1), last);
+    last = select(ok, index + 1, last);
     return ok;
   }
 
   // Visits splat `index` in the lanes of `reach` that are not done: counts it, evaluates it
   // and composites it. Returns the lanes it was added to.
-  GSL_HD Mask visit(const Splat& s, vec3 n, int32_t index, Mask reach, float near_plane, float far_plane) {
+  GSL_HD Mask visit(const Splat& s, vec3 n, int32_t index, Mask reach, const DepthRange& range) {
     const Mask m = reach & lanes_not(done);
     count_lanes(visited, m);
     if (!any(m)) return m;
     Hit<F> h;
-    const Mask ok = m & eval_hit(s, px, py, near_plane, h);
+    const Mask ok = m & eval_hit(s, px, py, range.near_plane, h);
     if (!any(ok)) return ok;
-    return composite(h, ok, n, index, near_plane, far_plane);
+    return composite(h, ok, n, broadcast_int_lanes<F>(index), range);
   }
 };
 
@@ -116,19 +117,19 @@ struct PixelBackward {
   // its gradient record into `grad` (zero in other lanes) and sets `weight`.
   template <class VColor>
   GSL_HD void backprop(const Splat& s, const Hit<F>& h, Mask hit, vec3 n, const float* color, int num_channels,
-                       VColor v_color, int32_t index, float near_plane, float far_plane, F grad[kPairGradColor]) {
+                       VColor v_color, Int index, const DepthRange& range, F grad[kPairGradColor]) {
     const F zero = broadcast<F>(0.f);
     const F one_minus = 1.f - h.alpha;
     const F T_before = T / one_minus;
     const F w = h.alpha * T_before;
-    const F m = distortion_depth(h.z, near_plane, far_plane);
+    const F m = distortion_depth(h.z, range);
     F g = v_depth * h.z + (v_normal_x * n.x + v_normal_y * n.y + v_normal_z * n.z) +
           v_distortion * sums.grad_weight(m);
     for (int ch = 0; ch < num_channels; ++ch) g = g + v_color(ch) * color[ch];
     const F v_alpha = T_before * g - behind / one_minus;
     behind = select(hit, behind + w * g, behind);
-    F v_z = w * v_depth + v_distortion * sums.grad_depth(w, m) * distortion_depth_grad(h.z, near_plane, far_plane);
-    v_z = select(Mask(median == broadcast_int_lanes<F>(index)), v_z + v_median, v_z);
+    F v_z = w * v_depth + v_distortion * sums.grad_depth(w, m) * distortion_depth_grad(h.z, range);
+    v_z = select(Mask(median == index), v_z + v_median, v_z);
 
     F v_M[9];
     const F v_opacity = eval_hit_vjp(s, px, py, h, v_alpha, v_z, v_M);

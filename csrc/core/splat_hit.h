@@ -26,6 +26,17 @@ struct Splat {
   float opacity;
 };
 
+// The near and far planes with the factors the per-pair depth math needs, computed once per
+// call instead of once per pair.
+struct DepthRange {
+  float near_plane, far_plane;
+  float scale;       // far / (far - near): distortion_depth's factor
+  float grad_scale;  // far near / (far - near): distortion_depth_grad's numerator
+};
+GSL_HD DepthRange depth_range(float near_plane, float far_plane) {
+  return {near_plane, far_plane, far_plane / (far_plane - near_plane), far_plane * near_plane / (far_plane - near_plane)};
+}
+
 // One evaluated (pixel, surfel) pair per lane. The lanes of a group share a pixel row,
 // so what depends only on y (l_y, dy) is a plain float.
 template <class F>
@@ -129,16 +140,16 @@ GSL_HD void screen_translation_grad(const mat3& M, const F v_M[9], F& grad_x, F&
   grad_y = v_M[3] * M.m[2][0] + v_M[4] * M.m[2][1] + v_M[5] * M.m[2][2];
 }
 
-// Hit depth mapped to [0, 1] between the near and far planes, for the distortion loss.
-// Written so the factor of the planes is loop-invariant: one division per hit.
+// Hit depth mapped to [0, 1] between the near and far planes, for the distortion loss: one
+// division per hit, the planes' factor comes with the range.
 template <class F>
-GSL_HD F distortion_depth(F z, float near_plane, float far_plane) {
-  return (1.f - near_plane / z) * (far_plane / (far_plane - near_plane));
+GSL_HD F distortion_depth(F z, const DepthRange& r) {
+  return (1.f - r.near_plane / z) * r.scale;
 }
 
 template <class F>
-GSL_HD F distortion_depth_grad(F z, float near_plane, float far_plane) {
-  return (far_plane * near_plane / (far_plane - near_plane)) / (z * z);
+GSL_HD F distortion_depth_grad(F z, const DepthRange& r) {
+  return r.grad_scale / (z * z);
 }
 
 // Running sums of the one-pass distortion D = sum_i w_i sum_{j<i} w_j (m_i - m_j)^2.

@@ -153,11 +153,6 @@ GSL_CPU_INLINE void count_visits(int32_t* visits, typename Lanes<F>::Mask m) {
   count_lanes(counts, m);
   store_lanes(visits, counts);
 }
-// The lanes of a group starting at column x that lie left of column x_end.
-template <class F>
-GSL_CPU_INLINE typename Lanes<F>::Mask lanes_before(int x, int x_end) {
-  return lane_offsets<F>() < float(x_end - x);
-}
 template <class F>
 GSL_CPU_INLINE F lane_centres(int x) {
   return (float(x) + lane_offsets<F>()) + 0.5f;
@@ -330,29 +325,34 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats&
   const int32_t* done = planes.plane(ForwardPlanes::kDone);
   int32_t* visited = planes.plane(ForwardPlanes::kVisited);
   const int32_t count = static_cast<int32_t>(end - begin);
-  // The splat and the near/far planes are copies, not references: the compiler cannot tell
-  // that the pixel planes' stores leave them be, and would reload them (and redo what it
-  // derived from them) after every store.
-  const float near_plane = d.near_plane, far_plane = d.far_plane;
+  // The splat and the depth range are copies, not references: the compiler cannot tell that
+  // the pixel planes' stores leave them be, and would reload them (and redo what it derived
+  // from them) after every store.
+  const DepthRange range = depth_range(d.near_plane, d.far_plane);
+  const F step = broadcast<F>(float(W));
   for (int32_t i = 0; i < count && remaining > 0; ++i) {
     const PixelRect r = tc.clip(tile_splats.rects[i]);
     const Splat s = tile_splats.splats[i];
     const vec3 n = tile_splats.normals[i];
     const float* color = tile_splats.color(i);
+    const typename Lanes<F>::Int index = broadcast_int_lanes<F>(i);
+    // Lane centres px < x1 exactly where the lanes' columns are < x1 (both are integers + 0.5).
+    const F x_end = broadcast<F>(float(r.x1));
+    const F px_start = lane_centres<F>(r.x0);
     for (int y = r.y0; y < r.y1; ++y) {
       const float py = y + 0.5f;
-      for (int x = r.x0; x < r.x1; x += W) {
+      F px = px_start;  // exact: small integers + 0.5
+      for (int x = r.x0; x < r.x1; x += W, px = px + step) {
         // PixelForward::visit, with the state loaded only where the splat contributes.
         const int p = tc.plane_index(x, y);
-        const Mask m = lanes_before<F>(x, r.x1) & lanes_not(load_mask<F>(done + p));
+        const Mask m = Mask(px < x_end) & lanes_not(load_mask<F>(done + p));
         count_visits<F>(visited + p, m);
         if (!any(m)) continue;
-        const F px = lane_centres<F>(x);
         Hit<F> h;
-        Mask ok = m & eval_hit(s, px, py, near_plane, h);
+        Mask ok = m & eval_hit(s, px, py, range.near_plane, h);
         if (!any(ok)) continue;
         PixelForward<F> f = planes.load<F>(p, px, py);
-        ok = f.composite(h, ok, n, i, near_plane, far_plane);
+        ok = f.composite(h, ok, n, index, range);
         const Mask newly_done = f.done & m;
         if (any(newly_done)) remaining -= count_true<F>(newly_done);
         planes.store(p, f);
@@ -418,25 +418,28 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
   color_acc.resize(static_cast<size_t>(D) * W);  // per colour channel, a lane group (unaligned)
   const int32_t* last = planes.plane(BackwardPlanes::kLast);
   int32_t* visited = planes.plane(BackwardPlanes::kVisited);
-  const float near_plane = d.near_plane, far_plane = d.far_plane;  // copies, as in forward_tile
+  const DepthRange range = depth_range(d.near_plane, d.far_plane);  // a copy, as in forward_tile
+  const F step = broadcast<F>(float(W));
   for (int32_t i = max_last - 1; i >= 0; --i) {
     const PixelRect r = tc.clip(tile_splats.rects[i]);
     const Splat s = tile_splats.splats[i];
     const vec3 n = tile_splats.normals[i];
     const float* color = tile_splats.color(i);
     const Int index = broadcast_int_lanes<F>(i);
+    const F x_end = broadcast<F>(float(r.x1));  // as in forward_tile
+    const F px_start = lane_centres<F>(r.x0);
     bool any_hit = false;
     F sums[kPairGradColor];  // the fixed part of the record, in registers
     for (int y = r.y0; y < r.y1; ++y) {
       const float py = y + 0.5f;
-      for (int x = r.x0; x < r.x1; x += W) {
+      F px = px_start;
+      for (int x = r.x0; x < r.x1; x += W, px = px + step) {
         const int p = tc.plane_index(x, y);
-        const Mask m = lanes_before<F>(x, r.x1) & Mask(index < load_lanes<Int>(last + p));
+        const Mask m = Mask(px < x_end) & Mask(index < load_lanes<Int>(last + p));
         count_visits<F>(visited + p, m);
         if (!any(m)) continue;
-        const F px = lane_centres<F>(x);
         Hit<F> h;
-        const Mask hit = m & eval_hit(s, px, py, near_plane, h);
+        const Mask hit = m & eval_hit(s, px, py, range.near_plane, h);
         if (!any(hit)) continue;
         if (!any_hit) {
           for (F& sum : sums) sum = broadcast<F>(0.f);
@@ -446,7 +449,7 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
         PixelBackward<F> b = planes.load<F>(p, px, py);
         const PlaneColumn<F> v_color{planes.v_color(0) + p};
         F g[kPairGradColor];
-        b.backprop(s, h, hit, n, color, D, v_color, i, near_plane, far_plane, g);
+        b.backprop(s, h, hit, n, color, D, v_color, index, range, g);
         planes.store_walk(p, b);
         for (int k = 0; k < kPairGradColor; ++k) sums[k] = sums[k] + g[k];
         for (int ch = 0; ch < D; ++ch) {

@@ -93,6 +93,7 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
   __shared__ int64_t s_items[kBlock];
   __shared__ PixelRect s_rects[kBlock];
 
+  const DepthRange range = depth_range(d.near_plane, d.far_plane);
   PixelForward<float> f;
   f.start(p.x + 0.5f, p.y + 0.5f);
   f.done = !p.inside;
@@ -108,7 +109,7 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
     const int count = int(min(int64_t(kBlock), end - batch));
     for (int j = 0; j < count && !f.done; ++j) {
       if (!reaches(s_rects[j], p.x, p.y)) continue;
-      if (!f.visit(s_splats[j], s_normals[j], int32_t(batch - begin + j), true, d.near_plane, d.far_plane)) continue;
+      if (!f.visit(s_splats[j], s_normals[j], int32_t(batch - begin + j), true, range)) continue;
       const float* color = a.in.colors + s_items[j] * D;
       for (int ch = 0; ch < D; ++ch) color_acc[ch] += f.weight * color[ch];
     }
@@ -138,6 +139,7 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) 
   __shared__ int32_t s_max_last;
   extern __shared__ float s_partials[];  // [kWarps, width]
 
+  const DepthRange range = depth_range(d.near_plane, d.far_plane);
   PixelBackward<float> b;
   int32_t last = 0, visited = 0;
   if (p.inside) {
@@ -167,8 +169,8 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) 
         Hit<float> h;
         hit = eval_hit(s_splats[j], b.px, b.py, d.near_plane, h);
         if (hit)
-          b.backprop(s_splats[j], h, true, s_normals[j], a.in.colors + s_items[j] * D, D, v_color_of, index,
-                     d.near_plane, d.far_plane, g);
+          b.backprop(s_splats[j], h, true, s_normals[j], a.in.colors + s_items[j] * D, D, v_color_of, index, range,
+                     g);
       }
       if (!__syncthreads_or(hit)) continue;
       // Block reduction in a fixed order: warp trees, then the warps in sequence.
