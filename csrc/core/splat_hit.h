@@ -56,25 +56,47 @@ struct Hit {
   F alpha;  // min(0.99, o G)
 };
 
-// Evaluates the splat at pixel centres (px, py). Returns the lanes that contribute: inside
-// the 3-sigma support, hit behind the near plane, and alpha at least 1/255. Values in the
-// other lanes are unspecified (callers select them away).
+// What a splat's evaluation needs that depends only on the pixel columns px: the same for
+// every row, so the CPU computes it once per splat where its rectangle is one lane group wide.
 template <class F>
-GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, F px, float py, float near_plane, Hit<F>& h) {
+struct SplatColumns {
+  F px;
+  F lx_x, lx_y, lx_z;  // l_x = px M_2 - M_0
+  F dx, dx2;           // px minus the projected centre, squared
+};
+template <class F>
+GSL_HD SplatColumns<F> splat_columns(const Splat& s, F px) {
+  const mat3& M = s.M;
+  SplatColumns<F> c;
+  c.px = px;
+  c.lx_x = px * M.m[2][0] - M.m[0][0];
+  c.lx_y = px * M.m[2][1] - M.m[0][1];
+  c.lx_z = px * M.m[2][2] - M.m[0][2];
+  c.dx = px - s.center.x;
+  c.dx2 = c.dx * c.dx;
+  return c;
+}
+
+// Evaluates the splat at pixel centres (columns.px, py). Returns the lanes that contribute:
+// inside the 3-sigma support, hit behind the near plane, and alpha at least 1/255. Values in
+// the other lanes are unspecified (callers select them away).
+template <class F>
+GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, const SplatColumns<F>& columns, float py, float near_plane,
+                                        Hit<F>& h) {
   using Mask = typename Lanes<F>::Mask;
   const mat3& M = s.M;
-  h.lx_x = px * M.m[2][0] - M.m[0][0];
-  h.lx_y = px * M.m[2][1] - M.m[0][1];
-  h.lx_z = px * M.m[2][2] - M.m[0][2];
+  h.lx_x = columns.lx_x;
+  h.lx_y = columns.lx_y;
+  h.lx_z = columns.lx_z;
   h.l_y = py * M.row(2) - M.row(1);
   h.q_x = h.lx_y * h.l_y.z - h.lx_z * h.l_y.y;
   h.q_y = h.lx_z * h.l_y.x - h.lx_x * h.l_y.z;
   h.q_z = h.lx_x * h.l_y.y - h.lx_y * h.l_y.x;
   const F den = h.q_z * h.q_z;
   const F num = h.q_x * h.q_x + h.q_y * h.q_y;
-  h.dx = px - s.center.x;
+  h.dx = columns.dx;
   h.dy = py - s.center.y;
-  const F rho2d = kFallbackInvVar * (h.dx * h.dx + h.dy * h.dy);
+  const F rho2d = kFallbackInvVar * (columns.dx2 + h.dy * h.dy);
   // rho3d = num / den, compared without dividing: most pairs of a tile are rejected here.
   h.use3d = (den > kEdgeOnEps) & (num <= rho2d * den);
   Mask inside = select(h.use3d, Mask(num <= kSupportRho * den), Mask(rho2d <= kSupportRho));
@@ -90,6 +112,10 @@ GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, F px, float py, float ne
   h.clamped = oG > kAlphaMax;
   h.alpha = select(h.clamped, broadcast<F>(kAlphaMax), oG);
   return inside & (h.alpha >= kAlphaMin);
+}
+template <class F>
+GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, F px, float py, float near_plane, Hit<F>& h) {
+  return eval_hit(s, splat_columns(s, px), py, near_plane, h);
 }
 
 // VJP of eval_hit: dL/dalpha and dL/dz of the pair into dL/dM (written to v_M, row-major)
