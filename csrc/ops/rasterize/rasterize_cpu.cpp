@@ -368,6 +368,17 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats&
       for (int y = r.y0; y < r.y1; ++y) visit(tc.plane_index(r.x0, y), m, columns, y + 0.5f);
       continue;
     }
+    if (r.x1 - r.x0 <= 2 * W) {  // two lane groups per row: the same for both
+      const F px2 = px_start + step;
+      const SplatColumns<F> columns1 = splat_columns(s, px_start), columns2 = splat_columns(s, px2);
+      const Mask m1 = px_start < x_end, m2 = px2 < x_end;
+      for (int y = r.y0; y < r.y1; ++y) {
+        const int p = tc.plane_index(r.x0, y);
+        visit(p, m1, columns1, y + 0.5f);
+        visit(p + W, m2, columns2, y + 0.5f);
+      }
+      continue;
+    }
     for (int y = r.y0; y < r.y1; ++y) {
       F px = px_start;  // exact: small integers + 0.5
       for (int x = r.x0; x < r.x1; x += W, px = px + step)
@@ -464,10 +475,19 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
         store_lanes(sum, load_lanes<F>(sum) + b.weight * v_color(ch));
       }
     };
-    if (r.x1 - r.x0 <= W) {  // one lane group per row, as in forward_tile
+    if (r.x1 - r.x0 <= W) {  // one or two lane groups per row, as in forward_tile
       const SplatColumns<F> columns = splat_columns(s, px_start);
       const Mask m = px_start < x_end;
       for (int y = r.y0; y < r.y1; ++y) visit(tc.plane_index(r.x0, y), m, columns, y + 0.5f);
+    } else if (r.x1 - r.x0 <= 2 * W) {
+      const F px2 = px_start + step;
+      const SplatColumns<F> columns1 = splat_columns(s, px_start), columns2 = splat_columns(s, px2);
+      const Mask m1 = px_start < x_end, m2 = px2 < x_end;
+      for (int y = r.y0; y < r.y1; ++y) {
+        const int p = tc.plane_index(r.x0, y);
+        visit(p, m1, columns1, y + 0.5f);
+        visit(p + W, m2, columns2, y + 0.5f);
+      }
     } else {
       for (int y = r.y0; y < r.y1; ++y) {
         F px = px_start;
