@@ -158,6 +158,42 @@ GSL_CPU_INLINE F lane_centres(int x) {
   return (float(x) + lane_offsets<F>()) + 0.5f;
 }
 
+// Calls visit(p, lanes, columns, py) for each lane group of rectangle r (within the tile), row
+// by row: p its plane index, lanes those inside r. What eval_hit computes from the columns alone
+// (SplatColumns) is the same in every row; where r is one or two lane groups wide (most small
+// splats) it is computed once, not once per group.
+template <class F, class Visit>
+GSL_CPU_INLINE void for_each_lane_group(const TileCoords& tc, const PixelRect& r, const Splat& s, Visit&& visit) {
+  using Mask = typename Lanes<F>::Mask;
+  constexpr int W = Lanes<F>::kWidth;
+  // Lane centres px < x1 exactly where the lanes' columns are < x1 (both are integers + 0.5).
+  const F x_end = broadcast<F>(float(r.x1));
+  const F px_start = lane_centres<F>(r.x0);
+  const F step = broadcast<F>(float(W));
+  if (r.x1 - r.x0 <= W) {
+    const SplatColumns<F> columns = splat_columns(s, px_start);
+    const Mask m = px_start < x_end;
+    for (int y = r.y0; y < r.y1; ++y) visit(tc.plane_index(r.x0, y), m, columns, y + 0.5f);
+    return;
+  }
+  if (r.x1 - r.x0 <= 2 * W) {
+    const F px2 = px_start + step;
+    const SplatColumns<F> columns1 = splat_columns(s, px_start), columns2 = splat_columns(s, px2);
+    const Mask m1 = px_start < x_end, m2 = px2 < x_end;
+    for (int y = r.y0; y < r.y1; ++y) {
+      const int p = tc.plane_index(r.x0, y);
+      visit(p, m1, columns1, y + 0.5f);
+      visit(p + W, m2, columns2, y + 0.5f);
+    }
+    return;
+  }
+  for (int y = r.y0; y < r.y1; ++y) {
+    F px = px_start;  // exact: small integers + 0.5
+    for (int x = r.x0; x < r.x1; x += W, px = px + step)
+      visit(tc.plane_index(x, y), Mask(px < x_end), splat_columns(s, px), y + 0.5f);
+  }
+}
+
 // Planes of floats and of ints, kPlane long each: one tile's pixel states, a plane a field.
 class TilePlanes {
  public:
@@ -329,16 +365,12 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats&
   // the pixel planes' stores leave them be, and would reload them (and redo what it derived
   // from them) after every store.
   const DepthRange range = depth_range(d.near_plane, d.far_plane);
-  const F step = broadcast<F>(float(W));
   for (int32_t i = 0; i < count && remaining > 0; ++i) {
     const PixelRect r = tc.clip(tile_splats.rects[i]);
     const Splat s = tile_splats.splats[i];
     const vec3 n = tile_splats.normals[i];
     const float* color = tile_splats.color(i);
     const typename Lanes<F>::Int index = broadcast_int_lanes<F>(i);
-    // Lane centres px < x1 exactly where the lanes' columns are < x1 (both are integers + 0.5).
-    const F x_end = broadcast<F>(float(r.x1));
-    const F px_start = lane_centres<F>(r.x0);
     // PixelForward::visit of the lane group at plane index p, with the state loaded only
     // where the splat contributes.
     const auto visit = [&](int p, Mask m, const SplatColumns<F>& columns, float py) GSL_CPU_INLINE_LAMBDA {
@@ -359,31 +391,7 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats&
         store_lanes(acc, load_lanes<F>(acc) + f.weight * color[ch]);
       }
     };
-    if (r.x1 - r.x0 <= W) {
-      // One lane group per row (most small splats): its columns, and what eval_hit derives
-      // from them, are the same in every row. (`continue`, not `else`: GCC allocates the
-      // registers of this loop nest better so: 185M against 188M instructions.)
-      const SplatColumns<F> columns = splat_columns(s, px_start);
-      const Mask m = px_start < x_end;
-      for (int y = r.y0; y < r.y1; ++y) visit(tc.plane_index(r.x0, y), m, columns, y + 0.5f);
-      continue;
-    }
-    if (r.x1 - r.x0 <= 2 * W) {  // two lane groups per row: the same for both
-      const F px2 = px_start + step;
-      const SplatColumns<F> columns1 = splat_columns(s, px_start), columns2 = splat_columns(s, px2);
-      const Mask m1 = px_start < x_end, m2 = px2 < x_end;
-      for (int y = r.y0; y < r.y1; ++y) {
-        const int p = tc.plane_index(r.x0, y);
-        visit(p, m1, columns1, y + 0.5f);
-        visit(p + W, m2, columns2, y + 0.5f);
-      }
-      continue;
-    }
-    for (int y = r.y0; y < r.y1; ++y) {
-      F px = px_start;  // exact: small integers + 0.5
-      for (int x = r.x0; x < r.x1; x += W, px = px + step)
-        visit(tc.plane_index(x, y), Mask(px < x_end), splat_columns(s, px), y + 0.5f);
-    }
+    for_each_lane_group<F>(tc, r, s, visit);
   }
   // The tile's outputs, a lane group at a time where one fits in the row, then pixel by pixel.
   for (int y = tc.y0; y < tc.y1; ++y) {
@@ -440,15 +448,12 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
   const int32_t* last = planes.plane(BackwardPlanes::kLast);
   int32_t* visited = planes.plane(BackwardPlanes::kVisited);
   const DepthRange range = depth_range(d.near_plane, d.far_plane);  // a copy, as in forward_tile
-  const F step = broadcast<F>(float(W));
   for (int32_t i = max_last - 1; i >= 0; --i) {
     const PixelRect r = tc.clip(tile_splats.rects[i]);
     const Splat s = tile_splats.splats[i];
     const vec3 n = tile_splats.normals[i];
     const float* color = tile_splats.color(i);
     const Int index = broadcast_int_lanes<F>(i);
-    const F x_end = broadcast<F>(float(r.x1));  // as in forward_tile
-    const F px_start = lane_centres<F>(r.x0);
     bool any_hit = false;
     F sums[kPairGradColor];  // the fixed part of the record, in registers
     // Back-propagates the lane group at plane index p.
@@ -475,26 +480,7 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
         store_lanes(sum, load_lanes<F>(sum) + b.weight * v_color(ch));
       }
     };
-    if (r.x1 - r.x0 <= W) {  // one or two lane groups per row, as in forward_tile
-      const SplatColumns<F> columns = splat_columns(s, px_start);
-      const Mask m = px_start < x_end;
-      for (int y = r.y0; y < r.y1; ++y) visit(tc.plane_index(r.x0, y), m, columns, y + 0.5f);
-    } else if (r.x1 - r.x0 <= 2 * W) {
-      const F px2 = px_start + step;
-      const SplatColumns<F> columns1 = splat_columns(s, px_start), columns2 = splat_columns(s, px2);
-      const Mask m1 = px_start < x_end, m2 = px2 < x_end;
-      for (int y = r.y0; y < r.y1; ++y) {
-        const int p = tc.plane_index(r.x0, y);
-        visit(p, m1, columns1, y + 0.5f);
-        visit(p + W, m2, columns2, y + 0.5f);
-      }
-    } else {
-      for (int y = r.y0; y < r.y1; ++y) {
-        F px = px_start;
-        for (int x = r.x0; x < r.x1; x += W, px = px + step)
-          visit(tc.plane_index(x, y), Mask(px < x_end), splat_columns(s, px), y + 0.5f);
-      }
-    }
+    for_each_lane_group<F>(tc, r, s, visit);
     float* record = record_of(i);
     if (!any_hit) {
       std::fill_n(record, width, 0.f);
