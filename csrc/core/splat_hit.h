@@ -57,7 +57,8 @@ struct Hit {
 };
 
 // What a splat's evaluation needs that depends only on the pixel columns px: the same for
-// every row, so the CPU computes it once per splat where its rectangle is one lane group wide.
+// every row, so the CPU computes it once per splat where its rectangle is one or two lane
+// groups wide (for_each_lane_group).
 template <class F>
 struct SplatColumns {
   F px;
