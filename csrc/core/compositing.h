@@ -48,16 +48,33 @@ struct PixelForward {
   // acc += weight * colour, in every lane (weight is 0 outside the lanes returned, and colours
   // are finite).
   GSL_HD Mask composite(const Hit<F>& h, Mask ok, vec3 n, Int index, const DepthRange& range) {
+    ok = advance(h, ok, index);
+    if (any(ok)) accumulate(h, ok, n, range);
+    return ok;
+  }
+
+  // composite in two steps, so the CPU loads each step's fields only where it runs. First the
+  // transmittance: done, T, weight, last and the median; returns the lanes composited.
+  GSL_HD Mask advance(const Hit<F>& h, Mask ok, Int index) {
     const F T_next = T * (1.f - h.alpha);
     const Mask stop = ok & (T_next < kTransmittanceMin);
     done = done | stop;
     ok = ok & lanes_not(stop);
     if (!any(ok)) return ok;
-    // Zero weight in the other lanes, where h may hold anything, so the sums below add 0 there
-    // (an accumulator, never -0, plus +-0 is itself): one select each for w, z and m instead of
-    // one per sum.
+    // Zero weight in the other lanes, where h may hold anything, so the sums of accumulate
+    // add 0 there (an accumulator, never -0, plus +-0 is itself): one select each for w, z
+    // and m instead of one per sum.
+    weight = select(ok, h.alpha * T, broadcast<F>(0.f));
+    const Mask median_here = ok & (T > 0.5f);
+    median_depth = select(median_here, h.z, median_depth);
+    median = select(median_here, index, median);
+    T = select(ok, T_next, T);
+    last = select(ok, index + 1, last);
+    return ok;
+  }
+  // Then the weighted sums of the lanes `ok` that advance returned: depth, normal, distortion.
+  GSL_HD void accumulate(const Hit<F>& h, Mask ok, vec3 n, const DepthRange& range) {
     const F zero = broadcast<F>(0.f);
-    weight = select(ok, h.alpha * T, zero);
     const F z = select(ok, h.z, zero);
     const F m = select(ok, distortion_depth(h.z, range), zero);
     depth = depth + weight * z;
@@ -65,12 +82,6 @@ struct PixelForward {
     normal_y = normal_y + weight * n.y;
     normal_z = normal_z + weight * n.z;
     sums.add(weight, m);
-    const Mask median_here = ok & (T > 0.5f);
-    median_depth = select(median_here, h.z, median_depth);
-    median = select(median_here, index, median);
-    T = select(ok, T_next, T);
-    last = select(ok, index + 1, last);
-    return ok;
   }
 
   // Visits splat `index` in the lanes of `reach` that are not done: counts it, evaluates it

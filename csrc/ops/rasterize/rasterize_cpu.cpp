@@ -227,15 +227,26 @@ class ForwardPlanes : public TilePlanes {
   int32_t* plane(IntPlane k) { return ints(k); }
   float* color(int ch) { return floats(kColor + ch); }
 
+  // The fields of PixelForward::advance (done aside: the tile pass reads it first, alone).
   template <class F>
-  GSL_CPU_INLINE PixelForward<F> load(int p, F px, float py) {
+  GSL_CPU_INLINE void load_advance(int p, PixelForward<F>& f) {
     using Int = typename Lanes<F>::Int;
-    PixelForward<F> f;
-    f.px = px;
-    f.py = py;
     f.T = load_lanes<F>(plane(kT) + p);
-    f.depth = load_lanes<F>(plane(kDepth) + p);
     f.median_depth = load_lanes<F>(plane(kMedianDepth) + p);
+    f.last = load_lanes<Int>(plane(kLast) + p);
+    f.median = load_lanes<Int>(plane(kMedian) + p);
+  }
+  template <class F>
+  GSL_CPU_INLINE void store_advance(int p, const PixelForward<F>& f) {
+    store_lanes(plane(kT) + p, f.T);
+    store_lanes(plane(kMedianDepth) + p, f.median_depth);
+    store_lanes(plane(kLast) + p, f.last);
+    store_lanes(plane(kMedian) + p, f.median);
+  }
+  // The fields of PixelForward::accumulate.
+  template <class F>
+  GSL_CPU_INLINE void load_sums(int p, PixelForward<F>& f) {
+    f.depth = load_lanes<F>(plane(kDepth) + p);
     f.normal_x = load_lanes<F>(plane(kNormalX) + p);
     f.normal_y = load_lanes<F>(plane(kNormalY) + p);
     f.normal_z = load_lanes<F>(plane(kNormalZ) + p);
@@ -243,17 +254,10 @@ class ForwardPlanes : public TilePlanes {
     f.sums.first = load_lanes<F>(plane(kSumFirst) + p);
     f.sums.second = load_lanes<F>(plane(kSumSecond) + p);
     f.sums.distortion = load_lanes<F>(plane(kDistortion) + p);
-    f.last = load_lanes<Int>(plane(kLast) + p);
-    f.median = load_lanes<Int>(plane(kMedian) + p);
-    f.done = load_mask<F>(plane(kDone) + p);
-    return f;  // visited is the caller's (the tile pass counts it in place: count_visits)
   }
-
   template <class F>
-  GSL_CPU_INLINE void store(int p, const PixelForward<F>& f) {
-    store_lanes(plane(kT) + p, f.T);
+  GSL_CPU_INLINE void store_sums(int p, const PixelForward<F>& f) {
     store_lanes(plane(kDepth) + p, f.depth);
-    store_lanes(plane(kMedianDepth) + p, f.median_depth);
     store_lanes(plane(kNormalX) + p, f.normal_x);
     store_lanes(plane(kNormalY) + p, f.normal_y);
     store_lanes(plane(kNormalZ) + p, f.normal_z);
@@ -261,9 +265,17 @@ class ForwardPlanes : public TilePlanes {
     store_lanes(plane(kSumFirst) + p, f.sums.first);
     store_lanes(plane(kSumSecond) + p, f.sums.second);
     store_lanes(plane(kDistortion) + p, f.sums.distortion);
-    store_lanes(plane(kLast) + p, f.last);
-    store_lanes(plane(kMedian) + p, f.median);
-    store_mask<F>(plane(kDone) + p, f.done);
+  }
+  // Every field (the tile's outputs); visited is the caller's.
+  template <class F>
+  GSL_CPU_INLINE PixelForward<F> load(int p, F px, float py) {
+    PixelForward<F> f;
+    f.px = px;
+    f.py = py;
+    load_advance(p, f);
+    load_sums(p, f);
+    f.done = load_mask<F>(plane(kDone) + p);
+    return f;
   }
 };
 
@@ -358,7 +370,7 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats&
   planes.reset(D);
   const TileCoords tc = tile_coords(d, tile);
   int remaining = (tc.x1 - tc.x0) * (tc.y1 - tc.y0);  // pixels not done
-  const int32_t* done = planes.plane(ForwardPlanes::kDone);
+  int32_t* done = planes.plane(ForwardPlanes::kDone);
   int32_t* visited = planes.plane(ForwardPlanes::kVisited);
   const int32_t count = static_cast<int32_t>(end - begin);
   // The splat and the depth range are copies, not references: the compiler cannot tell that
@@ -380,12 +392,22 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats&
       Hit<F> h;
       Mask ok = m & eval_hit(s, columns, py, range.near_plane, h);
       if (!any(ok)) return;
-      PixelForward<F> f = planes.load<F>(p, columns.px, py);
-      ok = f.composite(h, ok, n, index, range);
+      // PixelForward::composite, each step's fields loaded and stored around it (kept live
+      // across both steps, they would not fit in registers).
+      PixelForward<F> f;
+      f.done = lanes_not(m);  // within m none is done; outside m, done or not, none changes
+      planes.load_advance(p, f);
+      ok = f.advance(h, ok, index);
       const Mask newly_done = f.done & m;
-      if (any(newly_done)) remaining -= count_true<F>(newly_done);
-      planes.store(p, f);
+      if (any(newly_done)) {
+        remaining -= count_true<F>(newly_done);
+        store_mask<F>(done + p, load_mask<F>(done + p) | newly_done);
+      }
       if (!any(ok)) return;
+      planes.store_advance(p, f);
+      planes.load_sums(p, f);
+      f.accumulate(h, ok, n, range);
+      planes.store_sums(p, f);
       for (int ch = 0; ch < D; ++ch) {
         float* acc = planes.color(ch) + p;
         store_lanes(acc, load_lanes<F>(acc) + f.weight * color[ch]);
