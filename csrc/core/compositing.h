@@ -23,7 +23,7 @@ struct PixelForward {
   using Mask = typename Lanes<F>::Mask;
   using Int = typename Lanes<F>::Int;
   F px;        // pixel centres
-  float py;
+  typename Lanes<F>::Row py;
   F T;
   F depth{};
   F median_depth{};
@@ -35,7 +35,7 @@ struct PixelForward {
   Mask done{};        // saturated: later splats are not evaluated
   F weight{};         // w of the splat last composited in the lanes it returns, 0 elsewhere
 
-  GSL_HD void start(F px_, float py_) {
+  GSL_HD void start(F px_, typename Lanes<F>::Row py_) {
     px = px_;
     py = py_;
     T = broadcast<F>(1.f);
@@ -102,7 +102,7 @@ struct PixelBackward {
   using Mask = typename Lanes<F>::Mask;
   using Int = typename Lanes<F>::Int;
   F px;
-  float py;
+  typename Lanes<F>::Row py;
   // What the forward left.
   Int last;    // splats to revisit
   Int median;  // the median-depth contributor, -1 when none

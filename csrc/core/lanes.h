@@ -16,6 +16,7 @@ template <>
 struct Lanes<float> {
   using Mask = bool;
   using Int = int32_t;
+  using Row = float;  // what depends only on the pixel row: one value for all lanes
   static constexpr int kWidth = 1;
 };
 
@@ -65,12 +66,14 @@ template <>
 struct Lanes<vf4> {
   using Mask = vi4;  // all bits set in a true lane
   using Int = vi4;
+  using Row = float;  // the lanes are pixels of one row
   static constexpr int kWidth = 4;
 };
 template <>
 struct Lanes<vf8> {
   using Mask = vi8;
   using Int = vi8;
+  using Row = float;
   static constexpr int kWidth = 8;
 };
 

@@ -37,20 +37,21 @@ GSL_HD DepthRange depth_range(float near_plane, float far_plane) {
   return {near_plane, far_plane, far_plane / (far_plane - near_plane), far_plane * near_plane / (far_plane - near_plane)};
 }
 
-// One evaluated (pixel, surfel) pair per lane. The lanes of a group share a pixel row,
-// so what depends only on y (l_y, dy) is a plain float.
+// One evaluated (pixel, surfel) pair per lane. The lanes of a group share a pixel row, so
+// what depends only on y (l_y, dy) is a Row: a plain float (a row per half for a LanePair).
 template <class F>
 struct Hit {
   using Mask = typename Lanes<F>::Mask;
+  using Row = typename Lanes<F>::Row;
   Mask use3d;    // the ray-splat footprint won; otherwise the screen fallback
   Mask clamped;  // o G was above 0.99
   F lx_x, lx_y, lx_z;  // l_x = px M_2 - M_0
-  vec3 l_y;            // l_y = py M_2 - M_1
+  Row ly_x, ly_y, ly_z;  // l_y = py M_2 - M_1
   F q_x, q_y, q_z;     // q = l_x x l_y
   F inv_q2;            // 1 / q_z (3D path; 1 on the fallback)
   F u, v;              // local coordinates of the hit (3D path; 0 on the fallback)
   F dx;                // pixel minus projected centre (fallback path)
-  float dy;
+  Row dy;
   F z;      // hit depth
   F G;      // exp(-rho / 2)
   F alpha;  // min(0.99, o G)
@@ -82,17 +83,19 @@ GSL_HD SplatColumns<F> splat_columns(const Splat& s, F px) {
 // inside the 3-sigma support, hit behind the near plane, and alpha at least 1/255. Values in
 // the other lanes are unspecified (callers select them away).
 template <class F>
-GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, const SplatColumns<F>& columns, float py, float near_plane,
-                                        Hit<F>& h) {
+GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, const SplatColumns<F>& columns,
+                                        typename Lanes<F>::Row py, float near_plane, Hit<F>& h) {
   using Mask = typename Lanes<F>::Mask;
   const mat3& M = s.M;
   h.lx_x = columns.lx_x;
   h.lx_y = columns.lx_y;
   h.lx_z = columns.lx_z;
-  h.l_y = py * M.row(2) - M.row(1);
-  h.q_x = h.lx_y * h.l_y.z - h.lx_z * h.l_y.y;
-  h.q_y = h.lx_z * h.l_y.x - h.lx_x * h.l_y.z;
-  h.q_z = h.lx_x * h.l_y.y - h.lx_y * h.l_y.x;
+  h.ly_x = py * M.m[2][0] - M.m[1][0];
+  h.ly_y = py * M.m[2][1] - M.m[1][1];
+  h.ly_z = py * M.m[2][2] - M.m[1][2];
+  h.q_x = h.lx_y * h.ly_z - h.lx_z * h.ly_y;
+  h.q_y = h.lx_z * h.ly_x - h.lx_x * h.ly_z;
+  h.q_z = h.lx_x * h.ly_y - h.lx_y * h.ly_x;
   const F den = h.q_z * h.q_z;
   const F num = h.q_x * h.q_x + h.q_y * h.q_y;
   h.dx = columns.dx;
@@ -115,14 +118,15 @@ GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, const SplatColumns<F>& c
   return inside & (h.alpha >= kAlphaMin);
 }
 template <class F>
-GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, F px, float py, float near_plane, Hit<F>& h) {
+GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, F px, typename Lanes<F>::Row py, float near_plane,
+                                        Hit<F>& h) {
   return eval_hit(s, splat_columns(s, px), py, near_plane, h);
 }
 
 // VJP of eval_hit: dL/dalpha and dL/dz of the pair into dL/dM (written to v_M, row-major)
 // and dL/dopacity (returned).
 template <class F>
-GSL_HD F eval_hit_vjp(const Splat& s, F px, float py, const Hit<F>& h, F v_alpha, F v_z, F v_M[9]) {
+GSL_HD F eval_hit_vjp(const Splat& s, F px, typename Lanes<F>::Row py, const Hit<F>& h, F v_alpha, F v_z, F v_M[9]) {
   const mat3& M = s.M;
   const F zero = broadcast<F>(0.f);
   const F v_oG = select(h.clamped, zero, v_alpha);
@@ -135,9 +139,9 @@ GSL_HD F eval_hit_vjp(const Splat& s, F px, float py, const Hit<F>& h, F v_alpha
     const F v_v = 2.f * h.v * v_rho + v_z * M.m[2][1];
     const F vq_x = v_u * h.inv_q2, vq_y = v_v * h.inv_q2, vq_z = -(v_u * h.u + v_v * h.v) * h.inv_q2;
     // q = l_x x l_y, l_x = px M_2 - M_0, l_y = py M_2 - M_1.
-    const F vlx_x = h.l_y.y * vq_z - h.l_y.z * vq_y;  // v_lx = l_y x v_q
-    const F vlx_y = h.l_y.z * vq_x - h.l_y.x * vq_z;
-    const F vlx_z = h.l_y.x * vq_y - h.l_y.y * vq_x;
+    const F vlx_x = h.ly_y * vq_z - h.ly_z * vq_y;  // v_lx = l_y x v_q
+    const F vlx_y = h.ly_z * vq_x - h.ly_x * vq_z;
+    const F vlx_z = h.ly_x * vq_y - h.ly_y * vq_x;
     const F vly_x = vq_y * h.lx_z - vq_z * h.lx_y;  // v_ly = v_q x l_x
     const F vly_y = vq_z * h.lx_x - vq_x * h.lx_z;
     const F vly_z = vq_x * h.lx_y - vq_y * h.lx_x;

@@ -9,8 +9,10 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "core/lane_pairs.h"
 #include "cpu/parallel.h"
 #include "ops/rasterize/rasterize_impl.h"
 
@@ -120,24 +122,53 @@ TileCoords tile_coords(const Dims& d, int64_t tile) {
   return tc;
 }
 
-// Lane helpers that the scalar lane type needs in its own form.
+// A lane group's values in a tile plane (p: its plane index): consecutive pixels of a row,
+// and for a lane pair (core/lane_pairs.h) its second half the same pixels a row below.
+template <class V, class T>
+GSL_CPU_INLINE V load_group(const T* p) {
+  if constexpr (IsLanePair<V>::value) {
+    using Half = decltype(V::lo);
+    return {load_group<Half>(p), load_group<Half>(p + kMaxTileWidth)};
+  } else {
+    return load_lanes<V>(p);
+  }
+}
+template <class T, class V>
+GSL_CPU_INLINE void store_group(T* p, const V& v) {
+  if constexpr (IsLanePair<V>::value) {
+    store_group(p, v.lo);
+    store_group(p + kMaxTileWidth, v.hi);
+  } else {
+    store_lanes(p, v);
+  }
+}
+
+// Lane helpers that the scalar lane type and the lane pair need in their own forms.
 template <class F>
 GSL_CPU_INLINE typename Lanes<F>::Mask load_mask(const int32_t* p) {
-  if constexpr (Lanes<F>::kWidth == 1)
+  if constexpr (IsLanePair<F>::value)
+    return {load_mask<decltype(F::lo)>(p), load_mask<decltype(F::lo)>(p + kMaxTileWidth)};
+  else if constexpr (Lanes<F>::kWidth == 1)
     return *p != 0;
   else
     return load_lanes<typename Lanes<F>::Mask>(p);
 }
 template <class F>
 GSL_CPU_INLINE void store_mask(int32_t* p, typename Lanes<F>::Mask m) {
-  if constexpr (Lanes<F>::kWidth == 1)
+  if constexpr (IsLanePair<F>::value) {
+    store_mask<decltype(F::lo)>(p, m.lo);
+    store_mask<decltype(F::lo)>(p + kMaxTileWidth, m.hi);
+  } else if constexpr (Lanes<F>::kWidth == 1) {
     *p = m ? -1 : 0;
-  else
+  } else {
     store_lanes(p, m);
+  }
 }
 template <class F>
 GSL_CPU_INLINE int count_true(typename Lanes<F>::Mask m) {
-  if constexpr (Lanes<F>::kWidth == 1) {
+  if constexpr (IsLanePair<F>::value) {
+    return count_true<decltype(F::lo)>(m.lo) + count_true<decltype(F::lo)>(m.hi);
+  } else if constexpr (Lanes<F>::kWidth == 1) {
     return m ? 1 : 0;
   } else {
     int n = 0;
@@ -149,49 +180,66 @@ GSL_CPU_INLINE int count_true(typename Lanes<F>::Mask m) {
 template <class F>
 GSL_CPU_INLINE void count_visits(int32_t* visits, typename Lanes<F>::Mask m) {
   using Int = typename Lanes<F>::Int;
-  Int counts = load_lanes<Int>(visits);
+  Int counts = load_group<Int>(visits);
   count_lanes(counts, m);
-  store_lanes(visits, counts);
+  store_group(visits, counts);
+}
+// sum += g, lane by lane; a lane pair adds its halves in row order, as two visits would.
+template <class F, class G>
+GSL_CPU_INLINE void add_group(F& sum, const G& g) {
+  if constexpr (IsLanePair<G>::value) {
+    sum = sum + g.lo;
+    sum = sum + g.hi;
+  } else {
+    sum = sum + g;
+  }
 }
 template <class F>
 GSL_CPU_INLINE F lane_centres(int x) {
   return (float(x) + lane_offsets<F>()) + 0.5f;
 }
+// The lane pair of two rows of the same columns.
+template <class F>
+GSL_CPU_INLINE SplatColumns<LanePair<F>> columns_pair(const SplatColumns<F>& c) {
+  return {pair_of(c.px), pair_of(c.lx_x), pair_of(c.lx_y), pair_of(c.lx_z), pair_of(c.dx), pair_of(c.dx2)};
+}
 
-// Calls visit(p, lanes, columns, py) for each lane group of rectangle r (within the tile), row
-// by row: p its plane index, lanes those inside r. What eval_hit computes from the columns alone
-// (SplatColumns) is the same in every row; where r is one or two lane groups wide (most small
-// splats) it is computed once, not once per group.
-template <class F, class Visit>
+// Calls visit(p, lanes, columns, py) for each lane group of rectangle r (within the tile): p
+// its plane index, lanes those inside r. With kPairRows two rows go in one lane pair (py a
+// RowPair), so the pair's two independent chains overlap (core/lane_pairs.h); the last row
+// of an odd count goes alone. What eval_hit computes from the columns alone (SplatColumns)
+// is the same in every row; where r is one or two lane groups wide (most small splats) it is
+// computed once.
+template <class F, bool kPairRows, class Visit>
 GSL_CPU_INLINE void for_each_lane_group(const TileCoords& tc, const PixelRect& r, const Splat& s, Visit&& visit) {
   using Mask = typename Lanes<F>::Mask;
   constexpr int W = Lanes<F>::kWidth;
+  const auto visit_rows = [&](int x, Mask m, const SplatColumns<F>& columns) GSL_CPU_INLINE_LAMBDA {
+    int y = r.y0;
+    if constexpr (kPairRows && W > 1) {  // the scalar form (CUDA's math) visits one pixel at a time
+      const auto pair_mask = pair_of(m);
+      const auto pair_columns = columns_pair(columns);
+      for (; y + 1 < r.y1; y += 2) visit(tc.plane_index(x, y), pair_mask, pair_columns, RowPair{y + 0.5f, y + 1.5f});
+    }
+    for (; y < r.y1; ++y) visit(tc.plane_index(x, y), m, columns, y + 0.5f);
+  };
   // Lane centres px < x1 exactly where the lanes' columns are < x1 (both are integers + 0.5).
   const F x_end = broadcast<F>(float(r.x1));
   const F px_start = lane_centres<F>(r.x0);
   const F step = broadcast<F>(float(W));
   if (r.x1 - r.x0 <= W) {
-    const SplatColumns<F> columns = splat_columns(s, px_start);
-    const Mask m = px_start < x_end;
-    for (int y = r.y0; y < r.y1; ++y) visit(tc.plane_index(r.x0, y), m, columns, y + 0.5f);
+    visit_rows(r.x0, px_start < x_end, splat_columns(s, px_start));
     return;
   }
   if (r.x1 - r.x0 <= 2 * W) {
     const F px2 = px_start + step;
     const SplatColumns<F> columns1 = splat_columns(s, px_start), columns2 = splat_columns(s, px2);
-    const Mask m1 = px_start < x_end, m2 = px2 < x_end;
-    for (int y = r.y0; y < r.y1; ++y) {
-      const int p = tc.plane_index(r.x0, y);
-      visit(p, m1, columns1, y + 0.5f);
-      visit(p + W, m2, columns2, y + 0.5f);
-    }
+    visit_rows(r.x0, px_start < x_end, columns1);
+    visit_rows(r.x0 + W, px2 < x_end, columns2);
     return;
   }
-  for (int y = r.y0; y < r.y1; ++y) {
-    F px = px_start;  // exact: small integers + 0.5
-    for (int x = r.x0; x < r.x1; x += W, px = px + step)
-      visit(tc.plane_index(x, y), Mask(px < x_end), splat_columns(s, px), y + 0.5f);
-  }
+  F px = px_start;  // exact: small integers + 0.5
+  for (int x = r.x0; x < r.x1; x += W, px = px + step) visit_rows(x, px < x_end, splat_columns(s, px));
 }
 
 // Planes of floats and of ints, kPlane long each: one tile's pixel states, a plane a field.
@@ -231,44 +279,44 @@ class ForwardPlanes : public TilePlanes {
   template <class F>
   GSL_CPU_INLINE void load_advance(int p, PixelForward<F>& f) {
     using Int = typename Lanes<F>::Int;
-    f.T = load_lanes<F>(plane(kT) + p);
-    f.median_depth = load_lanes<F>(plane(kMedianDepth) + p);
-    f.last = load_lanes<Int>(plane(kLast) + p);
-    f.median = load_lanes<Int>(plane(kMedian) + p);
+    f.T = load_group<F>(plane(kT) + p);
+    f.median_depth = load_group<F>(plane(kMedianDepth) + p);
+    f.last = load_group<Int>(plane(kLast) + p);
+    f.median = load_group<Int>(plane(kMedian) + p);
   }
   template <class F>
   GSL_CPU_INLINE void store_advance(int p, const PixelForward<F>& f) {
-    store_lanes(plane(kT) + p, f.T);
-    store_lanes(plane(kMedianDepth) + p, f.median_depth);
-    store_lanes(plane(kLast) + p, f.last);
-    store_lanes(plane(kMedian) + p, f.median);
+    store_group(plane(kT) + p, f.T);
+    store_group(plane(kMedianDepth) + p, f.median_depth);
+    store_group(plane(kLast) + p, f.last);
+    store_group(plane(kMedian) + p, f.median);
   }
   // The fields of PixelForward::accumulate.
   template <class F>
   GSL_CPU_INLINE void load_sums(int p, PixelForward<F>& f) {
-    f.depth = load_lanes<F>(plane(kDepth) + p);
-    f.normal_x = load_lanes<F>(plane(kNormalX) + p);
-    f.normal_y = load_lanes<F>(plane(kNormalY) + p);
-    f.normal_z = load_lanes<F>(plane(kNormalZ) + p);
-    f.sums.weight = load_lanes<F>(plane(kSumWeight) + p);
-    f.sums.first = load_lanes<F>(plane(kSumFirst) + p);
-    f.sums.second = load_lanes<F>(plane(kSumSecond) + p);
-    f.sums.distortion = load_lanes<F>(plane(kDistortion) + p);
+    f.depth = load_group<F>(plane(kDepth) + p);
+    f.normal_x = load_group<F>(plane(kNormalX) + p);
+    f.normal_y = load_group<F>(plane(kNormalY) + p);
+    f.normal_z = load_group<F>(plane(kNormalZ) + p);
+    f.sums.weight = load_group<F>(plane(kSumWeight) + p);
+    f.sums.first = load_group<F>(plane(kSumFirst) + p);
+    f.sums.second = load_group<F>(plane(kSumSecond) + p);
+    f.sums.distortion = load_group<F>(plane(kDistortion) + p);
   }
   template <class F>
   GSL_CPU_INLINE void store_sums(int p, const PixelForward<F>& f) {
-    store_lanes(plane(kDepth) + p, f.depth);
-    store_lanes(plane(kNormalX) + p, f.normal_x);
-    store_lanes(plane(kNormalY) + p, f.normal_y);
-    store_lanes(plane(kNormalZ) + p, f.normal_z);
-    store_lanes(plane(kSumWeight) + p, f.sums.weight);
-    store_lanes(plane(kSumFirst) + p, f.sums.first);
-    store_lanes(plane(kSumSecond) + p, f.sums.second);
-    store_lanes(plane(kDistortion) + p, f.sums.distortion);
+    store_group(plane(kDepth) + p, f.depth);
+    store_group(plane(kNormalX) + p, f.normal_x);
+    store_group(plane(kNormalY) + p, f.normal_y);
+    store_group(plane(kNormalZ) + p, f.normal_z);
+    store_group(plane(kSumWeight) + p, f.sums.weight);
+    store_group(plane(kSumFirst) + p, f.sums.first);
+    store_group(plane(kSumSecond) + p, f.sums.second);
+    store_group(plane(kDistortion) + p, f.sums.distortion);
   }
   // Every field (the tile's outputs); visited is the caller's.
   template <class F>
-  GSL_CPU_INLINE PixelForward<F> load(int p, F px, float py) {
+  GSL_CPU_INLINE PixelForward<F> load(int p, F px, typename Lanes<F>::Row py) {
     PixelForward<F> f;
     f.px = px;
     f.py = py;
@@ -295,50 +343,50 @@ class BackwardPlanes : public TilePlanes {
   // Sets the states of a lane group of pixels; v_colors: their [W, D] colour cotangents.
   template <class F>
   GSL_CPU_INLINE void set(int p, const PixelBackward<F>& b, const float* v_colors, int num_channels) {
-    store_lanes(plane(kT) + p, b.T);
-    store_lanes(plane(kBehind) + p, b.behind);
-    store_lanes(plane(kSumWeight) + p, b.sums.weight);
-    store_lanes(plane(kSumFirst) + p, b.sums.first);
-    store_lanes(plane(kSumSecond) + p, b.sums.second);
-    store_lanes(plane(kVDepth) + p, b.v_depth);
-    store_lanes(plane(kVMedian) + p, b.v_median);
-    store_lanes(plane(kVDistortion) + p, b.v_distortion);
-    store_lanes(plane(kVNormalX) + p, b.v_normal_x);
-    store_lanes(plane(kVNormalY) + p, b.v_normal_y);
-    store_lanes(plane(kVNormalZ) + p, b.v_normal_z);
-    store_lanes(plane(kLast) + p, b.last);
-    store_lanes(plane(kMedian) + p, b.median);
+    store_group(plane(kT) + p, b.T);
+    store_group(plane(kBehind) + p, b.behind);
+    store_group(plane(kSumWeight) + p, b.sums.weight);
+    store_group(plane(kSumFirst) + p, b.sums.first);
+    store_group(plane(kSumSecond) + p, b.sums.second);
+    store_group(plane(kVDepth) + p, b.v_depth);
+    store_group(plane(kVMedian) + p, b.v_median);
+    store_group(plane(kVDistortion) + p, b.v_distortion);
+    store_group(plane(kVNormalX) + p, b.v_normal_x);
+    store_group(plane(kVNormalY) + p, b.v_normal_y);
+    store_group(plane(kVNormalZ) + p, b.v_normal_z);
+    store_group(plane(kLast) + p, b.last);
+    store_group(plane(kMedian) + p, b.median);
     for (int ch = 0; ch < num_channels; ++ch)
       for (int i = 0; i < Lanes<F>::kWidth; ++i) v_color(ch)[p + i] = v_colors[i * num_channels + ch];
   }
 
   template <class F>
-  GSL_CPU_INLINE PixelBackward<F> load(int p, F px, float py) {
+  GSL_CPU_INLINE PixelBackward<F> load(int p, F px, typename Lanes<F>::Row py) {
     using Int = typename Lanes<F>::Int;
     PixelBackward<F> b;
     b.px = px;
     b.py = py;
-    b.last = load_lanes<Int>(plane(kLast) + p);
-    b.median = load_lanes<Int>(plane(kMedian) + p);
-    b.sums.weight = load_lanes<F>(plane(kSumWeight) + p);
-    b.sums.first = load_lanes<F>(plane(kSumFirst) + p);
-    b.sums.second = load_lanes<F>(plane(kSumSecond) + p);
-    b.v_depth = load_lanes<F>(plane(kVDepth) + p);
-    b.v_median = load_lanes<F>(plane(kVMedian) + p);
-    b.v_distortion = load_lanes<F>(plane(kVDistortion) + p);
-    b.v_normal_x = load_lanes<F>(plane(kVNormalX) + p);
-    b.v_normal_y = load_lanes<F>(plane(kVNormalY) + p);
-    b.v_normal_z = load_lanes<F>(plane(kVNormalZ) + p);
-    b.T = load_lanes<F>(plane(kT) + p);
-    b.behind = load_lanes<F>(plane(kBehind) + p);
+    b.last = load_group<Int>(plane(kLast) + p);
+    b.median = load_group<Int>(plane(kMedian) + p);
+    b.sums.weight = load_group<F>(plane(kSumWeight) + p);
+    b.sums.first = load_group<F>(plane(kSumFirst) + p);
+    b.sums.second = load_group<F>(plane(kSumSecond) + p);
+    b.v_depth = load_group<F>(plane(kVDepth) + p);
+    b.v_median = load_group<F>(plane(kVMedian) + p);
+    b.v_distortion = load_group<F>(plane(kVDistortion) + p);
+    b.v_normal_x = load_group<F>(plane(kVNormalX) + p);
+    b.v_normal_y = load_group<F>(plane(kVNormalY) + p);
+    b.v_normal_z = load_group<F>(plane(kVNormalZ) + p);
+    b.T = load_group<F>(plane(kT) + p);
+    b.behind = load_group<F>(plane(kBehind) + p);
     return b;
   }
 
   // What a visit changes.
   template <class F>
   GSL_CPU_INLINE void store_walk(int p, const PixelBackward<F>& b) {
-    store_lanes(plane(kT) + p, b.T);
-    store_lanes(plane(kBehind) + p, b.behind);
+    store_group(plane(kT) + p, b.T);
+    store_group(plane(kBehind) + p, b.behind);
   }
 };
 
@@ -347,7 +395,7 @@ class BackwardPlanes : public TilePlanes {
 template <class F>
 struct PlaneColumn {
   const float* first;
-  GSL_CPU_INLINE F operator()(int ch) const { return load_lanes<F>(first + static_cast<size_t>(ch) * kPlane); }
+  GSL_CPU_INLINE F operator()(int ch) const { return load_group<F>(first + static_cast<size_t>(ch) * kPlane); }
 };
 
 // Writes the outputs of the lane group of pixels at (x, y) from the tile's planes.
@@ -383,25 +431,30 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats&
     const vec3 n = tile_splats.normals[i];
     const float* color = tile_splats.color(i);
     const typename Lanes<F>::Int index = broadcast_int_lanes<F>(i);
-    // PixelForward::visit of the lane group at plane index p, with the state loaded only
-    // where the splat contributes.
-    const auto visit = [&](int p, Mask m, const SplatColumns<F>& columns, float py) GSL_CPU_INLINE_LAMBDA {
-      m = m & lanes_not(load_mask<F>(done + p));
-      count_visits<F>(visited + p, m);
+    // PixelForward::visit of the lane group (G = F) or lane pair (G = LanePair<F>) at plane
+    // index p, with the state loaded only where the splat contributes.
+    const auto visit = [&](int p, auto m, const auto& columns, auto py) GSL_CPU_INLINE_LAMBDA {
+      using G = std::decay_t<decltype(columns.px)>;
+      using GMask = typename Lanes<G>::Mask;
+      m = m & lanes_not(load_mask<G>(done + p));
+      count_visits<G>(visited + p, m);
       if (!any(m)) return;
-      Hit<F> h;
-      Mask ok = m & eval_hit(s, columns, py, range.near_plane, h);
+      Hit<G> h;
+      GMask ok = m & eval_hit(s, columns, py, range.near_plane, h);
       if (!any(ok)) return;
       // PixelForward::composite, each step's fields loaded and stored around it (kept live
       // across both steps, they would not fit in registers).
-      PixelForward<F> f;
+      PixelForward<G> f;
       f.done = lanes_not(m);  // within m none is done; outside m, done or not, none changes
       planes.load_advance(p, f);
-      ok = f.advance(h, ok, index);
-      const Mask newly_done = f.done & m;
+      if constexpr (IsLanePair<G>::value)
+        ok = f.advance(h, ok, pair_of(index));
+      else
+        ok = f.advance(h, ok, index);
+      const GMask newly_done = f.done & m;
       if (any(newly_done)) {
-        remaining -= count_true<F>(newly_done);
-        store_mask<F>(done + p, load_mask<F>(done + p) | newly_done);
+        remaining -= count_true<G>(newly_done);
+        store_mask<G>(done + p, load_mask<G>(done + p) | newly_done);
       }
       if (!any(ok)) return;
       planes.store_advance(p, f);
@@ -410,10 +463,10 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, TileSplats&
       planes.store_sums(p, f);
       for (int ch = 0; ch < D; ++ch) {
         float* acc = planes.color(ch) + p;
-        store_lanes(acc, load_lanes<F>(acc) + f.weight * color[ch]);
+        store_group(acc, load_group<G>(acc) + f.weight * color[ch]);
       }
     };
-    for_each_lane_group<F>(tc, r, s, visit);
+    for_each_lane_group<F, true>(tc, r, s, visit);
   }
   // The tile's outputs, a lane group at a time where one fits in the row, then pixel by pixel.
   for (int y = tc.y0; y < tc.y1; ++y) {
@@ -478,31 +531,42 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
     const Int index = broadcast_int_lanes<F>(i);
     bool any_hit = false;
     F sums[kPairGradColor];  // the fixed part of the record, in registers
-    // Back-propagates the lane group at plane index p.
-    const auto visit = [&](int p, Mask m, const SplatColumns<F>& columns, float py) GSL_CPU_INLINE_LAMBDA {
-      m = m & Mask(index < load_lanes<Int>(last + p));
-      count_visits<F>(visited + p, m);
+    // Back-propagates the lane group (G = F) or lane pair (G = LanePair<F>) at plane index p.
+    const auto visit = [&](int p, auto m, const auto& columns, auto py) GSL_CPU_INLINE_LAMBDA {
+      using G = std::decay_t<decltype(columns.px)>;
+      using GMask = typename Lanes<G>::Mask;
+      using GInt = typename Lanes<G>::Int;
+      GInt group_index;
+      if constexpr (IsLanePair<G>::value)
+        group_index = pair_of(index);
+      else
+        group_index = index;
+      m = m & GMask(group_index < load_group<GInt>(last + p));
+      count_visits<G>(visited + p, m);
       if (!any(m)) return;
-      Hit<F> h;
-      const Mask hit = m & eval_hit(s, columns, py, range.near_plane, h);
+      Hit<G> h;
+      const GMask hit = m & eval_hit(s, columns, py, range.near_plane, h);
       if (!any(hit)) return;
       if (!any_hit) {
         for (F& sum : sums) sum = broadcast<F>(0.f);
         std::fill(color_acc.begin(), color_acc.end(), 0.f);
         any_hit = true;
       }
-      PixelBackward<F> b = planes.load<F>(p, columns.px, py);
-      const PlaneColumn<F> v_color{planes.v_color(0) + p};
-      F g[kPairGradColor];
-      b.backprop(s, h, hit, n, color, D, v_color, index, range, g);
+      PixelBackward<G> b = planes.load<G>(p, columns.px, py);
+      const PlaneColumn<G> v_color{planes.v_color(0) + p};
+      G g[kPairGradColor];
+      b.backprop(s, h, hit, n, color, D, v_color, group_index, range, g);
       planes.store_walk(p, b);
-      for (int k = 0; k < kPairGradColor; ++k) sums[k] = sums[k] + g[k];
+      for (int k = 0; k < kPairGradColor; ++k) add_group(sums[k], g[k]);
       for (int ch = 0; ch < D; ++ch) {
         float* sum = color_acc.data() + ch * W;
-        store_lanes(sum, load_lanes<F>(sum) + b.weight * v_color(ch));
+        F acc = load_lanes<F>(sum);
+        add_group(acc, b.weight * v_color(ch));
+        store_lanes(sum, acc);
       }
     };
-    for_each_lane_group<F>(tc, r, s, visit);
+    // Single rows: the backward's state is larger, and in pairs it spills (slower).
+    for_each_lane_group<F, false>(tc, r, s, visit);
     float* record = record_of(i);
     if (!any_hit) {
       std::fill_n(record, width, 0.f);
