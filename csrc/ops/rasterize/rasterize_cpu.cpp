@@ -579,29 +579,27 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
     for (int x = tc.x0; x < tc.x1; ++x) a.out_visited[tc.image_pixel(d, x, y)] = visited[tc.plane_index(x, y)];
 }
 
-// Per-thread scratch and the tile loops, one instantiation per lane type.
+// Per-thread scratch and the tile loops over tiles[0, count), one instantiation per lane type.
 template <class F>
-GSL_CPU_INLINE void forward_tiles(const ForwardArgs& a, int64_t tile_begin, int64_t tile_end) {
+GSL_CPU_INLINE void forward_tiles(const ForwardArgs& a, const int64_t* tiles, int64_t count) {
   TileSplats tile_splats;
   ForwardPlanes planes;
   if (a.in.dims.num_channels == 3) {
-    for (int64_t tile = tile_begin; tile < tile_end; ++tile) forward_tile<F, 3>(a, tile, tile_splats, planes);
+    for (int64_t k = 0; k < count; ++k) forward_tile<F, 3>(a, tiles[k], tile_splats, planes);
   } else {
-    for (int64_t tile = tile_begin; tile < tile_end; ++tile) forward_tile<F, 0>(a, tile, tile_splats, planes);
+    for (int64_t k = 0; k < count; ++k) forward_tile<F, 0>(a, tiles[k], tile_splats, planes);
   }
 }
 
 template <class F>
-GSL_CPU_INLINE void backward_tiles(const BackwardArgs& a, int64_t tile_begin, int64_t tile_end) {
+GSL_CPU_INLINE void backward_tiles(const BackwardArgs& a, const int64_t* tiles, int64_t count) {
   TileSplats tile_splats;
   BackwardPlanes planes;
   std::vector<float> color_acc;
   if (a.in.dims.num_channels == 3) {
-    for (int64_t tile = tile_begin; tile < tile_end; ++tile)
-      backward_tile<F, 3>(a, tile, tile_splats, planes, color_acc);
+    for (int64_t k = 0; k < count; ++k) backward_tile<F, 3>(a, tiles[k], tile_splats, planes, color_acc);
   } else {
-    for (int64_t tile = tile_begin; tile < tile_end; ++tile)
-      backward_tile<F, 0>(a, tile, tile_splats, planes, color_acc);
+    for (int64_t k = 0; k < count; ++k) backward_tile<F, 0>(a, tiles[k], tile_splats, planes, color_acc);
   }
 }
 
@@ -642,32 +640,50 @@ void project_backward_range_sse(const ProjectBackwardArgs& a, int64_t b, int64_t
   project_backward_range<vf4>(a, b, e);
 }
 void project_range_sse(const ProjectArgs& a, int64_t b, int64_t e) { project_range<vf4>(a, b, e); }
-void forward_tiles_scalar(const ForwardArgs& a, int64_t b, int64_t e) { forward_tiles<float>(a, b, e); }
-void forward_tiles_sse(const ForwardArgs& a, int64_t b, int64_t e) { forward_tiles<vf4>(a, b, e); }
-void backward_tiles_scalar(const BackwardArgs& a, int64_t b, int64_t e) { backward_tiles<float>(a, b, e); }
-void backward_tiles_sse(const BackwardArgs& a, int64_t b, int64_t e) { backward_tiles<vf4>(a, b, e); }
+void forward_tiles_scalar(const ForwardArgs& a, const int64_t* t, int64_t n) { forward_tiles<float>(a, t, n); }
+void forward_tiles_sse(const ForwardArgs& a, const int64_t* t, int64_t n) { forward_tiles<vf4>(a, t, n); }
+void backward_tiles_scalar(const BackwardArgs& a, const int64_t* t, int64_t n) { backward_tiles<float>(a, t, n); }
+void backward_tiles_sse(const BackwardArgs& a, const int64_t* t, int64_t n) { backward_tiles<vf4>(a, t, n); }
 #if GSL_HAVE_AVX2_SCHEDULE
 GSL_TARGET_AVX2 void project_backward_range_avx2(const ProjectBackwardArgs& a, int64_t b, int64_t e) {
   project_backward_range<vf8>(a, b, e);
 }
 GSL_TARGET_AVX2 void project_range_avx2(const ProjectArgs& a, int64_t b, int64_t e) { project_range<vf8>(a, b, e); }
-GSL_TARGET_AVX2 void forward_tiles_avx2(const ForwardArgs& a, int64_t b, int64_t e) { forward_tiles<vf8>(a, b, e); }
-GSL_TARGET_AVX2 void backward_tiles_avx2(const BackwardArgs& a, int64_t b, int64_t e) {
-  backward_tiles<vf8>(a, b, e);
+GSL_TARGET_AVX2 void forward_tiles_avx2(const ForwardArgs& a, const int64_t* t, int64_t n) {
+  forward_tiles<vf8>(a, t, n);
+}
+GSL_TARGET_AVX2 void backward_tiles_avx2(const BackwardArgs& a, const int64_t* t, int64_t n) {
+  backward_tiles<vf8>(a, t, n);
 }
 #endif
 
+// A pass over items [begin, end), and one over tiles[0, count).
 template <class Args>
-using TilePass = void (*)(const Args&, int64_t, int64_t);
+using ItemPass = void (*)(const Args&, int64_t, int64_t);
+template <class Args>
+using TilePass = void (*)(const Args&, const int64_t*, int64_t);
 
-template <class Args>
-TilePass<Args> pick_schedule(int lanes, TilePass<Args> scalar, TilePass<Args> sse, TilePass<Args> avx2) {
+template <class Pass>
+Pass pick_schedule(int lanes, Pass scalar, Pass sse, Pass avx2) {
   if (lanes == 0) lanes = max_cpu_lanes();
   if (lanes == 1) return scalar;
   if (lanes == 4) return sse;
   if (lanes == 8 && max_cpu_lanes() >= 8 && avx2 != nullptr) return avx2;
   throw std::invalid_argument("rasterize: cpu_lanes must be 0 (widest), 1, 4, or 8 where AVX2 is available; got " +
                               std::to_string(lanes));
+}
+
+// The tiles of a tile pass in the order the threads take them: with several threads the
+// heaviest first (by pair count, then by index), so they finish together instead of one
+// rendering a heavy tile taken last. Which thread renders a tile never changes its bits.
+std::vector<int64_t> tile_order(const PixelPassInputs& in, int num_threads) {
+  const int64_t num_tiles = in.dims.num_cameras * tiles_per_camera(in.dims);
+  std::vector<int64_t> order(num_tiles);
+  for (int64_t t = 0; t < num_tiles; ++t) order[t] = t;
+  const auto pairs = [&](int64_t t) { return in.tile_starts[t + 1] - in.tile_starts[t]; };
+  if (num_threads > 1)
+    std::stable_sort(order.begin(), order.end(), [&](int64_t s, int64_t t) { return pairs(s) > pairs(t); });
+  return order;
 }
 
 void check_cpu_tiles(const Dims& d) {
@@ -689,7 +705,7 @@ int max_cpu_lanes() {
 
 void project_cpu(const ProjectArgs& a, int num_threads) {
   check_cpu_tiles(a.dims);
-  const auto pass = pick_schedule<ProjectArgs>(a.dims.cpu_lanes, GSL_SCHEDULES(project_range));
+  const auto pass = pick_schedule<ItemPass<ProjectArgs>>(a.dims.cpu_lanes, GSL_SCHEDULES(project_range));
   const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
   cpu::parallel_for(items, num_threads, 4096, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
 }
@@ -706,16 +722,18 @@ void emit_pairs_cpu(const EmitArgs& a, int num_threads) {
 
 void forward_cpu(const ForwardArgs& a, int num_threads) {
   check_cpu_tiles(a.in.dims);
-  const auto pass = pick_schedule<ForwardArgs>(a.in.dims.cpu_lanes, GSL_SCHEDULES(forward_tiles));
-  const int64_t num_tiles = a.in.dims.num_cameras * tiles_per_camera(a.in.dims);
-  cpu::parallel_for(num_tiles, num_threads, 1, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
+  const auto pass = pick_schedule<TilePass<ForwardArgs>>(a.in.dims.cpu_lanes, GSL_SCHEDULES(forward_tiles));
+  const std::vector<int64_t> tiles = tile_order(a.in, num_threads);
+  cpu::parallel_for(static_cast<int64_t>(tiles.size()), num_threads, 1,
+                    [&](int64_t begin, int64_t end) { pass(a, tiles.data() + begin, end - begin); });
 }
 
 void backward_cpu(const BackwardArgs& a, int num_threads) {
   check_cpu_tiles(a.in.dims);
-  const auto pass = pick_schedule<BackwardArgs>(a.in.dims.cpu_lanes, GSL_SCHEDULES(backward_tiles));
-  const int64_t num_tiles = a.in.dims.num_cameras * tiles_per_camera(a.in.dims);
-  cpu::parallel_for(num_tiles, num_threads, 1, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
+  const auto pass = pick_schedule<TilePass<BackwardArgs>>(a.in.dims.cpu_lanes, GSL_SCHEDULES(backward_tiles));
+  const std::vector<int64_t> tiles = tile_order(a.in, num_threads);
+  cpu::parallel_for(static_cast<int64_t>(tiles.size()), num_threads, 1,
+                    [&](int64_t begin, int64_t end) { pass(a, tiles.data() + begin, end - begin); });
 }
 
 void reduce_cpu(const ReduceArgs& a, int num_threads) {
@@ -726,7 +744,8 @@ void reduce_cpu(const ReduceArgs& a, int num_threads) {
 }
 
 void project_backward_cpu(const ProjectBackwardArgs& a, int num_threads) {
-  const auto pass = pick_schedule<ProjectBackwardArgs>(a.dims.cpu_lanes, GSL_SCHEDULES(project_backward_range));
+  const auto pass =
+      pick_schedule<ItemPass<ProjectBackwardArgs>>(a.dims.cpu_lanes, GSL_SCHEDULES(project_backward_range));
   cpu::parallel_for(a.dims.num_surfels, num_threads, 1024, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
 }
 
