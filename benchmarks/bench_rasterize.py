@@ -186,7 +186,7 @@ def main() -> None:
           f"{1e3 * reference['gsplat_lib_forward_backward_s']:.2f} ms at 2000 surfels 128x128: "
           f"{reference['speedup']:.0f}x", flush=True)
 
-    result = dict(benchmark="rasterize", machine=dict(platform=platform.platform(), cpu_count=os.cpu_count(),
+    result = dict(benchmark="rasterize", repeats=args.repeats, machine=dict(platform=platform.platform(), cpu_count=os.cpu_count(),
                                                       torch_threads=torch.get_num_threads(),
                                                       omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
                                                       torch=torch.__version__,
