@@ -58,8 +58,8 @@ struct Hit {
 };
 
 // What a splat's evaluation needs that depends only on the pixel columns px: the same for
-// every row, so the CPU computes it once per splat where its rectangle is one or two lane
-// groups wide (for_each_lane_group).
+// every row, so the CPU computes it once per column group of a splat's rectangle
+// (for_each_lane_group).
 template <class F>
 struct SplatColumns {
   F px;

@@ -184,16 +184,6 @@ GSL_CPU_INLINE void count_visits(int32_t* visits, typename Lanes<F>::Mask m) {
   count_lanes(counts, m);
   store_group(visits, counts);
 }
-// sum += g, lane by lane; a lane pair adds its halves in row order, as two visits would.
-template <class F, class G>
-GSL_CPU_INLINE void add_group(F& sum, const G& g) {
-  if constexpr (IsLanePair<G>::value) {
-    sum = sum + g.lo;
-    sum = sum + g.hi;
-  } else {
-    sum = sum + g;
-  }
-}
 template <class F>
 GSL_CPU_INLINE F lane_centres(int x) {
   return (float(x) + lane_offsets<F>()) + 0.5f;
@@ -205,11 +195,11 @@ GSL_CPU_INLINE SplatColumns<LanePair<F>> columns_pair(const SplatColumns<F>& c) 
 }
 
 // Calls visit(p, lanes, columns, py) for each lane group of rectangle r (within the tile): p
-// its plane index, lanes those inside r. With kPairRows two rows go in one lane pair (py a
-// RowPair), so the pair's two independent chains overlap (core/lane_pairs.h); the last row
-// of an odd count goes alone. What eval_hit computes from the columns alone (SplatColumns)
-// is the same in every row; where r is one or two lane groups wide (most small splats) it is
-// computed once.
+// its plane index, lanes those inside r. The rectangle is walked a column group at a time, so
+// what eval_hit computes from the columns alone (SplatColumns) is computed once per column
+// group, for all its rows. With kPairRows two rows go in one lane pair (py a RowPair), so the
+// pair's two independent chains overlap (core/lane_pairs.h); the last row of an odd count
+// goes alone.
 template <class F, bool kPairRows, class Visit>
 GSL_CPU_INLINE void for_each_lane_group(const TileCoords& tc, const PixelRect& r, const Splat& s, Visit&& visit) {
   using Mask = typename Lanes<F>::Mask;
@@ -227,17 +217,6 @@ GSL_CPU_INLINE void for_each_lane_group(const TileCoords& tc, const PixelRect& r
   const F x_end = broadcast<F>(float(r.x1));
   const F px_start = lane_centres<F>(r.x0);
   const F step = broadcast<F>(float(W));
-  if (r.x1 - r.x0 <= W) {
-    visit_rows(r.x0, px_start < x_end, splat_columns(s, px_start));
-    return;
-  }
-  if (r.x1 - r.x0 <= 2 * W) {
-    const F px2 = px_start + step;
-    const SplatColumns<F> columns1 = splat_columns(s, px_start), columns2 = splat_columns(s, px2);
-    visit_rows(r.x0, px_start < x_end, columns1);
-    visit_rows(r.x0 + W, px2 < x_end, columns2);
-    return;
-  }
   F px = px_start;  // exact: small integers + 0.5
   for (int x = r.x0; x < r.x1; x += W, px = px + step) visit_rows(x, px < x_end, splat_columns(s, px));
 }
@@ -531,38 +510,28 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, TileSplat
     const Int index = broadcast_int_lanes<F>(i);
     bool any_hit = false;
     F sums[kPairGradColor];  // the fixed part of the record, in registers
-    // Back-propagates the lane group (G = F) or lane pair (G = LanePair<F>) at plane index p.
-    const auto visit = [&](int p, auto m, const auto& columns, auto py) GSL_CPU_INLINE_LAMBDA {
-      using G = std::decay_t<decltype(columns.px)>;
-      using GMask = typename Lanes<G>::Mask;
-      using GInt = typename Lanes<G>::Int;
-      GInt group_index;
-      if constexpr (IsLanePair<G>::value)
-        group_index = pair_of(index);
-      else
-        group_index = index;
-      m = m & GMask(group_index < load_group<GInt>(last + p));
-      count_visits<G>(visited + p, m);
+    // Back-propagates the lane group at plane index p.
+    const auto visit = [&](int p, Mask m, const SplatColumns<F>& columns, float py) GSL_CPU_INLINE_LAMBDA {
+      m = m & Mask(index < load_lanes<Int>(last + p));
+      count_visits<F>(visited + p, m);
       if (!any(m)) return;
-      Hit<G> h;
-      const GMask hit = m & eval_hit(s, columns, py, range.near_plane, h);
+      Hit<F> h;
+      const Mask hit = m & eval_hit(s, columns, py, range.near_plane, h);
       if (!any(hit)) return;
       if (!any_hit) {
         for (F& sum : sums) sum = broadcast<F>(0.f);
         std::fill(color_acc.begin(), color_acc.end(), 0.f);
         any_hit = true;
       }
-      PixelBackward<G> b = planes.load<G>(p, columns.px, py);
-      const PlaneColumn<G> v_color{planes.v_color(0) + p};
-      G g[kPairGradColor];
-      b.backprop(s, h, hit, n, color, D, v_color, group_index, range, g);
+      PixelBackward<F> b = planes.load<F>(p, columns.px, py);
+      const PlaneColumn<F> v_color{planes.v_color(0) + p};
+      F g[kPairGradColor];
+      b.backprop(s, h, hit, n, color, D, v_color, index, range, g);
       planes.store_walk(p, b);
-      for (int k = 0; k < kPairGradColor; ++k) add_group(sums[k], g[k]);
+      for (int k = 0; k < kPairGradColor; ++k) sums[k] = sums[k] + g[k];
       for (int ch = 0; ch < D; ++ch) {
         float* sum = color_acc.data() + ch * W;
-        F acc = load_lanes<F>(sum);
-        add_group(acc, b.weight * v_color(ch));
-        store_lanes(sum, acc);
+        store_lanes(sum, load_lanes<F>(sum) + b.weight * v_color(ch));
       }
     };
     // Single rows: the backward's state is larger, and in pairs it spills (slower).
@@ -686,6 +655,14 @@ std::vector<int64_t> tile_order(const PixelPassInputs& in, int num_threads) {
   return order;
 }
 
+// Runs a tile pass over every tile, the threads taking them in tile_order.
+template <class Args>
+void run_tile_pass(TilePass<Args> pass, const Args& a, int num_threads) {
+  const std::vector<int64_t> tiles = tile_order(a.in, num_threads);
+  cpu::parallel_for(static_cast<int64_t>(tiles.size()), num_threads, 1,
+                    [&](int64_t begin, int64_t end) { pass(a, tiles.data() + begin, end - begin); });
+}
+
 void check_cpu_tiles(const Dims& d) {
   if (d.tile_width < 1 || d.tile_width > kMaxTileWidth)
     throw std::invalid_argument("rasterize: the CPU backend takes tile_width 1 to " + std::to_string(kMaxTileWidth) +
@@ -722,18 +699,12 @@ void emit_pairs_cpu(const EmitArgs& a, int num_threads) {
 
 void forward_cpu(const ForwardArgs& a, int num_threads) {
   check_cpu_tiles(a.in.dims);
-  const auto pass = pick_schedule<TilePass<ForwardArgs>>(a.in.dims.cpu_lanes, GSL_SCHEDULES(forward_tiles));
-  const std::vector<int64_t> tiles = tile_order(a.in, num_threads);
-  cpu::parallel_for(static_cast<int64_t>(tiles.size()), num_threads, 1,
-                    [&](int64_t begin, int64_t end) { pass(a, tiles.data() + begin, end - begin); });
+  run_tile_pass(pick_schedule<TilePass<ForwardArgs>>(a.in.dims.cpu_lanes, GSL_SCHEDULES(forward_tiles)), a, num_threads);
 }
 
 void backward_cpu(const BackwardArgs& a, int num_threads) {
   check_cpu_tiles(a.in.dims);
-  const auto pass = pick_schedule<TilePass<BackwardArgs>>(a.in.dims.cpu_lanes, GSL_SCHEDULES(backward_tiles));
-  const std::vector<int64_t> tiles = tile_order(a.in, num_threads);
-  cpu::parallel_for(static_cast<int64_t>(tiles.size()), num_threads, 1,
-                    [&](int64_t begin, int64_t end) { pass(a, tiles.data() + begin, end - begin); });
+  run_tile_pass(pick_schedule<TilePass<BackwardArgs>>(a.in.dims.cpu_lanes, GSL_SCHEDULES(backward_tiles)), a, num_threads);
 }
 
 void reduce_cpu(const ReduceArgs& a, int num_threads) {
