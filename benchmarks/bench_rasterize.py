@@ -146,7 +146,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench_rasterize.json", help="where to write the JSON results")
     parser.add_argument("--repeats", type=int, default=10,
-                        help="timed runs per case, the best kept (on a VM whose host takes some of its time, few runs often catch none undisturbed)")
+                        help="timed runs per case, the best kept (on a VM whose host takes some of its time, "
+                             "few runs often catch none undisturbed)")
     parser.add_argument("--quick", action="store_true", help="only the smallest cases (a smoke run)")
     parser.add_argument("--threads", default=f"1,{os.cpu_count()}",
                         help="comma-separated CPU thread counts to run each CPU case with (default: 1 and all cores)")
@@ -186,12 +187,11 @@ def main() -> None:
           f"{1e3 * reference['gsplat_lib_forward_backward_s']:.2f} ms at 2000 surfels 128x128: "
           f"{reference['speedup']:.0f}x", flush=True)
 
-    result = dict(benchmark="rasterize", repeats=args.repeats, machine=dict(platform=platform.platform(), cpu_count=os.cpu_count(),
-                                                      torch_threads=torch.get_num_threads(),
-                                                      omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
-                                                      torch=torch.__version__,
-                                                      gpu=torch.cuda.get_device_name() if len(devices) > 1 else None),
-                  build_info=gsplat_lib.build_info(), rows=rows)
+    machine = dict(platform=platform.platform(), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                   omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), torch=torch.__version__,
+                   gpu=torch.cuda.get_device_name() if len(devices) > 1 else None)
+    result = dict(benchmark="rasterize", repeats=args.repeats, machine=machine, build_info=gsplat_lib.build_info(),
+                  rows=rows)
     with open(args.out, "w") as handle:
         json.dump(result, handle, indent=2)
     print(f"wrote {args.out}")
