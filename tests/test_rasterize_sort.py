@@ -1,51 +1,70 @@
-"""The CPU pair sort equals torch.sort(stable=True) + searchsorted, the path CUDA runs."""
+"""The CPU pair binning equals emit_pairs + torch.sort(stable=True) + searchsorted, the path CUDA runs."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from gsplat_lib.ops.rasterize import _sort_pairs
+from gsplat_lib.ops.rasterize import TILE_SIZE, _bin_pairs
 
 
-def _pairs(num_pairs, num_cameras, tiles_x, tiles_y, seed, distinct_depths):
+def _items(num_cameras, num_surfels, width, height, tile_width, seed, distinct_depths, max_size):
+    """Random pixel rectangles (some empty) and depths with many ties, as the projection gives them."""
     g = torch.Generator().manual_seed(seed)
-    num_tiles = num_cameras * tiles_x * tiles_y
-    tiles = torch.randint(0, num_tiles, (num_pairs,), generator=g)
-    # Few distinct depths: many ties, which must keep emission order.
-    depths = torch.randint(1, distinct_depths + 1, (num_pairs,), generator=g).float() * 0.37
-    depth_bits = depths.view(torch.int32).long()
-    keys = (tiles << 32) | depth_bits
-    pair_surfels = torch.randint(0, 10**6, (num_pairs,), generator=g)
-    settings = dict(num_cameras=num_cameras, num_surfels=10**6, num_channels=3, width=16 * tiles_x,
-                    height=16 * tiles_y, tile_width=16, tiles_x=tiles_x, tiles_y=tiles_y, near_plane=0.01, far_plane=100.0,
+    n = num_cameras * num_surfels
+    x0 = torch.randint(0, width, (n,), generator=g)
+    y0 = torch.randint(0, height, (n,), generator=g)
+    x1 = torch.minimum(x0 + torch.randint(0, max_size + 1, (n,), generator=g), torch.tensor(width))
+    y1 = torch.minimum(y0 + torch.randint(0, max_size + 1, (n,), generator=g), torch.tensor(height))
+    empty = (x1 <= x0) | (y1 <= y0)
+    rects = torch.stack([x0, y0, x1, y1], dim=-1).to(torch.int32).reshape(num_cameras, num_surfels, 4)
+    tiles = ((x1 - 1) // tile_width - x0 // tile_width + 1) * ((y1 - 1) // TILE_SIZE - y0 // TILE_SIZE + 1)
+    tile_counts = torch.where(empty, torch.zeros_like(tiles), tiles)
+    # Few distinct depths: many ties, which must keep item order.
+    depths = (torch.randint(1, distinct_depths + 1, (n,), generator=g).float() * 0.37).reshape(num_cameras, num_surfels)
+    pair_ends = torch.cumsum(tile_counts, dim=0).reshape(num_cameras, num_surfels)
+    tiles_x, tiles_y = -(-width // tile_width), -(-height // TILE_SIZE)
+    settings = dict(num_cameras=num_cameras, num_surfels=num_surfels, num_channels=3, width=width, height=height,
+                    tile_width=tile_width, tiles_x=tiles_x, tiles_y=tiles_y, near_plane=0.01, far_plane=100.0,
                     scale_modifier=1.0, cpu_lanes=0)
-    return keys, pair_surfels, settings
+    num_pairs = int(pair_ends.reshape(-1)[-1]) if n else 0
+    return depths, rects, pair_ends, num_pairs, settings
 
 
-@pytest.mark.parametrize("num_pairs,num_cameras,tiles_x,tiles_y,distinct", [
-    (0, 1, 3, 2, 5),
-    (1, 1, 1, 1, 1),
-    (500, 2, 4, 3, 3),
-    (200_000, 3, 7, 5, 50),  # several chunks of the counting sort
-])
-def test_cpu_sort_equals_torch_sort(num_pairs, num_cameras, tiles_x, tiles_y, distinct):
-    keys, pair_surfels, settings = _pairs(num_pairs, num_cameras, tiles_x, tiles_y, 11, distinct)
-    expected = _sort_pairs(keys, pair_surfels, settings, use_torch=True)
-    actual = _sort_pairs(keys, pair_surfels, settings, use_torch=False)
-    for name, e, a in zip(["tile_starts", "sorted_surfels", "pair_emit_index"], expected, actual):
-        assert torch.equal(e, a), name
+CASES = {
+    "nothing": (1, 0, 32, 32, 16, 5, 4),
+    "one": (1, 1, 16, 16, 16, 1, 4),
+    "small": (2, 300, 64, 48, 16, 3, 20),
+    "wide tiles": (3, 2000, 200, 100, 64, 50, 40),
+    "many chunks": (2, 60_000, 256, 256, 64, 1000, 24),  # several chunks per sort pass
+    "huge splats": (1, 500, 300, 200, 32, 7, 400),
+}
 
 
-def test_cpu_sort_is_thread_invariant():
-    keys, pair_surfels, settings = _pairs(300_000, 2, 5, 5, 3, 20)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_cpu_binning_equals_emit_and_torch_sort(name):
+    depths, rects, pair_ends, num_pairs, settings = _items(*CASES[name][:5], 11, *CASES[name][5:])
+    expected = _bin_pairs(depths, rects, pair_ends, num_pairs, settings, use_torch=True)
+    actual = _bin_pairs(depths, rects, pair_ends, num_pairs, settings, use_torch=False)
+    for label, e, a in zip(["tile_starts", "sorted_surfels", "pair_emit_index"], expected, actual):
+        assert torch.equal(e, a), label
+
+
+def test_cpu_binning_is_thread_invariant():
+    depths, rects, pair_ends, num_pairs, settings = _items(2, 80_000, 320, 240, 64, 3, 20, 30)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = _sort_pairs(keys, pair_surfels, settings)
+        one = _bin_pairs(depths, rects, pair_ends, num_pairs, settings)
         torch.set_num_threads(2)
-        two = _sort_pairs(keys, pair_surfels, settings)
+        two = _bin_pairs(depths, rects, pair_ends, num_pairs, settings)
     finally:
         torch.set_num_threads(previous)
     for a, b in zip(one, two):
         assert torch.equal(a, b)
+
+
+def test_cpu_binning_rejects_a_wrong_pair_count():
+    depths, rects, pair_ends, num_pairs, settings = _items(1, 100, 64, 64, 16, 5, 9, 20)
+    with pytest.raises(ValueError, match="num_pairs"):
+        _bin_pairs(depths, rects, pair_ends, num_pairs - 1, settings)

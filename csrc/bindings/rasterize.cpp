@@ -75,12 +75,13 @@ EmitArgs emit_args(const py::dict& f) {
   return a;
 }
 
-SortPairsArgs sort_pairs_args(const py::dict& f) {
-  SortPairsArgs a;
+BinPairsArgs bin_pairs_args(const py::dict& f) {
+  BinPairsArgs a;
   a.dims = dims_of(f);
   a.num_pairs = field<int64_t>(f, "num_pairs");
-  a.keys = field_ptr<const int64_t>(f, "keys");
-  a.pair_surfels = field_ptr<const int64_t>(f, "pair_surfels");
+  a.depths = field_ptr<const float>(f, "depths");
+  a.pixel_rects = field_ptr<const int32_t>(f, "pixel_rects");
+  a.pair_ends = field_ptr<const int64_t>(f, "pair_ends");
   a.tile_starts = field_ptr<int64_t>(f, "tile_starts");
   a.pair_emit_index = field_ptr<int64_t>(f, "pair_emit_index");
   a.sorted_surfels = field_ptr<int64_t>(f, "sorted_surfels");
@@ -212,11 +213,11 @@ void bind_rasterize(py::module_& m) {
   GSL_PASS(project, project_args);
   GSL_PASS(emit_pairs, emit_args);
   m.def(
-      "rasterize_sort_pairs_cpu",
+      "rasterize_bin_pairs_cpu",
       [](const py::dict& fields, int num_threads) {
-        const SortPairsArgs args = sort_pairs_args(fields);
+        const BinPairsArgs args = bin_pairs_args(fields);
         py::gil_scoped_release release;
-        sort_pairs_cpu(args, num_threads);
+        bin_pairs_cpu(args, num_threads);
       },
       py::arg("fields"), py::arg("num_threads"));
   GSL_PASS(forward, forward_args);

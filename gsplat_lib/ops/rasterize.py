@@ -262,26 +262,33 @@ def _launch(name: str, device: torch.device, settings: dict, **buffers: Optional
         function(fields, _backend.device_index(device), _backend.stream_of(device))
 
 
-def _sort_pairs(keys: torch.Tensor, pair_surfels: torch.Tensor, settings: dict, use_torch: Optional[bool] = None):
-    """Stable sort of the pairs by key (tile, then depth): (tile_starts, sorted_surfels, pair_emit_index).
+def _bin_pairs(depths: torch.Tensor, pixel_rects: torch.Tensor, pair_ends: torch.Tensor, num_pairs: int,
+               settings: dict, use_torch: Optional[bool] = None):
+    """The (tile, surfel) pairs sorted by key (tile, then depth; stable):
+    (tile_starts, sorted_surfels, pair_emit_index).
 
-    The CPU runs its own pass (no torch op between the compiled passes); CUDA uses torch.sort.
-    Both give the same result (tested).
+    CUDA emits the keys and sorts them with torch.sort; the CPU runs its own pass, which gives
+    the same result without the keys (tested).
     """
-    device = keys.device
+    device = depths.device
     i64 = dict(dtype=torch.int64, device=device)
     num_tiles = settings["num_cameras"] * settings["tiles_x"] * settings["tiles_y"]
     if use_torch is None:
         use_torch = device.type != "cpu"
     if use_torch:
+        keys = torch.empty(num_pairs, **i64)
+        pair_surfels = torch.empty(num_pairs, **i64)
+        _launch("emit_pairs", device, settings, depths=depths, pixel_rects=pixel_rects, pair_ends=pair_ends,
+                keys=keys, pair_surfels=pair_surfels)
         sorted_keys, pair_emit_index = torch.sort(keys, stable=True)
         tile_starts = torch.searchsorted(sorted_keys >> 32, torch.arange(num_tiles + 1, **i64))
         return tile_starts, pair_surfels[pair_emit_index], pair_emit_index
     tile_starts = torch.empty(num_tiles + 1, **i64)
-    pair_emit_index = torch.empty_like(keys)
-    sorted_surfels = torch.empty_like(keys)
-    _launch("sort_pairs", device, dict(settings, num_pairs=keys.numel()), keys=keys, pair_surfels=pair_surfels,
-            tile_starts=tile_starts, pair_emit_index=pair_emit_index, sorted_surfels=sorted_surfels)
+    pair_emit_index = torch.empty(num_pairs, **i64)
+    sorted_surfels = torch.empty(num_pairs, **i64)
+    _launch("bin_pairs", device, dict(settings, num_pairs=num_pairs), depths=depths, pixel_rects=pixel_rects,
+            pair_ends=pair_ends, tile_starts=tile_starts, pair_emit_index=pair_emit_index,
+            sorted_surfels=sorted_surfels)
     return tile_starts, sorted_surfels, pair_emit_index
 
 
@@ -324,12 +331,8 @@ class _RasterizeSurfels(torch.autograd.Function):
         pair_ends = torch.cumsum(tile_counts.reshape(-1), dim=0)
         num_pairs = int(pair_ends[-1]) if pair_ends.numel() else 0
         _check_pair_memory(num_pairs, D, device)
-        keys = torch.empty(num_pairs, **i64)
-        pair_surfels = torch.empty(num_pairs, **i64)
-        _launch("emit_pairs", device, settings, depths=depths_surfel, pixel_rects=pixel_rects, pair_ends=pair_ends,
-                keys=keys, pair_surfels=pair_surfels)
-        tile_starts, sorted_surfels, pair_emit_index = _sort_pairs(keys, pair_surfels, settings)
-        del keys, pair_surfels
+        tile_starts, sorted_surfels, pair_emit_index = _bin_pairs(depths_surfel, pixel_rects, pair_ends, num_pairs,
+                                                                  settings)
 
         out_colors = _new_pass_output(C, H, W, D, device=device)
         alphas = torch.empty(C, H, W, 1, **f32)

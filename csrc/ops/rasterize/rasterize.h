@@ -44,11 +44,14 @@ struct EmitArgs {
   int64_t* pair_surfels;       // [P] out: c * N + n
 };
 
-struct SortPairsArgs {
+// The pairs in sorted order (tile, then depth, then item): what emit_pairs and a stable
+// sort of its keys give, without the keys (CPU; CUDA runs emit_pairs and torch.sort).
+struct BinPairsArgs {
   Dims dims;
-  int64_t num_pairs;            // P (at most 2^32 per tile)
-  const int64_t* keys;          // [P] from emit_pairs
-  const int64_t* pair_surfels;  // [P] from emit_pairs
+  int64_t num_pairs;            // P, pair_ends' last value
+  const float* depths;          // [C, N]
+  const int32_t* pixel_rects;   // [C, N, 4]
+  const int64_t* pair_ends;     // [C, N] inclusive cumulative sum of tile_counts
   int64_t* tile_starts;         // [C * tiles + 1] out: first sorted pair of each tile
   int64_t* pair_emit_index;     // [P] out: sorted position -> emission position
   int64_t* sorted_surfels;      // [P] out: c * N + n in sorted order
@@ -135,8 +138,8 @@ struct ProjectBackwardArgs {
 int max_cpu_lanes();
 void project_cpu(const ProjectArgs& args, int num_threads);
 void emit_pairs_cpu(const EmitArgs& args, int num_threads);
-// CPU only: the CUDA path sorts with torch.sort.
-void sort_pairs_cpu(const SortPairsArgs& args, int num_threads);
+// CPU only: the CUDA path sorts emit_pairs' keys with torch.sort.
+void bin_pairs_cpu(const BinPairsArgs& args, int num_threads);
 void forward_cpu(const ForwardArgs& args, int num_threads);
 void backward_cpu(const BackwardArgs& args, int num_threads);
 void reduce_cpu(const ReduceArgs& args, int num_threads);

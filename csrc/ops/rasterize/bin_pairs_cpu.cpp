@@ -1,0 +1,207 @@
+// CPU binning of the (tile, surfel) pairs straight into sorted order: the result of
+// emit_pairs followed by a stable sort by key = tile << 32 | depth bits (what the CUDA path
+// runs, with torch.sort), without writing the keys or sorting each pair. The items are
+// sorted by depth bits once (a stable LSD radix sort), then scattered to their tiles in that
+// order (a stable counting sort by tile). Within a tile the pairs then come by depth bits,
+// ties by item index, which is their emission order: the same order as the key sort.
+//
+// Both sorts are stable, so their result is unique: it does not depend on how the work is
+// split between threads.
+#include <algorithm>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/projection.h"
+#include "cpu/parallel.h"
+#include "ops/rasterize/rasterize.h"
+
+namespace gsl::rasterize {
+
+namespace {
+
+// Runs body(k, begin, end) for `chunks` contiguous chunks of [0, n), one per thread.
+template <class Body>
+void for_each_chunk(int64_t n, int chunks, Body&& body) {
+  cpu::parallel_for(chunks, chunks, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) body(k, n * k / chunks, n * (k + 1) / chunks);
+  });
+}
+
+uint32_t depth_bits_of(float depth) {
+  uint32_t bits;
+  __builtin_memcpy(&bits, &depth, sizeof(bits));
+  return bits;
+}
+
+// Sorts values (depth bits << 32 | item) by their upper 32 bits, stably: an LSD radix sort,
+// 11 bits a pass, each pass a histogram and a scatter per chunk. A pass whose digit is the
+// same for every value is skipped (the high bits of depths in one scene often are).
+void sort_by_depth(std::vector<uint64_t>& values, int chunks) {
+  constexpr int kBits = 11;
+  constexpr int64_t kDigits = int64_t{1} << kBits;
+  const int64_t n = static_cast<int64_t>(values.size());
+  std::unique_ptr<uint64_t[]> scratch(new uint64_t[values.size()]);
+  std::vector<int64_t> offsets(static_cast<size_t>(chunks) * kDigits);  // [chunk, digit]
+  uint64_t* src = values.data();
+  uint64_t* dst = scratch.get();
+  for (int shift = 32; shift < 64; shift += kBits) {
+    const auto digit = [shift](uint64_t v) { return static_cast<int64_t>((v >> shift) & (kDigits - 1)); };
+    for_each_chunk(n, chunks, [&](int64_t k, int64_t begin, int64_t end) {
+      int64_t* counts = offsets.data() + k * kDigits;
+      std::fill_n(counts, kDigits, 0);
+      for (int64_t i = begin; i < end; ++i) ++counts[digit(src[i])];
+    });
+    // Chunk k's values of digit g go after every smaller digit's and after earlier chunks'.
+    int64_t total = 0;
+    bool one_digit = false;
+    for (int64_t g = 0; g < kDigits && !one_digit; ++g) {
+      int64_t digit_total = 0;
+      for (int k = 0; k < chunks; ++k) {
+        int64_t& slot = offsets[k * kDigits + g];
+        const int64_t count = slot;
+        slot = total;
+        total += count;
+        digit_total += count;
+      }
+      one_digit = digit_total == n;
+    }
+    if (one_digit) continue;
+    for_each_chunk(n, chunks, [&](int64_t k, int64_t begin, int64_t end) {
+      int64_t* cursor = offsets.data() + k * kDigits;
+      for (int64_t i = begin; i < end; ++i) dst[cursor[digit(src[i])]++] = src[i];
+    });
+    std::swap(src, dst);
+  }
+  if (src != values.data()) std::copy(src, src + n, values.data());
+}
+
+// Where an item's pairs go: the tiles of its rectangle (rows of tiles first, as emit_pairs
+// writes them) and its first emission position.
+struct TileSpan {
+  int64_t first_pair;
+  int32_t first_tile;  // global tile index of the top-left tile
+  int32_t cols, rows;
+};
+
+// Prefetch distance of the passes over the sorted items: their spans are scattered in memory.
+constexpr int64_t kAhead = 16;
+
+}  // namespace
+
+void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
+  const Dims& d = a.dims;
+  const int64_t items = d.num_cameras * d.num_surfels;
+  const int64_t per_camera = int64_t(d.tiles_x) * d.tiles_y;
+  const int64_t num_tiles = d.num_cameras * per_camera;
+  if (items >= (int64_t{1} << 32) || num_tiles >= (int64_t{1} << 31))
+    throw std::invalid_argument("rasterize: the CPU backend takes fewer than 2^32 (camera, surfel) items and 2^31 "
+                                "tiles, got " + std::to_string(items) + " and " + std::to_string(num_tiles));
+  // Small inputs in one chunk; otherwise a chunk per thread, with at most ~2^24 per-tile
+  // cursors in all (many tiles are many cameras or huge images).
+  const int chunks_for_size = static_cast<int>(std::min<int64_t>(num_threads, std::max<int64_t>(1, items >> 14)));
+  const int chunks = std::max(1, std::min<int>(chunks_for_size, static_cast<int>((int64_t{1} << 24) / (num_tiles + 1))));
+
+  // 1. The items with pairs, as depth bits << 32 | item, in item order, and their spans. Each
+  // chunk packs its items at the start of its own range of `order`; then the ranges are joined.
+  std::unique_ptr<TileSpan[]> spans(new TileSpan[items]);  // read only where an item has pairs
+  std::vector<uint64_t> order(static_cast<size_t>(items));
+  std::vector<int64_t> found(chunks, 0);
+  for_each_chunk(items, chunks, [&](int64_t k, int64_t begin, int64_t end) {
+    uint64_t* out = order.data() + begin;
+    int64_t camera = begin / d.num_surfels, n = begin % d.num_surfels;
+    int64_t camera_tile = camera * per_camera;
+    for (int64_t i = begin; i < end; ++i) {
+      const int32_t* r = a.pixel_rects + 4 * i;
+      const PixelRect rect{r[0], r[1], r[2], r[3]};
+      if (!rect.empty()) {
+        const int tx0 = rect.tile_x0(d.tile_width), ty0 = rect.tile_y0();
+        TileSpan& span = spans[i];
+        span.cols = rect.tile_x1(d.tile_width) - tx0;
+        span.rows = rect.tile_y1() - ty0;
+        span.first_tile = static_cast<int32_t>(camera_tile + int64_t(ty0) * d.tiles_x + tx0);
+        span.first_pair = a.pair_ends[i] - int64_t(span.cols) * span.rows;
+        *out++ = (uint64_t(depth_bits_of(a.depths[i])) << 32) | uint64_t(i);
+      }
+      if (++n == d.num_surfels) n = 0, camera_tile += per_camera;
+    }
+    found[k] = out - (order.data() + begin);
+  });
+  int64_t n = found[0];
+  for (int k = 1; k < chunks; ++k) {
+    const int64_t begin = items * k / chunks;
+    std::copy(order.begin() + begin, order.begin() + begin + found[k], order.begin() + n);
+    n += found[k];
+  }
+  order.resize(static_cast<size_t>(n));
+
+  // 2. By depth bits, ties by item.
+  sort_by_depth(order, chunks);
+
+  // 3. A stable counting sort of the pairs by tile, a chunk of the sorted items per thread:
+  // chunk k's pairs of tile t go after earlier chunks' pairs of t.
+  // Most items have one or two tiles: those two are handled without branches (a branch on
+  // the tile count would mispredict for about every item), any further ones in a loop.
+  const auto item_at = [&](int64_t i) { return static_cast<int64_t>(order[i] & 0xffffffffu); };
+  const auto second_tile = [&](const TileSpan& s) {
+    return s.first_tile + (s.cols > 1 ? 1 : s.rows > 1 ? d.tiles_x : 0);
+  };
+  const auto for_each_further_tile = [&](const TileSpan& s, auto&& visit) {
+    for (int32_t row = 0, k = 0; row < s.rows; ++row)
+      for (int32_t col = 0; col < s.cols; ++col, ++k)
+        if (k >= 2) visit(s.first_tile + row * d.tiles_x + col, k);
+  };
+  std::vector<int64_t> cursors(static_cast<size_t>(chunks) * num_tiles, 0);  // [chunk, tile]
+  for_each_chunk(n, chunks, [&](int64_t k, int64_t begin, int64_t end) {
+    int64_t* counts = cursors.data() + k * num_tiles;
+    for (int64_t i = begin; i < end; ++i) {
+      if (i + kAhead < end) __builtin_prefetch(&spans[item_at(i + kAhead)]);
+      const TileSpan& span = spans[item_at(i)];
+      const int32_t tiles = span.cols * span.rows;
+      ++counts[span.first_tile];
+      counts[second_tile(span)] += tiles > 1;
+      if (tiles > 2) for_each_further_tile(span, [&](int32_t t, int32_t) { ++counts[t]; });
+    }
+  });
+  int64_t total = 0;
+  for (int64_t t = 0; t < num_tiles; ++t) {
+    a.tile_starts[t] = total;
+    for (int k = 0; k < chunks; ++k) {
+      int64_t& slot = cursors[k * num_tiles + t];
+      const int64_t count = slot;
+      slot = total;
+      total += count;
+    }
+  }
+  a.tile_starts[num_tiles] = total;
+  if (total != a.num_pairs)
+    throw std::invalid_argument("rasterize: bin_pairs got num_pairs " + std::to_string(a.num_pairs) +
+                                " but the rectangles hold " + std::to_string(total));
+  for_each_chunk(n, chunks, [&](int64_t k, int64_t begin, int64_t end) {
+    int64_t* cursor = cursors.data() + k * num_tiles;
+    int64_t sink[2];  // where the second pair of an item with one tile goes
+    for (int64_t i = begin; i < end; ++i) {
+      if (i + kAhead < end) __builtin_prefetch(&spans[item_at(i + kAhead)]);
+      const int64_t item = item_at(i);
+      const TileSpan& span = spans[item];
+      const int32_t tiles = span.cols * span.rows;
+      const int64_t first = cursor[span.first_tile]++;
+      a.sorted_surfels[first] = item;
+      a.pair_emit_index[first] = span.first_pair;
+      int64_t& second_cursor = cursor[second_tile(span)];
+      const int64_t second = second_cursor;
+      second_cursor += tiles > 1;
+      *(tiles > 1 ? a.sorted_surfels + second : sink) = item;
+      *(tiles > 1 ? a.pair_emit_index + second : sink + 1) = span.first_pair + 1;
+      if (tiles > 2)
+        for_each_further_tile(span, [&](int32_t t, int32_t index) {
+          const int64_t slot = cursor[t]++;
+          a.sorted_surfels[slot] = item;
+          a.pair_emit_index[slot] = span.first_pair + index;
+        });
+    }
+  });
+}
+
+}  // namespace gsl::rasterize
