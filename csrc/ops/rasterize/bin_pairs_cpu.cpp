@@ -124,7 +124,10 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
         span.first_pair = a.pair_ends[i] - int64_t(span.cols) * span.rows;
         *out++ = (uint64_t(depth_bits_of(a.depths[i])) << 32) | uint64_t(i);
       }
-      if (++n == d.num_surfels) n = 0, camera_tile += per_camera;
+      if (++n == d.num_surfels) {
+        n = 0;
+        camera_tile += per_camera;
+      }
     }
     found[k] = out - (order.data() + begin);
   });
@@ -141,8 +144,8 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
 
   // 3. A stable counting sort of the pairs by tile, a chunk of the sorted items per thread:
   // chunk k's pairs of tile t go after earlier chunks' pairs of t.
-  // Most items have one or two tiles: those two are handled without branches (a branch on
-  // the tile count would mispredict for about every item), any further ones in a loop.
+  // Most items have one or two tiles: those two are written without a loop (whose trip count
+  // would vary from item to item), any further ones in one.
   const auto item_at = [&](int64_t i) { return static_cast<int64_t>(order[i] & 0xffffffffu); };
   const auto second_tile = [&](const TileSpan& s) {
     return s.first_tile + (s.cols > 1 ? 1 : s.rows > 1 ? d.tiles_x : 0);
