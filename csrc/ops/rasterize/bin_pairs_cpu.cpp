@@ -145,7 +145,9 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
   // 3. A stable counting sort of the pairs by tile, a chunk of the sorted items per thread:
   // chunk k's pairs of tile t go after earlier chunks' pairs of t.
   // Most items have one or two tiles: those two are written without a loop (whose trip count
-  // would vary from item to item), any further ones in one.
+  // would vary from item to item), any further ones in one. Measured against one plain loop
+  // over all tiles (100k surfels, 256x256, best of 60 calls alternating): 3.70 vs 4.09 ms on
+  // one thread, 2.53 vs 2.68 on two.
   const auto item_at = [&](int64_t i) { return static_cast<int64_t>(order[i] & 0xffffffffu); };
   const auto second_tile = [&](const TileSpan& s) {
     return s.first_tile + (s.cols > 1 ? 1 : s.rows > 1 ? d.tiles_x : 0);
