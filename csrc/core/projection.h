@@ -198,18 +198,32 @@ GSL_HD ProjectionLanes<F> project_lanes(const SurfelLanes<F>& s, const Camera& c
   return p;
 }
 
+// Divides a pixel column (>= 0) by the tile width: a shift where the width is a power of two
+// (every width the library picks). With an integer division, perf put 6-9% of the projection's
+// and the binning's samples on the two divisions per surfel (100k surfels, 256x256).
+struct TileColumns {
+  int width;
+  int shift;  // log2(width), or -1 when width is not a power of two
+  GSL_HD explicit TileColumns(int tile_width) : width(tile_width), shift(-1) {
+    if ((tile_width & (tile_width - 1)) == 0)
+      for (shift = 0; (1 << shift) < tile_width; ++shift) {
+      }
+  }
+  GSL_HD int tile_of(int x) const { return shift >= 0 ? x >> shift : x / width; }
+};
+
 // Pixels [x0, x1) x [y0, y1) whose centres (i + 0.5, j + 0.5) lie in a box, clamped to the
 // image: every pixel a splat can reach (outside its padded box rho > 9 everywhere).
 struct PixelRect {
   int x0, y0, x1, y1;
   GSL_HD bool empty() const { return x1 <= x0 || y1 <= y0; }
-  // The tiles the rectangle overlaps: tile_width pixels wide, kTileSize high.
-  GSL_HD int tile_x0(int tile_width) const { return x0 / tile_width; }
+  // The tiles a non-empty rectangle overlaps: tiles.width pixels wide, kTileSize high.
+  GSL_HD int tile_x0(const TileColumns& tiles) const { return tiles.tile_of(x0); }
   GSL_HD int tile_y0() const { return y0 / kTileSize; }
-  GSL_HD int tile_x1(int tile_width) const { return (x1 - 1) / tile_width + 1; }
+  GSL_HD int tile_x1(const TileColumns& tiles) const { return tiles.tile_of(x1 - 1) + 1; }
   GSL_HD int tile_y1() const { return (y1 - 1) / kTileSize + 1; }
-  GSL_HD int64_t tile_count(int tile_width) const {
-    return empty() ? 0 : int64_t(tile_x1(tile_width) - tile_x0(tile_width)) * int64_t(tile_y1() - tile_y0());
+  GSL_HD int64_t tile_count(const TileColumns& tiles) const {
+    return empty() ? 0 : int64_t(tile_x1(tiles) - tile_x0(tiles)) * int64_t(tile_y1() - tile_y0());
   }
 };
 

@@ -112,13 +112,14 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
     uint64_t* out = order.data() + begin;
     int64_t camera = begin / d.num_surfels, n = begin % d.num_surfels;
     int64_t camera_tile = camera * per_camera;
+    const TileColumns tiles(d.tile_width);
     for (int64_t i = begin; i < end; ++i) {
       const int32_t* r = a.pixel_rects + 4 * i;
       const PixelRect rect{r[0], r[1], r[2], r[3]};
       if (!rect.empty()) {
-        const int tx0 = rect.tile_x0(d.tile_width), ty0 = rect.tile_y0();
+        const int tx0 = rect.tile_x0(tiles), ty0 = rect.tile_y0();
         TileSpan& span = spans[i];
-        span.cols = rect.tile_x1(d.tile_width) - tx0;
+        span.cols = rect.tile_x1(tiles) - tx0;
         span.rows = rect.tile_y1() - ty0;
         span.first_tile = static_cast<int32_t>(camera_tile + int64_t(ty0) * d.tiles_x + tx0);
         span.first_pair = a.pair_ends[i] - int64_t(span.cols) * span.rows;

@@ -43,13 +43,14 @@ GSL_HD void load_surfel_lane(const ProjectArgs& a, int64_t c, int64_t n, int lan
 
 // Writes lane `lane` of a projection as the outputs of item = c * N + n.
 template <class F>
-GSL_HD void store_projection_lane(const ProjectArgs& a, int64_t item, const ProjectionLanes<F>& p, int lane) {
+GSL_HD void store_projection_lane(const ProjectArgs& a, int64_t item, const ProjectionLanes<F>& p, int lane,
+                                  const TileColumns& tiles) {
   const Dims& d = a.dims;
   PixelRect rect = {0, 0, 0, 0};
   const vec2 box_lo = {get_lane(p.box_lo[0], lane), get_lane(p.box_lo[1], lane)};
   const vec2 box_hi = {get_lane(p.box_hi[0], lane), get_lane(p.box_hi[1], lane)};
   if (get_mask_lane(p.visible, lane)) rect = pixel_rect(box_lo, box_hi, d.width, d.height);
-  const int64_t count = rect.tile_count(d.tile_width);
+  const int64_t count = rect.tile_count(tiles);
   int32_t* radii = a.radii + 2 * item;
   int32_t* rects = a.pixel_rects + 4 * item;
   a.tile_counts[item] = count;
@@ -89,7 +90,8 @@ GSL_HD void project_items(const ProjectArgs& a, const Camera& cam, int64_t c, in
   SurfelLanes<F> s;
   for (int lane = 0; lane < Lanes<F>::kWidth; ++lane) load_surfel_lane(a, c, lane < count ? n0 + lane : n0, lane, s);
   const ProjectionLanes<F> p = project_lanes(s, cam, d.scale_modifier, d.near_plane, d.far_plane);
-  for (int lane = 0; lane < count; ++lane) store_projection_lane(a, c * d.num_surfels + n0 + lane, p, lane);
+  const TileColumns tiles(d.tile_width);
+  for (int lane = 0; lane < count; ++lane) store_projection_lane(a, c * d.num_surfels + n0 + lane, p, lane, tiles);
 }
 
 GSL_HD uint32_t float_bits(float x) {
@@ -108,11 +110,12 @@ GSL_HD void emit_item(const EmitArgs& a, int64_t camera, int64_t item) {
   const int32_t* r = a.pixel_rects + 4 * item;
   const PixelRect rect = {r[0], r[1], r[2], r[3]};
   const int64_t end = a.pair_ends[item];
-  int64_t out = end - rect.tile_count(d.tile_width);
+  const TileColumns tiles(d.tile_width);
+  int64_t out = end - rect.tile_count(tiles);
   const uint64_t depth_bits = float_bits(a.depths[item]);
   if (rect.empty()) return;
   for (int ty = rect.tile_y0(); ty < rect.tile_y1(); ++ty) {
-    for (int tx = rect.tile_x0(d.tile_width); tx < rect.tile_x1(d.tile_width); ++tx) {
+    for (int tx = rect.tile_x0(tiles); tx < rect.tile_x1(tiles); ++tx) {
       const uint64_t tile = uint64_t(camera * tiles_per_camera(d) + int64_t(ty) * d.tiles_x + tx);
       a.keys[out] = static_cast<int64_t>((tile << 32) | depth_bits);
       a.pair_surfels[out] = item;
