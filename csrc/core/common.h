@@ -61,6 +61,17 @@ GSL_HD float add_rn(float a, float b) {
 #endif
 }
 
+// The IEEE bits of x: positive floats sort like their bits (the pair keys' depth part).
+GSL_HD uint32_t float_bits(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  uint32_t bits;
+  __builtin_memcpy(&bits, &x, sizeof(bits));
+  return bits;
+#endif
+}
+
 GSL_HD bool is_finite(float x) {
   // True for every value except NaN and +-Inf, without relying on <cmath> on device.
   return x - x == 0.0f;

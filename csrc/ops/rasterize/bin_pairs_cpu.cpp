@@ -29,12 +29,6 @@ void for_each_chunk(int64_t n, int chunks, Body&& body) {
   });
 }
 
-uint32_t depth_bits_of(float depth) {
-  uint32_t bits;
-  __builtin_memcpy(&bits, &depth, sizeof(bits));
-  return bits;
-}
-
 // Sorts values (depth bits << 32 | item) by their upper 32 bits, stably: an LSD radix sort,
 // 11 bits a pass, each pass a histogram and a scatter per chunk. A pass whose digit is the
 // same for every value is skipped (the high bits of depths in one scene often are).
@@ -123,7 +117,7 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
         span.rows = rect.tile_y1() - ty0;
         span.first_tile = static_cast<int32_t>(camera_tile + int64_t(ty0) * d.tiles_x + tx0);
         span.first_pair = a.pair_ends[i] - int64_t(span.cols) * span.rows;
-        *out++ = (uint64_t(depth_bits_of(a.depths[i])) << 32) | uint64_t(i);
+        *out++ = (uint64_t(float_bits(a.depths[i])) << 32) | uint64_t(i);
       }
       if (++n == d.num_surfels) {
         n = 0;

@@ -94,16 +94,6 @@ GSL_HD void project_items(const ProjectArgs& a, const Camera& cam, int64_t c, in
   for (int lane = 0; lane < count; ++lane) store_projection_lane(a, c * d.num_surfels + n0 + lane, p, lane, tiles);
 }
 
-GSL_HD uint32_t float_bits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  uint32_t bits;
-  __builtin_memcpy(&bits, &x, sizeof(bits));
-  return bits;
-#endif
-}
-
 // Writes the (tile, depth) keys of pair item = camera * N + n; positive depths sort like their bits.
 GSL_HD void emit_item(const EmitArgs& a, int64_t camera, int64_t item) {
   const Dims& d = a.dims;
