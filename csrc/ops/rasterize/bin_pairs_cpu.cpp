@@ -29,6 +29,24 @@ void for_each_chunk(int64_t n, int chunks, Body&& body) {
   });
 }
 
+// Turns counts[chunk * keys + key] (values of each key in each chunk) into where each chunk's
+// values of that key start: keys in order, and within a key the chunks in order, which keeps
+// a chunked counting sort stable. key_starts[key], when given, gets where each key starts.
+// Returns the number of values.
+int64_t counts_to_starts(int64_t* counts, int chunks, int64_t keys, int64_t* key_starts = nullptr) {
+  int64_t total = 0;
+  for (int64_t g = 0; g < keys; ++g) {
+    if (key_starts != nullptr) key_starts[g] = total;
+    for (int k = 0; k < chunks; ++k) {
+      int64_t& slot = counts[k * keys + g];
+      const int64_t count = slot;
+      slot = total;
+      total += count;
+    }
+  }
+  return total;
+}
+
 // Sorts values (depth bits << 32 | item) by their upper 32 bits, stably: an LSD radix sort,
 // 11 bits a pass, each pass a histogram and a scatter per chunk. A pass whose digit is the
 // same for every value is skipped (the high bits of depths in one scene often are).
@@ -36,6 +54,7 @@ void sort_by_depth(std::vector<uint64_t>& values, int chunks) {
   constexpr int kBits = 11;
   constexpr int64_t kDigits = int64_t{1} << kBits;
   const int64_t n = static_cast<int64_t>(values.size());
+  if (n == 0) return;
   std::unique_ptr<uint64_t[]> scratch(new uint64_t[values.size()]);
   std::vector<int64_t> offsets(static_cast<size_t>(chunks) * kDigits);  // [chunk, digit]
   uint64_t* src = values.data();
@@ -47,21 +66,10 @@ void sort_by_depth(std::vector<uint64_t>& values, int chunks) {
       std::fill_n(counts, kDigits, 0);
       for (int64_t i = begin; i < end; ++i) ++counts[digit(src[i])];
     });
-    // Chunk k's values of digit g go after every smaller digit's and after earlier chunks'.
-    int64_t total = 0;
-    bool one_digit = false;
-    for (int64_t g = 0; g < kDigits && !one_digit; ++g) {
-      int64_t digit_total = 0;
-      for (int k = 0; k < chunks; ++k) {
-        int64_t& slot = offsets[k * kDigits + g];
-        const int64_t count = slot;
-        slot = total;
-        total += count;
-        digit_total += count;
-      }
-      one_digit = digit_total == n;
-    }
-    if (one_digit) continue;
+    int64_t first_digit_count = 0;  // a pass is needed unless every value has this digit
+    for (int k = 0; k < chunks; ++k) first_digit_count += offsets[k * kDigits + digit(src[0])];
+    if (first_digit_count == n) continue;
+    counts_to_starts(offsets.data(), chunks, kDigits);
     for_each_chunk(n, chunks, [&](int64_t k, int64_t begin, int64_t end) {
       int64_t* cursor = offsets.data() + k * kDigits;
       for (int64_t i = begin; i < end; ++i) dst[cursor[digit(src[i])]++] = src[i];
@@ -164,16 +172,7 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
       if (tiles > 2) for_each_further_tile(span, [&](int32_t t, int32_t) { ++counts[t]; });
     }
   });
-  int64_t total = 0;
-  for (int64_t t = 0; t < num_tiles; ++t) {
-    a.tile_starts[t] = total;
-    for (int k = 0; k < chunks; ++k) {
-      int64_t& slot = cursors[k * num_tiles + t];
-      const int64_t count = slot;
-      slot = total;
-      total += count;
-    }
-  }
+  const int64_t total = counts_to_starts(cursors.data(), chunks, num_tiles, a.tile_starts);
   a.tile_starts[num_tiles] = total;
   if (total != a.num_pairs)
     throw std::invalid_argument("rasterize: bin_pairs got num_pairs " + std::to_string(a.num_pairs) +
