@@ -28,6 +28,9 @@ GSL_HD bool select(bool m, bool a, bool b) { return m ? a : b; }
 GSL_HD float sum_lanes(float x) { return x; }
 GSL_HD void count_lanes(int32_t& counter, bool m) { counter += m ? 1 : 0; }
 GSL_HD int32_t truncate_to_int(float x) { return static_cast<int32_t>(x); }
+// x rounded up / down to an integer, for |x| < 2^31 (callers clamp first).
+GSL_HD int32_t ceil_to_int(float x) { return static_cast<int32_t>(ceilf(x)); }
+GSL_HD int32_t floor_to_int(float x) { return static_cast<int32_t>(floorf(x)); }
 GSL_HD float float_from_bits(int32_t bits) {
 #if defined(__CUDA_ARCH__)
   return __int_as_float(bits);
@@ -118,6 +121,17 @@ GSL_LANES void count_lanes(V& counter, V m) {
 template <class F>
 GSL_LANES typename Lanes<F>::Int truncate_to_int(F x) {
   return __builtin_convertvector(x, typename Lanes<F>::Int);
+}
+// ceilf and floorf as a truncation and a correction: the same integers, in every lane.
+template <class F>
+GSL_LANES typename Lanes<F>::Int ceil_to_int(F x) {
+  const typename Lanes<F>::Int i = truncate_to_int(x);
+  return i - (__builtin_convertvector(i, F) < x);  // a true lane is -1
+}
+template <class F>
+GSL_LANES typename Lanes<F>::Int floor_to_int(F x) {
+  const typename Lanes<F>::Int i = truncate_to_int(x);
+  return i + (__builtin_convertvector(i, F) > x);
 }
 template <class I>
 GSL_LANES auto float_from_bits(I bits) {

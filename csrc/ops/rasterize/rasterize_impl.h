@@ -29,57 +29,88 @@ GSL_HD void load_surfel_shape_lane(const Args& a, int64_t n, int lane, SurfelLan
   for (int i = 0; i < 2; ++i) set_lane(s.scale[i], lane, a.scales[2 * n + i]);
 }
 
-// Loads the inputs of pair (camera c, surfel n) into lane `lane`.
+// Whether the n floats from p are all finite: x - x is 0 for a finite x and NaN otherwise,
+// and a NaN makes the sum NaN. In lanes F, without a branch per value.
 template <class F>
-GSL_HD void load_surfel_lane(const ProjectArgs& a, int64_t c, int64_t n, int lane, SurfelLanes<F>& s) {
-  const int D = a.dims.num_channels;
-  load_surfel_shape_lane(a, n, lane, s);
-  set_lane(s.opacity, lane, a.opacities[n]);
-  const float* color = a.colors + (c * a.dims.num_surfels + n) * D;
-  bool finite = true;
-  for (int ch = 0; ch < D; ++ch) finite = finite && is_finite(color[ch]);
-  set_mask_lane(s.finite_color, lane, finite);
+GSL_HD bool all_finite(const float* p, int64_t n) {
+  float tail = 0.f;
+  int64_t i = 0;
+#if !defined(__CUDACC__)  // vector lanes exist on the host only
+  if constexpr (constexpr int W = Lanes<F>::kWidth; W > 1) {
+    F sum = broadcast<F>(0.f);
+    for (; i + W <= n; i += W) {
+      const F v = load_lanes<F>(p + i);
+      sum = sum + (v - v);
+    }
+    tail = sum_lanes(sum);
+  }
+#endif
+  for (; i < n; ++i) tail += p[i] - p[i];
+  return tail == 0.f;
 }
 
-// Writes lane `lane` of a projection as the outputs of item = c * N + n.
+// Loads the inputs of pair (camera c, surfel n) into lane `lane`, colour aside.
 template <class F>
-GSL_HD void store_projection_lane(const ProjectArgs& a, int64_t item, const ProjectionLanes<F>& p, int lane,
-                                  const TileColumns& tiles) {
+GSL_HD void load_surfel_lane(const ProjectArgs& a, int64_t n, int lane, SurfelLanes<F>& s) {
+  load_surfel_shape_lane(a, n, lane, s);
+  set_lane(s.opacity, lane, a.opacities[n]);
+}
+
+// Loads the inputs of pairs (camera c, surfels [n0, n0 + count)), one per lane; the lanes
+// from count on repeat surfel n0.
+template <class F>
+GSL_HD SurfelLanes<F> load_surfels(const ProjectArgs& a, int64_t c, int64_t n0, int count) {
+  const int D = a.dims.num_channels;
+  SurfelLanes<F> s;
+  for (int lane = 0; lane < Lanes<F>::kWidth; ++lane) load_surfel_lane(a, lane < count ? n0 + lane : n0, lane, s);
+  // The lanes' colours are consecutive: one test for all of them, lane by lane only if it fails.
+  const float* colors = a.colors + (c * a.dims.num_surfels + n0) * D;
+  const bool all = all_finite<F>(colors, int64_t(count) * D);
+  for (int lane = 0; lane < Lanes<F>::kWidth; ++lane)
+    set_mask_lane(s.finite_color, lane, all || all_finite<float>(colors + (lane < count ? lane : 0) * D, D));
+  return s;
+}
+
+// Writes a projection's lanes [0, count) as the outputs of items item0, item0 + 1, ...: the
+// values are made in lanes (zeros where a surfel reaches no tile), then copied item by item.
+template <class F>
+GSL_HD void store_projection(const ProjectArgs& a, int64_t item0, const ProjectionLanes<F>& p, int count) {
+  using Int = typename Lanes<F>::Int;
+  using Mask = typename Lanes<F>::Mask;
+  constexpr int W = Lanes<F>::kWidth;
   const Dims& d = a.dims;
-  PixelRect rect = {0, 0, 0, 0};
-  const vec2 box_lo = {get_lane(p.box_lo[0], lane), get_lane(p.box_lo[1], lane)};
-  const vec2 box_hi = {get_lane(p.box_hi[0], lane), get_lane(p.box_hi[1], lane)};
-  if (get_mask_lane(p.visible, lane)) rect = pixel_rect(box_lo, box_hi, d.width, d.height);
-  const int64_t count = rect.tile_count(tiles);
-  int32_t* radii = a.radii + 2 * item;
-  int32_t* rects = a.pixel_rects + 4 * item;
-  a.tile_counts[item] = count;
-  rects[0] = rect.x0;
-  rects[1] = rect.y0;
-  rects[2] = rect.x1;
-  rects[3] = rect.y1;
-  float* M = a.M + 9 * item;
-  if (count == 0) {
-    radii[0] = radii[1] = 0;
-    for (int i = 0; i < 9; ++i) M[i] = 0.f;
-    for (int i = 0; i < 3; ++i) a.normals[3 * item + i] = 0.f;
-    a.means2d[2 * item] = a.means2d[2 * item + 1] = 0.f;
-    a.depths[item] = 0.f;
-    return;
-  }
-  for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j) M[3 * i + j] = get_lane(p.M[i][j], lane);
-  for (int i = 0; i < 3; ++i) a.normals[3 * item + i] = get_lane(p.normal[i], lane);
-  const vec2 center = {get_lane(p.center[0], lane), get_lane(p.center[1], lane)};
-  a.means2d[2 * item + 0] = center.x;
-  a.means2d[2 * item + 1] = center.y;
-  a.depths[item] = get_lane(p.depth, lane);
+  const RectLanes<F> rect = pixel_rect_lanes(p.box_lo, p.box_hi, d.width, d.height, TileColumns(d.tile_width));
+  const Int zero_int = broadcast_int_lanes<F>(0);
+  const Mask kept = p.visible & Mask(rect.tiles > 0);
+  const F zero = broadcast<F>(0.f);
   // Half extents around the projected centre, so means2d +- radii covers the box (never 0
   // for a visible surfel: the box covers the fallback filter).
-  const float half_w = fmaxf(box_hi.x - center.x, center.x - box_lo.x);
-  const float half_h = fmaxf(box_hi.y - center.y, center.y - box_lo.y);
-  radii[0] = static_cast<int32_t>(fminf(ceilf(half_w), kMaxRadius));
-  radii[1] = static_cast<int32_t>(fminf(ceilf(half_h), kMaxRadius));
+  const F half[2] = {fmax_lanes(p.box_hi[0] - p.center[0], p.center[0] - p.box_lo[0]),
+                     fmax_lanes(p.box_hi[1] - p.center[1], p.center[1] - p.box_lo[1])};
+  enum { kM = 0, kNormal = 9, kCenter = 12, kDepth = 14, kFloats = 15 };
+  enum { kRect = 0, kRadii = 4, kTiles = 6, kInts = 7 };
+  float floats[kFloats][W];
+  int32_t ints[kInts][W];
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) store_lanes(floats[kM + 3 * i + j], select(kept, p.M[i][j], zero));
+  for (int i = 0; i < 3; ++i) store_lanes(floats[kNormal + i], select(kept, p.normal[i], zero));
+  for (int i = 0; i < 2; ++i) store_lanes(floats[kCenter + i], select(kept, p.center[i], zero));
+  store_lanes(floats[kDepth], select(kept, p.depth, zero));
+  const Int rect_values[4] = {rect.x0, rect.y0, rect.x1, rect.y1};
+  for (int i = 0; i < 4; ++i) store_lanes(ints[kRect + i], select(p.visible, rect_values[i], zero_int));
+  for (int i = 0; i < 2; ++i)
+    store_lanes(ints[kRadii + i], select(kept, ceil_to_int(fmin_lanes(half[i], broadcast<F>(kMaxRadius))), zero_int));
+  store_lanes(ints[kTiles], select(kept, rect.tiles, zero_int));
+  for (int lane = 0; lane < count; ++lane) {
+    const int64_t item = item0 + lane;
+    for (int k = 0; k < 9; ++k) a.M[9 * item + k] = floats[kM + k][lane];
+    for (int k = 0; k < 3; ++k) a.normals[3 * item + k] = floats[kNormal + k][lane];
+    for (int k = 0; k < 2; ++k) a.means2d[2 * item + k] = floats[kCenter + k][lane];
+    a.depths[item] = floats[kDepth][lane];
+    for (int k = 0; k < 4; ++k) a.pixel_rects[4 * item + k] = ints[kRect + k][lane];
+    for (int k = 0; k < 2; ++k) a.radii[2 * item + k] = ints[kRadii + k][lane];
+    a.tile_counts[item] = ints[kTiles][lane];
+  }
 }
 
 // Projection of surfels [n0, n0 + count) for camera c (count <= the lane width), one per
@@ -87,11 +118,9 @@ GSL_HD void store_projection_lane(const ProjectArgs& a, int64_t item, const Proj
 template <class F>
 GSL_HD void project_items(const ProjectArgs& a, const Camera& cam, int64_t c, int64_t n0, int count) {
   const Dims& d = a.dims;
-  SurfelLanes<F> s;
-  for (int lane = 0; lane < Lanes<F>::kWidth; ++lane) load_surfel_lane(a, c, lane < count ? n0 + lane : n0, lane, s);
+  const SurfelLanes<F> s = load_surfels<F>(a, c, n0, count);
   const ProjectionLanes<F> p = project_lanes(s, cam, d.scale_modifier, d.near_plane, d.far_plane);
-  const TileColumns tiles(d.tile_width);
-  for (int lane = 0; lane < count; ++lane) store_projection_lane(a, c * d.num_surfels + n0 + lane, p, lane, tiles);
+  store_projection(a, c * d.num_surfels + n0, p, count);
 }
 
 // Writes the (tile, depth) keys of pair item = camera * N + n; positive depths sort like their bits.
