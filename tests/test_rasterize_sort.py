@@ -50,17 +50,20 @@ def test_cpu_binning_equals_emit_and_torch_sort(name):
         assert torch.equal(e, a), label
 
 
-def test_cpu_binning_is_thread_invariant():
+@pytest.mark.parametrize("threads", [2, 3, 5])  # one and two chunks fill tiles from both ends, more count
+def test_cpu_binning_is_thread_invariant(threads):
     depths, rects, pair_ends, num_pairs, settings = _items(2, 80_000, 320, 240, 64, 3, 20, 30)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         one = _bin_pairs(depths, rects, pair_ends, num_pairs, settings)
-        torch.set_num_threads(2)
-        two = _bin_pairs(depths, rects, pair_ends, num_pairs, settings)
+        torch.set_num_threads(threads)
+        many = _bin_pairs(depths, rects, pair_ends, num_pairs, settings)
     finally:
         torch.set_num_threads(previous)
-    for a, b in zip(one, two):
+    expected = _bin_pairs(depths, rects, pair_ends, num_pairs, settings, use_torch=True)
+    for e, a, b in zip(expected, one, many):
+        assert torch.equal(e, a)
         assert torch.equal(a, b)
 
 
