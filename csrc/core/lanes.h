@@ -122,6 +122,15 @@ template <class F>
 GSL_LANES typename Lanes<F>::Int truncate_to_int(F x) {
   return __builtin_convertvector(x, typename Lanes<F>::Int);
 }
+// v[i] = p[i * stride] in every lane, built in registers: set lane by lane, a vector goes
+// through memory, and its load then waits for the lanes' stores.
+template <class F>
+GSL_LANES F load_strided(const float* p, int64_t stride) {
+  if constexpr (Lanes<F>::kWidth == 4)
+    return F{p[0], p[stride], p[2 * stride], p[3 * stride]};
+  else
+    return F{p[0], p[stride], p[2 * stride], p[3 * stride], p[4 * stride], p[5 * stride], p[6 * stride], p[7 * stride]};
+}
 // ceilf and floorf as a truncation and a correction: the same integers, in every lane.
 template <class F>
 GSL_LANES typename Lanes<F>::Int ceil_to_int(F x) {

@@ -21,12 +21,26 @@ GSL_HD Camera camera_of(const Args& a, int64_t c) {
   return load_camera(a.viewmats + 16 * c, a.Ks + 9 * c);
 }
 
-// Loads surfel n's mean, quat and scales into lane `lane` (Args: ProjectArgs or ProjectBackwardArgs).
+// Loads the means, quats and scales of surfels [n0, n0 + count), one per lane; the lanes from
+// count on repeat surfel n0 (Args: ProjectArgs or ProjectBackwardArgs).
 template <class F, class Args>
-GSL_HD void load_surfel_shape_lane(const Args& a, int64_t n, int lane, SurfelLanes<F>& s) {
-  for (int i = 0; i < 3; ++i) set_lane(s.mean[i], lane, a.means[3 * n + i]);
-  for (int i = 0; i < 4; ++i) set_lane(s.quat[i], lane, a.quats[4 * n + i]);
-  for (int i = 0; i < 2; ++i) set_lane(s.scale[i], lane, a.scales[2 * n + i]);
+GSL_HD void load_surfel_shapes(const Args& a, int64_t n0, int count, SurfelLanes<F>& s) {
+#if !defined(__CUDACC__)  // vector lanes exist on the host only
+  if constexpr (Lanes<F>::kWidth > 1) {
+    if (count == Lanes<F>::kWidth) {
+      for (int i = 0; i < 3; ++i) s.mean[i] = load_strided<F>(a.means + 3 * n0 + i, 3);
+      for (int i = 0; i < 4; ++i) s.quat[i] = load_strided<F>(a.quats + 4 * n0 + i, 4);
+      for (int i = 0; i < 2; ++i) s.scale[i] = load_strided<F>(a.scales + 2 * n0 + i, 2);
+      return;
+    }
+  }
+#endif
+  for (int lane = 0; lane < Lanes<F>::kWidth; ++lane) {
+    const int64_t n = lane < count ? n0 + lane : n0;
+    for (int i = 0; i < 3; ++i) set_lane(s.mean[i], lane, a.means[3 * n + i]);
+    for (int i = 0; i < 4; ++i) set_lane(s.quat[i], lane, a.quats[4 * n + i]);
+    for (int i = 0; i < 2; ++i) set_lane(s.scale[i], lane, a.scales[2 * n + i]);
+  }
 }
 
 // Whether the n floats from p are all finite: x - x is 0 for a finite x and NaN otherwise,
@@ -49,20 +63,15 @@ GSL_HD bool all_finite(const float* p, int64_t n) {
   return tail == 0.f;
 }
 
-// Loads the inputs of pair (camera c, surfel n) into lane `lane`, colour aside.
-template <class F>
-GSL_HD void load_surfel_lane(const ProjectArgs& a, int64_t n, int lane, SurfelLanes<F>& s) {
-  load_surfel_shape_lane(a, n, lane, s);
-  set_lane(s.opacity, lane, a.opacities[n]);
-}
-
 // Loads the inputs of pairs (camera c, surfels [n0, n0 + count)), one per lane; the lanes
 // from count on repeat surfel n0.
 template <class F>
 GSL_HD SurfelLanes<F> load_surfels(const ProjectArgs& a, int64_t c, int64_t n0, int count) {
   const int D = a.dims.num_channels;
   SurfelLanes<F> s;
-  for (int lane = 0; lane < Lanes<F>::kWidth; ++lane) load_surfel_lane(a, lane < count ? n0 + lane : n0, lane, s);
+  load_surfel_shapes(a, n0, count, s);
+  for (int lane = 0; lane < Lanes<F>::kWidth; ++lane)
+    set_lane(s.opacity, lane, a.opacities[lane < count ? n0 + lane : n0]);
   // The lanes' colours are consecutive: one test for all of them, lane by lane only if it fails.
   const float* colors = a.colors + (c * a.dims.num_surfels + n0) * D;
   const bool all = all_finite<F>(colors, int64_t(count) * D);
@@ -269,7 +278,7 @@ GSL_HD void project_backward_items(const ProjectBackwardArgs& a, int64_t n0, int
   const Dims& d = a.dims;
   constexpr int W = Lanes<F>::kWidth;
   SurfelLanes<F> s;
-  for (int lane = 0; lane < W; ++lane) load_surfel_shape_lane(a, lane < count ? n0 + lane : n0, lane, s);
+  load_surfel_shapes(a, n0, count, s);
   const RotationLanes<F> R = rotation_lanes(s.quat, squared_norm4(s.quat));
   const F zero = broadcast<F>(0.f);
   F v_mean[3] = {zero, zero, zero}, v_quat[4] = {zero, zero, zero, zero}, v_scale[2] = {zero, zero};
