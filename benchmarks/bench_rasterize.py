@@ -145,9 +145,9 @@ def time_gsplat_peer(num_surfels, width, height, num_cameras, repeats):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench_rasterize.json", help="where to write the JSON results")
-    parser.add_argument("--repeats", type=int, default=10,
+    parser.add_argument("--repeats", type=int, default=20,
                         help="timed runs per case, the best kept (on a VM whose host takes some of its time, "
-                             "few runs often catch none undisturbed)")
+                             "few runs often catch none undisturbed; the reference, seconds a run, gets at most 5)")
     parser.add_argument("--quick", action="store_true", help="only the smallest cases (a smoke run)")
     parser.add_argument("--threads", default=f"1,{os.cpu_count()}",
                         help="comma-separated CPU thread counts to run each CPU case with (default: 1 and all cores)")
@@ -181,7 +181,7 @@ def main() -> None:
                     rows.append(peer)
                     print(f"  gsplat rasterization_2dgs: fwd {1e3 * peer['forward_s']:.2f} ms  "
                           f"fwd+bwd {1e3 * peer['forward_backward_s']:.2f} ms", flush=True)
-    reference = time_reference(2_000, 128, 128, max(1, args.repeats - 1))
+    reference = time_reference(2_000, 128, 128, max(1, min(5, args.repeats - 1)))
     rows.append(reference)
     print(f"reference fwd+bwd {reference['reference_forward_backward_s']:.3f} s vs gsplat_lib "
           f"{1e3 * reference['gsplat_lib_forward_backward_s']:.2f} ms at 2000 surfels 128x128: "
