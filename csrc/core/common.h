@@ -72,11 +72,6 @@ GSL_HD uint32_t float_bits(float x) {
 #endif
 }
 
-GSL_HD bool is_finite(float x) {
-  // True for every value except NaN and +-Inf, without relying on <cmath> on device.
-  return x - x == 0.0f;
-}
-
 struct vec2 {
   float x, y;
 };
