@@ -71,3 +71,35 @@ def test_cpu_binning_rejects_a_wrong_pair_count():
     depths, rects, pair_ends, num_pairs, settings = _items(1, 100, 64, 64, 16, 5, 9, 20)
     with pytest.raises(ValueError, match="num_pairs"):
         _bin_pairs(depths, rects, pair_ends, num_pairs - 1, settings)
+
+
+def test_cpu_binning_reuses_its_buffers_safely():
+    """Each calling thread keeps the binning's buffers between calls (csrc/cpu/scratch.h): calls
+    that shrink and grow, with 1 to 3 chunks, and calls on two Python threads at once still
+    give the sorted pairs."""
+    import threading
+
+    order = ["many chunks", "small", "nothing", "wide tiles", "many chunks", "one", "huge splats"]
+    inputs = {name: _items(*CASES[name][:5], 11, *CASES[name][5:]) for name in order}
+    expected = {name: _bin_pairs(*inputs[name], use_torch=True) for name in order}
+    failures = []
+
+    def run(names):
+        for name in names:
+            actual = _bin_pairs(*inputs[name])
+            if not all(torch.equal(e, a) for e, a in zip(expected[name], actual)):
+                failures.append(name)
+
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            run(order)
+        workers = [threading.Thread(target=run, args=(order[k:] + order[:k],)) for k in (0, 3)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        torch.set_num_threads(previous)
+    assert not failures

@@ -8,7 +8,6 @@
 // Both sorts are stable, so their result is unique: it does not depend on how the work is
 // split between threads.
 #include <algorithm>
-#include <memory>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -16,6 +15,7 @@
 
 #include "core/projection.h"
 #include "cpu/parallel.h"
+#include "cpu/scratch.h"
 #include "ops/rasterize/rasterize.h"
 
 namespace gsl::rasterize {
@@ -48,38 +48,6 @@ int64_t counts_to_starts(int64_t* counts, int chunks, int64_t keys, int64_t* key
   return total;
 }
 
-// Sorts values (depth bits << 32 | item) by their upper 32 bits, stably: an LSD radix sort,
-// 11 bits a pass, each pass a histogram and a scatter per chunk. A pass whose digit is the
-// same for every value is skipped (the high bits of depths in one scene often are).
-void sort_by_depth(std::vector<uint64_t>& values, int chunks) {
-  constexpr int kBits = 11;
-  constexpr int64_t kDigits = int64_t{1} << kBits;
-  const int64_t n = static_cast<int64_t>(values.size());
-  if (n == 0) return;
-  std::unique_ptr<uint64_t[]> scratch(new uint64_t[values.size()]);
-  std::vector<int64_t> offsets(static_cast<size_t>(chunks) * kDigits);  // [chunk, digit]
-  uint64_t* src = values.data();
-  uint64_t* dst = scratch.get();
-  for (int shift = 32; shift < 64; shift += kBits) {
-    const auto digit = [shift](uint64_t v) { return static_cast<int64_t>((v >> shift) & (kDigits - 1)); };
-    for_each_chunk(n, chunks, [&](int64_t k, int64_t begin, int64_t end) {
-      int64_t* counts = offsets.data() + k * kDigits;
-      std::fill_n(counts, kDigits, 0);
-      for (int64_t i = begin; i < end; ++i) ++counts[digit(src[i])];
-    });
-    int64_t first_digit_count = 0;  // a pass is needed unless every value has this digit
-    for (int k = 0; k < chunks; ++k) first_digit_count += offsets[k * kDigits + digit(src[0])];
-    if (first_digit_count == n) continue;
-    counts_to_starts(offsets.data(), chunks, kDigits);
-    for_each_chunk(n, chunks, [&](int64_t k, int64_t begin, int64_t end) {
-      int64_t* cursor = offsets.data() + k * kDigits;
-      for (int64_t i = begin; i < end; ++i) dst[cursor[digit(src[i])]++] = src[i];
-    });
-    std::swap(src, dst);
-  }
-  if (src != values.data()) std::copy(src, src + n, values.data());
-}
-
 // Where an item's pairs go: the tiles of its rectangle (rows of tiles first, as emit_pairs
 // writes them) and its first emission position.
 struct TileSpan {
@@ -87,6 +55,44 @@ struct TileSpan {
   int32_t first_tile;  // global tile index of the top-left tile
   int32_t cols, rows;
 };
+
+// bin_pairs' buffers, kept by each calling thread (cpu/scratch.h): 32 bytes per item and
+// 8 per (chunk, tile).
+struct BinScratch {
+  cpu::ScratchBuffer<TileSpan> spans;
+  cpu::ScratchBuffer<uint64_t> order, sort_buffer;
+  cpu::ScratchBuffer<int64_t> cursors, digit_offsets;
+};
+
+// Sorts values[0, n) (depth bits << 32 | item) by their upper 32 bits, stably: an LSD radix
+// sort, 11 bits a pass, each pass a histogram and a scatter per chunk. A pass whose digit is
+// the same for every value is skipped (the high bits of depths in one scene often are).
+void sort_by_depth(uint64_t* values, int64_t n, int chunks, BinScratch& scratch) {
+  constexpr int kBits = 11;
+  constexpr int64_t kDigits = int64_t{1} << kBits;
+  if (n == 0) return;
+  int64_t* offsets = scratch.digit_offsets.get(static_cast<size_t>(chunks) * kDigits);  // [chunk, digit]
+  uint64_t* src = values;
+  uint64_t* dst = scratch.sort_buffer.get(static_cast<size_t>(n));
+  for (int shift = 32; shift < 64; shift += kBits) {
+    const auto digit = [shift](uint64_t v) { return static_cast<int64_t>((v >> shift) & (kDigits - 1)); };
+    for_each_chunk(n, chunks, [&](int64_t k, int64_t begin, int64_t end) {
+      int64_t* counts = offsets + k * kDigits;
+      std::fill_n(counts, kDigits, 0);
+      for (int64_t i = begin; i < end; ++i) ++counts[digit(src[i])];
+    });
+    int64_t first_digit_count = 0;  // a pass is needed unless every value has this digit
+    for (int k = 0; k < chunks; ++k) first_digit_count += offsets[k * kDigits + digit(src[0])];
+    if (first_digit_count == n) continue;
+    counts_to_starts(offsets, chunks, kDigits);
+    for_each_chunk(n, chunks, [&](int64_t k, int64_t begin, int64_t end) {
+      int64_t* cursor = offsets + k * kDigits;
+      for (int64_t i = begin; i < end; ++i) dst[cursor[digit(src[i])]++] = src[i];
+    });
+    std::swap(src, dst);
+  }
+  if (src != values) std::copy(src, src + n, values);
+}
 
 // Prefetch distance of the passes over the sorted items: their spans are scattered in memory.
 constexpr int64_t kAhead = 16;
@@ -128,13 +134,16 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
   // 1. The items with pairs, as depth bits << 32 | item, in item order, their spans, and the
   // pairs of each tile (which give tile_starts). Each chunk packs its items at the start of
   // its own range of `order`; then the ranges are joined.
-  std::unique_ptr<TileSpan[]> spans(new TileSpan[items]);  // read only where an item has pairs
-  std::vector<uint64_t> order(static_cast<size_t>(items));
+  thread_local BinScratch scratch;
+  TileSpan* spans = scratch.spans.get(static_cast<size_t>(items));  // read only where an item has pairs
+  uint64_t* order = scratch.order.get(static_cast<size_t>(items));
+  const size_t num_cursors = static_cast<size_t>(chunks) * num_tiles;
+  int64_t* cursors = scratch.cursors.get(num_cursors);  // [chunk, tile]
+  std::fill_n(cursors, num_cursors, 0);
   std::vector<int64_t> found(chunks, 0);
-  std::vector<int64_t> cursors(static_cast<size_t>(chunks) * num_tiles, 0);  // [chunk, tile]
   for_each_chunk(items, chunks, [&](int64_t k, int64_t begin, int64_t end) {
-    uint64_t* out = order.data() + begin;
-    int64_t* counts = cursors.data() + k * num_tiles;
+    uint64_t* out = order + begin;
+    int64_t* counts = cursors + k * num_tiles;
     int64_t camera = begin / d.num_surfels, n = begin % d.num_surfels;
     int64_t camera_tile = camera * per_camera;
     const TileColumns tiles(d.tile_width);
@@ -156,23 +165,22 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
         camera_tile += per_camera;
       }
     }
-    found[k] = out - (order.data() + begin);
+    found[k] = out - (order + begin);
   });
   int64_t n = found[0];
   for (int k = 1; k < chunks; ++k) {
     const int64_t begin = items * k / chunks;
-    std::copy(order.begin() + begin, order.begin() + begin + found[k], order.begin() + n);
+    std::copy(order + begin, order + begin + found[k], order + n);
     n += found[k];
   }
-  order.resize(static_cast<size_t>(n));
-  const int64_t total = counts_to_starts(cursors.data(), chunks, num_tiles, a.tile_starts);
+  const int64_t total = counts_to_starts(cursors, chunks, num_tiles, a.tile_starts);
   a.tile_starts[num_tiles] = total;
   if (total != a.num_pairs)
     throw std::invalid_argument("rasterize: bin_pairs got num_pairs " + std::to_string(a.num_pairs) +
                                 " but the rectangles hold " + std::to_string(total));
 
   // 2. By depth bits, ties by item.
-  sort_by_depth(order, chunks);
+  sort_by_depth(order, n, chunks, scratch);
 
   // 3. A stable counting sort of the pairs by tile, a chunk of the sorted items per thread:
   // chunk k's pairs of tile t go after earlier chunks' pairs of t. The first chunk fills each
@@ -181,18 +189,18 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
   // sorted items (a counting pass: 0.6 ms at 100k surfels, 256x256, one thread).
   const auto item_at = [&](int64_t i) { return static_cast<int64_t>(order[i] & 0xffffffffu); };
   if (chunks > 2) {
-    std::fill(cursors.begin(), cursors.end(), 0);
+    std::fill_n(cursors, num_cursors, 0);
     for_each_chunk(n, chunks, [&](int64_t k, int64_t begin, int64_t end) {
-      int64_t* counts = cursors.data() + k * num_tiles;
+      int64_t* counts = cursors + k * num_tiles;
       for (int64_t i = begin; i < end; ++i) {
         if (i + kAhead < end) __builtin_prefetch(&spans[item_at(i + kAhead)]);
         count_pairs(spans[item_at(i)], counts);
       }
     });
-    counts_to_starts(cursors.data(), chunks, num_tiles);
+    counts_to_starts(cursors, chunks, num_tiles);
   } else {
-    std::copy(a.tile_starts, a.tile_starts + num_tiles, cursors.begin());
-    if (chunks == 2) std::copy(a.tile_starts + 1, a.tile_starts + num_tiles + 1, cursors.begin() + num_tiles);
+    std::copy(a.tile_starts, a.tile_starts + num_tiles, cursors);
+    if (chunks == 2) std::copy(a.tile_starts + 1, a.tile_starts + num_tiles + 1, cursors + num_tiles);
   }
   // Claims `count` (0 or 1) slots of a tile whose cursor is c: forwards c, c + 1, ...;
   // backwards from an end, c - 1, c - 2, ...
@@ -227,7 +235,7 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
     }
   };
   for_each_chunk(n, chunks, [&](int64_t k, int64_t begin, int64_t end) {
-    int64_t* cursor = cursors.data() + k * num_tiles;
+    int64_t* cursor = cursors + k * num_tiles;
     if (chunks == 2 && k == 1)
       scatter(begin, end, cursor, std::true_type{});
     else
