@@ -223,30 +223,55 @@ def test_deterministic_across_runs_and_thread_counts():
             assert torch.equal(a, b)
 
 
+def _saturating_scene_grads(seed=32):
+    width, height = 40, 36
+    viewmats, Ks = random_cameras(2, width, height, seed=31)
+    scene = random_surfels(400, seed=seed)
+    scene["opacities"] = 0.5 + 0.5 * scene["opacities"]  # saturating: records behind opaque pixels
+    scene = leaf_scene(scene)
+    out = render(scene, viewmats, Ks, width, height)
+    weighted_loss(as_dict(out), random_cotangents(as_dict(out), 7)).backward()
+    return [scene[k].grad for k in PARAMS] + [out.screen_grad.grad, out.screen_absgrad.grad]
+
+
 def test_cpu_backward_writes_every_pair_record(monkeypatch):
-    # The CPU backward gets an uninitialised record buffer; poisoned with NaN, any record it
-    # skipped would show up in the gradients. Many pairs have no hit here: a tile's splats
-    # behind saturated pixels and splats whose rectangle misses every pixel that needs them.
-    # The colour image comes from the same allocator, so a pixel the forward skipped would
-    # show up too.
+    # The CPU backward reuses its thread's record buffer uninitialised; poisoned with NaN, any
+    # record it skipped would show up in the gradients. Many pairs have no hit here: a tile's
+    # splats behind saturated pixels and splats whose rectangle misses every pixel that needs
+    # them. The colour image is left uninitialised too, so a pixel the forward skipped would
+    # show up as well.
     import gsplat_lib.ops.rasterize as rasterize_module
 
-    def grads():
-        width, height = 40, 36
-        viewmats, Ks = random_cameras(2, width, height, seed=31)
-        scene = random_surfels(400, seed=32)
-        scene["opacities"] = 0.5 + 0.5 * scene["opacities"]  # saturating: records behind opaque pixels
-        scene = leaf_scene(scene)
-        out = render(scene, viewmats, Ks, width, height)
-        weighted_loss(as_dict(out), random_cotangents(as_dict(out), 7)).backward()
-        return [scene[k].grad for k in PARAMS] + [out.screen_grad.grad, out.screen_absgrad.grad]
-
-    expected = grads()
+    expected = _saturating_scene_grads()
+    rasterize_module._workspace.pair_grads.fill_(float("nan"))  # the buffer the next backward reuses
     allocate = rasterize_module._new_pass_output
     monkeypatch.setattr(rasterize_module, "_new_pass_output",
                         lambda *shape, device: allocate(*shape, device=device).fill_(float("nan")))
-    for got, want in zip(grads(), expected):
+    for got, want in zip(_saturating_scene_grads(), expected):
         assert torch.equal(got, want)
+
+
+def test_cpu_backwards_on_several_threads_at_once():
+    # Each thread keeps its own record buffer: concurrent backwards never share one.
+    import threading
+
+    seeds = [32, 33, 34, 35]
+    expected = {seed: _saturating_scene_grads(seed) for seed in seeds}
+    results = {}
+
+    def run(seed):
+        for _ in range(3):
+            results.setdefault(seed, []).append(_saturating_scene_grads(seed))
+
+    workers = [threading.Thread(target=run, args=(seed,)) for seed in seeds]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for seed in seeds:
+        assert len(results[seed]) == 3
+        for grads in results[seed]:
+            assert all(torch.equal(g, e) for g, e in zip(grads, expected[seed]))
 
 
 def _bad_scene():
