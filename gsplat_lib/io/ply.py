@@ -25,8 +25,9 @@ from typing import Dict, Mapping, Union
 
 import numpy as np
 import torch
-from plyfile import PlyData, PlyElement
 
+# plyfile is imported by the two functions that use it, so that `import gsplat_lib` works
+# where it is not installed (a `pip install --no-deps` build on a machine with no registry).
 from gsplat_lib.checkpoint import write_atomically
 from gsplat_lib.model import GaussianModel
 
@@ -94,6 +95,8 @@ def save_ply(path: PathLike, params: Mapping[str, torch.Tensor], *, three_scales
     table = np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
     names = _property_names(3 * params["sh_rest"].shape[1], three_scales)
     vertices = table.view(np.dtype([(name, "<f4") for name in names])).reshape(count)
+    from plyfile import PlyData, PlyElement
+
     element = PlyElement.describe(vertices, "vertex")
     write_atomically(path, lambda stream: PlyData([element]).write(stream))
 
@@ -114,6 +117,8 @@ def load_ply(path: PathLike) -> Dict[str, torch.Tensor]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_ply: no PLY file at {path!r}")
+    from plyfile import PlyData
+
     try:
         ply = PlyData.read(path, mmap=False)
     except Exception as error:
