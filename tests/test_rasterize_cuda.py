@@ -58,6 +58,47 @@ def test_cuda_matches_cpu(num_surfels, channels, num_cameras):
     assert_matches(cuda, cpu, rtol=1e-3)
 
 
+def no_surfels(channels=3):
+    return {k: v[:0] for k, v in random_surfels(1, channels=channels).items()}
+
+
+def all_culled(channels=3):
+    scene = random_surfels(30, channels=channels, seed=9)
+    scene["scales"].zero_()  # degenerate: every surfel culled, no (tile, surfel) pair
+    return scene
+
+
+# Launches with nothing to do (N = 0, no pairs, 1x1 images) must be skipped, not run as empty
+# grids; many channels take the backward's opt-in shared memory.
+@pytest.mark.parametrize("make_scene,width,height,num_cameras", [
+    (no_surfels, 20, 10, 2), (all_culled, 20, 10, 2), (lambda: random_surfels(40, seed=10), 1, 1, 2),
+    (lambda: random_surfels(40, seed=11), 33, 17, 1), (lambda: random_surfels(40, channels=900, seed=12), 18, 17, 1),
+])
+def test_cuda_matches_cpu_on_edge_cases(make_scene, width, height, num_cameras):
+    viewmats, Ks = random_cameras(num_cameras, width, height, seed=13)
+    scene = make_scene()
+    cpu = run(scene, viewmats, Ks, width, height, "cpu")
+    cuda = run(scene, viewmats, Ks, width, height, "cuda")
+    assert_matches(cuda, cpu, rtol=1e-3)
+
+
+def test_cuda_with_no_cameras():
+    scene = random_surfels(10)
+    viewmats, Ks = random_cameras(1, 8, 8, seed=14)
+    result = run(scene, viewmats[:0], Ks[:0], 8, 8, "cuda")
+    assert result["colors"].shape == (0, 8, 8, 3)
+    for name in PARAMS:
+        assert torch.equal(result[f"grad_{name}"], torch.zeros_like(scene[name])), name
+
+
+def test_cuda_backward_names_too_many_channels():
+    # 20000 channels need 640 KB of shared memory per block: more than any GPU offers.
+    scene = random_surfels(5, channels=20_000, seed=15)
+    viewmats, Ks = random_cameras(1, 16, 16, seed=16)
+    with pytest.raises(ValueError, match="num_channels 20000"):
+        run(scene, viewmats, Ks, 16, 16, "cuda")
+
+
 def test_cuda_is_deterministic():
     viewmats, Ks = random_cameras(2, 96, 64, seed=3)
     scene = random_surfels(2000, seed=4)

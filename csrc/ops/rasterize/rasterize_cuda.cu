@@ -17,9 +17,6 @@ constexpr int kWarps = kBlock / 32;
 constexpr int kItemThreads = 256;
 // Up to this many channels a pixel accumulates its colour in registers, beyond it in the output.
 constexpr int kRegisterChannels = 4;
-// Static shared memory of backward_kernel: one batch of splats, normals, ids and rectangles.
-constexpr size_t kBackwardStaticShared =
-    kBlock * (sizeof(Splat) + sizeof(vec3) + sizeof(int64_t) + sizeof(PixelRect)) + sizeof(int32_t);
 // Shared memory a block may use without opting in.
 constexpr size_t kDefaultSharedLimit = 48 * 1024;
 
@@ -230,8 +227,25 @@ void backward_cuda(const BackwardArgs& a, int device, std::uintptr_t stream) {
   const int64_t tiles = a.in.dims.num_cameras * tiles_per_camera(a.in.dims);
   if (tiles == 0) return;
   cuda::DeviceGuard guard(device);
-  const size_t partial_bytes = sizeof(float) * kWarps * pair_grad_width(a.in.dims.num_channels);
-  if (kBackwardStaticShared + partial_bytes > kDefaultSharedLimit) {
+  // Static shared memory (a batch of splats) as the compiler laid it out, plus each warp's
+  // partial record (15 + D floats): many channels need the GPU's opt-in maximum, or more.
+  const int D = a.in.dims.num_channels;
+  const size_t per_channel = sizeof(float) * kWarps;
+  const size_t partial_bytes = per_channel * pair_grad_width(D);
+  cudaFuncAttributes attributes;
+  cuda::check(cudaFuncGetAttributes(&attributes, backward_kernel), "cudaFuncGetAttributes(backward_kernel)");
+  int optin_limit = 0;
+  cuda::check(cudaDeviceGetAttribute(&optin_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+              "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
+  if (attributes.sharedSizeBytes + partial_bytes > static_cast<size_t>(optin_limit)) {
+    const int64_t max_channels =
+        (static_cast<int64_t>(optin_limit) - static_cast<int64_t>(attributes.sharedSizeBytes)) /
+            static_cast<int64_t>(per_channel) - kPairGradColor;
+    throw std::invalid_argument("rasterize: the CUDA backward takes at most " + std::to_string(max_channels) +
+                                " colour channels on this GPU (shared memory per block), got num_channels " +
+                                std::to_string(D));
+  }
+  if (attributes.sharedSizeBytes + partial_bytes > kDefaultSharedLimit) {
     cuda::check(cudaFuncSetAttribute(backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(partial_bytes)),
                 "cudaFuncSetAttribute(backward_kernel)");
