@@ -32,8 +32,9 @@ _PAIR_GRAD_BASE = 15
 # else 4); 1 runs the scalar form of the math that the CUDA backend compiles. Every width
 # gives the same forward bits; tests set this to compare them.
 CPU_LANES = 0
-# Bytes per tile pair in the forward: keys, ids, the sort's outputs and the tile ids.
-_PAIR_BYTES_FORWARD = 48
+# Bytes per tile pair in the forward at its peak (CUDA's; the CPU needs less): keys, ids, the
+# sort's outputs and its radix buffers (keys and values again), the tile ids, the gathered ids.
+_PAIR_BYTES_FORWARD = 64
 
 
 @dataclass
