@@ -56,10 +56,15 @@ def test_cuda_small_inputs(n):
 def test_cuda_non_default_stream():
     points = CLOUDS["clustered"]
     expected = gsplat_lib.knn(points, 3)
+    on_device = points.cuda()
+    torch.cuda.synchronize()
     stream = torch.cuda.Stream()
     with torch.cuda.stream(stream):
-        on_device = points.cuda(non_blocking=False)
-        indices, sq_dists = gsplat_lib.knn(on_device, 3)
+        # The points are written on this stream only after a long sleep: kernels launched on
+        # another stream would read them before that.
+        torch.cuda._sleep(200_000_000)
+        late = on_device * 1
+        indices, sq_dists = gsplat_lib.knn(late, 3)
     stream.synchronize()
     assert torch.equal(indices.cpu(), expected[0]) and torch.equal(sq_dists.cpu(), expected[1])
 

@@ -99,6 +99,23 @@ def test_cuda_backward_names_too_many_channels():
         run(scene, viewmats, Ks, 16, 16, "cuda")
 
 
+def test_cuda_kernels_wait_for_work_queued_on_the_current_stream():
+    viewmats, Ks = random_cameras(1, 40, 40, seed=17)
+    scene = random_surfels(100, seed=18)
+    expected = run(scene, viewmats, Ks, 40, 40, "cpu")
+    on_device = {k: v.cuda() for k, v in scene.items()}
+    torch.cuda.synchronize()
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        # The surfels are written on this stream only after a long sleep: kernels launched on
+        # another stream would read them before that.
+        torch.cuda._sleep(200_000_000)
+        late = {k: v * 1 for k, v in on_device.items()}
+        result = run(late, viewmats, Ks, 40, 40, "cuda")
+    torch.cuda.synchronize()
+    assert_matches(result, expected, rtol=1e-3)
+
+
 def test_cuda_is_deterministic():
     viewmats, Ks = random_cameras(2, 96, 64, seed=3)
     scene = random_surfels(2000, seed=4)
