@@ -227,25 +227,29 @@ void backward_cuda(const BackwardArgs& a, int device, std::uintptr_t stream) {
   const int64_t tiles = a.in.dims.num_cameras * tiles_per_camera(a.in.dims);
   if (tiles == 0) return;
   cuda::DeviceGuard guard(device);
-  // Static shared memory (a batch of splats) as the compiler laid it out, plus each warp's
-  // partial record (15 + D floats): many channels need the GPU's opt-in maximum, or more.
+  // Static shared memory (a batch of splats) as the compiler laid it out, read once, plus each
+  // warp's partial record (15 + D floats). Many channels need the GPU's opt-in maximum, which
+  // is read only then; more than that is an error naming num_channels.
+  static const size_t static_bytes = [] {
+    cudaFuncAttributes attributes;
+    cuda::check(cudaFuncGetAttributes(&attributes, backward_kernel), "cudaFuncGetAttributes(backward_kernel)");
+    return attributes.sharedSizeBytes;
+  }();
   const int D = a.in.dims.num_channels;
   const size_t per_channel = sizeof(float) * kWarps;
   const size_t partial_bytes = per_channel * pair_grad_width(D);
-  cudaFuncAttributes attributes;
-  cuda::check(cudaFuncGetAttributes(&attributes, backward_kernel), "cudaFuncGetAttributes(backward_kernel)");
-  int optin_limit = 0;
-  cuda::check(cudaDeviceGetAttribute(&optin_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
-              "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
-  if (attributes.sharedSizeBytes + partial_bytes > static_cast<size_t>(optin_limit)) {
-    const int64_t max_channels =
-        (static_cast<int64_t>(optin_limit) - static_cast<int64_t>(attributes.sharedSizeBytes)) /
-            static_cast<int64_t>(per_channel) - kPairGradColor;
-    throw std::invalid_argument("rasterize: the CUDA backward takes at most " + std::to_string(max_channels) +
-                                " colour channels on this GPU (shared memory per block), got num_channels " +
-                                std::to_string(D));
-  }
-  if (attributes.sharedSizeBytes + partial_bytes > kDefaultSharedLimit) {
+  if (static_bytes + partial_bytes > kDefaultSharedLimit) {
+    int optin_limit = 0;
+    cuda::check(cudaDeviceGetAttribute(&optin_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+                "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
+    if (static_bytes + partial_bytes > static_cast<size_t>(optin_limit)) {
+      const int64_t max_channels =
+          (static_cast<int64_t>(optin_limit) - static_cast<int64_t>(static_bytes)) / static_cast<int64_t>(per_channel) -
+          kPairGradColor;
+      throw std::invalid_argument("rasterize: the CUDA backward takes at most " + std::to_string(max_channels) +
+                                  " colour channels on this GPU (shared memory per block), got num_channels " +
+                                  std::to_string(D));
+    }
     cuda::check(cudaFuncSetAttribute(backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(partial_bytes)),
                 "cudaFuncSetAttribute(backward_kernel)");
