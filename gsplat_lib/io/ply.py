@@ -26,10 +26,11 @@ from typing import Dict, Mapping, Union
 import numpy as np
 import torch
 
-# plyfile is imported by the two functions that use it, so that `import gsplat_lib` works
-# where it is not installed (a `pip install --no-deps` build on a machine with no registry).
 from gsplat_lib.checkpoint import write_atomically
 from gsplat_lib.model import GaussianModel
+
+# plyfile is imported by the two functions that use it, so that `import gsplat_lib` works
+# where it is not installed (a `pip install --no-deps` build on a machine with no registry).
 
 __all__ = ["FLAT_SCALE", "load_ply", "save_ply"]
 
