@@ -109,7 +109,8 @@ GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, const SplatColumns<F>& c
   h.u = select(h.use3d, h.q_x * h.inv_q2, broadcast<F>(0.f));
   h.v = select(h.use3d, h.q_y * h.inv_q2, broadcast<F>(0.f));
   const F rho = select(h.use3d, h.u * h.u + h.v * h.v, rho2d);
-  h.z = select(h.use3d, M.m[2][0] * h.u + M.m[2][1] * h.v + M.m[2][2], broadcast<F>(M.m[2][2]));
+  // On the fallback u = v = 0, so this is M22 exactly (the centre depth, > 0): no select.
+  h.z = M.m[2][0] * h.u + M.m[2][1] * h.v + M.m[2][2];
   inside = inside & lanes_not(Mask(h.z < near_plane));
   h.G = exp_nonpositive(-0.5f * rho);
   const F oG = s.opacity * h.G;
