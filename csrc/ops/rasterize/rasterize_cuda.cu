@@ -4,6 +4,7 @@
 // atomics, so it is deterministic (decision 4).
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "cuda/cuda_utils.h"
 #include "ops/rasterize/rasterize_impl.h"
@@ -15,7 +16,8 @@ namespace {
 constexpr int kBlock = kTileSize * kTileSize;
 constexpr int kWarps = kBlock / 32;
 constexpr int kItemThreads = 256;
-// Up to this many channels a pixel accumulates its colour in registers, beyond it in the output.
+// Up to this many channels a pixel accumulates its colour in registers (a kernel per channel
+// count, so the channel loops unroll), beyond it in the output.
 constexpr int kRegisterChannels = 4;
 // Shared memory a block may use without opting in.
 constexpr size_t kDefaultSharedLimit = 48 * 1024;
@@ -77,6 +79,34 @@ __device__ void load_batch_entry(const PixelPassInputs& in, int64_t pair, Splat*
 
 __device__ bool reaches(const PixelRect& r, int x, int y) { return x >= r.x0 && x < r.x1 && y >= r.y0 && y < r.y1; }
 
+// A pixel's colour in K registers. Indexed only by unrolled loops or by selects: an array
+// indexed at run time would live in local memory (the stack frame ptxas reports).
+template <int K>
+struct ColorRegisters {
+  float value[K] = {};
+  __device__ void add(float weight, const float* color) {
+#pragma unroll
+    for (int ch = 0; ch < K; ++ch) value[ch] += weight * color[ch];
+  }
+  __device__ float operator()(int ch) const {
+    float v = value[0];
+#pragma unroll
+    for (int k = 1; k < K; ++k) v = ch == k ? value[k] : v;
+    return v;
+  }
+};
+// Any number of channels, accumulated in the (zero-initialised) output itself.
+struct ColorInOutput {
+  float* value;
+  int num_channels;
+  __device__ void add(float weight, const float* color) {
+    for (int ch = 0; ch < num_channels; ++ch) value[ch] += weight * color[ch];
+  }
+  __device__ float operator()(int ch) const { return value[ch]; }
+};
+
+// kChannels: D when it is at most kRegisterChannels (the colour stays in registers), else 0.
+template <int kChannels>
 __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
   const Dims& d = a.in.dims;
   const int64_t tile = blockIdx.x;
@@ -94,9 +124,8 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
   PixelForward<float> f;
   f.start(p.x + 0.5f, p.y + 0.5f);
   f.done = !p.inside;
-  float registers[kRegisterChannels] = {0.f, 0.f, 0.f, 0.f};
-  // Beyond kRegisterChannels the colour accumulates in the (zero-initialised) output.
-  float* color_acc = (D <= kRegisterChannels || !p.inside) ? registers : a.out_colors + pixel * D;
+  std::conditional_t<(kChannels > 0), ColorRegisters<kChannels>, ColorInOutput> color_acc;
+  if constexpr (kChannels == 0) color_acc = {p.inside ? a.out_colors + pixel * D : nullptr, D};
 
   for (int64_t batch = begin; batch < end; batch += kBlock) {
     // Also the barrier that protects the shared batch from being overwritten too early.
@@ -107,11 +136,10 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
     for (int j = 0; j < count && !f.done; ++j) {
       if (!reaches(s_rects[j], p.x, p.y)) continue;
       if (!f.visit(s_splats[j], s_normals[j], int32_t(batch - begin + j), true, range)) continue;
-      const float* color = a.in.colors + s_items[j] * D;
-      for (int ch = 0; ch < D; ++ch) color_acc[ch] += f.weight * color[ch];
+      color_acc.add(f.weight, a.in.colors + s_items[j] * D);
     }
   }
-  if (p.inside) store_pixels(a, p.camera, pixel, f, [color_acc](int ch) { return color_acc[ch]; });
+  if (p.inside) store_pixels(a, p.camera, pixel, f, color_acc);
 }
 
 __device__ float warp_sum(float value) {
@@ -181,13 +209,14 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) 
         if (lane == 0) s_partials[warp * width + kPairGradColor + ch] = value;
       }
       __syncthreads();
+      // No barrier after these reads: s_partials is written again only after the next
+      // __syncthreads_or, which every thread reaches after its reads here.
       float* record = a.pair_grads + a.pair_emit_index[batch_begin + j] * width;
       for (int k = threadIdx.x; k < width; k += kBlock) {
         float total = 0.f;
         for (int w = 0; w < kWarps; ++w) total += s_partials[w * width + k];
         record[k] = total;
       }
-      __syncthreads();
     }
   }
   if (p.inside) a.out_visited[pixel] = visited;
@@ -218,7 +247,17 @@ void forward_cuda(const ForwardArgs& a, int device, std::uintptr_t stream) {
   const int64_t tiles = a.in.dims.num_cameras * tiles_per_camera(a.in.dims);
   if (tiles == 0) return;
   cuda::DeviceGuard guard(device);
-  forward_kernel<<<static_cast<unsigned int>(tiles), kBlock, 0, cuda::as_stream(stream)>>>(a);
+  const auto launch = [&](auto kernel) {
+    kernel<<<static_cast<unsigned int>(tiles), kBlock, 0, cuda::as_stream(stream)>>>(a);
+  };
+  static_assert(kRegisterChannels == 4, "one case per register channel count");
+  switch (a.in.dims.num_channels) {
+    case 1: launch(forward_kernel<1>); break;
+    case 2: launch(forward_kernel<2>); break;
+    case 3: launch(forward_kernel<3>); break;
+    case 4: launch(forward_kernel<4>); break;
+    default: launch(forward_kernel<0>); break;
+  }
   cuda::check_launch("rasterize forward_kernel");
 }
 
