@@ -47,7 +47,11 @@ def assert_matches(cuda, cpu, rtol):
         assert error <= rtol * scale + 1e-5, f"{name}: {error:.3g} vs scale {scale:.3g}"
 
 
-@pytest.mark.parametrize("num_surfels,channels,num_cameras", [(200, 3, 1), (500, 3, 3), (300, 6, 2), (50, 1, 2)])
+# The forward has a kernel for each of 1 to 4 channels (colour in registers) and one for any
+# other count (colour in the output): every one of them is compared.
+@pytest.mark.parametrize("num_surfels,channels,num_cameras", [
+    (200, 3, 1), (500, 3, 3), (300, 6, 2), (50, 1, 2), (120, 2, 1), (150, 4, 2), (130, 5, 1),
+])
 def test_cuda_matches_cpu(num_surfels, channels, num_cameras):
     width, height = 70, 45
     viewmats, Ks = random_cameras(num_cameras, width, height, seed=num_surfels)
