@@ -56,8 +56,9 @@ struct TileSpan {
   int32_t cols, rows;
 };
 
-// bin_pairs' buffers, kept by each calling thread (cpu/scratch.h): 32 bytes per item and
-// 8 per (chunk, tile).
+// bin_pairs' buffers, kept by each calling thread (cpu/scratch.h): 40 bytes per item (a
+// 24-byte span, the order and the sort's second buffer), 8 per (chunk, tile) and 16 KB per
+// chunk (the radix digit counts).
 struct BinScratch {
   cpu::ScratchBuffer<TileSpan> spans;
   cpu::ScratchBuffer<uint64_t> order, sort_buffer;
