@@ -362,7 +362,7 @@ class GaussianModel:
             Ks: [C, 3, 3] intrinsics in pixels.
             width, height: image size in pixels.
             backgrounds: [C, 3] optional.
-            options: passed on (``near``, ``far``, ``scale_modifier``).
+            options: passed on (``near``, ``far``, ``scale_modifier``, ``deterministic``).
         Returns the rasterizer's result (``colors`` [C, H, W, 3], ``radii`` [C, N, 2],
         the ``screen_grad`` / ``screen_absgrad`` leaves the strategy reads, ...).
         """

@@ -223,6 +223,22 @@ def test_deterministic_across_runs_and_thread_counts():
             assert torch.equal(a, b)
 
 
+def test_cpu_is_deterministic_when_asked_not_to_be():
+    # deterministic=False only lets CUDA sum gradients atomically; the CPU has no such path.
+    width, height = 40, 36
+    viewmats, Ks = random_cameras(2, width, height, seed=41)
+    base = random_surfels(300, seed=42)
+    runs = []
+    for deterministic in (True, False):
+        scene = leaf_scene(base)
+        out = render(scene, viewmats, Ks, width, height, deterministic=deterministic)
+        weighted_loss(as_dict(out), random_cotangents(as_dict(out), 43)).backward()
+        runs.append([getattr(out, k).detach() for k in IMAGE_OUTPUTS] + [scene[k].grad for k in PARAMS] +
+                    [out.screen_grad.grad, out.screen_absgrad.grad])
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
 def _saturating_scene_grads(seed=32):
     width, height = 40, 36
     viewmats, Ks = random_cameras(2, width, height, seed=31)
@@ -363,6 +379,27 @@ def test_huge_image_is_a_clear_error():
         render(random_surfels(3), viewmats, Ks, 10**6, 10**6)
 
 
+def test_pairs_that_do_not_fit_in_memory_are_a_clear_error(monkeypatch):
+    import gsplat_lib.ops.rasterize as rasterize_module
+
+    monkeypatch.setattr(rasterize_module, "_CHECKED_BYTES", 0)
+    # Room for the 16x16 images (about 31 KB) but not for the pairs of 2000 surfels.
+    monkeypatch.setattr(rasterize_module, "_available_bytes", lambda device: 100_000)
+    launched = []
+    monkeypatch.setattr(rasterize_module, "_bin_pairs", lambda *args, **kwargs: launched.append(args))
+    viewmats, Ks = random_cameras(1, 16, 16)
+    with pytest.raises(ValueError, match=r"\(tile, surfel\) pairs needing about .* GiB is available on cpu"):
+        render(random_surfels(2000), viewmats, Ks, 16, 16)
+    assert not launched  # raised before the pair buffers were allocated
+    # On CUDA the message offers the per-surfel records of deterministic=False, which need less.
+    cuda = torch.device("cuda")
+    with pytest.raises(ValueError, match="pass deterministic=False"):
+        rasterize_module._check_pair_memory(10**6, 1000, 3, False, cuda)
+    with pytest.raises(ValueError) as per_item:
+        rasterize_module._check_pair_memory(10**6, 1000, 3, True, cuda)
+    assert "deterministic=False" not in str(per_item.value)
+
+
 @pytest.mark.parametrize("name,bad,error,match", [
     ("means", torch.zeros(4, 2), ValueError, "means must have shape"),
     ("means", torch.zeros(4, 3, dtype=torch.float64), TypeError, "means must have dtype"),
@@ -402,6 +439,8 @@ def test_bad_cameras_and_sizes_are_named():
     with pytest.raises(ValueError, match="exactly one of colors"):
         rasterize_surfels(scene["means"], scene["quats"], scene["scales"], scene["opacities"], None, viewmats, Ks,
                           16, 16)
+    with pytest.raises(TypeError, match="deterministic must be a bool"):
+        render(scene, viewmats, Ks, 16, 16, deterministic=1)
 
 
 def test_cuda_tensor_on_cpu_only_build_names_the_fix():

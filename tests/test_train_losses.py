@@ -9,7 +9,7 @@ import torch
 
 from gsplat_lib import GaussianModel
 from gsplat_lib.train import losses, metrics
-from gsplat_lib.train.config import TrainConfig
+from gsplat_lib.train.config import TrainConfig, config_from_args
 from gsplat_lib.train.images import colorize_depth, colorize_normals, turbo_colormap
 from gsplat_lib.train.run_dir import RunDirectory, SettingsMismatchError, read_json, write_json_atomically
 
@@ -241,13 +241,24 @@ def test_schedule_scales_with_the_run_length():
 
 def test_fingerprint_ignores_options_that_do_not_change_results():
     base = TrainConfig(output="a", iterations=100)
-    same = TrainConfig(output="b", iterations=100, force=True, progress=False, checkpoint_every=7, num_threads=1)
+    same = TrainConfig(output="b", iterations=100, force=True, progress=False, checkpoint_every=7, num_threads=1,
+                       deterministic=False)
     assert base.fingerprint() == same.fingerprint()
     assert base.fingerprint() != TrainConfig(output="a", iterations=101).fingerprint()
     assert base.fingerprint() != TrainConfig(output="a", iterations=100, lambda_dssim=0.3).fingerprint()
 
 
+def test_nondeterministic_flag_reaches_the_config():
+    from gsplat_lib.train.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert config_from_args(parse(["--output", "x"])).deterministic is True
+    assert config_from_args(parse(["--output", "x", "--nondeterministic"])).deterministic is False
+
+
 def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="deterministic must be a bool"):
+        TrainConfig(output="x", deterministic="no")
     with pytest.raises(ValueError, match="iterations"):
         TrainConfig(output="x", iterations=0)
     with pytest.raises(ValueError, match="sh_degree"):

@@ -135,6 +135,7 @@ BackwardArgs backward_args(const py::dict& f) {
   a.v_distortion = field_ptr<const float>(f, "v_distortion");
   a.pair_emit_index = field_ptr<const int64_t>(f, "pair_emit_index");
   a.pair_grads = field_ptr<float>(f, "pair_grads");
+  a.item_records = field<bool>(f, "item_records");
   a.out_visited = field_ptr<int32_t>(f, "out_backward_visited");
   return a;
 }

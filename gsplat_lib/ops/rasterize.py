@@ -91,6 +91,7 @@ def rasterize_surfels(
     sh_degree: Optional[int] = None,
     backgrounds: Optional[torch.Tensor] = None,
     scale_modifier: float = 1.0,
+    deterministic: bool = True,
 ) -> RasterResult:
     """Renders N surfels into C cameras in one call.
 
@@ -102,12 +103,16 @@ def rasterize_surfels(
         viewmats: ``[C, 4, 4]`` world-to-camera (OpenCV). Ks: ``[C, 3, 3]`` pixel intrinsics.
         width, height: image size in pixels. near, far: clipping planes (also the distortion's range).
         backgrounds: ``[C, D]`` colour behind the surfels. scale_modifier: multiplies ``scales``.
+        deterministic: ``False`` lets the CUDA backward add each surfel's per-tile gradients
+            atomically, in no fixed order: one gradient record per (camera, surfel) instead of
+            one per (tile, surfel) pair, so less memory on large images, but gradients that may
+            differ in the last bits from run to run. The CPU backend is deterministic either way.
 
     Bad surfels (non-finite, zero or negative scale, zero quaternion, behind the camera, edge-on
     outlines through the camera plane, off screen) are culled; bad cameras and wrong shapes,
-    dtypes or devices raise errors naming the argument. Both backends are deterministic: the
-    same inputs give the same bits, whatever the thread count. Gradients flow to means, quats,
-    scales, opacities, colours / SH and backgrounds; cameras get none.
+    dtypes or devices raise errors naming the argument. Both backends are deterministic by
+    default: the same inputs give the same bits, whatever the thread count. Gradients flow to
+    means, quats, scales, opacities, colours / SH and backgrounds; cameras get none.
     """
     dims: Dict[str, int] = {}
     means = check_tensor("means", means, ("N", 3), dims=dims)
@@ -124,6 +129,8 @@ def rasterize_surfels(
     if not (isinstance(scale_modifier, (int, float)) and math.isfinite(scale_modifier) and scale_modifier > 0):
         raise ValueError(f"scale_modifier must be a finite number > 0, got {scale_modifier!r}")
     _check_cameras(viewmats, Ks)
+    if not isinstance(deterministic, bool):
+        raise TypeError(f"deterministic must be a bool, got {type(deterministic).__name__}")
 
     if (colors is None) == (sh is None):
         raise ValueError("give exactly one of colors [N, D] / [C, N, D] or sh [N, K, 3] with sh_degree")
@@ -156,6 +163,8 @@ def rasterize_surfels(
         num_cameras=num_cameras, num_surfels=num_surfels, num_channels=num_channels, width=width,
         height=height, tile_width=tile_width, tiles_x=tiles_x, tiles_y=tiles_y, near_plane=near, far_plane=far,
         scale_modifier=float(scale_modifier), cpu_lanes=CPU_LANES,
+        # The CPU gives each tile to one thread, which writes its pairs' records: no atomics to save.
+        item_records=not deterministic and device.type == "cuda",
     )
 
     track = torch.is_grad_enabled()
@@ -254,14 +263,18 @@ def _check_image_memory(num_cameras: int, width: int, height: int, channels: int
         )
 
 
-def _check_pair_memory(num_pairs: int, channels: int, device: torch.device) -> None:
-    needed = num_pairs * (_PAIR_BYTES_FORWARD + 4 * (_PAIR_GRAD_BASE + channels))
+def _check_pair_memory(num_pairs: int, num_items: int, channels: int, item_records: bool, device: torch.device) -> None:
+    # The backward's gradient records: one per pair, or one per (camera, surfel) item.
+    num_records = num_items if item_records else num_pairs
+    needed = num_pairs * _PAIR_BYTES_FORWARD + num_records * 4 * (_PAIR_GRAD_BASE + channels)
     available = _exceeds_memory(needed, device)
     if available is not None:
         raise ValueError(
             f"the surfels cover {num_pairs} (tile, surfel) pairs needing about {needed / 2**30:.1f} GiB, but only "
             f"{available / 2**30:.1f} GiB is available on {device}: render fewer cameras per call, smaller "
             "images, or cull oversized surfels"
+            + (" (or pass deterministic=False: one gradient record per surfel, not per pair)"
+               if device.type == "cuda" and not item_records else "")
         )
 
 
@@ -383,7 +396,7 @@ class _RasterizeSurfels(torch.autograd.Function):
         # Two phases (decision 1): count the pairs, read the total, allocate, fill.
         pair_ends = torch.cumsum(tile_counts.reshape(-1), dim=0)
         num_pairs = int(pair_ends[-1]) if pair_ends.numel() else 0
-        _check_pair_memory(num_pairs, D, device)
+        _check_pair_memory(num_pairs, C * N, D, settings["item_records"], device)
         tile_starts, sorted_surfels, pair_emit_index = _bin_pairs(depths_surfel, pixel_rects, pair_ends, num_pairs,
                                                                   settings)
 
@@ -436,8 +449,13 @@ class _RasterizeSurfels(torch.autograd.Function):
         v_alphas, v_depths, v_median, v_normals, v_distortions = (
             None if v is None else v.contiguous() for v in (v_alphas, v_depths, v_median, v_normals, v_distortions))
 
-        num_pairs = sorted_surfels.numel()
-        pair_grads = _pair_grad_records(num_pairs, _PAIR_GRAD_BASE + D, device)
+        if settings["item_records"]:
+            # A record per (camera, surfel) that its pairs add to: each item's records end one further.
+            pair_grads = torch.zeros(C * N, _PAIR_GRAD_BASE + D, **f32)
+            record_ends = torch.arange(1, C * N + 1, dtype=torch.int64, device=device)
+        else:
+            pair_grads = _pair_grad_records(sorted_surfels.numel(), _PAIR_GRAD_BASE + D, device)
+            record_ends = pair_ends
         _launch("backward", device, settings, tile_starts=tile_starts, sorted_surfels=sorted_surfels, M=M,
                 means2d=means2d, normals=normals_cn, opacities=opacities, colors=colors, backgrounds=backgrounds,
                 pixel_rects=pixel_rects, saved_T=saved_T, saved_last=saved_last, saved_median=saved_median, saved_sums=saved_sums,
@@ -451,7 +469,7 @@ class _RasterizeSurfels(torch.autograd.Function):
         v_colors_cn = torch.empty(C, N, D, **f32)
         screen_grad = torch.empty(C, N, 2, **f32)
         screen_absgrad = torch.empty(C, N, 2, **f32)
-        _launch("reduce", device, settings, pair_ends=pair_ends, pair_grads=pair_grads, M=M, v_M=v_M,
+        _launch("reduce", device, settings, pair_ends=record_ends, pair_grads=pair_grads, M=M, v_M=v_M,
                 v_opacities_cn=v_opacities_cn, v_normals_cn=v_normals_cn, v_colors_cn=v_colors_cn,
                 screen_grad=screen_grad, screen_absgrad=screen_absgrad)
         del pair_grads

@@ -37,7 +37,7 @@ Learning rates are those of 2DGS; the position rate decays over the whole run.
 
 Options that change results form the run's fingerprint (:meth:`TrainConfig.fingerprint`);
 the others (:data:`NON_RESULT_FIELDS`: output place, ``--force``, display, checkpoint
-cadence, threads, device) may differ between an interrupted run and its resumption.
+cadence, threads, device, CUDA's determinism) may differ between an interrupted run and its resumption.
 """
 
 from __future__ import annotations
@@ -136,6 +136,12 @@ class TrainConfig:
     force: bool = _option(False, "Discard everything in OUTPUT (checkpoints, markers, settings) and start over.")
     progress: bool = _option(True, "Show a progress bar.", negative="--no-progress")
     device: str = _option("cpu", "Torch device: cpu, cuda or cuda:N.")
+    deterministic: bool = _option(
+        True,
+        "On CUDA, sum each surfel's gradients across tiles atomically (in no fixed order): far less GPU memory on "
+        "large scenes, but runs are no longer bit-for-bit repeatable. The CPU is deterministic either way.",
+        negative="--nondeterministic",
+    )
     num_threads: int = _option(0, "CPU threads of torch (0: torch's default). Results do not depend on it.")
 
     def __post_init__(self) -> None:
@@ -155,6 +161,9 @@ class TrainConfig:
         for name in ("sh_degree_interval", "densify_every", "reset_every", "checkpoint_every"):
             if getattr(self, name) == 0:
                 raise ValueError(f"TrainConfig: {name} must be >= 1")
+        for spec in fields(self):
+            if spec.type in ("bool", bool) and not isinstance(getattr(self, spec.name), bool):
+                raise ValueError(f"TrainConfig: {spec.name} must be a bool, got {getattr(self, spec.name)!r}")
         if self.test_every < 0:
             raise ValueError(f"TrainConfig: test_every must be >= 0, got {self.test_every}")
         if not 0 <= self.sh_degree <= 4:
@@ -238,7 +247,7 @@ class Schedule:
 
 #: Fields that do not change what a run computes: they are left out of the fingerprint.
 NON_RESULT_FIELDS: Tuple[str, ...] = (
-    "output", "checkpoint_every", "keep_checkpoints", "force", "progress", "device", "num_threads",
+    "output", "checkpoint_every", "keep_checkpoints", "force", "progress", "device", "deterministic", "num_threads",
 )
 
 

@@ -366,7 +366,7 @@ class Trainer:
         height, width = targets.shape[1:3]
         result = model.render(
             viewmats, Ks, int(width), int(height), backgrounds=backgrounds[: len(viewmats)],
-            near=config.near, far=config.far,
+            near=config.near, far=config.far, deterministic=config.deterministic,
         )
         colors = result.colors
         loss = (1.0 - config.lambda_dssim) * losses.l1_loss(colors, targets)

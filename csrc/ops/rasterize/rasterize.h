@@ -100,14 +100,18 @@ struct BackwardArgs {
   const float* v_normals;       // [C, H, W, 3]
   const float* v_distortion;    // [C, H, W]
   const int64_t* pair_emit_index;  // [P] sorted position -> emission position
-  float* pair_grads;            // [P, 15 + D] out, by emission position (zeroed by the caller)
+  // [P, 15 + D] out, a record per pair by emission position; or, with item_records, [C N, 15 + D]:
+  // a record per (camera, surfel) item that each of its pairs adds to atomically, in no fixed
+  // order (CUDA only: deterministic=False). Zeroed by the caller.
+  float* pair_grads;
+  bool item_records;
   int32_t* out_visited;         // [C, H, W] out, splats the backward evaluated
 };
 
 struct ReduceArgs {
   Dims dims;
-  const int64_t* pair_ends;   // [C, N]
-  const float* pair_grads;    // [P, 15 + D]
+  const int64_t* pair_ends;   // [C, N] where each item's records end (inclusive sums of their counts)
+  const float* pair_grads;    // [records, 15 + D]
   const float* M;             // [C, N, 9]
   float* v_M;                 // [C, N, 9] out
   float* v_opacities;         // [C, N] out

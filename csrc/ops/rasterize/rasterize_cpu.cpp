@@ -685,6 +685,10 @@ void forward_cpu(const ForwardArgs& a, int num_threads) {
 
 void backward_cpu(const BackwardArgs& a, int num_threads) {
   check_cpu_tiles(a.in.dims);
+  // Each tile's thread writes its pairs' records; records shared by tiles would race.
+  if (a.item_records)
+    throw std::invalid_argument("rasterize: the CPU backward writes a record per pair (it is always deterministic); "
+                                "item_records is CUDA-only");
   run_tile_pass(pick_schedule<TilePass<BackwardArgs>>(a.in.dims.cpu_lanes, GSL_SCHEDULES(backward_tiles)), a, num_threads);
 }
 

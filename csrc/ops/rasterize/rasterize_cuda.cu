@@ -1,7 +1,9 @@
 // CUDA schedule of the rasterizer: one thread per (camera, surfel) item or per surfel, one
-// 16x16 block per tile with shared-memory batches of splats. The backward writes one
-// gradient record per (tile, splat) pair, reduced over the block in a fixed order: no
-// atomics, so it is deterministic (decision 4).
+// 16x16 block per tile with shared-memory batches of splats. The backward reduces each
+// (tile, splat) pair's gradient over the block in a fixed order and writes it as the pair's
+// own record: no atomics, so it is deterministic (decision 4). With item_records
+// (deterministic=False) it adds the pair's sum to its item's record atomically instead: a
+// record per (camera, surfel), not per pair, summed across tiles in no fixed order.
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -211,11 +213,14 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) 
       __syncthreads();
       // No barrier after these reads: s_partials is written again only after the next
       // __syncthreads_or, which every thread reaches after its reads here.
-      float* record = a.pair_grads + a.pair_emit_index[batch_begin + j] * width;
+      float* record = a.pair_grads + (a.item_records ? s_items[j] : a.pair_emit_index[batch_begin + j]) * width;
       for (int k = threadIdx.x; k < width; k += kBlock) {
         float total = 0.f;
         for (int w = 0; w < kWarps; ++w) total += s_partials[w * width + k];
-        record[k] = total;
+        if (a.item_records)
+          atomicAdd(record + k, total);
+        else
+          record[k] = total;
       }
     }
   }
