@@ -5,7 +5,9 @@ Reports ns per evaluated (pixel, surfel) pair: the forward's count is every pair
 contributor); "per core" multiplies by the threads used. The CPU cases run once on one thread
 (what a core costs) and once on every core (what the threads scale to: on a VM whose host takes
 some of its time, that figure varies most). Also times the pure-PyTorch reference on a size
-where it fits, and gsplat's ``rasterization_2dgs`` on CUDA when it is installed.
+where it fits, and gsplat's ``rasterization_2dgs`` on CUDA when it is installed. On CUDA each
+case also runs with ``deterministic=False`` (atomic per-surfel gradient records), and the JSON
+holds each mode's peak CUDA memory over one forward+backward.
 
     python benchmarks/bench_rasterize.py [--out bench_rasterize.json] [--quick] [--threads 1,2]
 """
@@ -59,7 +61,7 @@ def best_time(fn, device, repeats: int) -> float:
     return min(times)
 
 
-def time_gsplat_lib(num_surfels, width, height, num_cameras, device, repeats):
+def time_gsplat_lib(num_surfels, width, height, num_cameras, device, repeats, deterministic=True):
     scene = scene_for(num_surfels, device)
     viewmats, Ks = random_cameras(num_cameras, width, height, seed=3)
     viewmats, Ks = viewmats.to(device), Ks.to(device)
@@ -72,19 +74,23 @@ def time_gsplat_lib(num_surfels, width, height, num_cameras, device, repeats):
 
     def forward_backward():
         out = rasterize_surfels(leaves["means"], leaves["quats"], leaves["scales"], leaves["opacities"],
-                                leaves["colors"], viewmats, Ks, width, height)
+                                leaves["colors"], viewmats, Ks, width, height, deterministic=deterministic)
         (out.colors.sum() + out.depths.sum() + out.normals.sum() + out.distortions.sum()).backward()
         return out
 
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     out = forward_backward()  # its backward_pairs are filled in by the backward
+    peak_bytes = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     t_fwd = best_time(forward, device, repeats)
     t_fwd_bwd = best_time(forward_backward, device, repeats)
     threads = gsplat_lib._backend.num_threads() if device.type == "cpu" else 1
     fwd_pairs = int(out.evaluated_pairs.sum())
     bwd_pairs = int(out.backward_pairs.sum())
     t_bwd = max(t_fwd_bwd - t_fwd, 0.0)
-    row = dict(method="gsplat_lib", device=str(device), surfels=num_surfels, width=width, height=height,
-               cameras=num_cameras, threads=threads, forward_s=t_fwd, forward_backward_s=t_fwd_bwd,
+    row = dict(method="gsplat_lib" if deterministic else "gsplat_lib deterministic=False", device=str(device),
+               surfels=num_surfels, width=width, height=height, cameras=num_cameras, threads=threads,
+               forward_s=t_fwd, forward_backward_s=t_fwd_bwd, forward_backward_peak_bytes=peak_bytes,
                forward_pairs=fwd_pairs, backward_pairs=bwd_pairs,
                forward_ns_per_pair=1e9 * t_fwd / max(fwd_pairs, 1),
                backward_ns_per_pair=1e9 * t_bwd / max(bwd_pairs, 1))
@@ -176,6 +182,12 @@ def main() -> None:
                       f"bwd {row['backward_ns_per_pair_core']:6.2f} ns/pair/core", flush=True)
             torch.set_num_threads(default_threads)
             if device.type == "cuda":
+                # Atomic per-surfel gradient records instead of one per pair: time and peak memory.
+                row = time_gsplat_lib(num_surfels, width, height, cameras, device, args.repeats, deterministic=False)
+                rows.append(row)
+                print(f"  deterministic=False: fwd+bwd {1e3 * row['forward_backward_s']:.2f} ms, peak "
+                      f"{row['forward_backward_peak_bytes'] / 2**20:.0f} MiB (deterministic: "
+                      f"{rows[-2]['forward_backward_peak_bytes'] / 2**20:.0f} MiB)", flush=True)
                 peer = time_gsplat_peer(num_surfels, width, height, cameras, args.repeats)
                 if peer is not None:
                     rows.append(peer)
