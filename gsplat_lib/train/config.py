@@ -37,7 +37,8 @@ Learning rates are those of 2DGS; the position rate decays over the whole run.
 
 Options that change results form the run's fingerprint (:meth:`TrainConfig.fingerprint`);
 the others (:data:`NON_RESULT_FIELDS`: output place, ``--force``, display, checkpoint
-cadence, threads, device, CUDA's determinism) may differ between an interrupted run and its resumption.
+cadence, threads, device, CUDA's determinism) may differ between an interrupted run and its
+resumption.
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ RECIPE_ITERATIONS = 30_000
 
 def _option(default, help_text: str, **extra):
     return field(default=default, metadata={"help": help_text, **extra})
+
+
+def _is_bool(spec) -> bool:
+    """Whether a TrainConfig field is a bool (annotations are strings under postponed evaluation)."""
+    return spec.type in ("bool", bool)
 
 
 @dataclass
@@ -138,8 +144,9 @@ class TrainConfig:
     device: str = _option("cpu", "Torch device: cpu, cuda or cuda:N.")
     deterministic: bool = _option(
         True,
-        "On CUDA, sum each surfel's gradients across tiles atomically (in no fixed order): far less GPU memory on "
-        "large scenes, but runs are no longer bit-for-bit repeatable. The CPU is deterministic either way.",
+        "On CUDA, sum each surfel's gradients across tiles atomically (in no fixed order): a gradient record per "
+        "surfel instead of one per (tile, surfel) pair, so less GPU memory on large images, but runs are no longer "
+        "bit-for-bit repeatable. The CPU is deterministic either way.",
         negative="--nondeterministic",
     )
     num_threads: int = _option(0, "CPU threads of torch (0: torch's default). Results do not depend on it.")
@@ -162,7 +169,7 @@ class TrainConfig:
             if getattr(self, name) == 0:
                 raise ValueError(f"TrainConfig: {name} must be >= 1")
         for spec in fields(self):
-            if spec.type in ("bool", bool) and not isinstance(getattr(self, spec.name), bool):
+            if _is_bool(spec) and not isinstance(getattr(self, spec.name), bool):
                 raise ValueError(f"TrainConfig: {spec.name} must be a bool, got {getattr(self, spec.name)!r}")
         if self.test_every < 0:
             raise ValueError(f"TrainConfig: test_every must be >= 0, got {self.test_every}")
@@ -256,7 +263,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for spec in fields(TrainConfig):
         flag = "--" + spec.name.replace("_", "-")
         help_text = spec.metadata["help"]
-        if spec.type in ("bool", bool):
+        if _is_bool(spec):
             negative = spec.metadata.get("negative")
             if negative:
                 parser.add_argument(negative, dest=spec.name, action="store_false", help=help_text)
