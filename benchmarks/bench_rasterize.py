@@ -183,11 +183,12 @@ def main() -> None:
             torch.set_num_threads(default_threads)
             if device.type == "cuda":
                 # Atomic per-surfel gradient records instead of one per pair: time and peak memory.
-                row = time_gsplat_lib(num_surfels, width, height, cameras, device, args.repeats, deterministic=False)
-                rows.append(row)
-                print(f"  deterministic=False: fwd+bwd {1e3 * row['forward_backward_s']:.2f} ms, peak "
-                      f"{row['forward_backward_peak_bytes'] / 2**20:.0f} MiB (deterministic: "
-                      f"{rows[-2]['forward_backward_peak_bytes'] / 2**20:.0f} MiB)", flush=True)
+                atomic = time_gsplat_lib(num_surfels, width, height, cameras, device, args.repeats,
+                                         deterministic=False)
+                rows.append(atomic)
+                print(f"  deterministic=False: fwd+bwd {1e3 * atomic['forward_backward_s']:.2f} ms, peak "
+                      f"{atomic['forward_backward_peak_bytes'] / 2**20:.0f} MiB (deterministic: "
+                      f"{row['forward_backward_peak_bytes'] / 2**20:.0f} MiB)", flush=True)
                 peer = time_gsplat_peer(num_surfels, width, height, cameras, args.repeats)
                 if peer is not None:
                     rows.append(peer)
