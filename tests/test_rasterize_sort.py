@@ -103,3 +103,40 @@ def test_cpu_binning_reuses_its_buffers_safely():
     finally:
         torch.set_num_threads(previous)
     assert not failures
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpu_projection_writes_the_running_sum_of_tile_counts(monkeypatch, threads):
+    """On the CPU the projection sums the tile counts in place (pair_ends); the CUDA path writes
+    the counts (tile_counts) and sums them with torch.cumsum. Both give the same pair_ends."""
+    from gsplat_lib.ops import rasterize as R
+    from rasterize_scenes import random_cameras, random_surfels
+
+    calls = []
+    launch = R._launch
+
+    def record(name, device, settings, **buffers):
+        launch(name, device, settings, **buffers)
+        if name == "project":
+            calls.append((settings, buffers))
+
+    monkeypatch.setattr(R, "_launch", record)
+    scene = random_surfels(3000, seed=4)
+    viewmats, Ks = random_cameras(3, 96, 80, seed=5)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            R.rasterize_surfels(scene["means"], scene["quats"], scene["scales"], scene["opacities"], scene["colors"],
+                                viewmats, Ks, 96, 80)
+        (settings, buffers), = calls
+        pair_ends = buffers["pair_ends"]
+        assert buffers["tile_counts"] is None and int(pair_ends[-1]) > 3000
+        counts = torch.full_like(pair_ends, -1)
+        again = {k: (v.clone() if isinstance(v, torch.Tensor) and k != "pair_ends" else v) for k, v in buffers.items()}
+        launch("project", torch.device("cpu"), settings, **dict(again, tile_counts=counts, pair_ends=None))
+        assert torch.equal(torch.cumsum(counts, dim=0), pair_ends)
+        with pytest.raises(ValueError, match="exactly one of tile_counts and pair_ends"):
+            launch("project", torch.device("cpu"), settings, **dict(again, tile_counts=counts, pair_ends=counts.clone()))
+    finally:
+        torch.set_num_threads(previous)

