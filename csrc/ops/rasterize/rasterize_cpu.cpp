@@ -671,10 +671,12 @@ void project_cpu(const ProjectArgs& args, int num_threads) {
   ProjectArgs a = args;
   if (a.pair_ends != nullptr) a.tile_counts = a.pair_ends;  // the counts, summed in place below
   cpu::parallel_for(items, num_threads, 4096, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
-  // One thread: 100k items take about 0.05 ms here, where torch.cumsum took 0.16 ms (it
-  // wakes torch's own threads).
-  if (a.pair_ends != nullptr)
-    for (int64_t item = 1; item < items; ++item) a.pair_ends[item] += a.pair_ends[item - 1];
+  // One serial loop, the sum kept in a register (reading back the previous store would chain
+  // every item on store forwarding), where torch.cumsum took 0.16 ms at 100k items.
+  if (a.pair_ends != nullptr) {
+    int64_t sum = 0;
+    for (int64_t item = 0; item < items; ++item) a.pair_ends[item] = sum += a.pair_ends[item];
+  }
 }
 
 void emit_pairs_cpu(const EmitArgs& a, int num_threads) {
