@@ -4,6 +4,7 @@
 // own record: no atomics, so it is deterministic (decision 4). With item_records
 // (deterministic=False) it adds the pair's sum to its item's record atomically instead: a
 // record per (camera, surfel), not per pair, summed across tiles in no fixed order.
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -21,6 +22,8 @@ constexpr int kItemThreads = 256;
 // Up to this many channels a pixel accumulates its colour in registers (a kernel per channel
 // count, so the channel loops unroll), beyond it in the output.
 constexpr int kRegisterChannels = 4;
+// Most splats the backward reduces per barrier (shared memory permitting).
+constexpr size_t kMaxGroup = 32;
 // Shared memory a block may use without opting in.
 constexpr size_t kDefaultSharedLimit = 48 * 1024;
 
@@ -149,7 +152,37 @@ __device__ float warp_sum(float value) {
   return value;
 }
 
-__global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) {
+// One butterfly step: the lanes pair up across `offset`; the lower one keeps the first half of
+// its N values, the upper one the second, each adding its partner's copy of the half it keeps.
+template <int N>
+__device__ void butterfly_step(float (&v)[16], bool upper, int offset) {
+#pragma unroll
+  for (int i = 0; i < N / 2; ++i) {
+    const float received = __shfl_xor_sync(0xffffffffu, upper ? v[i] : v[i + N / 2], offset);
+    v[i] = (upper ? v[i + N / 2] : v[i]) + received;
+  }
+}
+
+// Sums 16 values over the warp in 16 shuffles instead of warp_sum's 80. Every lane ends with
+// the total of value butterfly_index(lane), added in warp_sum's tree (bits 16, 8, 4, 2, 1 of
+// the lane, each pair's two halves commuted at most), so the bits are warp_sum's.
+__device__ float butterfly_sum(float (&v)[16], int lane) {
+  butterfly_step<16>(v, lane & 16, 16);
+  butterfly_step<8>(v, lane & 8, 8);
+  butterfly_step<4>(v, lane & 4, 4);
+  butterfly_step<2>(v, lane & 2, 2);
+  return v[0] + __shfl_xor_sync(0xffffffffu, v[0], 1);
+}
+
+__device__ int butterfly_index(int lane) {
+  return ((lane >> 4) & 1) * 8 + ((lane >> 3) & 1) * 4 + ((lane >> 2) & 1) * 2 + ((lane >> 1) & 1);
+}
+
+// The backward walks each tile's splats back to front in groups of up to `group`: per splat,
+// each warp sums its pixels' gradients into its own partial record in shared memory; after a
+// group, one barrier, and the block adds each record's warp partials in warp order (the order
+// the pair's record is written in does not depend on the group size).
+__global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a, int group) {
   const Dims& d = a.in.dims;
   const int64_t tile = blockIdx.x;
   const int64_t begin = a.in.tile_starts[tile], end = a.in.tile_starts[tile + 1];
@@ -164,7 +197,8 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) 
   __shared__ int64_t s_items[kBlock];
   __shared__ PixelRect s_rects[kBlock];
   __shared__ int32_t s_max_last;
-  extern __shared__ float s_partials[];  // [kWarps, width]
+  extern __shared__ float s_partials[];  // [group, kWarps, width], then [group, kWarps] hit flags
+  int* s_warp_hits = reinterpret_cast<int*>(s_partials + group * kWarps * width);
 
   const DepthRange range = depth_range(d.near_plane, d.far_plane);
   PixelBackward<float> b;
@@ -181,47 +215,63 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a) 
   __syncthreads();
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int my_value = butterfly_index(lane);  // value 15 carries colour channel 0
+  const int my_slot = my_value < kPairGradColor ? my_value : kPairGradColor;
   for (int64_t batch_end = begin + s_max_last; batch_end > begin; batch_end -= kBlock) {
     const int64_t batch_begin = max(begin, batch_end - kBlock);
     const int count = int(batch_end - batch_begin);
     __syncthreads();
     if (threadIdx.x < count) load_batch_entry(a.in, batch_begin + threadIdx.x, s_splats, s_normals, s_items, s_rects);
     __syncthreads();
-    for (int j = count - 1; j >= 0; --j) {
-      const int32_t index = int32_t(batch_begin + j - begin);
-      float g[kPairGradColor];
-      bool hit = false;
-      if (p.inside && index < last && reaches(s_rects[j], p.x, p.y)) {
-        ++visited;
-        Hit<float> h;
-        hit = eval_hit(s_splats[j], b.px, b.py, d.near_plane, h);
-        if (hit)
-          b.backprop(s_splats[j], h, true, s_normals[j], a.in.colors + s_items[j] * D, D, v_color_of, index, range,
-                     g);
-      }
-      if (!__syncthreads_or(hit)) continue;
-      // Block reduction in a fixed order: warp trees, then the warps in sequence.
+    for (int top = count - 1; top >= 0; top -= group) {
+      const int members = min(group, top + 1);
+      for (int m = 0; m < members; ++m) {
+        const int j = top - m;
+        const int32_t index = int32_t(batch_begin + j - begin);
+        float g[16];
+        bool hit = false;
+        if (p.inside && index < last && reaches(s_rects[j], p.x, p.y)) {
+          ++visited;
+          Hit<float> h;
+          hit = eval_hit(s_splats[j], b.px, b.py, d.near_plane, h);
+          if (hit)
+            b.backprop(s_splats[j], h, true, s_normals[j], a.in.colors + s_items[j] * D, D, v_color_of, index, range,
+                       g);
+        }
+        const bool warp_hit = __any_sync(0xffffffffu, hit);
+        if (lane == 0) s_warp_hits[m * kWarps + warp] = warp_hit;
+        if (!warp_hit) continue;
+        g[kPairGradColor] = hit ? b.weight * v_color[0] : 0.f;
 #pragma unroll
-      for (int k = 0; k < kPairGradColor; ++k) {
-        const float value = warp_sum(hit ? g[k] : 0.f);
-        if (lane == 0) s_partials[warp * width + k] = value;
-      }
-      for (int ch = 0; ch < D; ++ch) {
-        const float value = warp_sum(hit ? b.weight * v_color[ch] : 0.f);
-        if (lane == 0) s_partials[warp * width + kPairGradColor + ch] = value;
+        for (int k = 0; k < 16; ++k) g[k] = hit ? g[k] : 0.f;
+        float* partial = s_partials + (m * kWarps + warp) * width;
+        const float total = butterfly_sum(g, lane);
+        if ((lane & 1) == 0) partial[my_slot] = total;
+        for (int ch = 1; ch < D; ++ch) {
+          const float value = warp_sum(hit ? b.weight * v_color[ch] : 0.f);
+          if (lane == 0) partial[kPairGradColor + ch] = value;
+        }
       }
       __syncthreads();
-      // No barrier after these reads: s_partials is written again only after the next
-      // __syncthreads_or, which every thread reaches after its reads here.
-      float* record = a.pair_grads + (a.item_records ? s_items[j] : a.pair_emit_index[batch_begin + j]) * width;
-      for (int k = threadIdx.x; k < width; k += kBlock) {
+      // The block adds the warps' partials of the group's records in warp order.
+      for (int slot = threadIdx.x; slot < members * width; slot += kBlock) {
+        const int m = slot / width, k = slot - m * width;
         float total = 0.f;
-        for (int w = 0; w < kWarps; ++w) total += s_partials[w * width + k];
+        bool any_hit = false;
+        for (int w = 0; w < kWarps; ++w) {
+          if (!s_warp_hits[m * kWarps + w]) continue;
+          total += s_partials[(m * kWarps + w) * width + k];
+          any_hit = true;
+        }
+        if (!any_hit) continue;
+        const int j = top - m;
+        float* record = a.pair_grads + (a.item_records ? s_items[j] : a.pair_emit_index[batch_begin + j]) * width;
         if (a.item_records)
           atomicAdd(record + k, total);
         else
           record[k] = total;
       }
+      __syncthreads();
     }
   }
   if (p.inside) a.out_visited[pixel] = visited;
@@ -273,9 +323,10 @@ void backward_cuda(const BackwardArgs& a, int device, std::uintptr_t stream) {
   const int64_t tiles = a.in.dims.num_cameras * tiles_per_camera(a.in.dims);
   if (tiles == 0) return;
   cuda::DeviceGuard guard(device);
-  // Static shared memory (a batch of splats) as the compiler laid it out, read once, plus each
-  // warp's partial record (15 + D floats). Many channels need the GPU's opt-in maximum, which
-  // is read only then; more than that is an error naming num_channels.
+  // Static shared memory (a batch of splats) as the compiler laid it out, read once, plus per
+  // member of a group each warp's partial record (15 + D floats) and hit flag. Groups fill what
+  // a block may use without opting in; many channels need the GPU's opt-in maximum, which is
+  // read only then; when not even one member fits, an error names num_channels.
   static const size_t static_bytes = [] {
     cudaFuncAttributes attributes;
     cuda::check(cudaFuncGetAttributes(&attributes, backward_kernel), "cudaFuncGetAttributes(backward_kernel)");
@@ -283,24 +334,29 @@ void backward_cuda(const BackwardArgs& a, int device, std::uintptr_t stream) {
   }();
   const int D = a.in.dims.num_channels;
   const size_t per_channel = sizeof(float) * kWarps;
-  const size_t partial_bytes = per_channel * pair_grad_width(D);
-  if (static_bytes + partial_bytes > kDefaultSharedLimit) {
+  const size_t per_member = per_channel * (pair_grad_width(D) + 1);
+  size_t limit = kDefaultSharedLimit;
+  if (static_bytes + per_member > limit) {
     int optin_limit = 0;
     cuda::check(cudaDeviceGetAttribute(&optin_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
                 "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
-    if (static_bytes + partial_bytes > static_cast<size_t>(optin_limit)) {
+    limit = static_cast<size_t>(optin_limit);
+    if (static_bytes + per_member > limit) {
       const int64_t max_channels =
-          (static_cast<int64_t>(optin_limit) - static_cast<int64_t>(static_bytes)) / static_cast<int64_t>(per_channel) -
-          kPairGradColor;
+          (static_cast<int64_t>(limit) - static_cast<int64_t>(static_bytes)) / static_cast<int64_t>(per_channel) -
+          kPairGradColor - 1;
       throw std::invalid_argument("rasterize: the CUDA backward takes at most " + std::to_string(max_channels) +
                                   " colour channels on this GPU (shared memory per block), got num_channels " +
                                   std::to_string(D));
     }
-    cuda::check(cudaFuncSetAttribute(backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(partial_bytes)),
-                "cudaFuncSetAttribute(backward_kernel)");
   }
-  backward_kernel<<<static_cast<unsigned int>(tiles), kBlock, partial_bytes, cuda::as_stream(stream)>>>(a);
+  const int group = static_cast<int>(std::min<size_t>(kMaxGroup, (limit - static_bytes) / per_member));
+  const size_t dynamic_bytes = per_member * group;
+  if (static_bytes + dynamic_bytes > kDefaultSharedLimit)
+    cuda::check(cudaFuncSetAttribute(backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(dynamic_bytes)),
+                "cudaFuncSetAttribute(backward_kernel)");
+  backward_kernel<<<static_cast<unsigned int>(tiles), kBlock, dynamic_bytes, cuda::as_stream(stream)>>>(a, group);
   cuda::check_launch("rasterize backward_kernel");
 }
 
