@@ -80,6 +80,11 @@ def test_resume_in_a_new_process_is_bit_exact(tmp_path):
     expected = torch.load(full, weights_only=True)["content"]
     actual = torch.load(resumed, weights_only=True)["content"]
     assert actual["step"] == expected["step"] == FULL
+    # CUDA's generators are captured only where CUDA was initialised: on a machine with a GPU,
+    # earlier CUDA tests initialise it in this process, never in the fresh worker's. This CPU
+    # run draws nothing from them.
+    for content in (expected, actual):
+        content["rng"].pop("torch_cuda")
     for part in ("model", "strategy", "rng"):
         assert_identical(actual[part], expected[part], part)
     assert expected["model"]["config"]["active_sh_degree"] == 3
