@@ -31,8 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _scene():
     from gsplat_lib.data import synthetic_scene_data
@@ -133,7 +131,12 @@ def _worker_fixed_loop(library: str, device: str, steps: int, batch_size: int) -
 def _run_worker(kind: str, args) -> dict:
     """Runs one configuration in a fresh process; returns its JSON result or the reason it was skipped."""
     command = [sys.executable, __file__, "--worker", kind, "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
-    environment = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    import gsplat_lib
+
+    # The worker imports the gsplat_lib this process imported (an installed one, or the tree's
+    # with PYTHONPATH=.), not the source tree by default: without its compiled core it fails.
+    package_parent = str(Path(gsplat_lib.__file__).resolve().parents[1])
+    environment = {**os.environ, "PYTHONPATH": package_parent + os.pathsep + os.environ.get("PYTHONPATH", "")}
     completed = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
     if completed.returncode != 0:
         return {"error": completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "failed"}
