@@ -7,7 +7,8 @@ contributor); "per core" multiplies by the threads used. The CPU cases run once 
 some of its time, that figure varies most). Also times the pure-PyTorch reference on a size
 where it fits, and gsplat's ``rasterization_2dgs`` on CUDA when it is installed. On CUDA each
 case also runs with ``deterministic=False`` (atomic per-surfel gradient records), and the JSON
-holds each mode's peak CUDA memory over one forward+backward.
+holds each mode's CUDA memory peak over one forward+backward, counted above what was allocated
+before it (the inputs), so that whatever an earlier case left behind does not count.
 
     python benchmarks/bench_rasterize.py [--out bench_rasterize.json] [--quick] [--threads 1,2]
 """
@@ -15,6 +16,7 @@ holds each mode's peak CUDA memory over one forward+backward.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -49,6 +51,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def peak_cuda_bytes(fn, device: torch.device):
+    """fn's result and the most CUDA memory it held at once above what was allocated before."""
+    gc.collect()  # an earlier case's reference cycles would otherwise still hold theirs
+    synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    result = fn()
+    synchronize(device)
+    return result, torch.cuda.max_memory_allocated(device) - base
+
+
 def best_time(fn, device, repeats: int) -> float:
     fn()  # warm up
     synchronize(device)
@@ -78,10 +91,8 @@ def time_gsplat_lib(num_surfels, width, height, num_cameras, device, repeats, de
         (out.colors.sum() + out.depths.sum() + out.normals.sum() + out.distortions.sum()).backward()
         return out
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    out = forward_backward()  # its backward_pairs are filled in by the backward
-    peak_bytes = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    # out's backward_pairs are filled in by the backward.
+    out, peak_bytes = peak_cuda_bytes(forward_backward, device) if device.type == "cuda" else (forward_backward(), None)
     t_fwd = best_time(forward, device, repeats)
     t_fwd_bwd = best_time(forward_backward, device, repeats)
     threads = gsplat_lib._backend.num_threads() if device.type == "cpu" else 1
@@ -133,19 +144,27 @@ def time_gsplat_peer(num_surfels, width, height, num_cameras, repeats):
     scales3 = torch.cat([scene["scales"], torch.zeros_like(scene["scales"][:, :1])], dim=1)
     leaves = {k: v.clone().requires_grad_(True) for k, v in dict(scene, scales=scales3).items()}
 
+    # gsplat 1.5.3's non-packed 2DGS path takes per-camera colours [C, N, D] only. Depth and
+    # distortion are rendered as ours are ("RGB+ED", distloss) and the backward takes the same
+    # outputs: colours, depth, normals, distortion.
+    def render():
+        colors = leaves["colors"].expand(num_cameras, -1, -1)
+        return rasterization_2dgs(leaves["means"], leaves["quats"], leaves["scales"], leaves["opacities"], colors,
+                                  viewmats, Ks, width, height, render_mode="RGB+ED", distloss=True)
+
     def forward():
         with torch.no_grad():
-            rasterization_2dgs(leaves["means"], leaves["quats"], leaves["scales"], leaves["opacities"],
-                               leaves["colors"], viewmats, Ks, width, height)
+            render()
 
     def forward_backward():
-        colors, *_ = rasterization_2dgs(leaves["means"], leaves["quats"], leaves["scales"], leaves["opacities"],
-                                        leaves["colors"], viewmats, Ks, width, height)
-        colors.sum().backward()
+        colors_depth, _, normals, _, distortions, _, _ = render()
+        (colors_depth.sum() + normals.sum() + distortions.sum()).backward()
 
+    _, peak_bytes = peak_cuda_bytes(forward_backward, device)
     return dict(method="gsplat rasterization_2dgs", device="cuda", surfels=num_surfels, width=width,
                 height=height, cameras=num_cameras, forward_s=best_time(forward, device, repeats),
-                forward_backward_s=best_time(forward_backward, device, repeats))
+                forward_backward_s=best_time(forward_backward, device, repeats),
+                forward_backward_peak_bytes=peak_bytes)
 
 
 def main() -> None:
@@ -193,7 +212,8 @@ def main() -> None:
                 if peer is not None:
                     rows.append(peer)
                     print(f"  gsplat rasterization_2dgs: fwd {1e3 * peer['forward_s']:.2f} ms  "
-                          f"fwd+bwd {1e3 * peer['forward_backward_s']:.2f} ms", flush=True)
+                          f"fwd+bwd {1e3 * peer['forward_backward_s']:.2f} ms, peak "
+                          f"{peer['forward_backward_peak_bytes'] / 2**20:.0f} MiB", flush=True)
     reference = time_reference(2_000, 128, 128, max(1, min(5, args.repeats - 1)))
     rows.append(reference)
     print(f"reference fwd+bwd {reference['reference_forward_backward_s']:.3f} s vs gsplat_lib "
