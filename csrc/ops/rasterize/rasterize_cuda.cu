@@ -215,8 +215,11 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a, 
   __syncthreads();
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int my_value = butterfly_index(lane);  // value 15 carries colour channel 0
-  const int my_slot = my_value < kPairGradColor ? my_value : kPairGradColor;
+  // This lane's butterfly total: a geometry value, or (value 15) colour channel 0, which is
+  // slot kPairGradColor of the record and exists only when there are colour channels.
+  static_assert(kPairGradColor == 15, "the butterfly sums the 15 geometry values and colour channel 0");
+  const int my_slot = butterfly_index(lane);
+  const bool my_slot_exists = my_slot < width;
   for (int64_t batch_end = begin + s_max_last; batch_end > begin; batch_end -= kBlock) {
     const int64_t batch_begin = max(begin, batch_end - kBlock);
     const int count = int(batch_end - batch_begin);
@@ -241,12 +244,12 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a, 
         const bool warp_hit = __any_sync(0xffffffffu, hit);
         if (lane == 0) s_warp_hits[m * kWarps + warp] = warp_hit;
         if (!warp_hit) continue;
-        g[kPairGradColor] = hit ? b.weight * v_color[0] : 0.f;
+        g[kPairGradColor] = hit && D > 0 ? b.weight * v_color[0] : 0.f;
 #pragma unroll
         for (int k = 0; k < 16; ++k) g[k] = hit ? g[k] : 0.f;
         float* partial = s_partials + (m * kWarps + warp) * width;
         const float total = butterfly_sum(g, lane);
-        if ((lane & 1) == 0) partial[my_slot] = total;
+        if ((lane & 1) == 0 && my_slot_exists) partial[my_slot] = total;
         for (int ch = 1; ch < D; ++ch) {
           const float value = warp_sum(hit ? b.weight * v_color[ch] : 0.f);
           if (lane == 0) partial[kPairGradColor + ch] = value;
