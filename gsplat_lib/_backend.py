@@ -2,14 +2,15 @@
 
 The compiled core (``gsplat_lib._C``) knows nothing of torch (docs/design.md,
 decision 1): every op here checks shapes, dtypes and devices, allocates outputs
-with torch and passes raw addresses, sizes, the device index and torch's
-current CUDA stream.
+with torch and passes each buffer as :func:`buffer` describes it (address, element
+count, dtype), with sizes, the device index and torch's current CUDA stream. The core
+checks every buffer against the field it fills (csrc/bindings/fields.h).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -74,13 +75,28 @@ def device_index(device: torch.device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
-def address(tensor: Optional[torch.Tensor]) -> int:
-    """Raw address for the compiled core; 0 stands for an absent optional input."""
-    if tensor is None or tensor.numel() == 0:
-        return 0
+# The dtype codes of csrc/bindings/fields.h.
+_DTYPE_CODES = {torch.float32: "f", torch.int32: "i", torch.int64: "l", torch.bool: "b"}
+
+
+def buffer(tensor: Optional[torch.Tensor]) -> Optional[Tuple[int, int, str]]:
+    """A tensor as the compiled core takes it: (address, element count, dtype code); None
+    stands for an absent optional input, address 0 for an empty tensor."""
+    if tensor is None:
+        return None
     if not tensor.is_contiguous():
         raise AssertionError("internal error: compiled ops take contiguous tensors")
-    return tensor.data_ptr()
+    count = tensor.numel()
+    return (tensor.data_ptr() if count else 0, count, _DTYPE_CODES[tensor.dtype])
+
+
+def launch(name: str, device: torch.device, fields: Dict[str, object]) -> None:
+    """Runs compiled pass ``<name>_cpu`` or ``<name>_cuda`` on ``fields`` (numbers and buffers)."""
+    function = op(name, device)
+    if device.type == "cpu":
+        function(fields, num_threads())
+    else:
+        function(fields, device_index(device), stream_of(device))
 
 
 def check_tensor(

@@ -1,13 +1,14 @@
-"""Camera helpers in the library's convention: OpenCV axes (x right, y down, z forward),
-world-to-camera ``viewmat [4, 4]``."""
+"""Camera math in the library's convention: OpenCV axes (x right, y down, z forward),
+world-to-camera ``viewmat [4, 4]``, intrinsics ``K [3, 3]`` in pixels."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
-__all__ = ["look_at"]
+__all__ = ["camera_center", "look_at", "radius_around_mean"]
 
 
 def look_at(
@@ -35,3 +36,21 @@ def look_at(
     viewmat[:3, :3] = rotation
     viewmat[:3, 3] = -rotation @ eye_t
     return viewmat.to(dtype)
+
+
+def camera_center(viewmat: np.ndarray) -> np.ndarray:
+    """[3] float32 camera centre in world coordinates, ``-R^T t``, of a ``[4, 4]`` viewmat."""
+    rotation = viewmat[:3, :3].astype(np.float64)
+    translation = viewmat[:3, 3].astype(np.float64)
+    return (-rotation.T @ translation).astype(np.float32)
+
+
+def radius_around_mean(points: np.ndarray) -> float:
+    """1.1 times the largest distance of ``points [P, 3]`` from their mean: 3DGS's scene
+    extent (``getNerfppNorm``) of its camera centres. 1.0 when that is zero (one point, or
+    none), which would make every extent-relative threshold zero."""
+    if len(points) == 0:
+        return 1.0
+    points = np.asarray(points, dtype=np.float64)
+    radius = 1.1 * float(np.linalg.norm(points - points.mean(axis=0), axis=1).max())
+    return radius if radius > 0.0 else 1.0

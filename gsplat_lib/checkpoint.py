@@ -15,10 +15,13 @@ The file is a ``torch.save`` archive of plain containers, loadable with
                  "library_version"}}
 
 ``digest`` hashes every value of ``content`` (tensor bytes included): torch's zip reader
-does not notice a flipped byte inside a tensor, this does. Files are written atomically
-(temporary file in the same directory, flush, fsync, rename, fsync of the directory), so
+does not notice a flipped byte inside a tensor, this does. Files are written atomically, so
 a crash while saving leaves the previous checkpoint intact. Loading validates the whole
 file before it builds anything, and every problem is a ``ValueError`` naming the file.
+
+This module knows the model and the strategy only through their state dicts: the model
+class is the caller's (``GaussianModel.load_checkpoint``), the strategy class is found by
+the name it saved (:class:`gsplat_lib.strategy.Strategy`).
 """
 
 from __future__ import annotations
@@ -26,47 +29,44 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import tempfile
-from typing import BinaryIO, Callable, Dict, Mapping, NamedTuple, Optional, Union
+from typing import Dict, Mapping, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
 
-from gsplat_lib.model import GaussianModel
-from gsplat_lib.strategy import DefaultStrategy
+from gsplat_lib._version import __version__
+from gsplat_lib.atomic_file import write_atomically
+from gsplat_lib.strategy_base import Strategy
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "Checkpoint",
     "capture_rng_states",
-    "load_checkpoint",
+    "restore_checkpoint",
     "restore_rng_states",
     "save_checkpoint",
-    "write_atomically",
 ]
 
 CHECKPOINT_FORMAT = "gsplat_lib.checkpoint"
 #: Bump when the layout changes; older files stay readable, newer ones are refused.
 CHECKPOINT_VERSION = 1
 
-#: Strategies a checkpoint can restore, by class name.
-_STRATEGIES = {"DefaultStrategy": DefaultStrategy}
-
 PathLike = Union[str, os.PathLike]
 
 
 class Checkpoint(NamedTuple):
-    """What :func:`load_checkpoint` returns.
+    """What ``GaussianModel.load_checkpoint`` (:func:`restore_checkpoint`) returns.
 
     ``model``: the restored GaussianModel with its optimizer state; ``strategy``: the
-    restored strategy (accumulators and generator) or None if none was saved;
+    restored :class:`~gsplat_lib.strategy.Strategy` (accumulators and generator) or None if
+    none was saved;
     ``trainer_state`` and ``config``: the caller's dicts as saved; ``step``: the step the
     checkpoint was taken after (continue with ``step + 1``).
     """
 
-    model: GaussianModel
-    strategy: Optional[DefaultStrategy]
+    model: object
+    strategy: Optional[Strategy]
     trainer_state: Dict[str, object]
     step: int
     config: Dict[str, object]
@@ -189,10 +189,10 @@ def _feed(hasher, value: object) -> None:
 
 def save_checkpoint(
     path: PathLike,
-    model: GaussianModel,
+    model,
     *,
     step: int,
-    strategy: Optional[DefaultStrategy] = None,
+    strategy: Optional[Strategy] = None,
     trainer_state: Optional[Mapping[str, object]] = None,
     config: Optional[Mapping[str, object]] = None,
 ) -> None:
@@ -201,15 +201,13 @@ def save_checkpoint(
     Args:
         path: destination file; its directory must exist. An existing file is replaced
             only once the new one is complete on disk.
-        model: the model, with its optimizer.
+        model: the GaussianModel, with its optimizer (what its ``state_dict()`` gives is saved).
         step: the last completed step.
         strategy: the densification strategy, whose accumulators and generator are saved.
         trainer_state: the caller's extra state (e.g. a data loader position); values must
             be tensors, dicts, lists, tuples, str, int, float, bool or None.
         config: the run's configuration, same value types.
     """
-    from gsplat_lib import __version__
-
     path = os.fspath(path)
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"save_checkpoint: step must be an int >= 0, got {step!r}")
@@ -231,52 +229,18 @@ def save_checkpoint(
     write_atomically(path, lambda stream: torch.save(payload, stream))
 
 
-def write_atomically(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Calls ``write(stream)`` on a temporary file next to ``path``, makes it durable and
-    renames it over ``path``: readers see the old file or the complete new one, never a part.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=directory
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: str) -> None:
-    """Makes the rename durable; directories cannot be opened for fsync on Windows."""
-    if os.name != "posix":
-        return
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 # ---------------------------------------------------------------------- load
 
 
-def load_checkpoint(
+def restore_checkpoint(
     path: PathLike,
+    model_class,
     *,
     device: Union[str, torch.device] = "cpu",
     restore_rng: bool = True,
 ) -> Checkpoint:
-    """Reads a checkpoint of :func:`save_checkpoint` and rebuilds the model and strategy on ``device``.
+    """Reads a checkpoint of :func:`save_checkpoint` and rebuilds the model (through
+    ``model_class.from_state_dict``) and the strategy on ``device``.
 
     With ``restore_rng`` (the default) the global RNGs (torch, numpy, Python) are set to
     their saved states, which an exact resume needs; this happens only after the whole file
@@ -314,8 +278,11 @@ def load_checkpoint(
         step = content["step"]
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"step must be an int >= 0, got {step!r}")
-        model = GaussianModel.from_state_dict(content["model"], device=device)
-        strategy = _restore_strategy(content["strategy"], model, device)
+        model = model_class.from_state_dict(content["model"], device=device)
+        strategy = None
+        if content["strategy"] is not None:
+            strategy = Strategy.restore(content["strategy"], device=device)
+            strategy.check_model(model)
         _check_rng_states(content["rng"])
         trainer_state = content["trainer_state"]
         config = content["config"]
@@ -327,17 +294,3 @@ def load_checkpoint(
     if restore_rng:
         restore_rng_states(content["rng"])
     return Checkpoint(model=model, strategy=strategy, trainer_state=trainer_state, step=step, config=config)
-
-
-def _restore_strategy(state: Optional[Mapping[str, object]], model: GaussianModel, device) -> Optional[DefaultStrategy]:
-    if state is None:
-        return None
-    strategy_class = _STRATEGIES.get(state.get("name"))
-    if strategy_class is None:
-        raise ValueError(f"unknown strategy {state.get('name')!r}; known: {sorted(_STRATEGIES)}")
-    strategy = strategy_class.from_state_dict(state, device=device)
-    if strategy.grad_acc is not None and strategy.grad_acc.shape[0] != model.num_surfels:
-        raise ValueError(
-            f"strategy statistics cover {strategy.grad_acc.shape[0]} surfels, the model has {model.num_surfels}"
-        )
-    return strategy

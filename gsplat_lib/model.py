@@ -1,72 +1,33 @@
 """GaussianModel: the trainable surfels, their activations and their Adam optimizer.
 
-Pure Python over torch. The model owns the raw parameters and the optimizer, renders
-through :func:`gsplat_lib.rasterize_surfels`, applies row plans (densification) to the
-parameters and their Adam moments in one compiled pass, and saves / loads exact-resume
-checkpoints (:mod:`gsplat_lib.checkpoint`) and PLY files (:mod:`gsplat_lib.io.ply`).
+Pure Python over torch. The model owns the raw parameters (:mod:`gsplat_lib.param_schema`)
+and the optimizer, renders through :func:`gsplat_lib.rasterize_surfels`, applies row plans
+(densification) to the parameters and their Adam moments in one compiled pass, and saves /
+loads exact-resume checkpoints (:mod:`gsplat_lib.checkpoint`) and PLY files
+(:mod:`gsplat_lib.io.ply`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Dict, Mapping, Optional, Union
+from dataclasses import asdict
+from typing import Dict, Mapping, Optional, Union
 
 import torch
 
+from gsplat_lib import checkpoint
+from gsplat_lib.cameras import radius_around_mean
+from gsplat_lib.io.ply import load_ply, save_ply
+from gsplat_lib.learning_rates import LearningRates, LogLinearSchedule
 from gsplat_lib.ops.densify import remap_rows
 from gsplat_lib.ops.knn import knn_dist2
 from gsplat_lib.ops.rasterize import rasterize_surfels
-from gsplat_lib.schedules import LogLinearSchedule
-
-if TYPE_CHECKING:  # imported lazily at run time: both modules import this one
-    from gsplat_lib.checkpoint import Checkpoint
-    from gsplat_lib.strategy import DefaultStrategy
-
-#: The zeroth-order SH basis constant: colour = SH_C0 * dc + 0.5.
-SH_C0 = 0.28209479177387814
-
-#: Raw parameters, in the order of the optimizer's param groups.
-PARAM_NAMES = ("means", "log_scales", "quats", "opacity_logits", "sh_dc", "sh_rest")
+from gsplat_lib.ops.sh import SH_C0
+from gsplat_lib.param_schema import PARAM_NAMES, check_params, sh_degree_of
+from gsplat_lib.strategy_base import Strategy
 
 PathLike = Union[str, os.PathLike]
-
-
-@dataclass(frozen=True)
-class LearningRates:
-    """Adam learning rates of the 2DGS recipe (hbb1/2d-gaussian-splatting).
-
-    The position rate decays log-linearly from ``means_init`` to ``means_final`` over the
-    model's ``max_steps``; both are multiplied by the scene extent.
-    """
-
-    means_init: float = 1.6e-4
-    means_final: float = 1.6e-6
-    sh_dc: float = 0.0025
-    sh_rest: float = 0.0025 / 20.0
-    opacity_logits: float = 0.05
-    log_scales: float = 0.005
-    quats: float = 0.001
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, float]) -> "LearningRates":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"learning_rates: unknown entries {sorted(unknown)}")
-        return cls(**{k: float(v) for k, v in values.items()})
-
-
-def sh_degree_of(num_coefficients: int) -> int:
-    """SH degree d with (d + 1)^2 == num_coefficients, else ValueError."""
-    degree = int(round(math.sqrt(num_coefficients))) - 1
-    if degree < 0 or (degree + 1) ** 2 != num_coefficients:
-        raise ValueError(
-            f"SH coefficients per colour channel must be a square (1, 4, 9, 16, ...), "
-            f"got {num_coefficients}"
-        )
-    return degree
 
 
 def random_unit_quaternions(count: int, generator: torch.Generator) -> torch.Tensor:
@@ -145,46 +106,8 @@ class GaussianModel:
             eps=1e-15,
         )
 
-    @staticmethod
-    def check_params(params: Mapping[str, torch.Tensor]) -> None:
-        """Checks a dict of raw parameters (names, float32, shapes, one row count, one device)."""
-        missing = [name for name in PARAM_NAMES if name not in params]
-        if missing:
-            raise ValueError(f"GaussianModel: params lacks {missing}")
-        extra = sorted(set(params) - set(PARAM_NAMES))
-        if extra:
-            raise ValueError(f"GaussianModel: unknown params {extra}")
-        expected = {
-            "means": (3,),
-            "log_scales": (2,),
-            "quats": (4,),
-            "opacity_logits": (),
-            "sh_dc": (1, 3),
-            "sh_rest": (None, 3),
-        }
-        count = None
-        device = None
-        for name in PARAM_NAMES:
-            value = params[name]
-            if not isinstance(value, torch.Tensor):
-                raise TypeError(f"GaussianModel: params[{name!r}] must be a torch.Tensor, got {type(value).__name__}")
-            if value.dtype != torch.float32:
-                raise TypeError(f"GaussianModel: params[{name!r}] must be float32, got {value.dtype}")
-            tail = expected[name]
-            shape_ok = value.dim() == 1 + len(tail) and all(
-                want is None or want == got for want, got in zip(tail, value.shape[1:])
-            )
-            if not shape_ok:
-                described = "[N" + "".join(f", {'*' if d is None else d}" for d in tail) + "]"
-                raise ValueError(f"GaussianModel: params[{name!r}] must have shape {described}, got {list(value.shape)}")
-            if count is None:
-                count, device = value.shape[0], value.device
-            elif value.shape[0] != count:
-                raise ValueError(
-                    f"GaussianModel: params[{name!r}] has {value.shape[0]} rows, 'means' has {count}"
-                )
-            elif value.device != device:
-                raise ValueError(f"GaussianModel: params[{name!r}] is on {value.device}, 'means' on {device}")
+    #: Checks a dict of raw parameters (names, float32, shapes, one row count, one device).
+    check_params = staticmethod(check_params)
 
     def _initial_lr(self, name: str) -> float:
         if name == "means":
@@ -261,7 +184,7 @@ class GaussianModel:
         cls,
         path: PathLike,
         *,
-        scene_extent: float,
+        scene_extent: Optional[float] = None,
         device: Union[str, torch.device] = "cpu",
         max_steps: int = 30_000,
         learning_rates: Optional[LearningRates] = None,
@@ -272,12 +195,23 @@ class GaussianModel:
 
         This is NOT a resume: a PLY holds only the surfels, so the optimizer starts fresh
         (zero moments, step 0), the densification statistics are empty and the RNG states
-        are untouched. Use :meth:`load_checkpoint` to continue a run exactly. The active SH
-        degree defaults to the file's full degree.
-        """
-        from gsplat_lib.io.ply import load_ply
+        are untouched. Use :meth:`load_checkpoint` to continue a run exactly.
 
-        params = {name: value.to(device) for name, value in load_ply(path).items()}
+        Args:
+            path: the PLY file.
+            scene_extent: scales the position learning rate and the densification
+                thresholds; default: 1.1 times the largest distance of a surfel centre from
+                their mean (what 3DGS computes from camera centres), enough to render.
+            device: where the model lives.
+            max_steps: length of the position learning-rate schedule.
+            learning_rates: Adam learning rates (default: the 2DGS recipe's).
+            sh_degree_interval: steps between SH band increases.
+            active_sh_degree: defaults to the file's full degree.
+        """
+        loaded = load_ply(path)
+        if scene_extent is None:
+            scene_extent = radius_around_mean(loaded["means"].double().numpy())
+        params = {name: value.to(device) for name, value in loaded.items()}
         degree = sh_degree_of(params["sh_rest"].shape[1] + 1)
         return cls(
             params,
@@ -502,14 +436,13 @@ class GaussianModel:
         path: PathLike,
         *,
         step: int,
-        strategy: Optional["DefaultStrategy"] = None,
+        strategy: Optional[Strategy] = None,
         trainer_state: Optional[Mapping[str, object]] = None,
         config: Optional[Mapping[str, object]] = None,
     ) -> None:
         """Writes an exact-resume checkpoint atomically; see :func:`gsplat_lib.checkpoint.save_checkpoint`."""
-        from gsplat_lib.checkpoint import save_checkpoint
-
-        save_checkpoint(path, self, step=step, strategy=strategy, trainer_state=trainer_state, config=config)
+        checkpoint.save_checkpoint(path, self, step=step, strategy=strategy, trainer_state=trainer_state,
+                                   config=config)
 
     @classmethod
     def load_checkpoint(
@@ -518,16 +451,13 @@ class GaussianModel:
         *,
         device: Union[str, torch.device] = "cpu",
         restore_rng: bool = True,
-    ) -> "Checkpoint":
-        """Loads a checkpoint; see :func:`gsplat_lib.checkpoint.load_checkpoint`."""
-        from gsplat_lib.checkpoint import load_checkpoint
-
-        return load_checkpoint(path, device=device, restore_rng=restore_rng)
+    ) -> checkpoint.Checkpoint:
+        """Loads a checkpoint: the model, its strategy and the caller's state; see
+        :func:`gsplat_lib.checkpoint.restore_checkpoint`."""
+        return checkpoint.restore_checkpoint(path, cls, device=device, restore_rng=restore_rng)
 
     def save_ply(self, path: PathLike, *, three_scales: bool = False) -> None:
         """Writes the surfels as an INRIA-layout PLY; see :func:`gsplat_lib.io.save_ply`."""
-        from gsplat_lib.io.ply import save_ply
-
         save_ply(path, {name: self.params[name].detach() for name in PARAM_NAMES}, three_scales=three_scales)
 
 

@@ -1,4 +1,4 @@
-"""Densification strategies: when and how surfels are cloned, split, pruned and reset.
+"""The default densification strategy: when and how surfels are cloned, split, pruned and reset.
 
 A strategy is called once per training step, after ``loss.backward()`` and
 ``optimizer.step()``::
@@ -13,7 +13,7 @@ It reads the rasterizer's per-(camera, surfel) statistics (``result.screen_grad.
 :meth:`GaussianModel.apply_row_plan` and :meth:`GaussianModel.reset_opacity`. Its whole
 state (accumulators and random generator) round-trips through ``state_dict`` /
 ``load_state_dict``, which checkpoints store, so a resumed run densifies exactly as an
-uninterrupted one. Other strategies (e.g. MCMC) implement the same three methods.
+uninterrupted one. Other strategies (e.g. MCMC) subclass :class:`Strategy` alike.
 
 2DGS / 3DGS apply densification before ``optimizer.step()`` and so throw that step's
 gradient away on densification steps; here the step is taken first and nothing is lost.
@@ -28,6 +28,7 @@ import torch
 
 from gsplat_lib.model import GaussianModel
 from gsplat_lib.ops.densify import accumulate_screen_stats, densify_plan
+from gsplat_lib.strategy_base import Strategy
 
 
 class DensifyReport(NamedTuple):
@@ -52,7 +53,7 @@ def _in_plane_axes(quats: torch.Tensor):
 
 
 @dataclass
-class DefaultStrategy:
+class DefaultStrategy(Strategy):
     """The adaptive density control of 2DGS (and 3DGS), with its defects fixed.
 
     Steps count from 1 like the 2DGS trainer. While ``step < refine_stop``:
@@ -249,6 +250,13 @@ class DefaultStrategy:
         )
 
     # ------------------------------------------------------------------ persistence
+
+    def check_model(self, model: GaussianModel) -> None:
+        """ValueError when the statistics cover another number of surfels than ``model`` has."""
+        if self.grad_acc is not None and self.grad_acc.shape[0] != model.num_surfels:
+            raise ValueError(
+                f"strategy statistics cover {self.grad_acc.shape[0]} surfels, the model has {model.num_surfels}"
+            )
 
     def config(self) -> Dict[str, object]:
         """The constructor arguments (weights_only-safe values)."""

@@ -13,7 +13,7 @@ import torch
 import gsplat_lib
 from gsplat_lib import DefaultStrategy, GaussianModel, load_checkpoint
 from gsplat_lib.checkpoint import CHECKPOINT_VERSION, _digest, capture_rng_states, restore_rng_states
-from gsplat_lib.model import PARAM_NAMES
+from gsplat_lib.param_schema import PARAM_NAMES
 from subprocess_env import python_env
 
 # The writer process imports the gsplat_lib this test imports.

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from gsplat_lib.data import Camera, load_scene
-from gsplat_lib.data.cameras import read_image
+from gsplat_lib.data.images import read_image
 from gsplat_lib.data.colmap import (
     ColmapCamera,
     ColmapImage,

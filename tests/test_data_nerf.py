@@ -10,7 +10,7 @@ from PIL import Image
 
 from gsplat_lib.cameras import look_at
 from gsplat_lib.data import Camera, load_scene
-from gsplat_lib.data.cameras import downscale_image, downscale_intrinsics
+from gsplat_lib.data.images import downscale_image, downscale_intrinsics
 from gsplat_lib.data.nerf_synthetic import load_nerf_synthetic, write_nerf_synthetic
 
 WIDTH, HEIGHT = 10, 8

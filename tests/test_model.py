@@ -8,7 +8,8 @@ import torch
 from scipy.spatial import cKDTree
 
 from gsplat_lib import GaussianModel, LearningRates
-from gsplat_lib.model import PARAM_NAMES, SH_C0
+from gsplat_lib.ops.sh import SH_C0
+from gsplat_lib.param_schema import PARAM_NAMES
 
 
 def make_points(count=64, seed=0):

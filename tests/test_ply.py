@@ -11,7 +11,7 @@ from plyfile import PlyData, PlyElement
 
 from gsplat_lib import GaussianModel, load_ply, save_ply
 from gsplat_lib.io import FLAT_SCALE
-from gsplat_lib.model import PARAM_NAMES
+from gsplat_lib.param_schema import PARAM_NAMES
 from gsplat_lib.strategy import _in_plane_axes
 from subprocess_env import python_env
 

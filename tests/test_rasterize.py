@@ -256,12 +256,12 @@ def test_cpu_backward_writes_every_pair_record(monkeypatch):
     # splats behind saturated pixels and splats whose rectangle misses every pixel that needs
     # them. The colour image is left uninitialised too, so a pixel the forward skipped would
     # show up as well.
-    import gsplat_lib.ops.rasterize as rasterize_module
+    from gsplat_lib.ops import rasterize_autograd, rasterize_memory
 
     expected = _saturating_scene_grads()
-    rasterize_module._workspace.pair_grads.fill_(float("nan"))  # the buffer the next backward reuses
-    allocate = rasterize_module._new_pass_output
-    monkeypatch.setattr(rasterize_module, "_new_pass_output",
+    rasterize_memory._workspace.pair_grads.fill_(float("nan"))  # the buffer the next backward reuses
+    allocate = rasterize_autograd.new_pass_output
+    monkeypatch.setattr(rasterize_autograd, "new_pass_output",
                         lambda *shape, device: allocate(*shape, device=device).fill_(float("nan")))
     for got, want in zip(_saturating_scene_grads(), expected):
         assert torch.equal(got, want)
@@ -380,13 +380,13 @@ def test_huge_image_is_a_clear_error():
 
 
 def test_pairs_that_do_not_fit_in_memory_are_a_clear_error(monkeypatch):
-    import gsplat_lib.ops.rasterize as rasterize_module
+    from gsplat_lib.ops import rasterize_autograd, rasterize_memory
 
-    monkeypatch.setattr(rasterize_module, "_CHECKED_BYTES", 0)
+    monkeypatch.setattr(rasterize_memory, "CHECKED_BYTES", 0)
     # Room for the 16x16 images (about 31 KB) but not for the pairs of 2000 surfels.
-    monkeypatch.setattr(rasterize_module, "_available_bytes", lambda device: 100_000)
+    monkeypatch.setattr(rasterize_memory, "available_bytes", lambda device: 100_000)
     launched = []
-    monkeypatch.setattr(rasterize_module, "_bin_pairs", lambda *args, **kwargs: launched.append(args))
+    monkeypatch.setattr(rasterize_autograd, "bin_pairs", lambda *args, **kwargs: launched.append(args))
     viewmats, Ks = random_cameras(1, 16, 16)
     with pytest.raises(ValueError, match=r"\(tile, surfel\) pairs needing about .* GiB is available on cpu"):
         render(random_surfels(2000), viewmats, Ks, 16, 16)
@@ -394,9 +394,9 @@ def test_pairs_that_do_not_fit_in_memory_are_a_clear_error(monkeypatch):
     # On CUDA the message offers the per-surfel records of deterministic=False, which need less.
     cuda = torch.device("cuda")
     with pytest.raises(ValueError, match="pass deterministic=False"):
-        rasterize_module._check_pair_memory(10**6, 1000, 3, False, cuda)
+        rasterize_memory.check_pair_memory(10**6, 1000, 3, False, cuda)
     with pytest.raises(ValueError) as per_item:
-        rasterize_module._check_pair_memory(10**6, 1000, 3, True, cuda)
+        rasterize_memory.check_pair_memory(10**6, 1000, 3, True, cuda)
     assert "deterministic=False" not in str(per_item.value)
 
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gsplat_lib.ops.rasterize import TILE_SIZE, _bin_pairs
+from gsplat_lib._backend import core
+from gsplat_lib.ops.rasterize import raster_settings
+from gsplat_lib.ops.rasterize_autograd import bin_pairs
+
+TILE_SIZE = core().TILE_SIZE
+
+
+def _bin_pairs(depths, rects, pair_ends, num_pairs, settings, use_torch=None):
+    return bin_pairs(depths, rects, pair_ends, dict(settings, num_pairs=num_pairs), use_torch=use_torch)
 
 
 def _items(num_cameras, num_surfels, width, height, tile_width, seed, distinct_depths, max_size):
@@ -24,10 +32,9 @@ def _items(num_cameras, num_surfels, width, height, tile_width, seed, distinct_d
     depths = (torch.randint(1, distinct_depths + 1, (n,), generator=g).float() * 0.37).reshape(num_cameras, num_surfels)
     pair_ends = torch.cumsum(tile_counts, dim=0).reshape(num_cameras, num_surfels)
     tiles_x, tiles_y = -(-width // tile_width), -(-height // TILE_SIZE)
-    settings = dict(num_cameras=num_cameras, num_surfels=num_surfels, num_channels=3, width=width, height=height,
-                    tile_width=tile_width, tiles_x=tiles_x, tiles_y=tiles_y, near_plane=0.01, far_plane=100.0,
-                    scale_modifier=1.0, cpu_lanes=0)
     num_pairs = int(pair_ends.reshape(-1)[-1]) if n else 0
+    settings = dict(raster_settings(num_cameras, num_surfels, 3, width, height, 0.01, 100.0, torch.device("cpu")),
+                    tile_width=tile_width, tiles_x=tiles_x, tiles_y=tiles_y)
     return depths, rects, pair_ends, num_pairs, settings
 
 
@@ -110,17 +117,18 @@ def test_cpu_projection_writes_the_running_sum_of_tile_counts(monkeypatch, threa
     """On the CPU the projection sums the tile counts in place (pair_ends); the CUDA path writes
     the counts (tile_counts) and sums them with torch.cumsum. Both give the same pair_ends."""
     from gsplat_lib.ops import rasterize as R
+    from gsplat_lib.ops import rasterize_autograd
     from rasterize_scenes import random_cameras, random_surfels
 
     calls = []
-    launch = R._launch
+    launch = rasterize_autograd.launch
 
     def record(name, device, settings, **buffers):
         launch(name, device, settings, **buffers)
         if name == "project":
             calls.append((settings, buffers))
 
-    monkeypatch.setattr(R, "_launch", record)
+    monkeypatch.setattr(rasterize_autograd, "launch", record)
     scene = random_surfels(3000, seed=4)
     viewmats, Ks = random_cameras(3, 96, 80, seed=5)
     previous = torch.get_num_threads()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gsplat_lib import DefaultStrategy, GaussianModel
-from gsplat_lib.model import PARAM_NAMES
+from gsplat_lib.param_schema import PARAM_NAMES
 from gsplat_lib.strategy import _in_plane_axes
 
 WIDTH = HEIGHT = 20  # screen gradients in pixels times 10 are NDC gradients

@@ -1,10 +1,13 @@
-// Python entry points of the rasterizer. Each takes a dict of {field: int address | number}
-// built by gsplat_lib/ops/rasterize.py; a missing field raises KeyError naming it.
+// Python entry points of the rasterizer: `rasterize_<pass>_cpu(fields, num_threads)` and, with
+// CUDA, `rasterize_<pass>_cuda(fields, device, stream)`. The fields of each pass are listed
+// once below, with their shapes (bindings/fields.h checks them).
 #include <pybind11/pybind11.h>
 
 #include <string>
 
 #include "bindings/bindings.h"
+#include "bindings/fields.h"
+#include "core/compositing.h"
 #include "ops/rasterize/rasterize.h"
 
 namespace py = pybind11;
@@ -15,219 +18,192 @@ namespace {
 
 using namespace gsl::rasterize;
 
-template <class T>
-T* field_ptr(const py::dict& f, const char* name) {
-  if (!f.contains(name)) throw py::key_error(std::string("rasterize: missing field ") + name);
-  return ptr<T>(f[name].cast<std::uintptr_t>());
+// The sizes the shapes below are written in.
+struct Sizes {
+  int64_t C, N, D, H, W;
+  int64_t P;  // (tile, surfel) pairs
+  int64_t T;  // tiles of all cameras
+  int64_t R;  // pair gradient records: one per pair, or per (camera, surfel) with item_records
+  int64_t G;  // floats per record
+};
+#define GSL_SIZE_NAMES(s)                                                          \
+  const auto [C, N, D, H, W, P, T, R, G] = s;                                      \
+  (void)C, (void)N, (void)D, (void)H, (void)W, (void)P, (void)T, (void)R, (void)G
+
+template <class Args>
+Sizes sizes_of(const Args& a) {
+  const Dims& d = a.dims;
+  const int64_t items = d.num_cameras * d.num_surfels;
+  return {d.num_cameras, d.num_surfels, d.num_channels, d.height, d.width, d.num_pairs,
+          d.num_cameras * int64_t(d.tiles_x) * d.tiles_y, d.item_records ? items : d.num_pairs,
+          pair_grad_width(d.num_channels)};
 }
 
-template <class T>
-T field(const py::dict& f, const char* name) {
-  if (!f.contains(name)) throw py::key_error(std::string("rasterize: missing field ") + name);
-  return f[name].cast<T>();
+// Every pass takes the call's Dims.
+template <class Args>
+std::vector<Field<Args, Sizes>> with_dims(std::vector<Field<Args, Sizes>> buffers) {
+  std::vector<Field<Args, Sizes>> fields = {
+      GSL_SCALAR(dims.num_cameras, num_cameras), GSL_SCALAR(dims.num_surfels, num_surfels),
+      GSL_SCALAR(dims.num_channels, num_channels), GSL_SCALAR(dims.width, width),
+      GSL_SCALAR(dims.height, height), GSL_SCALAR(dims.tile_width, tile_width),
+      GSL_SCALAR(dims.tiles_x, tiles_x), GSL_SCALAR(dims.tiles_y, tiles_y),
+      GSL_SCALAR(dims.near_plane, near_plane), GSL_SCALAR(dims.far_plane, far_plane),
+      GSL_SCALAR(dims.scale_modifier, scale_modifier), GSL_SCALAR(dims.cpu_lanes, cpu_lanes),
+      GSL_SCALAR(dims.num_pairs, num_pairs), GSL_SCALAR(dims.item_records, item_records)};
+  fields.insert(fields.end(), buffers.begin(), buffers.end());
+  return fields;
 }
 
-Dims dims_of(const py::dict& f) {
-  Dims d;
-  d.num_cameras = field<int64_t>(f, "num_cameras");
-  d.num_surfels = field<int64_t>(f, "num_surfels");
-  d.num_channels = field<int32_t>(f, "num_channels");
-  d.width = field<int32_t>(f, "width");
-  d.height = field<int32_t>(f, "height");
-  d.tile_width = field<int32_t>(f, "tile_width");
-  d.tiles_x = field<int32_t>(f, "tiles_x");
-  d.tiles_y = field<int32_t>(f, "tiles_y");
-  d.near_plane = field<float>(f, "near_plane");
-  d.far_plane = field<float>(f, "far_plane");
-  d.scale_modifier = field<float>(f, "scale_modifier");
-  d.cpu_lanes = f.contains("cpu_lanes") ? f["cpu_lanes"].cast<int32_t>() : 0;
-  return d;
+// The inputs of both pixel passes.
+template <class Args>
+std::vector<Field<Args, Sizes>> with_pixel_inputs(std::vector<Field<Args, Sizes>> buffers) {
+  std::vector<Field<Args, Sizes>> fields = {
+      GSL_BUFFER(tile_starts, false, T + 1), GSL_BUFFER(pair_items, false, P), GSL_BUFFER(M, false, C, N, 9),
+      GSL_BUFFER(means2d, false, C, N, 2),   GSL_BUFFER(normals, false, C, N, 3), GSL_BUFFER(opacities, false, N),
+      GSL_BUFFER(colors, false, C, N, D),    GSL_BUFFER(backgrounds, true, C, D),
+      GSL_BUFFER(pixel_rects, false, C, N, 4)};
+  fields.insert(fields.end(), buffers.begin(), buffers.end());
+  return with_dims(fields);
 }
 
-ProjectArgs project_args(const py::dict& f) {
-  ProjectArgs a;
-  a.dims = dims_of(f);
-  a.means = field_ptr<const float>(f, "means");
-  a.quats = field_ptr<const float>(f, "quats");
-  a.scales = field_ptr<const float>(f, "scales");
-  a.opacities = field_ptr<const float>(f, "opacities");
-  a.colors = field_ptr<const float>(f, "colors");
-  a.viewmats = field_ptr<const float>(f, "viewmats");
-  a.Ks = field_ptr<const float>(f, "Ks");
-  a.M = field_ptr<float>(f, "M");
-  a.normals = field_ptr<float>(f, "normals");
-  a.means2d = field_ptr<float>(f, "means2d");
-  a.depths = field_ptr<float>(f, "depths");
-  a.radii = field_ptr<int32_t>(f, "radii");
-  a.pixel_rects = field_ptr<int32_t>(f, "pixel_rects");
-  a.tile_counts = field_ptr<int64_t>(f, "tile_counts");
-  a.pair_ends = field_ptr<int64_t>(f, "pair_ends");
-  return a;
+const FieldList<ProjectArgs, Sizes>& project_fields() {
+  using Args = ProjectArgs;
+  static const FieldList<Args, Sizes> list(
+      "rasterize project", &sizes_of<Args>,
+      with_dims<Args>({GSL_BUFFER(means, false, N, 3), GSL_BUFFER(quats, false, N, 4), GSL_BUFFER(scales, false, N, 2),
+                       GSL_BUFFER(opacities, false, N), GSL_BUFFER(colors, false, C, N, D),
+                       GSL_BUFFER(viewmats, false, C, 4, 4), GSL_BUFFER(Ks, false, C, 3, 3),
+                       GSL_BUFFER(M, false, C, N, 9), GSL_BUFFER(normals, false, C, N, 3),
+                       GSL_BUFFER(means2d, false, C, N, 2), GSL_BUFFER(depths, false, C, N),
+                       GSL_BUFFER(radii, false, C, N, 2), GSL_BUFFER(pixel_rects, false, C, N, 4),
+                       GSL_BUFFER(tile_counts, true, C, N), GSL_BUFFER(pair_ends, true, C, N)}));
+  return list;
 }
 
-EmitArgs emit_args(const py::dict& f) {
-  EmitArgs a;
-  a.dims = dims_of(f);
-  a.depths = field_ptr<const float>(f, "depths");
-  a.pixel_rects = field_ptr<const int32_t>(f, "pixel_rects");
-  a.pair_ends = field_ptr<const int64_t>(f, "pair_ends");
-  a.keys = field_ptr<int64_t>(f, "keys");
-  a.pair_surfels = field_ptr<int64_t>(f, "pair_surfels");
-  return a;
+const FieldList<EmitArgs, Sizes>& emit_pairs_fields() {
+  using Args = EmitArgs;
+  static const FieldList<Args, Sizes> list(
+      "rasterize emit_pairs", &sizes_of<Args>,
+      with_dims<Args>({GSL_BUFFER(depths, false, C, N), GSL_BUFFER(pixel_rects, false, C, N, 4),
+                       GSL_BUFFER(pair_ends, false, C, N), GSL_BUFFER(emitted_keys, false, P),
+                       GSL_BUFFER(emitted_items, false, P)}));
+  return list;
 }
 
-BinPairsArgs bin_pairs_args(const py::dict& f) {
-  BinPairsArgs a;
-  a.dims = dims_of(f);
-  a.num_pairs = field<int64_t>(f, "num_pairs");
-  a.depths = field_ptr<const float>(f, "depths");
-  a.pixel_rects = field_ptr<const int32_t>(f, "pixel_rects");
-  a.pair_ends = field_ptr<const int64_t>(f, "pair_ends");
-  a.tile_starts = field_ptr<int64_t>(f, "tile_starts");
-  a.pair_emit_index = field_ptr<int64_t>(f, "pair_emit_index");
-  a.sorted_surfels = field_ptr<int64_t>(f, "sorted_surfels");
-  return a;
+const FieldList<BinPairsArgs, Sizes>& bin_pairs_fields() {
+  using Args = BinPairsArgs;
+  static const FieldList<Args, Sizes> list(
+      "rasterize bin_pairs", &sizes_of<Args>,
+      with_dims<Args>({GSL_BUFFER(depths, false, C, N), GSL_BUFFER(pixel_rects, false, C, N, 4),
+                       GSL_BUFFER(pair_ends, false, C, N), GSL_BUFFER(tile_starts, false, T + 1),
+                       GSL_BUFFER(pair_emit_index, false, P), GSL_BUFFER(pair_items, false, P)}));
+  return list;
 }
 
-PixelPassInputs pixel_inputs(const py::dict& f) {
-  PixelPassInputs in;
-  in.dims = dims_of(f);
-  in.tile_starts = field_ptr<const int64_t>(f, "tile_starts");
-  in.pair_surfels = field_ptr<const int64_t>(f, "sorted_surfels");
-  in.M = field_ptr<const float>(f, "M");
-  in.means2d = field_ptr<const float>(f, "means2d");
-  in.normals = field_ptr<const float>(f, "normals");
-  in.opacities = field_ptr<const float>(f, "opacities");
-  in.colors = field_ptr<const float>(f, "colors");
-  in.backgrounds = field_ptr<const float>(f, "backgrounds");
-  in.pixel_rects = field_ptr<const int32_t>(f, "pixel_rects");
-  return in;
+const FieldList<ForwardArgs, Sizes>& forward_fields() {
+  using Args = ForwardArgs;
+  static const FieldList<Args, Sizes> list(
+      "rasterize forward", &sizes_of<Args>,
+      with_pixel_inputs<Args>(
+          {GSL_BUFFER(out_colors, false, C, H, W, D), GSL_BUFFER(out_alphas, false, C, H, W, 1),
+           GSL_BUFFER(out_depths, false, C, H, W, 1), GSL_BUFFER(out_median_depths, false, C, H, W, 1),
+           GSL_BUFFER(out_normals, false, C, H, W, 3), GSL_BUFFER(out_distortions, false, C, H, W, 1),
+           GSL_BUFFER(saved_T, false, C, H, W), GSL_BUFFER(saved_last, false, C, H, W),
+           GSL_BUFFER(saved_median, false, C, H, W), GSL_BUFFER(saved_sums, false, C, H, W, 3),
+           GSL_BUFFER(evaluated_pairs, false, C, H, W)}));
+  return list;
 }
 
-ForwardArgs forward_args(const py::dict& f) {
-  ForwardArgs a;
-  a.in = pixel_inputs(f);
-  a.out_colors = field_ptr<float>(f, "out_colors");
-  a.out_alphas = field_ptr<float>(f, "out_alphas");
-  a.out_depths = field_ptr<float>(f, "out_depths");
-  a.out_median = field_ptr<float>(f, "out_median");
-  a.out_normals = field_ptr<float>(f, "out_normals");
-  a.out_distortion = field_ptr<float>(f, "out_distortion");
-  a.saved_T = field_ptr<float>(f, "saved_T");
-  a.saved_last = field_ptr<int32_t>(f, "saved_last");
-  a.saved_median = field_ptr<int32_t>(f, "saved_median");
-  a.saved_sums = field_ptr<float>(f, "saved_sums");
-  a.out_visited = field_ptr<int32_t>(f, "out_visited");
-  return a;
+const FieldList<BackwardArgs, Sizes>& backward_fields() {
+  using Args = BackwardArgs;
+  static const FieldList<Args, Sizes> list(
+      "rasterize backward", &sizes_of<Args>,
+      with_pixel_inputs<Args>(
+          {GSL_BUFFER(saved_T, false, C, H, W), GSL_BUFFER(saved_last, false, C, H, W),
+           GSL_BUFFER(saved_median, false, C, H, W), GSL_BUFFER(saved_sums, false, C, H, W, 3),
+           GSL_BUFFER(v_out_colors, false, C, H, W, D), GSL_BUFFER(v_out_alphas, true, C, H, W, 1),
+           GSL_BUFFER(v_out_depths, true, C, H, W, 1), GSL_BUFFER(v_out_median_depths, true, C, H, W, 1),
+           GSL_BUFFER(v_out_normals, true, C, H, W, 3), GSL_BUFFER(v_out_distortions, true, C, H, W, 1),
+           GSL_BUFFER(pair_emit_index, false, P), GSL_BUFFER(pair_grads, false, R, G),
+           GSL_BUFFER(backward_pairs, false, C, H, W)}));
+  return list;
 }
 
-BackwardArgs backward_args(const py::dict& f) {
-  BackwardArgs a;
-  a.in = pixel_inputs(f);
-  a.saved_T = field_ptr<const float>(f, "saved_T");
-  a.saved_last = field_ptr<const int32_t>(f, "saved_last");
-  a.saved_median = field_ptr<const int32_t>(f, "saved_median");
-  a.saved_sums = field_ptr<const float>(f, "saved_sums");
-  a.v_colors = field_ptr<const float>(f, "v_colors");
-  a.v_alphas = field_ptr<const float>(f, "v_alphas");
-  a.v_depths = field_ptr<const float>(f, "v_depths");
-  a.v_median = field_ptr<const float>(f, "v_median");
-  a.v_normals = field_ptr<const float>(f, "v_normals");
-  a.v_distortion = field_ptr<const float>(f, "v_distortion");
-  a.pair_emit_index = field_ptr<const int64_t>(f, "pair_emit_index");
-  a.pair_grads = field_ptr<float>(f, "pair_grads");
-  a.item_records = field<bool>(f, "item_records");
-  a.out_visited = field_ptr<int32_t>(f, "out_backward_visited");
-  return a;
+const FieldList<ReduceArgs, Sizes>& reduce_fields() {
+  using Args = ReduceArgs;
+  static const FieldList<Args, Sizes> list(
+      "rasterize reduce", &sizes_of<Args>,
+      with_dims<Args>({GSL_BUFFER(record_ends, false, C, N), GSL_BUFFER(pair_grads, false, R, G),
+                       GSL_BUFFER(M, false, C, N, 9), GSL_BUFFER(v_M, false, C, N, 9),
+                       GSL_BUFFER(v_opacities_cn, false, C, N), GSL_BUFFER(v_normals, false, C, N, 3),
+                       GSL_BUFFER(v_colors, false, C, N, D), GSL_BUFFER(screen_grad, false, C, N, 2),
+                       GSL_BUFFER(screen_absgrad, false, C, N, 2)}));
+  return list;
 }
 
-ReduceArgs reduce_args(const py::dict& f) {
-  ReduceArgs a;
-  a.dims = dims_of(f);
-  a.pair_ends = field_ptr<const int64_t>(f, "pair_ends");
-  a.pair_grads = field_ptr<const float>(f, "pair_grads");
-  a.M = field_ptr<const float>(f, "M");
-  a.v_M = field_ptr<float>(f, "v_M");
-  a.v_opacities = field_ptr<float>(f, "v_opacities_cn");
-  a.v_normals = field_ptr<float>(f, "v_normals_cn");
-  a.v_colors = field_ptr<float>(f, "v_colors_cn");
-  a.screen_grad = field_ptr<float>(f, "screen_grad");
-  a.screen_absgrad = field_ptr<float>(f, "screen_absgrad");
-  return a;
+const FieldList<ProjectBackwardArgs, Sizes>& project_backward_fields() {
+  using Args = ProjectBackwardArgs;
+  static const FieldList<Args, Sizes> list(
+      "rasterize project_backward", &sizes_of<Args>,
+      with_dims<Args>({GSL_BUFFER(means, false, N, 3), GSL_BUFFER(quats, false, N, 4), GSL_BUFFER(scales, false, N, 2),
+                       GSL_BUFFER(viewmats, false, C, 4, 4), GSL_BUFFER(Ks, false, C, 3, 3),
+                       GSL_BUFFER(radii, false, C, N, 2), GSL_BUFFER(v_M, false, C, N, 9),
+                       GSL_BUFFER(v_normals, false, C, N, 3), GSL_BUFFER(v_opacities_cn, false, C, N),
+                       GSL_BUFFER(v_means, false, N, 3), GSL_BUFFER(v_quats, false, N, 4),
+                       GSL_BUFFER(v_scales, false, N, 2), GSL_BUFFER(v_opacities, false, N)}));
+  return list;
 }
 
-ProjectBackwardArgs project_backward_args(const py::dict& f) {
-  ProjectBackwardArgs a;
-  a.dims = dims_of(f);
-  a.means = field_ptr<const float>(f, "means");
-  a.quats = field_ptr<const float>(f, "quats");
-  a.scales = field_ptr<const float>(f, "scales");
-  a.viewmats = field_ptr<const float>(f, "viewmats");
-  a.Ks = field_ptr<const float>(f, "Ks");
-  a.radii = field_ptr<const int32_t>(f, "radii");
-  a.v_M = field_ptr<const float>(f, "v_M");
-  a.v_normals = field_ptr<const float>(f, "v_normals_cn");
-  a.v_opacities_cn = field_ptr<const float>(f, "v_opacities_cn");
-  a.v_means = field_ptr<float>(f, "v_means");
-  a.v_quats = field_ptr<float>(f, "v_quats");
-  a.v_scales = field_ptr<float>(f, "v_scales");
-  a.v_opacities = field_ptr<float>(f, "v_opacities");
-  return a;
-}
-
-// Binds `<name>_cpu(fields, num_threads)` and, with CUDA, `<name>_cuda(fields, device, stream)`.
-template <class Args, class MakeArgs>
-void bind_pass(py::module_& m, const std::string& name, MakeArgs make_args, void (*cpu)(const Args&, int)
-#if GSPLAT_LIB_WITH_CUDA
-               ,
-               void (*cuda)(const Args&, int, std::uintptr_t)
-#endif
-) {
+template <class Args, class Sizes>
+void bind_cpu(py::module_& m, const std::string& name, const FieldList<Args, Sizes>& fields,
+              void (*run)(const Args&, int)) {
   m.def(
       (name + "_cpu").c_str(),
-      [make_args, cpu](const py::dict& fields, int num_threads) {
-        const Args args = make_args(fields);
+      [&fields, run](const py::dict& given, int num_threads) {
+        const Args args = fields.parse(given);
         py::gil_scoped_release release;
-        cpu(args, num_threads);
+        run(args, num_threads);
       },
       py::arg("fields"), py::arg("num_threads"));
+}
+
 #if GSPLAT_LIB_WITH_CUDA
+template <class Args, class Sizes>
+void bind_cuda(py::module_& m, const std::string& name, const FieldList<Args, Sizes>& fields,
+               void (*run)(const Args&, int, std::uintptr_t)) {
   m.def(
       (name + "_cuda").c_str(),
-      [make_args, cuda](const py::dict& fields, int device, std::uintptr_t stream) {
-        const Args args = make_args(fields);
+      [&fields, run](const py::dict& given, int device, std::uintptr_t stream) {
+        const Args args = fields.parse(given);
         py::gil_scoped_release release;
-        cuda(args, device, stream);
+        run(args, device, stream);
       },
       py::arg("fields"), py::arg("device"), py::arg("stream"));
-#endif
 }
+#define GSL_PASS(name)                                             \
+  bind_cpu(m, "rasterize_" #name, name##_fields(), &name##_cpu); \
+  bind_cuda(m, "rasterize_" #name, name##_fields(), &name##_cuda)
+#else
+#define GSL_PASS(name) bind_cpu(m, "rasterize_" #name, name##_fields(), &name##_cpu)
+#endif
 
 }  // namespace
 
-#if GSPLAT_LIB_WITH_CUDA
-#define GSL_PASS(name, make) bind_pass(m, "rasterize_" #name, make, &name##_cpu, &name##_cuda)
-#else
-#define GSL_PASS(name, make) bind_pass(m, "rasterize_" #name, make, &name##_cpu)
-#endif
-
 void bind_rasterize(py::module_& m) {
-  GSL_PASS(project, project_args);
-  GSL_PASS(emit_pairs, emit_args);
-  m.def(
-      "rasterize_bin_pairs_cpu",
-      [](const py::dict& fields, int num_threads) {
-        const BinPairsArgs args = bin_pairs_args(fields);
-        py::gil_scoped_release release;
-        bin_pairs_cpu(args, num_threads);
-      },
-      py::arg("fields"), py::arg("num_threads"));
-  GSL_PASS(forward, forward_args);
-  GSL_PASS(backward, backward_args);
-  GSL_PASS(reduce, reduce_args);
-  GSL_PASS(project_backward, project_backward_args);
+  GSL_PASS(project);
+  GSL_PASS(emit_pairs);
+  bind_cpu(m, "rasterize_bin_pairs", bin_pairs_fields(), &bin_pairs_cpu);  // CUDA sorts with torch.sort
+  GSL_PASS(forward);
+  GSL_PASS(backward);
+  GSL_PASS(reduce);
+  GSL_PASS(project_backward);
+  // Constants the Python layer sizes its buffers and tiles with.
+  m.attr("TILE_SIZE") = kTileSize;
+  m.attr("CPU_TILE_WIDTH") = kMaxCpuTileWidth;
+  m.attr("PAIR_GRAD_COLOR") = kPairGradColor;
 }
 
 #undef GSL_PASS
+#undef GSL_SIZE_NAMES
 
 }  // namespace gsl::bindings

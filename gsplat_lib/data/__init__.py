@@ -4,7 +4,8 @@ the built-in analytic synthetic scene.
 Pure Python and numpy; nothing here imports the compiled extension.
 """
 
-from .cameras import Camera, SceneData, downscale_image, downscale_intrinsics, read_image, scene_extent, write_image
+from .images import downscale_image, downscale_intrinsics, read_image, write_image
+from .scene import Camera, SceneData, scene_extent
 from .colmap import load_colmap, read_colmap_model, write_colmap, write_colmap_binary, write_colmap_text
 from .loader import detect_format, load_scene
 from .nerf_synthetic import load_nerf_synthetic, write_nerf_synthetic

@@ -29,21 +29,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cameras import (
-    Camera,
-    PathLike,
-    SceneData,
-    check_background,
-    check_downscale,
-    downscale_image,
-    downscale_intrinsics,
-    read_image,
-    load_ground_truth,
-    random_points,
-    scene_extent,
-    split_indices,
-    write_image,
-)
+from .images import downscale_image, downscale_intrinsics, load_ground_truth, read_image, write_image
+from .scene import Camera, PathLike, SceneData, check_background, check_downscale, random_points, scene_extent, split_indices
 
 __all__ = [
     "CAMERA_MODELS",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cameras import PathLike, SceneData
+from .scene import PathLike, SceneData
 from .colmap import find_colmap_sparse_dir, load_colmap
 from .nerf_synthetic import is_nerf_synthetic_dir, load_nerf_synthetic
 

@@ -22,21 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .cameras import (
-    Camera,
-    PathLike,
-    SceneData,
-    check_background,
-    check_downscale,
-    downscale_image,
-    downscale_intrinsics,
-    load_ground_truth,
-    random_points,
-    read_image,
-    scene_extent,
-    split_indices,
-    write_image,
-)
+from .images import downscale_image, downscale_intrinsics, load_ground_truth, read_image, write_image
+from .scene import Camera, PathLike, SceneData, check_background, check_downscale, random_points, scene_extent, split_indices
 
 __all__ = [
     "BLENDER_TO_OPENCV",

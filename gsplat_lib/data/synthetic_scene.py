@@ -40,8 +40,13 @@ from pathlib import Path
 from typing import List, Sequence, Tuple
 
 import numpy as np
+import torch
 
-from .cameras import Camera, PathLike, SceneData, scene_extent, split_indices
+from gsplat_lib.cameras import look_at
+
+from .colmap import write_colmap
+from .nerf_synthetic import write_nerf_synthetic
+from .scene import Camera, PathLike, SceneData, scene_extent, split_indices
 
 __all__ = [
     "DEFAULT_SCENE_NUM_VIEWS",
@@ -307,14 +312,7 @@ def synthetic_scene_viewmats(
         eye = target + radius * np.array(
             [math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)]
         )
-        forward = (target - eye) / np.linalg.norm(target - eye)
-        right = np.cross(forward, [0.0, 0.0, 1.0])
-        right /= np.linalg.norm(right)
-        down = np.cross(forward, right)
-        rotation = np.stack([right, down, forward])  # rows: camera axes in world
-        viewmats[view, :3, :3] = rotation
-        viewmats[view, :3, 3] = -rotation @ eye
-        viewmats[view, 3, 3] = 1.0
+        viewmats[view] = look_at(eye, target, up=(0.0, 0.0, 1.0), dtype=torch.float64).numpy()
     return viewmats
 
 
@@ -490,9 +488,6 @@ def make_synthetic_scene(
     ``gt/view_XXX_normal.npy`` [H, W, 3] (float32), which the loaders attach
     to the cameras as ``depth`` and ``normal``. Returns ``folder``.
     """
-    from .colmap import write_colmap
-    from .nerf_synthetic import write_nerf_synthetic
-
     if fmt not in ("colmap", "nerf"):
         raise ValueError(f"fmt must be 'colmap' or 'nerf', got {fmt!r}")
     folder = Path(folder)

@@ -26,8 +26,8 @@ from typing import Dict, Mapping, Union
 import numpy as np
 import torch
 
-from gsplat_lib.checkpoint import write_atomically
-from gsplat_lib.model import GaussianModel
+from gsplat_lib.atomic_file import write_atomically
+from gsplat_lib.param_schema import check_params
 
 # plyfile is imported by the two functions that use it, so that `import gsplat_lib` works
 # where it is not installed (a `pip install --no-deps` build on a machine with no registry).
@@ -38,15 +38,6 @@ __all__ = ["FLAT_SCALE", "load_ply", "save_ply"]
 FLAT_SCALE = 1e-8
 
 PathLike = Union[str, os.PathLike]
-
-_PARAM_SHAPES = {
-    "means": "[N, 3]",
-    "log_scales": "[N, 2]",
-    "quats": "[N, 4]",
-    "opacity_logits": "[N]",
-    "sh_dc": "[N, 1, 3]",
-    "sh_rest": "[N, K-1, 3]",
-}
 
 # Quaternions (w, x, y, z) of the cyclic column permutations of a rotation matrix:
 # R q_P has columns (R e1, R e2, R e0) for the first and (R e2, R e0, R e1) for the second.
@@ -72,7 +63,7 @@ def save_ply(path: PathLike, params: Mapping[str, torch.Tensor], *, three_scales
             ``sh_dc`` [N, 1, 3], ``sh_rest`` [N, K-1, 3]; float32 on any device.
         three_scales: add ``scale_2 = log(FLAT_SCALE)`` so that 3DGS viewers open the file.
     """
-    GaussianModel.check_params(params)
+    check_params(params)
     count = params["means"].shape[0]
 
     def columns(name: str) -> np.ndarray:

@@ -147,14 +147,15 @@ def remap_rows(
         return outputs
     row_floats = [math.prod(t.shape[1:]) for t in checked]
     args = (
-        [_backend.address(t) for t in checked],
-        [_backend.address(o) for o in outputs],
-        [_backend.address(v) for v in override_values],
+        [_backend.buffer(t) for t in checked],
+        [_backend.buffer(o) for o in outputs],
+        [_backend.buffer(v) for v in override_values],
         row_floats,
         list(zero_new),
-        _backend.address(source),
-        _backend.address(is_new),
-        _backend.address(override_rows),
+        _backend.buffer(source),
+        _backend.buffer(is_new),
+        _backend.buffer(override_rows),
+        num_inputs,
         num_rows,
     )
     kernel = _backend.op("remap_rows", device)
@@ -301,24 +302,11 @@ def accumulate_screen_stats(
     num_cameras = dims["C"]
     if num_surfels == 0 or num_cameras == 0:
         return
-    args = (
-        _backend.address(grad_acc),
-        _backend.address(absgrad_acc),
-        _backend.address(count),
-        _backend.address(max_radii),
-        _backend.address(screen_grad),
-        _backend.address(screen_absgrad),
-        _backend.address(radii),
-        num_cameras,
-        num_surfels,
-        width / 2.0,
-        height / 2.0,
-    )
-    kernel = _backend.op("accumulate_screen_stats", device)
-    if device.type == "cpu":
-        kernel(*args, _backend.num_threads())
-    else:
-        kernel(*args, _backend.device_index(device), _backend.stream_of(device))
+    _backend.launch("accumulate_screen_stats", device, dict(
+        num_cameras=num_cameras, num_surfels=num_surfels, half_width=width / 2.0, half_height=height / 2.0,
+        screen_grad=_backend.buffer(screen_grad), screen_absgrad=_backend.buffer(screen_absgrad),
+        radii=_backend.buffer(radii), grad_acc=_backend.buffer(grad_acc), absgrad_acc=_backend.buffer(absgrad_acc),
+        count=_backend.buffer(count), max_radii=_backend.buffer(max_radii)))
 
 
 def _check_accumulator(

@@ -28,17 +28,15 @@ __all__ = ["knn", "knn_dist2"]
 # Points per tree leaf: results do not depend on it, only speed does.
 _LEAF_SIZE = 16
 
-# Indices are int32 inside the kernels, with 2^31 - 1 reserved for "no neighbour".
-_MAX_POINTS = 2**31 - 2
-
 # Non-finite rows named in the error message.
 _ROWS_SHOWN = 8
 
 
 def _check_points(points: object) -> torch.Tensor:
     points = _backend.check_tensor("points", points, (None, 3))
-    if points.shape[0] > _MAX_POINTS:
-        raise ValueError(f"points: at most {_MAX_POINTS} points are supported, got {points.shape[0]}")
+    max_points = _backend.core().KNN_MAX_POINTS  # int32 indices inside the kernels
+    if points.shape[0] > max_points:
+        raise ValueError(f"points: at most {max_points} points are supported, got {points.shape[0]}")
     finite_rows = torch.isfinite(points).all(dim=1)
     if not bool(finite_rows.all()):
         bad = torch.nonzero(~finite_rows).flatten()
@@ -57,12 +55,6 @@ def _check_k(k: object) -> int:
     if k < 1 or k > 2**31 - 1:
         raise ValueError(f"k must be an int >= 1 (and below 2^31), got {k}")
     return k
-
-
-def _device_args(device: torch.device) -> Tuple[int, ...]:
-    if device.type == "cpu":
-        return (_backend.num_threads(),)
-    return (_backend.device_index(device), _backend.stream_of(device))
 
 
 def knn(points: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -102,20 +94,15 @@ def _tree_order(points: torch.Tensor, order: str) -> torch.Tensor:
     if order == "kd":
         scratch = torch.empty((num_points, 4), dtype=torch.float32, device=device)
         permutation = torch.empty(num_points, dtype=torch.int64, device=device)
-        _backend.core().knn_kd_order_cpu(
-            _backend.address(points),
-            num_points,
-            _LEAF_SIZE,
-            _backend.address(scratch),
-            _backend.address(permutation),
-            _backend.num_threads(),
-        )
+        _backend.launch("knn_kd_order", device, dict(
+            num_points=num_points, leaf_size=_LEAF_SIZE, points=_backend.buffer(points),
+            scratch=_backend.buffer(scratch), order=_backend.buffer(permutation)))
         return permutation
     bounds = torch.stack(torch.aminmax(points, dim=0)).contiguous()  # [2, 3]: min, max
     codes = torch.empty(num_points, dtype=torch.int64, device=device)
-    _backend.op("knn_morton_codes", device)(
-        _backend.address(points), _backend.address(bounds), num_points, _backend.address(codes), *_device_args(device)
-    )
+    _backend.launch("knn_morton_codes", device, dict(
+        num_points=num_points, points=_backend.buffer(points), bounds=_backend.buffer(bounds),
+        codes=_backend.buffer(codes)))
     # Stable: equal codes (duplicates) stay in index order, which the tree uses to skip them.
     return torch.sort(codes, stable=True).indices
 
@@ -133,20 +120,11 @@ def _search(points: torch.Tensor, k: int, order: str) -> Tuple[torch.Tensor, tor
     sorted_points = torch.empty((num_points, 4), dtype=torch.float32, device=device)
     sorted_index = torch.empty(num_points, dtype=torch.int32, device=device)
     nodes = torch.empty((num_nodes, 8), dtype=torch.int32, device=device)
-    _backend.op("knn_search", device)(
-        _backend.address(points),
-        _backend.address(permutation),
-        num_points,
-        k,
-        _LEAF_SIZE,
-        num_nodes,
-        _backend.address(sorted_points),
-        _backend.address(sorted_index),
-        _backend.address(nodes),
-        _backend.address(indices),
-        _backend.address(sq_dists),
-        *_device_args(device),
-    )
+    _backend.launch("knn_search", device, dict(
+        num_points=num_points, k=k, leaf_size=_LEAF_SIZE, num_nodes=num_nodes, points=_backend.buffer(points),
+        order=_backend.buffer(permutation), sorted_points=_backend.buffer(sorted_points),
+        sorted_index=_backend.buffer(sorted_index), nodes=_backend.buffer(nodes), indices=_backend.buffer(indices),
+        sq_dists=_backend.buffer(sq_dists)))
     return indices, sq_dists
 
 

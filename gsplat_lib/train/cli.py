@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from gsplat_lib.train.config import add_arguments, config_from_args
+from gsplat_lib.train.run_dir import SettingsMismatchError
+from gsplat_lib.train.trainer import Trainer, TrainingInterrupted
 
 _DESCRIPTION = """\
 Train a 2D Gaussian splatting (surfel) model with the 2DGS recipe: L1 + D-SSIM, normal
@@ -41,9 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Runs the command line; returns the exit status (0, 1 on an error, 128 + signal when interrupted)."""
-    from gsplat_lib.train.run_dir import SettingsMismatchError
-    from gsplat_lib.train.trainer import Trainer, TrainingInterrupted
-
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)

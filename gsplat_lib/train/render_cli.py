@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import numpy as np
+import torch
+
+from gsplat_lib.data import Camera, load_scene
+from gsplat_lib.model import GaussianModel
+from gsplat_lib.train.run_dir import RunDirectory, read_json
+from gsplat_lib.train.trainer import render_camera, write_view_images
 
 _DESCRIPTION = """\
 Render a trained model from its PLY file, a checkpoint, or a gsplat-train output directory,
@@ -50,10 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_model(path: Path, device):
     """(model, run settings or None, run directory or None) of a PLY, checkpoint or run directory."""
-    from gsplat_lib.checkpoint import load_checkpoint
-    from gsplat_lib.model import GaussianModel
-    from gsplat_lib.train.run_dir import RunDirectory, read_json
-
     if path.is_dir():
         settings = read_json(path / "settings.json")
         if not isinstance(settings, dict) or "settings" not in settings:
@@ -66,13 +68,13 @@ def _load_model(path: Path, device):
             checkpoint_path = run_dir.checkpoints()[-1][1]
         else:
             raise ValueError(f"{path} holds no checkpoint yet")
-        model = load_checkpoint(checkpoint_path, device=device, restore_rng=False).model
+        model = GaussianModel.load_checkpoint(checkpoint_path, device=device, restore_rng=False).model
         return model, settings["settings"], path
     if not path.is_file():
         raise FileNotFoundError(f"no model at {path}")
     if path.suffix.lower() == ".ply":
-        return GaussianModel.from_ply(path, scene_extent=1.0, device=device), None, None
-    model = load_checkpoint(path, device=device, restore_rng=False).model
+        return GaussianModel.from_ply(path, device=device), None, None
+    model = GaussianModel.load_checkpoint(path, device=device, restore_rng=False).model
     run_root = path.parent.parent if path.parent.name == "checkpoints" else None
     settings = None
     if run_root is not None:
@@ -104,8 +106,6 @@ def orbit_cameras(
 ):
     """``count`` cameras on a circle of ``radius`` around ``centre``, ``height_offset`` above it
     along ``up``, all looking at ``centre`` (OpenCV, no roll)."""
-    from gsplat_lib.data import Camera
-
     up = up / np.linalg.norm(up)
     helper = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
     axis_a = np.cross(up, helper)
@@ -163,11 +163,6 @@ def _orbit_from_model(model) -> Tuple[np.ndarray, float, float, np.ndarray]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    import torch
-
-    from gsplat_lib.data import load_scene
-    from gsplat_lib.train.trainer import render_camera, write_view_images
-
     args = build_parser().parse_args(argv)
     try:
         device = torch.device(args.device)

@@ -25,7 +25,9 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
-from gsplat_lib.checkpoint import Checkpoint, load_checkpoint, write_atomically
+from gsplat_lib.atomic_file import write_atomically
+from gsplat_lib.checkpoint import Checkpoint
+from gsplat_lib.model import GaussianModel
 
 __all__ = ["RunDirectory", "SettingsMismatchError", "write_json_atomically", "read_json"]
 
@@ -41,7 +43,7 @@ class SettingsMismatchError(ValueError):
 
 
 def write_json_atomically(path: PathLike, value: object) -> None:
-    """Writes ``value`` as indented JSON, atomically (see :func:`gsplat_lib.checkpoint.write_atomically`)."""
+    """Writes ``value`` as indented JSON, atomically (see :func:`gsplat_lib.atomic_file.write_atomically`)."""
     text = json.dumps(value, indent=2, sort_keys=False, allow_nan=True) + "\n"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda stream: stream.write(text.encode()))
@@ -182,7 +184,7 @@ class RunDirectory:
         """
         for step, path in reversed(self.checkpoints()):
             try:
-                checkpoint = load_checkpoint(path, device=device)
+                checkpoint = GaussianModel.load_checkpoint(path, device=device)
             except ValueError as error:
                 warnings.warn(f"skipping damaged checkpoint {path}: {error}", RuntimeWarning, stacklevel=2)
                 continue

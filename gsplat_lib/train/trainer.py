@@ -36,9 +36,12 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from gsplat_lib.data import Camera, SceneData, detect_format, load_scene
-from gsplat_lib.model import GaussianModel, LearningRates
+from gsplat_lib.data.synthetic_scene import make_synthetic_scene
+from gsplat_lib.learning_rates import LearningRates
+from gsplat_lib.model import GaussianModel
 from gsplat_lib.strategy import DefaultStrategy
 from gsplat_lib.train import images, losses, metrics
 from gsplat_lib.train.config import Schedule, TrainConfig
@@ -386,10 +389,8 @@ class Trainer:
         return float(loss.detach()), (-10.0 * math.log10(mse) if mse > 0 else math.inf)
 
     def _load_final_model(self, train_results: Dict[str, object]) -> GaussianModel:
-        from gsplat_lib.checkpoint import load_checkpoint
-
         path = self.run_dir.root / train_results["final_checkpoint"]
-        return load_checkpoint(path, device=self.device, restore_rng=False).model
+        return GaussianModel.load_checkpoint(path, device=self.device, restore_rng=False).model
 
     # ------------------------------------------------------------------ stage: evaluate
 
@@ -463,8 +464,6 @@ def ensure_builtin_scene(folder: Path, log: Callable[[str], None] = print) -> Pa
     It is written into a temporary sibling and renamed into place, so a run killed while
     writing it leaves no half scene behind.
     """
-    from gsplat_lib.data.synthetic_scene import make_synthetic_scene
-
     folder = Path(folder)
     if folder.is_dir():
         return folder
@@ -516,8 +515,6 @@ def write_view_images(folder: Path, name: str, rendered: Dict[str, torch.Tensor]
 def _progress_bar(config: TrainConfig, first_step: int):
     if not config.progress:
         return None
-    from tqdm import tqdm
-
     return tqdm(total=config.iterations, initial=first_step - 1, desc="train", unit="step", dynamic_ncols=True)
 
 

@@ -178,8 +178,8 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
   }
   const int64_t total = counts_to_starts(cursors, chunks, num_tiles, a.tile_starts);
   a.tile_starts[num_tiles] = total;
-  if (total != a.num_pairs)
-    throw std::invalid_argument("rasterize: bin_pairs got num_pairs " + std::to_string(a.num_pairs) +
+  if (total != d.num_pairs)
+    throw std::invalid_argument("rasterize: bin_pairs got num_pairs " + std::to_string(d.num_pairs) +
                                 " but the rectangles hold " + std::to_string(total));
 
   // 2. By depth bits, ties by item.
@@ -224,15 +224,15 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
       const TileSpan& span = spans[item];
       const int32_t tiles = span.cols * span.rows;
       const int64_t first = claim(cursor[span.first_tile], 1, backwards);
-      a.sorted_surfels[first] = item;
+      a.pair_items[first] = item;
       a.pair_emit_index[first] = span.first_pair;
       const int64_t second = claim(cursor[second_tile(span)], tiles > 1, backwards);
-      *(tiles > 1 ? a.sorted_surfels + second : sink) = item;
+      *(tiles > 1 ? a.pair_items + second : sink) = item;
       *(tiles > 1 ? a.pair_emit_index + second : sink + 1) = span.first_pair + 1;
       if (tiles > 2)
         for_each_further_tile(span, [&](int32_t t, int32_t index) {
           const int64_t slot = claim(cursor[t], 1, backwards);
-          a.sorted_surfels[slot] = item;
+          a.pair_items[slot] = item;
           a.pair_emit_index[slot] = span.first_pair + index;
         });
     }

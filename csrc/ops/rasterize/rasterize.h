@@ -1,11 +1,18 @@
 // The surfel rasterizer's launch parameters and entry points. Python (gsplat_lib/ops/
-// rasterize.py) allocates every buffer with torch and fills these structs with raw pointers.
+// rasterize_autograd.py) allocates every buffer with torch and passes it under the name of its
+// field here; csrc/bindings/rasterize.cpp checks every name, dtype and size on the way in.
 #pragma once
 
 #include <cstdint>
 
 namespace gsl::rasterize {
 
+// The widest tile the CPU passes take (Dims::tile_width), and the width the library uses:
+// wide tiles split fewer splat rows between tiles, so lane groups are fuller. CUDA tiles are
+// kTileSize (core/projection.h) wide.
+constexpr int kMaxCpuTileWidth = 64;
+
+// The call's sizes and settings, the same for every pass of one call.
 struct Dims {
   int64_t num_cameras;   // C
   int64_t num_surfels;   // N
@@ -15,6 +22,10 @@ struct Dims {
   int32_t tiles_x, tiles_y;
   float near_plane, far_plane, scale_modifier;
   int32_t cpu_lanes;  // CPU pixel passes: 0 = widest available, or 1 (the CUDA math's scalar form), 4, 8
+  int64_t num_pairs;  // P, (tile, surfel) pairs; 0 until the projection has counted them
+  // CUDA backward only (deterministic=False): a gradient record per (camera, surfel) item that
+  // its pairs add to atomically, instead of one record per pair.
+  bool item_records;
 };
 
 struct ProjectArgs {
@@ -38,33 +49,33 @@ struct ProjectArgs {
   int64_t* pair_ends;
 };
 
+// An item is a (camera, surfel) pair c * N + n; a pair is a (tile, item).
 struct EmitArgs {
   Dims dims;
   const float* depths;         // [C, N]
   const int32_t* pixel_rects;  // [C, N, 4]
   const int64_t* pair_ends;    // [C, N] inclusive cumulative sum of tile_counts
-  int64_t* keys;               // [P] out: (camera * tiles + tile) << 32 | depth bits
-  int64_t* pair_surfels;       // [P] out: c * N + n
+  int64_t* emitted_keys;       // [P] out: (camera * tiles + tile) << 32 | depth bits
+  int64_t* emitted_items;      // [P] out: the item of each pair, in emission order
 };
 
 // The pairs in sorted order (tile, then depth, then item): what emit_pairs and a stable
 // sort of its keys give, without the keys (CPU; CUDA runs emit_pairs and torch.sort).
 struct BinPairsArgs {
   Dims dims;
-  int64_t num_pairs;            // P, pair_ends' last value
   const float* depths;          // [C, N]
   const int32_t* pixel_rects;   // [C, N, 4]
   const int64_t* pair_ends;     // [C, N] inclusive cumulative sum of tile_counts
   int64_t* tile_starts;         // [C * tiles + 1] out: first sorted pair of each tile
   int64_t* pair_emit_index;     // [P] out: sorted position -> emission position
-  int64_t* sorted_surfels;      // [P] out: c * N + n in sorted order
+  int64_t* pair_items;          // [P] out: the item of each pair, in sorted order
 };
 
 // Inputs shared by the forward and the backward pixel passes.
 struct PixelPassInputs {
   Dims dims;
   const int64_t* tile_starts;   // [C * tiles + 1] first sorted pair of each tile
-  const int64_t* pair_surfels;  // [P] sorted pairs: c * N + n
+  const int64_t* pair_items;    // [P] the item of each pair, sorted
   const float* M;               // [C, N, 9]
   const float* means2d;         // [C, N, 2]
   const float* normals;         // [C, N, 3]
@@ -74,71 +85,69 @@ struct PixelPassInputs {
   const int32_t* pixel_rects;   // [C, N, 4]
 };
 
-struct ForwardArgs {
-  PixelPassInputs in;
-  float* out_colors;        // [C, H, W, D]
-  float* out_alphas;        // [C, H, W]
-  float* out_depths;        // [C, H, W]
-  float* out_median;        // [C, H, W]
-  float* out_normals;       // [C, H, W, 3]
-  float* out_distortion;    // [C, H, W]
-  float* saved_T;           // [C, H, W]
-  int32_t* saved_last;      // [C, H, W] splats the backward revisits
-  int32_t* saved_median;    // [C, H, W]
-  float* saved_sums;        // [C, H, W, 3] distortion sums A, S1, S2
-  int32_t* out_visited;     // [C, H, W] splats the forward evaluated
+struct ForwardArgs : PixelPassInputs {
+  float* out_colors;         // [C, H, W, D]
+  float* out_alphas;         // [C, H, W, 1]
+  float* out_depths;         // [C, H, W, 1]
+  float* out_median_depths;  // [C, H, W, 1]
+  float* out_normals;        // [C, H, W, 3]
+  float* out_distortions;    // [C, H, W, 1]
+  float* saved_T;            // [C, H, W]
+  int32_t* saved_last;       // [C, H, W] splats the backward revisits
+  int32_t* saved_median;     // [C, H, W]
+  float* saved_sums;         // [C, H, W, 3] distortion sums A, S1, S2
+  int32_t* evaluated_pairs;  // [C, H, W] out: splats the forward evaluated
 };
 
-struct BackwardArgs {
-  PixelPassInputs in;
+// v_<name>: the gradient (cotangent) of buffer <name>.
+struct BackwardArgs : PixelPassInputs {
   const float* saved_T;         // [C, H, W]
   const int32_t* saved_last;    // [C, H, W]
   const int32_t* saved_median;  // [C, H, W]
   const float* saved_sums;      // [C, H, W, 3]
-  const float* v_colors;        // [C, H, W, D]
-  // Cotangents of the image outputs; all but v_colors may be null (zero).
-  const float* v_alphas;        // [C, H, W]
-  const float* v_depths;        // [C, H, W]
-  const float* v_median;        // [C, H, W]
-  const float* v_normals;       // [C, H, W, 3]
-  const float* v_distortion;    // [C, H, W]
-  const int64_t* pair_emit_index;  // [P] sorted position -> emission position
-  // [P, 15 + D] out, a record per pair by emission position; or, with item_records, [C N, 15 + D]:
-  // a record per (camera, surfel) item that each of its pairs adds to atomically, in no fixed
-  // order (CUDA only: deterministic=False). Zeroed by the caller.
+  const float* v_out_colors;    // [C, H, W, D]
+  // The other image outputs' cotangents may be null (zero).
+  const float* v_out_alphas;         // [C, H, W, 1]
+  const float* v_out_depths;         // [C, H, W, 1]
+  const float* v_out_median_depths;  // [C, H, W, 1]
+  const float* v_out_normals;        // [C, H, W, 3]
+  const float* v_out_distortions;    // [C, H, W, 1]
+  const int64_t* pair_emit_index;    // [P] sorted position -> emission position
+  // [P, kPairGradColor + D] out, a record per pair by emission position; or, with
+  // dims.item_records, [C N, kPairGradColor + D]: a record per item that each of its pairs adds
+  // to atomically, in no fixed order. Zeroed by the caller on CUDA.
   float* pair_grads;
-  bool item_records;
-  int32_t* out_visited;         // [C, H, W] out, splats the backward evaluated
+  int32_t* backward_pairs;  // [C, H, W] out: splats the backward evaluated
 };
 
 struct ReduceArgs {
   Dims dims;
-  const int64_t* pair_ends;   // [C, N] where each item's records end (inclusive sums of their counts)
-  const float* pair_grads;    // [records, 15 + D]
-  const float* M;             // [C, N, 9]
-  float* v_M;                 // [C, N, 9] out
-  float* v_opacities;         // [C, N] out
-  float* v_normals;           // [C, N, 3] out
-  float* v_colors;            // [C, N, D] out
-  float* screen_grad;         // [C, N, 2] out
-  float* screen_absgrad;      // [C, N, 2] out
+  const int64_t* record_ends;  // [C, N] where each item's pair_grads records end (inclusive sums)
+  const float* pair_grads;     // [records, kPairGradColor + D]
+  const float* M;              // [C, N, 9]
+  float* v_M;                  // [C, N, 9] out
+  float* v_opacities_cn;       // [C, N] out: each camera's part of v_opacities
+  float* v_normals;            // [C, N, 3] out
+  float* v_colors;             // [C, N, D] out
+  float* screen_grad;          // [C, N, 2] out
+  float* screen_absgrad;       // [C, N, 2] out
 };
 
 struct ProjectBackwardArgs {
   Dims dims;
-  const float* means;       // [N, 3]
-  const float* quats;       // [N, 4]
-  const float* scales;      // [N, 2]
-  const float* viewmats;    // [C, 4, 4]
-  const float* Ks;          // [C, 3, 3]
-  const int32_t* radii;     // [C, N, 2]
-  const float* v_M;         // [C, N, 9]
-  const float* v_normals;   // [C, N, 3]
+  const float* means;           // [N, 3]
+  const float* quats;           // [N, 4]
+  const float* scales;          // [N, 2]
+  const float* viewmats;        // [C, 4, 4]
+  const float* Ks;              // [C, 3, 3]
+  const int32_t* radii;         // [C, N, 2]
+  const float* v_M;             // [C, N, 9]
+  const float* v_normals;       // [C, N, 3]
   const float* v_opacities_cn;  // [C, N]
-  float* v_means;           // [N, 3] out
-  float* v_quats;           // [N, 4] out
-  float* v_scales;          // [N, 2] out
-  float* v_opacities;       // [N] out
+  float* v_means;               // [N, 3] out
+  float* v_quats;               // [N, 4] out
+  float* v_scales;              // [N, 2] out
+  float* v_opacities;           // [N] out
 };
 
 // Widest lane group the CPU pixel passes can use on this machine: 8 with AVX2, else 4.

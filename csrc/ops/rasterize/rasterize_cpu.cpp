@@ -40,9 +40,8 @@ namespace {
 #define GSL_CPU_INLINE_LAMBDA __attribute__((always_inline))
 
 constexpr int kMaxLanes = 8;
-// The widest tile the CPU passes take (Dims::tile_width): their pixel planes have this row
-// stride. Wide tiles split fewer splat rows between tiles, so lane groups are fuller.
-constexpr int kMaxTileWidth = 64;
+// The pixel planes' row stride.
+constexpr int kMaxTileWidth = kMaxCpuTileWidth;
 // A pixel plane of one tile, padded so a lane group may run past the last pixel (those
 // lanes are masked).
 constexpr int kPlane = kMaxTileWidth * kTileSize + kMaxLanes;
@@ -368,17 +367,17 @@ GSL_CPU_INLINE void store_tile_pixels(const ForwardArgs& a, const TileCoords& tc
   const int p = tc.plane_index(x, y);
   PixelForward<F> f = planes.load<F>(p, lane_centres<F>(x), y + 0.5f);
   f.visited = load_lanes<typename Lanes<F>::Int>(planes.plane(ForwardPlanes::kVisited) + p);
-  store_pixels(a, tc.camera, tc.image_pixel(a.in.dims, x, y), f, PlaneColumn<F>{planes.color(0) + p});
+  store_pixels(a, tc.camera, tc.image_pixel(a.dims, x, y), f, PlaneColumn<F>{planes.color(0) + p});
 }
 
 template <class F, int kChannels>
 GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, ForwardPlanes& planes) {
   using Mask = typename Lanes<F>::Mask;
   constexpr int W = Lanes<F>::kWidth;
-  const Dims& d = a.in.dims;
+  const Dims& d = a.dims;
   const int D = channel_count<kChannels>(d);
-  const int64_t begin = a.in.tile_starts[tile], end = a.in.tile_starts[tile + 1];
-  const int64_t* items = a.in.pair_surfels + begin;
+  const int64_t begin = a.tile_starts[tile], end = a.tile_starts[tile + 1];
+  const int64_t* items = a.pair_items + begin;
   planes.reset(D);
   const TileCoords tc = tile_coords(d, tile);
   int remaining = (tc.x1 - tc.x0) * (tc.y1 - tc.y0);  // pixels not done
@@ -389,10 +388,10 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, ForwardPlan
   // tell that the pixel planes' stores leave them be, and would reload them (and redo what it
   // derived from them) after every store.
   const DepthRange range = depth_range(d.near_plane, d.far_plane);
-  for (int32_t i = 0; i < count && i < kPrefetchAhead; ++i) prefetch_item(a.in, items[i]);
+  for (int32_t i = 0; i < count && i < kPrefetchAhead; ++i) prefetch_item(a, items[i]);
   for (int32_t i = 0; i < count && remaining > 0; ++i) {
-    if (i + kPrefetchAhead < count) prefetch_item(a.in, items[i + kPrefetchAhead]);
-    const TileSplat t = load_tile_splat(a.in, tc, items[i]);
+    if (i + kPrefetchAhead < count) prefetch_item(a, items[i + kPrefetchAhead]);
+    const TileSplat t = load_tile_splat(a, tc, items[i]);
     const typename Lanes<F>::Int index = broadcast_int_lanes<F>(i);
     // PixelForward::visit of the lane group (G = F) or lane pair (G = LanePair<F>) at plane
     // index p, with the state loaded only where the splat contributes.
@@ -443,9 +442,9 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, ForwardPlan
 template <class F>
 GSL_CPU_INLINE int32_t load_tile_pixels(const BackwardArgs& a, const TileCoords& tc, BackwardPlanes& planes, int x,
                                         int y) {
-  const int64_t pixel = tc.image_pixel(a.in.dims, x, y);
+  const int64_t pixel = tc.image_pixel(a.dims, x, y);
   const PixelBackward<F> b = load_pixels_backward(a, tc.camera, pixel, lane_centres<F>(x), y + 0.5f);
-  planes.set(tc.plane_index(x, y), b, a.v_colors + pixel * a.in.dims.num_channels, a.in.dims.num_channels);
+  planes.set(tc.plane_index(x, y), b, a.v_out_colors + pixel * a.dims.num_channels, a.dims.num_channels);
   if constexpr (Lanes<F>::kWidth == 1) {
     return b.last;
   } else {
@@ -463,15 +462,15 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, BackwardP
   using Mask = typename Lanes<F>::Mask;
   using Int = typename Lanes<F>::Int;
   constexpr int W = Lanes<F>::kWidth;
-  const Dims& d = a.in.dims;
+  const Dims& d = a.dims;
   const int D = channel_count<kChannels>(d);
   const int width = pair_grad_width(D);
-  const int64_t begin = a.in.tile_starts[tile], end = a.in.tile_starts[tile + 1];
+  const int64_t begin = a.tile_starts[tile], end = a.tile_starts[tile + 1];
   if (end == begin) return;
   // Every pair's record is written here (zeros where no pixel hits), so the Python layer
   // need not zero the buffer first.
   const auto record_of = [&](int32_t i) { return a.pair_grads + a.pair_emit_index[begin + i] * width; };
-  const int64_t* items = a.in.pair_surfels + begin;
+  const int64_t* items = a.pair_items + begin;
   planes.reset(D);
   const TileCoords tc = tile_coords(d, tile);
   // The pixels' states, a lane group at a time where one fits in the row, then pixel by pixel.
@@ -486,10 +485,10 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, BackwardP
   const int32_t* last = planes.plane(BackwardPlanes::kLast);
   int32_t* visited = planes.plane(BackwardPlanes::kVisited);
   const DepthRange range = depth_range(d.near_plane, d.far_plane);  // a copy, as in forward_tile
-  for (int32_t i = max_last - 1; i >= 0 && i >= max_last - kPrefetchAhead; --i) prefetch_item(a.in, items[i]);
+  for (int32_t i = max_last - 1; i >= 0 && i >= max_last - kPrefetchAhead; --i) prefetch_item(a, items[i]);
   for (int32_t i = max_last - 1; i >= 0; --i) {
-    if (i >= kPrefetchAhead) prefetch_item(a.in, items[i - kPrefetchAhead]);
-    const TileSplat t = load_tile_splat(a.in, tc, items[i]);
+    if (i >= kPrefetchAhead) prefetch_item(a, items[i - kPrefetchAhead]);
+    const TileSplat t = load_tile_splat(a, tc, items[i]);
     const Int index = broadcast_int_lanes<F>(i);
     bool any_hit = false;
     F sums[kPairGradColor];  // the fixed part of the record, in registers
@@ -528,14 +527,14 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, BackwardP
     for (int ch = 0; ch < D; ++ch) record[kPairGradColor + ch] = sum_lanes(load_lanes<F>(color_acc.data() + ch * W));
   }
   for (int y = tc.y0; y < tc.y1; ++y)
-    for (int x = tc.x0; x < tc.x1; ++x) a.out_visited[tc.image_pixel(d, x, y)] = visited[tc.plane_index(x, y)];
+    for (int x = tc.x0; x < tc.x1; ++x) a.backward_pairs[tc.image_pixel(d, x, y)] = visited[tc.plane_index(x, y)];
 }
 
 // Per-thread scratch and the tile loops over tiles[0, count), one instantiation per lane type.
 template <class F>
 GSL_CPU_INLINE void forward_tiles(const ForwardArgs& a, const int64_t* tiles, int64_t count) {
   ForwardPlanes planes;
-  if (a.in.dims.num_channels == 3) {
+  if (a.dims.num_channels == 3) {
     for (int64_t k = 0; k < count; ++k) forward_tile<F, 3>(a, tiles[k], planes);
   } else {
     for (int64_t k = 0; k < count; ++k) forward_tile<F, 0>(a, tiles[k], planes);
@@ -546,7 +545,7 @@ template <class F>
 GSL_CPU_INLINE void backward_tiles(const BackwardArgs& a, const int64_t* tiles, int64_t count) {
   BackwardPlanes planes;
   std::vector<float> color_acc;
-  if (a.in.dims.num_channels == 3) {
+  if (a.dims.num_channels == 3) {
     for (int64_t k = 0; k < count; ++k) backward_tile<F, 3>(a, tiles[k], planes, color_acc);
   } else {
     for (int64_t k = 0; k < count; ++k) backward_tile<F, 0>(a, tiles[k], planes, color_acc);
@@ -639,7 +638,7 @@ std::vector<int64_t> tile_order(const PixelPassInputs& in, int num_threads) {
 // Runs a tile pass over every tile, the threads taking them in tile_order.
 template <class Args>
 void run_tile_pass(TilePass<Args> pass, const Args& a, int num_threads) {
-  const std::vector<int64_t> tiles = tile_order(a.in, num_threads);
+  const std::vector<int64_t> tiles = tile_order(a, num_threads);
   cpu::parallel_for(static_cast<int64_t>(tiles.size()), num_threads, 1,
                     [&](int64_t begin, int64_t end) { pass(a, tiles.data() + begin, end - begin); });
 }
@@ -690,17 +689,17 @@ void emit_pairs_cpu(const EmitArgs& a, int num_threads) {
 }
 
 void forward_cpu(const ForwardArgs& a, int num_threads) {
-  check_cpu_tiles(a.in.dims);
-  run_tile_pass(pick_schedule<TilePass<ForwardArgs>>(a.in.dims.cpu_lanes, GSL_SCHEDULES(forward_tiles)), a, num_threads);
+  check_cpu_tiles(a.dims);
+  run_tile_pass(pick_schedule<TilePass<ForwardArgs>>(a.dims.cpu_lanes, GSL_SCHEDULES(forward_tiles)), a, num_threads);
 }
 
 void backward_cpu(const BackwardArgs& a, int num_threads) {
-  check_cpu_tiles(a.in.dims);
+  check_cpu_tiles(a.dims);
   // Each tile's thread writes its pairs' records; records shared by tiles would race.
-  if (a.item_records)
+  if (a.dims.item_records)
     throw std::invalid_argument("rasterize: the CPU backward writes a record per pair (it is always deterministic); "
                                 "item_records is CUDA-only");
-  run_tile_pass(pick_schedule<TilePass<BackwardArgs>>(a.in.dims.cpu_lanes, GSL_SCHEDULES(backward_tiles)), a, num_threads);
+  run_tile_pass(pick_schedule<TilePass<BackwardArgs>>(a.dims.cpu_lanes, GSL_SCHEDULES(backward_tiles)), a, num_threads);
 }
 
 void reduce_cpu(const ReduceArgs& a, int num_threads) {

@@ -75,7 +75,7 @@ __device__ TilePixel tile_pixel(const Dims& d, int64_t tile) {
 
 __device__ void load_batch_entry(const PixelPassInputs& in, int64_t pair, Splat* splats, vec3* normals,
                                  int64_t* items, PixelRect* rects) {
-  const int64_t item = in.pair_surfels[pair];
+  const int64_t item = in.pair_items[pair];
   splats[threadIdx.x] = load_splat(in, item);
   normals[threadIdx.x] = load_normal(in, item);
   items[threadIdx.x] = item;
@@ -113,10 +113,10 @@ struct ColorInOutput {
 // kChannels: D when it is at most kRegisterChannels (the colour stays in registers), else 0.
 template <int kChannels>
 __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
-  const Dims& d = a.in.dims;
+  const Dims& d = a.dims;
   const int64_t tile = blockIdx.x;
   const TilePixel p = tile_pixel(d, tile);
-  const int64_t begin = a.in.tile_starts[tile], end = a.in.tile_starts[tile + 1];
+  const int64_t begin = a.tile_starts[tile], end = a.tile_starts[tile + 1];
   const int D = d.num_channels;
   const int64_t pixel = (p.camera * d.height + p.y) * d.width + p.x;
 
@@ -135,13 +135,13 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
   for (int64_t batch = begin; batch < end; batch += kBlock) {
     // Also the barrier that protects the shared batch from being overwritten too early.
     if (__syncthreads_count(f.done) == kBlock) break;
-    if (batch + threadIdx.x < end) load_batch_entry(a.in, batch + threadIdx.x, s_splats, s_normals, s_items, s_rects);
+    if (batch + threadIdx.x < end) load_batch_entry(a, batch + threadIdx.x, s_splats, s_normals, s_items, s_rects);
     __syncthreads();
     const int count = int(min(int64_t(kBlock), end - batch));
     for (int j = 0; j < count && !f.done; ++j) {
       if (!reaches(s_rects[j], p.x, p.y)) continue;
       if (!f.visit(s_splats[j], s_normals[j], int32_t(batch - begin + j), true, range)) continue;
-      color_acc.add(f.weight, a.in.colors + s_items[j] * D);
+      color_acc.add(f.weight, a.colors + s_items[j] * D);
     }
   }
   if (p.inside) store_pixels(a, p.camera, pixel, f, color_acc);
@@ -183,9 +183,9 @@ __device__ int butterfly_index(int lane) {
 // group, one barrier, and the block adds each record's warp partials in warp order (the order
 // the pair's record is written in does not depend on the group size).
 __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a, int group) {
-  const Dims& d = a.in.dims;
+  const Dims& d = a.dims;
   const int64_t tile = blockIdx.x;
-  const int64_t begin = a.in.tile_starts[tile], end = a.in.tile_starts[tile + 1];
+  const int64_t begin = a.tile_starts[tile], end = a.tile_starts[tile + 1];
   if (end == begin) return;
   const TilePixel p = tile_pixel(d, tile);
   const int D = d.num_channels;
@@ -207,7 +207,7 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a, 
     b = load_pixels_backward(a, p.camera, pixel, p.x + 0.5f, p.y + 0.5f);
     last = b.last;
   }
-  const float* v_color = a.v_colors + pixel * D;
+  const float* v_color = a.v_out_colors + pixel * D;
   const auto v_color_of = [v_color](int ch) { return v_color[ch]; };
   if (threadIdx.x == 0) s_max_last = 0;
   __syncthreads();
@@ -224,7 +224,7 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a, 
     const int64_t batch_begin = max(begin, batch_end - kBlock);
     const int count = int(batch_end - batch_begin);
     __syncthreads();
-    if (threadIdx.x < count) load_batch_entry(a.in, batch_begin + threadIdx.x, s_splats, s_normals, s_items, s_rects);
+    if (threadIdx.x < count) load_batch_entry(a, batch_begin + threadIdx.x, s_splats, s_normals, s_items, s_rects);
     __syncthreads();
     for (int top = count - 1; top >= 0; top -= group) {
       const int members = min(group, top + 1);
@@ -238,7 +238,7 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a, 
           Hit<float> h;
           hit = eval_hit(s_splats[j], b.px, b.py, d.near_plane, h);
           if (hit)
-            b.backprop(s_splats[j], h, true, s_normals[j], a.in.colors + s_items[j] * D, D, v_color_of, index, range,
+            b.backprop(s_splats[j], h, true, s_normals[j], a.colors + s_items[j] * D, D, v_color_of, index, range,
                        g);
         }
         const bool warp_hit = __any_sync(0xffffffffu, hit);
@@ -268,8 +268,8 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a, 
         }
         if (!any_hit) continue;
         const int j = top - m;
-        float* record = a.pair_grads + (a.item_records ? s_items[j] : a.pair_emit_index[batch_begin + j]) * width;
-        if (a.item_records)
+        float* record = a.pair_grads + (a.dims.item_records ? s_items[j] : a.pair_emit_index[batch_begin + j]) * width;
+        if (a.dims.item_records)
           atomicAdd(record + k, total);
         else
           record[k] = total;
@@ -277,7 +277,7 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a, 
       __syncthreads();
     }
   }
-  if (p.inside) a.out_visited[pixel] = visited;
+  if (p.inside) a.backward_pairs[pixel] = visited;
 }
 
 }  // namespace
@@ -303,15 +303,15 @@ void emit_pairs_cuda(const EmitArgs& a, int device, std::uintptr_t stream) {
 }
 
 void forward_cuda(const ForwardArgs& a, int device, std::uintptr_t stream) {
-  check_cuda_tiles(a.in.dims);
-  const int64_t tiles = a.in.dims.num_cameras * tiles_per_camera(a.in.dims);
+  check_cuda_tiles(a.dims);
+  const int64_t tiles = a.dims.num_cameras * tiles_per_camera(a.dims);
   if (tiles == 0) return;
   cuda::DeviceGuard guard(device);
   const auto launch = [&](auto kernel) {
     kernel<<<static_cast<unsigned int>(tiles), kBlock, 0, cuda::as_stream(stream)>>>(a);
   };
   static_assert(kRegisterChannels == 4, "one case per register channel count");
-  switch (a.in.dims.num_channels) {
+  switch (a.dims.num_channels) {
     case 1: launch(forward_kernel<1>); break;
     case 2: launch(forward_kernel<2>); break;
     case 3: launch(forward_kernel<3>); break;
@@ -322,8 +322,8 @@ void forward_cuda(const ForwardArgs& a, int device, std::uintptr_t stream) {
 }
 
 void backward_cuda(const BackwardArgs& a, int device, std::uintptr_t stream) {
-  check_cuda_tiles(a.in.dims);
-  const int64_t tiles = a.in.dims.num_cameras * tiles_per_camera(a.in.dims);
+  check_cuda_tiles(a.dims);
+  const int64_t tiles = a.dims.num_cameras * tiles_per_camera(a.dims);
   if (tiles == 0) return;
   cuda::DeviceGuard guard(device);
   // Static shared memory (a batch of splats) as the compiler laid it out, read once, plus per
@@ -335,7 +335,7 @@ void backward_cuda(const BackwardArgs& a, int device, std::uintptr_t stream) {
     cuda::check(cudaFuncGetAttributes(&attributes, backward_kernel), "cudaFuncGetAttributes(backward_kernel)");
     return attributes.sharedSizeBytes;
   }();
-  const int D = a.in.dims.num_channels;
+  const int D = a.dims.num_channels;
   const size_t per_channel = sizeof(float) * kWarps;
   const size_t per_member = per_channel * (pair_grad_width(D) + 1);
   size_t limit = kDefaultSharedLimit;

@@ -145,8 +145,8 @@ GSL_HD void emit_item(const EmitArgs& a, int64_t camera, int64_t item) {
   for (int ty = rect.tile_y0(); ty < rect.tile_y1(); ++ty) {
     for (int tx = rect.tile_x0(tiles); tx < rect.tile_x1(tiles); ++tx) {
       const uint64_t tile = uint64_t(camera * tiles_per_camera(d) + int64_t(ty) * d.tiles_x + tx);
-      a.keys[out] = static_cast<int64_t>((tile << 32) | depth_bits);
-      a.pair_surfels[out] = item;
+      a.emitted_keys[out] = static_cast<int64_t>((tile << 32) | depth_bits);
+      a.emitted_items[out] = item;
       ++out;
     }
   }
@@ -177,8 +177,8 @@ GSL_HD vec3 load_normal(const PixelPassInputs& in, int64_t surfel_item) {
 template <class F, class Color>
 GSL_HD void store_pixels(const ForwardArgs& a, int64_t camera, int64_t pixel, const PixelForward<F>& f,
                          Color color) {
-  const int D = a.in.dims.num_channels;
-  const float* bg = a.in.backgrounds ? a.in.backgrounds + camera * D : nullptr;
+  const int D = a.dims.num_channels;
+  const float* bg = a.backgrounds ? a.backgrounds + camera * D : nullptr;
   for (int ch = 0; ch < D; ++ch) {
     const F value = color(ch) + (bg ? f.T * bg[ch] : broadcast<F>(0.f));
     for (int i = 0; i < Lanes<F>::kWidth; ++i) a.out_colors[(pixel + i) * D + ch] = get_lane(value, i);
@@ -193,12 +193,12 @@ GSL_HD void store_pixels(const ForwardArgs& a, int64_t camera, int64_t pixel, co
   }
   store_lanes(a.out_alphas + pixel, F(1.f - f.T));
   store_lanes(a.out_depths + pixel, f.depth);
-  store_lanes(a.out_median + pixel, f.median_depth);
-  store_lanes(a.out_distortion + pixel, f.sums.distortion);
+  store_lanes(a.out_median_depths + pixel, f.median_depth);
+  store_lanes(a.out_distortions + pixel, f.sums.distortion);
   store_lanes(a.saved_T + pixel, f.T);
   store_lanes(a.saved_last + pixel, f.last);
   store_lanes(a.saved_median + pixel, f.median);
-  store_lanes(a.out_visited + pixel, f.visited);
+  store_lanes(a.evaluated_pairs + pixel, f.visited);
 }
 
 // Loads lane group v of consecutive values (stride apart) from p (for F = float, one value);
@@ -220,7 +220,7 @@ GSL_HD V load_consecutive(const T* p, int stride = 1) {
 template <class F>
 GSL_HD PixelBackward<F> load_pixels_backward(const BackwardArgs& a, int64_t camera, int64_t pixel, F px, float py) {
   using Int = typename Lanes<F>::Int;
-  const int D = a.in.dims.num_channels;
+  const int D = a.dims.num_channels;
   PixelBackward<F> b;
   b.px = px;
   b.py = py;
@@ -232,14 +232,14 @@ GSL_HD PixelBackward<F> load_pixels_backward(const BackwardArgs& a, int64_t came
   const auto at = [pixel](const float* v, int k = 1, int i = 0) {
     return load_consecutive<F>(v != nullptr ? v + k * pixel + i : nullptr, k);
   };
-  b.v_depth = at(a.v_depths);
-  b.v_median = at(a.v_median);
-  b.v_distortion = at(a.v_distortion);
-  b.v_normal_x = at(a.v_normals, 3, 0);
-  b.v_normal_y = at(a.v_normals, 3, 1);
-  b.v_normal_z = at(a.v_normals, 3, 2);
-  const float* v_color = a.v_colors + pixel * D;
-  b.start(at(a.saved_T), at(a.v_alphas), a.in.backgrounds ? a.in.backgrounds + camera * D : nullptr, D,
+  b.v_depth = at(a.v_out_depths);
+  b.v_median = at(a.v_out_median_depths);
+  b.v_distortion = at(a.v_out_distortions);
+  b.v_normal_x = at(a.v_out_normals, 3, 0);
+  b.v_normal_y = at(a.v_out_normals, 3, 1);
+  b.v_normal_z = at(a.v_out_normals, 3, 2);
+  const float* v_color = a.v_out_colors + pixel * D;
+  b.start(at(a.saved_T), at(a.v_out_alphas), a.backgrounds ? a.backgrounds + camera * D : nullptr, D,
           [v_color, D](int ch) { return load_consecutive<F>(v_color + ch, D); });
   return b;
 }
@@ -248,8 +248,8 @@ GSL_HD PixelBackward<F> load_pixels_backward(const BackwardArgs& a, int64_t came
 GSL_HD void reduce_item(const ReduceArgs& a, int64_t item) {
   const int D = a.dims.num_channels;
   const int width = pair_grad_width(D);
-  const int64_t end = a.pair_ends[item];
-  const int64_t begin = item == 0 ? 0 : a.pair_ends[item - 1];
+  const int64_t end = a.record_ends[item];
+  const int64_t begin = item == 0 ? 0 : a.record_ends[item - 1];
   float sums[kPairGradColor];
   for (int k = 0; k < kPairGradColor; ++k) sums[k] = 0.f;
   float* v_colors = a.v_colors + item * D;
@@ -260,7 +260,7 @@ GSL_HD void reduce_item(const ReduceArgs& a, int64_t item) {
     for (int ch = 0; ch < D; ++ch) v_colors[ch] += g[kPairGradColor + ch];
   }
   for (int k = 0; k < 9; ++k) a.v_M[9 * item + k] = sums[kPairGradM + k];
-  a.v_opacities[item] = sums[kPairGradOpacity];
+  a.v_opacities_cn[item] = sums[kPairGradOpacity];
   for (int k = 0; k < 3; ++k) a.v_normals[3 * item + k] = sums[kPairGradNormal + k];
   a.screen_absgrad[2 * item + 0] = sums[kPairGradAbsStat + 0];
   a.screen_absgrad[2 * item + 1] = sums[kPairGradAbsStat + 1];

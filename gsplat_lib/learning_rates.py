@@ -1,9 +1,38 @@
-"""Learning-rate schedules: pure functions of the step, so a checkpoint only needs the step."""
+"""Learning rates of the 2DGS recipe and their schedule: pure functions of the step, so a
+checkpoint only needs the step."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+__all__ = ["LearningRates", "LogLinearSchedule"]
+
+
+@dataclass(frozen=True)
+class LearningRates:
+    """Adam learning rates of the 2DGS recipe (hbb1/2d-gaussian-splatting).
+
+    The position rate decays log-linearly from ``means_init`` to ``means_final`` over the
+    model's ``max_steps``; both are multiplied by the scene extent.
+    """
+
+    means_init: float = 1.6e-4
+    means_final: float = 1.6e-6
+    sh_dc: float = 0.0025
+    sh_rest: float = 0.0025 / 20.0
+    opacity_logits: float = 0.05
+    log_scales: float = 0.005
+    quats: float = 0.001
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, float]) -> "LearningRates":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"learning_rates: unknown entries {sorted(unknown)}")
+        return cls(**{k: float(v) for k, v in values.items()})
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,138 @@
+// The boundary between Python and the core. A pass takes one dict, {field name: value}, whose
+// names are the C++ struct members': a scalar is a Python number, a buffer is
+// (address, element count, dtype code) from gsplat_lib/_backend.py `buffer` (None: absent).
+// Each struct has one table of its fields here (FieldList): a missing or unknown name, a wrong
+// dtype or an element count that does not match the field's shape is an error naming the
+// field, raised before any pointer is used.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace gsl::bindings {
+
+namespace py = pybind11;
+
+// The dtype codes of _backend.py.
+template <class T>
+constexpr char dtype_code() {
+  using U = std::remove_cv_t<T>;
+  if constexpr (std::is_same_v<U, float>) return 'f';
+  if constexpr (std::is_same_v<U, int32_t>) return 'i';
+  if constexpr (std::is_same_v<U, int64_t>) return 'l';
+  if constexpr (std::is_same_v<U, bool>) return 'b';
+}
+
+inline int64_t product(std::initializer_list<int64_t> sizes) {
+  int64_t n = 1;
+  for (int64_t s : sizes) n *= s;
+  return n;
+}
+
+// A buffer as Python passes it.
+struct Buffer {
+  bool given = false;
+  std::uintptr_t address = 0;
+  int64_t numel = 0;
+  char dtype = 0;
+};
+
+inline Buffer to_buffer(py::handle value, const std::string& where) {
+  Buffer b;
+  if (value.is_none()) return b;
+  const auto t = value.cast<py::tuple>();
+  if (t.size() != 3) throw std::invalid_argument(where + ": a buffer is (address, numel, dtype)");
+  b.given = true;
+  b.address = t[0].cast<std::uintptr_t>();
+  b.numel = t[1].cast<int64_t>();
+  b.dtype = t[2].cast<std::string>().at(0);
+  return b;
+}
+
+// Checks a buffer against its field (dtype, element count, presence) and returns its address.
+template <class T>
+T* checked_ptr(const Buffer& b, const std::string& where, const char* shape, int64_t expected, bool nullable) {
+  if (!b.given) {
+    if (nullable) return nullptr;
+    throw std::invalid_argument(where + " [" + shape + "] is required, got None");
+  }
+  if (b.dtype != dtype_code<T>())
+    throw std::invalid_argument(where + ": dtype code '" + std::string(1, b.dtype) + "', expected '" +
+                                std::string(1, dtype_code<T>()) + "'");
+  if (b.numel != expected)
+    throw std::invalid_argument(where + " [" + shape + "] must have " + std::to_string(expected) + " elements, got " +
+                                std::to_string(b.numel));
+  return reinterpret_cast<T*>(b.address);
+}
+
+// One field of Args: a scalar (set from a number) or a buffer (set from a Buffer, its element
+// count given by `size` of the call's Sizes).
+template <class Args, class Sizes>
+struct Field {
+  const char* name;
+  void (*set_scalar)(Args&, py::handle);
+  void (*set_buffer)(Args&, const Buffer&, const Sizes&, const std::string& where);
+};
+
+template <class Args, class Sizes>
+class FieldList {
+ public:
+  using Entry = Field<Args, Sizes>;
+  FieldList(const char* op, Sizes (*sizes_of)(const Args&), std::vector<Entry> fields)
+      : op_(op), sizes_of_(sizes_of), fields_(std::move(fields)) {}
+
+  // Args from a fields dict: the scalars first (the sizes depend on them), then the buffers.
+  Args parse(const py::dict& given) const {
+    for (const auto& item : given) {
+      const std::string key = item.first.cast<std::string>();
+      if (find(key) == nullptr) throw std::invalid_argument(op_ + ": unknown field '" + key + "'");
+    }
+    Args a{};
+    for (const Entry& f : fields_) {
+      if (!given.contains(f.name)) throw std::invalid_argument(op_ + ": missing field '" + f.name + "'");
+      if (f.set_scalar != nullptr) f.set_scalar(a, given[f.name]);
+    }
+    const Sizes sizes = sizes_of_(a);
+    for (const Entry& f : fields_)
+      if (f.set_buffer != nullptr) {
+        const std::string where = op_ + ": " + f.name;
+        f.set_buffer(a, to_buffer(given[f.name], where), sizes, where);
+      }
+    return a;
+  }
+
+ private:
+  const Entry* find(const std::string& name) const {
+    for (const Entry& f : fields_)
+      if (name == f.name) return &f;
+    return nullptr;
+  }
+  std::string op_;
+  Sizes (*sizes_of_)(const Args&);
+  std::vector<Entry> fields_;
+};
+
+}  // namespace gsl::bindings
+
+// Table entries, inside a FieldList of `Args` and `Sizes` (both type aliases at the use):
+// GSL_SCALAR(path, name): the number `name` into a.path (e.g. dims.width).
+#define GSL_SCALAR(path, name)                                                                 \
+  Field<Args, Sizes> {                                                                         \
+    #name, [](Args& a, py::handle v) { a.path = v.cast<std::remove_reference_t<decltype(a.path)>>(); }, nullptr \
+  }
+// GSL_BUFFER(member, nullable, sizes...): a.member from a buffer of shape [sizes...], an
+// expression of the names of Sizes (bound by GSL_SIZE_NAMES at the use).
+#define GSL_BUFFER(member, nullable, ...)                                                          \
+  Field<Args, Sizes> {                                                                             \
+    #member, nullptr, [](Args& a, const Buffer& b, const Sizes& s, const std::string& where) {     \
+      GSL_SIZE_NAMES(s);                                                                           \
+      a.member = checked_ptr<std::remove_pointer_t<decltype(a.member)>>(b, where, #__VA_ARGS__,    \
+                                                                      product({__VA_ARGS__}), nullable); \
+    }                                                                                              \
+  }

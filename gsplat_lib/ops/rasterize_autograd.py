@@ -1,0 +1,221 @@
+"""The rasterizer's autograd Function: the compiled passes wired into a forward and a backward.
+
+Every buffer goes to the core under the name of the C++ field it fills
+(csrc/ops/rasterize/rasterize.h); ``v_<name>`` is the gradient of buffer ``<name>``. An item
+is a (camera, surfel) pair ``c * N + n``; a pair is a (tile, item).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from gsplat_lib import _backend
+from gsplat_lib.ops.rasterize_memory import check_pair_memory, pair_grad_records
+
+__all__ = ["RasterizeSurfels", "bin_pairs", "launch"]
+
+
+def launch(name: str, device: torch.device, settings: dict, **buffers: Optional[torch.Tensor]) -> None:
+    """Runs compiled pass ``rasterize_<name>`` with the call's ``settings`` and ``buffers``."""
+    fields = dict(settings)
+    for key, tensor in buffers.items():
+        fields[key] = _backend.buffer(tensor)
+    _backend.launch(f"rasterize_{name}", device, fields)
+
+
+def bin_pairs(depths: torch.Tensor, pixel_rects: torch.Tensor, pair_ends: torch.Tensor, settings: dict,
+              use_torch: Optional[bool] = None):
+    """The (tile, item) pairs sorted by key (tile, then depth; stable): (tile_starts, pair_items,
+    pair_emit_index), for ``settings["num_pairs"]`` pairs.
+
+    CUDA emits the keys and sorts them with torch.sort; the CPU runs its own pass, which gives
+    the same result without the keys (tested).
+    """
+    device = depths.device
+    i64 = dict(dtype=torch.int64, device=device)
+    num_pairs = settings["num_pairs"]
+    num_tiles = settings["num_cameras"] * settings["tiles_x"] * settings["tiles_y"]
+    if use_torch is None:
+        use_torch = device.type != "cpu"
+    if use_torch:
+        emitted_keys = torch.empty(num_pairs, **i64)
+        emitted_items = torch.empty(num_pairs, **i64)
+        launch("emit_pairs", device, settings, depths=depths, pixel_rects=pixel_rects, pair_ends=pair_ends,
+               emitted_keys=emitted_keys, emitted_items=emitted_items)
+        sorted_keys, pair_emit_index = torch.sort(emitted_keys, stable=True)
+        tile_starts = torch.searchsorted(sorted_keys >> 32, torch.arange(num_tiles + 1, **i64))
+        return tile_starts, emitted_items[pair_emit_index], pair_emit_index
+    tile_starts = torch.empty(num_tiles + 1, **i64)
+    pair_emit_index = torch.empty(num_pairs, **i64)
+    pair_items = torch.empty(num_pairs, **i64)
+    launch("bin_pairs", device, settings, depths=depths, pixel_rects=pixel_rects, pair_ends=pair_ends,
+           tile_starts=tile_starts, pair_emit_index=pair_emit_index, pair_items=pair_items)
+    return tile_starts, pair_items, pair_emit_index
+
+
+def new_pass_output(*shape: int, device: torch.device) -> torch.Tensor:
+    """A float32 buffer a compiled pass fills: the colour image or the pair gradient records.
+    The CPU passes write every element of them, so it is left uninitialised there; the CUDA
+    backward writes only the records with a hit and its forward sums many-channel colours
+    in the image itself, so CUDA gets zeros."""
+    allocate = torch.zeros if device.type == "cuda" else torch.empty
+    return allocate(*shape, dtype=torch.float32, device=device)
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.int32: np.int32}
+
+
+def zeros(*shape: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """torch.zeros, except that on the CPU no torch op fills it: numpy's zeros come from calloc,
+    whose fresh pages are zero already, and a torch fill this size wakes torch's OpenMP threads
+    (docs/design.md, "CPU threads and torch")."""
+    if device.type != "cpu":
+        return torch.zeros(*shape, dtype=dtype, device=device)
+    return torch.from_numpy(np.zeros(shape, dtype=_NUMPY_DTYPES[dtype]))
+
+
+def zero_view(*shape: int, device: torch.device) -> torch.Tensor:
+    """One zero viewed as ``shape``: a leaf whose values are never read needs no memory."""
+    return torch.zeros((), dtype=torch.float32, device=device).expand(*shape)
+
+
+def _zeros_if_none(grad: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if grad is None else grad.contiguous()
+
+
+class RasterizeSurfels(torch.autograd.Function):
+    """Inputs: means, quats, scales, opacities, colors [C, N, D], viewmats, Ks, backgrounds,
+    the screen_grad / screen_absgrad leaves, the backward_pairs counter and the settings.
+    Outputs: the six images, then radii, means2d, depths (of the centres), evaluated_pairs."""
+
+    @staticmethod
+    def forward(ctx, means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, screen_grad,
+                screen_absgrad, backward_pairs, settings):
+        device = means.device
+        C, N, D = settings["num_cameras"], settings["num_surfels"], settings["num_channels"]
+        H, W = settings["height"], settings["width"]
+        f32 = dict(dtype=torch.float32, device=device)
+        i32 = dict(dtype=torch.int32, device=device)
+        i64 = dict(dtype=torch.int64, device=device)
+
+        M = torch.empty(C, N, 9, **f32)
+        normals = torch.empty(C, N, 3, **f32)
+        means2d = torch.empty(C, N, 2, **f32)
+        depths = torch.empty(C, N, **f32)
+        radii = torch.empty(C, N, 2, **i32)
+        pixel_rects = torch.empty(C, N, 4, **i32)
+        # Each item's tile count, and their inclusive running sum: where each item's pairs end.
+        # The CPU projection writes the running sum itself; on CUDA torch.cumsum makes it.
+        counts = torch.empty(C * N, **i64)
+        on_cpu = device.type == "cpu"
+        launch("project", device, settings, means=means, quats=quats, scales=scales, opacities=opacities,
+               colors=colors, viewmats=viewmats, Ks=Ks, M=M, normals=normals, means2d=means2d, depths=depths,
+               radii=radii, pixel_rects=pixel_rects, tile_counts=None if on_cpu else counts,
+               pair_ends=counts if on_cpu else None)
+
+        # Two phases (decision 1): count the pairs, read the total, allocate, fill.
+        pair_ends = counts if on_cpu else torch.cumsum(counts, dim=0)
+        num_pairs = int(pair_ends[-1]) if pair_ends.numel() else 0
+        check_pair_memory(num_pairs, C * N, D, settings["item_records"], device)
+        settings = dict(settings, num_pairs=num_pairs)
+        tile_starts, pair_items, pair_emit_index = bin_pairs(depths, pixel_rects, pair_ends, settings)
+
+        out_colors = new_pass_output(C, H, W, D, device=device)
+        out_alphas = torch.empty(C, H, W, 1, **f32)
+        out_depths = torch.empty(C, H, W, 1, **f32)
+        out_median_depths = torch.empty(C, H, W, 1, **f32)
+        out_normals = torch.empty(C, H, W, 3, **f32)
+        out_distortions = torch.empty(C, H, W, 1, **f32)
+        saved_T = torch.empty(C, H, W, **f32)
+        saved_last = torch.empty(C, H, W, **i32)
+        saved_median = torch.empty(C, H, W, **i32)
+        saved_sums = torch.empty(C, H, W, 3, **f32)
+        evaluated_pairs = torch.empty(C, H, W, **i32)
+        pixel_inputs = dict(tile_starts=tile_starts, pair_items=pair_items, M=M, means2d=means2d, normals=normals,
+                            opacities=opacities, colors=colors, backgrounds=backgrounds, pixel_rects=pixel_rects)
+        launch("forward", device, settings, **pixel_inputs, out_colors=out_colors, out_alphas=out_alphas,
+               out_depths=out_depths, out_median_depths=out_median_depths, out_normals=out_normals,
+               out_distortions=out_distortions, saved_T=saved_T, saved_last=saved_last, saved_median=saved_median,
+               saved_sums=saved_sums, evaluated_pairs=evaluated_pairs)
+
+        ctx.settings = settings
+        ctx.has_backgrounds = backgrounds is not None
+        ctx.save_for_backward(means, quats, scales, opacities, colors, viewmats, Ks,
+                              backgrounds if backgrounds is not None else torch.empty(0, device=device),
+                              M, normals, means2d, radii, pixel_rects, pair_ends, tile_starts, pair_items,
+                              pair_emit_index, saved_T, saved_last, saved_median, saved_sums)
+        # A diagnostic the backward fills in place (zeros until it runs); an input, not an output,
+        # so keeping it on ctx makes no reference cycle.
+        ctx.backward_pairs = backward_pairs
+        ctx.mark_non_differentiable(radii, means2d, depths, evaluated_pairs)
+        # Outputs the loss does not use reach backward as None, not as zero tensors autograd
+        # would fill; backward makes the zeros it needs.
+        ctx.set_materialize_grads(False)
+        return (out_colors, out_alphas, out_depths, out_median_depths, out_normals, out_distortions, radii, means2d,
+                depths, evaluated_pairs)
+
+    @staticmethod
+    def backward(ctx, v_out_colors, v_out_alphas, v_out_depths, v_out_median_depths, v_out_normals,
+                 v_out_distortions, *_unused):
+        (means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, M, normals, means2d, radii,
+         pixel_rects, pair_ends, tile_starts, pair_items, pair_emit_index, saved_T, saved_last, saved_median,
+         saved_sums) = ctx.saved_tensors
+        settings = ctx.settings
+        device = means.device
+        C, N, D = settings["num_cameras"], settings["num_surfels"], settings["num_channels"]
+        H, W = settings["height"], settings["width"]
+        f32 = dict(dtype=torch.float32, device=device)
+        backgrounds = backgrounds if ctx.has_backgrounds else None
+        # An unused output's cotangent stays None: the compiled backward reads it as zero.
+        v_out_colors = _zeros_if_none(v_out_colors, torch.empty(C, H, W, D, **f32))
+        v_out_alphas, v_out_depths, v_out_median_depths, v_out_normals, v_out_distortions = (
+            None if v is None else v.contiguous()
+            for v in (v_out_alphas, v_out_depths, v_out_median_depths, v_out_normals, v_out_distortions))
+
+        record_width = _backend.core().PAIR_GRAD_COLOR + D
+        if settings["item_records"]:
+            # A record per (camera, surfel) that its pairs add to: each item's records end one further.
+            pair_grads = torch.zeros(C * N, record_width, **f32)
+            record_ends = torch.arange(1, C * N + 1, dtype=torch.int64, device=device)
+        elif device.type == "cpu":
+            pair_grads = pair_grad_records(settings["num_pairs"], record_width)
+            record_ends = pair_ends
+        else:
+            pair_grads = new_pass_output(settings["num_pairs"], record_width, device=device)
+            record_ends = pair_ends
+        launch("backward", device, settings, tile_starts=tile_starts, pair_items=pair_items, M=M, means2d=means2d,
+               normals=normals, opacities=opacities, colors=colors, backgrounds=backgrounds, pixel_rects=pixel_rects,
+               saved_T=saved_T, saved_last=saved_last, saved_median=saved_median, saved_sums=saved_sums,
+               v_out_colors=v_out_colors, v_out_alphas=v_out_alphas, v_out_depths=v_out_depths,
+               v_out_median_depths=v_out_median_depths, v_out_normals=v_out_normals,
+               v_out_distortions=v_out_distortions, pair_emit_index=pair_emit_index, pair_grads=pair_grads,
+               backward_pairs=ctx.backward_pairs)
+
+        v_M = torch.empty(C, N, 9, **f32)
+        v_opacities_cn = torch.empty(C, N, **f32)
+        v_normals = torch.empty(C, N, 3, **f32)
+        v_colors = torch.empty(C, N, D, **f32)
+        screen_grad = torch.empty(C, N, 2, **f32)
+        screen_absgrad = torch.empty(C, N, 2, **f32)
+        launch("reduce", device, settings, record_ends=record_ends, pair_grads=pair_grads, M=M, v_M=v_M,
+               v_opacities_cn=v_opacities_cn, v_normals=v_normals, v_colors=v_colors, screen_grad=screen_grad,
+               screen_absgrad=screen_absgrad)
+        del pair_grads
+
+        v_means = torch.empty(N, 3, **f32)
+        v_quats = torch.empty(N, 4, **f32)
+        v_scales = torch.empty(N, 2, **f32)
+        v_opacities = torch.empty(N, **f32)
+        launch("project_backward", device, settings, means=means, quats=quats, scales=scales, viewmats=viewmats,
+               Ks=Ks, radii=radii, v_M=v_M, v_normals=v_normals, v_opacities_cn=v_opacities_cn, v_means=v_means,
+               v_quats=v_quats, v_scales=v_scales, v_opacities=v_opacities)
+
+        v_backgrounds = None
+        if backgrounds is not None and ctx.needs_input_grad[7]:
+            # colour = ... + T_final bg.
+            v_backgrounds = (v_out_colors * saved_T.unsqueeze(-1)).sum(dim=(1, 2))
+        return (v_means, v_quats, v_scales, v_opacities, v_colors, None, None, v_backgrounds, screen_grad,
+                screen_absgrad, None, None)

@@ -1,0 +1,91 @@
+"""How much memory a render needs against what the device has, and the CPU backward's
+per-thread buffer of pair gradient records."""
+
+from __future__ import annotations
+
+import threading
+from typing import Optional
+
+import torch
+
+from gsplat_lib import _backend
+
+__all__ = ["CHECKED_BYTES", "available_bytes", "check_image_memory", "check_pair_memory", "pair_grad_records"]
+
+# Requests below this are not checked against free memory: reading it costs more than a
+# small render, and an allocation of this size that fails gets torch's own clear error.
+CHECKED_BYTES = 256 * 2**20
+# Bytes per tile pair in the forward at its peak (CUDA's; the CPU needs less): keys, ids, the
+# sort's outputs and its radix buffers (keys and values again), the tile ids, the gathered ids.
+PAIR_BYTES_FORWARD = 64
+
+
+def available_bytes(device: torch.device) -> Optional[int]:
+    """Free memory on ``device`` (CUDA: the driver's count; CPU: MemAvailable), None if unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _exceeds_memory(needed: int, device: torch.device) -> Optional[int]:
+    """The bytes available when `needed` is more than that (and worth checking), else None."""
+    if needed < CHECKED_BYTES:
+        return None
+    available = available_bytes(device)
+    return available if available is not None and needed > available else None
+
+
+def check_image_memory(num_cameras: int, width: int, height: int, channels: int, device: torch.device) -> None:
+    """ValueError when the images of a render would not fit on ``device``."""
+    # Outputs, saved state and their gradients: about 2 x (D + 12) floats per pixel.
+    needed = 2 * 4 * num_cameras * width * height * (channels + 12)
+    available = _exceeds_memory(needed, device)
+    if available is not None:
+        raise ValueError(
+            f"rendering {num_cameras} x {width}x{height} images needs about {needed / 2**30:.1f} GiB but only "
+            f"{available / 2**30:.1f} GiB is available on {device}: render smaller images or fewer cameras per call"
+        )
+
+
+def check_pair_memory(num_pairs: int, num_items: int, channels: int, item_records: bool,
+                      device: torch.device) -> None:
+    """ValueError when the tile pairs of a render and their gradient records (one per pair, or
+    one per (camera, surfel) item, with ``channels`` colours) would not fit on ``device``."""
+    num_records = num_items if item_records else num_pairs
+    needed = num_pairs * PAIR_BYTES_FORWARD + num_records * 4 * (_backend.core().PAIR_GRAD_COLOR + channels)
+    available = _exceeds_memory(needed, device)
+    if available is not None:
+        raise ValueError(
+            f"the surfels cover {num_pairs} (tile, surfel) pairs needing about {needed / 2**30:.1f} GiB, but only "
+            f"{available / 2**30:.1f} GiB is available on {device}: render fewer cameras per call, smaller "
+            "images, or cull oversized surfels"
+            + (" (or pass deterministic=False: one gradient record per surfel, not per pair)"
+               if device.type == "cuda" and not item_records else "")
+        )
+
+
+# The backward's pair records live only within one backward call. Allocated afresh each time on
+# the CPU, glibc maps a buffer this large anew and every page faults in when the backward writes
+# it, so each thread keeps its largest buffer (concurrent backwards each need one), as torch's
+# caching allocator does on CUDA (docs/design.md, "Page faults").
+_workspace = threading.local()
+
+
+def pair_grad_records(num_records: int, width: int) -> torch.Tensor:
+    """A CPU float32 ``[num_records, width]`` view of this thread's record buffer, uninitialised."""
+    needed = num_records * width
+    buffer = getattr(_workspace, "pair_grads", None)
+    if buffer is None or buffer.numel() < needed:
+        _workspace.pair_grads = None  # release the smaller one before allocating
+        # Headroom, so that pair counts creeping up during training do not reallocate each step.
+        buffer = torch.empty(needed + needed // 8, dtype=torch.float32)
+        _workspace.pair_grads = buffer
+    return buffer[:needed].view(num_records, width)

@@ -1,0 +1,50 @@
+"""The densification strategy protocol (:class:`Strategy`): the per-step hook a trainer
+calls, and a state that checkpoints save and restore without knowing the strategy's class."""
+
+from __future__ import annotations
+
+import abc
+from typing import Dict
+
+__all__ = ["Strategy"]
+
+
+class Strategy(abc.ABC):
+    """A densification strategy (clone, split, prune, reset; MCMC-like schemes alike).
+
+    Called once per training step after ``optimizer.step()``, it reads the render's statistics
+    and changes the model through ``GaussianModel.apply_row_plan`` / ``reset_opacity``. Every
+    subclass is registered under its class name, which :meth:`state_dict` records, so a
+    checkpoint restores it with :meth:`restore`.
+    """
+
+    _by_name: Dict[str, type] = {}
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        Strategy._by_name[cls.__name__] = cls
+
+    @abc.abstractmethod
+    def step_post_backward(self, model, result, step: int):
+        """One step's hook: ``model`` (a GaussianModel), the rasterizer's ``result`` after
+        ``loss.backward()``, the ``step`` counting from 1."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> Dict[str, object]:
+        """Config and state as weights_only-safe values, with ``"name"``: the class name."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_state_dict(cls, state: Dict[str, object], device="cpu") -> "Strategy":
+        """The strategy :meth:`state_dict` described, its tensors on ``device``."""
+
+    def check_model(self, model) -> None:
+        """ValueError when this strategy's state does not fit ``model`` (e.g. its surfel count)."""
+
+    @staticmethod
+    def restore(state: Dict[str, object], device="cpu") -> "Strategy":
+        """The registered strategy named by ``state["name"]``, rebuilt from ``state``."""
+        strategy_class = Strategy._by_name.get(state.get("name"))
+        if strategy_class is None:
+            raise ValueError(f"unknown strategy {state.get('name')!r}; known: {sorted(Strategy._by_name)}")
+        return strategy_class.from_state_dict(state, device=device)
