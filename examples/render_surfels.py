@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gsplat_lib import rasterize_surfels
-from gsplat_lib.cameras import look_at
+from gsplat_lib import look_at, rasterize_surfels
 
 
 def quat_from_axis_angle(axis, angle):

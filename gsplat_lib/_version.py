@@ -1,3 +1,3 @@
-"""The package version, in one place (pyproject.toml has the same)."""
+"""The package version (pyproject.toml states it for the build)."""
 
 __version__ = "0.1.0"

@@ -294,7 +294,8 @@ class GaussianModel:
         Args:
             viewmats: [C, 4, 4] world-to-camera (OpenCV).
             Ks: [C, 3, 3] intrinsics in pixels.
-            width, height: image size in pixels.
+            width: image width in pixels.
+            height: image height in pixels.
             backgrounds: [C, 3] optional.
             options: passed on (``near``, ``far``, ``scale_modifier``, ``deterministic``).
         Returns the rasterizer's result (``colors`` [C, H, W, 3], ``radii`` [C, N, 2],

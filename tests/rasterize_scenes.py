@@ -1,4 +1,4 @@
-"""Small random surfel scenes shared by the rasterizer tests and benchmarks."""
+"""Small random surfel scenes and output lists shared by the rasterizer tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import math
 
 import torch
 
-from gsplat_lib.cameras import look_at
+from gsplat_lib import look_at
+
+#: RasterResult's images the kernels write, and with the derived ones (computed from them).
+RENDERED_IMAGES = ["colors", "alphas", "depths", "median_depths", "normals", "distortions"]
+IMAGE_OUTPUTS = ["colors", "alphas", "depths", "expected_depths", "median_depths", "normals", "normals_world",
+                 "distortions"]
+#: The differentiable surfel inputs of the tests' scenes.
+PARAMS = ["means", "quats", "scales", "opacities", "colors"]
 
 
 def random_cameras(num_cameras: int, width: int, height: int, seed: int = 0, distance: float = 4.0):

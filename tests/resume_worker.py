@@ -1,4 +1,4 @@
-"""Training run of the exact-resume test (tests/test_resume.py).
+"""Training run of the exact-resume test (tests/test_model_resume.py).
 
     python tests/resume_worker.py IN.ckpt OUT.ckpt --until STEP
 

@@ -46,7 +46,7 @@ def test_compiled_sources_include_no_torch_header():
 def test_no_8_lane_code_is_compiled_out_of_line():
     """8-lane (AVX2) math is only fast inlined into the *_avx2 schedules, which carry the
     target: a function left out of line (a lambda, say) is compiled for baseline SSE2 and
-    runs each 8-lane vector as two halves. That once made the projection 3.6x slower."""
+    runs each 8-lane vector as two halves (docs/design.md, "Lanes")."""
     symbols = subprocess.run(["nm", "-C", "--defined-only", _backend.core().__file__], capture_output=True,
                              text=True).stdout
     if not symbols.strip():

@@ -5,17 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import gsplat_lib
 from gsplat_lib.ops.densify import accumulate_screen_stats, densify_plan, remap_rows
 from test_densify_ops import random_stats_case
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(
-        not torch.cuda.is_available() or not gsplat_lib.build_info()["cuda"],
-        reason="needs a CUDA GPU and a CUDA build of gsplat_lib",
-    ),
-]
+pytestmark = pytest.mark.cuda
 
 ROW_SHAPES = [(), (3,), (2,), (4,), (1,), (1, 3), (15, 3), (0, 3)]
 

@@ -7,13 +7,7 @@ import torch
 
 import gsplat_lib
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(
-        not torch.cuda.is_available() or not gsplat_lib.build_info()["cuda"],
-        reason="needs a CUDA GPU and a CUDA build of gsplat_lib",
-    ),
-]
+pytestmark = pytest.mark.cuda
 
 
 def clouds():

@@ -8,11 +8,8 @@ import torch
 from gsplat_lib import rasterize_surfels
 from gsplat_lib.ops.sh import num_sh_bases, sh_to_colors
 from gsplat_lib.reference import rasterize_surfels_reference
-from rasterize_scenes import random_cameras, random_surfels
+from rasterize_scenes import IMAGE_OUTPUTS, PARAMS, random_cameras, random_surfels
 
-IMAGE_OUTPUTS = ["colors", "alphas", "depths", "expected_depths", "median_depths", "normals", "normals_world",
-                 "distortions"]
-PARAMS = ["means", "quats", "scales", "opacities", "colors"]
 # A depth range where the distortion term is not flattened to ~1 (far = 1000 would be).
 NEAR, FAR = 0.5, 12.0
 

@@ -3,19 +3,12 @@
 import pytest
 import torch
 
-import gsplat_lib
 from gsplat_lib import rasterize_surfels
-from rasterize_scenes import random_cameras, random_surfels
+from rasterize_scenes import IMAGE_OUTPUTS as OUTPUTS
+from rasterize_scenes import PARAMS, random_cameras, random_surfels
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-    pytest.mark.skipif(not gsplat_lib.build_info()["cuda"], reason="gsplat_lib was built without CUDA"),
-]
+pytestmark = pytest.mark.cuda
 
-OUTPUTS = ["colors", "alphas", "depths", "expected_depths", "median_depths", "normals", "normals_world",
-           "distortions"]
-PARAMS = ["means", "quats", "scales", "opacities", "colors"]
 
 
 def run(scene, viewmats, Ks, width, height, device, cotangent_seed=0, backgrounds=None, deterministic=True):

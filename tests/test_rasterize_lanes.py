@@ -15,9 +15,9 @@ import torch
 
 import gsplat_lib.ops.rasterize as rasterize_module
 from gsplat_lib import build_info, rasterize_surfels
+from rasterize_scenes import RENDERED_IMAGES as IMAGE_OUTPUTS
 from rasterize_scenes import random_cameras, random_surfels
 
-IMAGE_OUTPUTS = ["colors", "alphas", "depths", "median_depths", "normals", "distortions"]
 WIDTHS = [4] + ([8] if build_info()["cpu_lanes"] >= 8 else [])
 
 

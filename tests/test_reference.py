@@ -17,11 +17,9 @@ from scipy.spatial.transform import Rotation
 
 from gsplat_lib.cameras import look_at
 from gsplat_lib.reference import distortion_running_sums, rasterize_surfels_reference
+from rasterize_scenes import IMAGE_OUTPUTS
 
-IMAGE_KEYS = (
-    "colors", "alphas", "depths", "expected_depths", "median_depths",
-    "normals", "normals_world", "distortions",
-)
+IMAGE_KEYS = tuple(IMAGE_OUTPUTS)
 DIFFERENTIABLE_KEYS = IMAGE_KEYS + ("means2d", "depths_surfel")
 
 

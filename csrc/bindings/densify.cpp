@@ -22,17 +22,13 @@ struct Sizes {
   const auto [C, N] = s;  \
   (void)C, (void)N
 
-const FieldList<densify::ScreenStatsParams, Sizes>& screen_stats_fields() {
-  using Args = densify::ScreenStatsParams;
-  static const FieldList<Args, Sizes> list(
-      "accumulate_screen_stats", [](const Args& a) { return Sizes{a.num_cameras, a.num_surfels}; },
-      {GSL_SCALAR(num_cameras, num_cameras), GSL_SCALAR(num_surfels, num_surfels),
-       GSL_SCALAR(half_width, half_width), GSL_SCALAR(half_height, half_height),
-       GSL_BUFFER(screen_grad, false, C, N, 2), GSL_BUFFER(screen_absgrad, false, C, N, 2),
-       GSL_BUFFER(radii, false, C, N, 2), GSL_BUFFER(grad_acc, false, N), GSL_BUFFER(absgrad_acc, false, N),
-       GSL_BUFFER(count, false, N), GSL_BUFFER(max_radii, false, N)});
-  return list;
-}
+GSL_FIELD_LIST(accumulate_screen_stats, densify::ScreenStatsParams, "accumulate_screen_stats",
+               [](const Args& a) { return Sizes{a.num_cameras, a.num_surfels}; },
+               {GSL_SCALAR(num_cameras, num_cameras), GSL_SCALAR(num_surfels, num_surfels),
+                GSL_SCALAR(half_width, half_width), GSL_SCALAR(half_height, half_height),
+                GSL_BUFFER(screen_grad, false, C, N, 2), GSL_BUFFER(screen_absgrad, false, C, N, 2),
+                GSL_BUFFER(radii, false, C, N, 2), GSL_BUFFER(grad_acc, false, N), GSL_BUFFER(absgrad_acc, false, N),
+                GSL_BUFFER(count, false, N), GSL_BUFFER(max_radii, false, N)})
 
 // inputs[i]: [num_inputs, row_floats[i]], outputs[i] and overrides[i] (None: absent): [num_rows, ...].
 densify::RemapParams remap_params(const py::list& inputs, const py::list& outputs, const py::list& overrides,
@@ -81,14 +77,7 @@ void bind_densify(py::module_& m) {
         gsl::densify::remap_rows_cpu(p, num_threads);
       },
       "out_i[r] = inputs_i[source[r]], zero or override on new rows, for every tensor in one pass");
-  m.def(
-      "accumulate_screen_stats_cpu",
-      [](const py::dict& fields, int num_threads) {
-        const auto p = screen_stats_fields().parse(fields);
-        py::gil_scoped_release release;
-        gsl::densify::accumulate_screen_stats_cpu(p, num_threads);
-      },
-      "Adds each surfel's screen-gradient norms, visible count and largest radius over C cameras");
+  bind_cpu(m, "accumulate_screen_stats", accumulate_screen_stats_fields(), &densify::accumulate_screen_stats_cpu);
 #if GSPLAT_LIB_WITH_CUDA
   m.def(
       "remap_rows_cuda",
@@ -102,14 +91,7 @@ void bind_densify(py::module_& m) {
         gsl::densify::remap_rows_cuda(p, device, stream);
       },
       "CUDA remap_rows: one launch for all tensors on the given stream");
-  m.def(
-      "accumulate_screen_stats_cuda",
-      [](const py::dict& fields, int device, std::uintptr_t stream) {
-        const auto p = screen_stats_fields().parse(fields);
-        py::gil_scoped_release release;
-        gsl::densify::accumulate_screen_stats_cuda(p, device, stream);
-      },
-      "CUDA accumulate_screen_stats on the given stream");
+  bind_cuda(m, "accumulate_screen_stats", accumulate_screen_stats_fields(), &densify::accumulate_screen_stats_cuda);
 #endif
 }
 

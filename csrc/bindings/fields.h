@@ -84,8 +84,10 @@ template <class Args, class Sizes>
 class FieldList {
  public:
   using Entry = Field<Args, Sizes>;
-  FieldList(const char* op, Sizes (*sizes_of)(const Args&), std::vector<Entry> fields)
-      : op_(op), sizes_of_(sizes_of), fields_(std::move(fields)) {}
+  // check: called on the parsed Args (a consistency check beyond the fields' own), or null.
+  FieldList(const char* op, Sizes (*sizes_of)(const Args&), std::vector<Entry> fields,
+            void (*check)(const Args&) = nullptr)
+      : op_(op), sizes_of_(sizes_of), fields_(std::move(fields)), check_(check) {}
 
   // Args from a fields dict: the scalars first (the sizes depend on them), then the buffers.
   Args parse(const py::dict& given) const {
@@ -104,6 +106,7 @@ class FieldList {
         const std::string where = op_ + ": " + f.name;
         f.set_buffer(a, to_buffer(given[f.name], where), sizes, where);
       }
+    if (check_ != nullptr) check_(a);
     return a;
   }
 
@@ -116,9 +119,49 @@ class FieldList {
   std::string op_;
   Sizes (*sizes_of_)(const Args&);
   std::vector<Entry> fields_;
+  void (*check_)(const Args&);
 };
 
+// Binds `<name>_cpu(fields, num_threads)`: run(fields parsed into Args), without the GIL.
+template <class Args, class Sizes>
+void bind_cpu(py::module_& m, const std::string& name, const FieldList<Args, Sizes>& fields,
+              void (*run)(const Args&, int)) {
+  m.def(
+      (name + "_cpu").c_str(),
+      [&fields, run](const py::dict& given, int num_threads) {
+        const Args args = fields.parse(given);
+        py::gil_scoped_release release;
+        run(args, num_threads);
+      },
+      py::arg("fields"), py::arg("num_threads"));
+}
+
+#if GSPLAT_LIB_WITH_CUDA
+// Binds `<name>_cuda(fields, device, stream)`: run on torch's stream of the device.
+template <class Args, class Sizes>
+void bind_cuda(py::module_& m, const std::string& name, const FieldList<Args, Sizes>& fields,
+               void (*run)(const Args&, int, std::uintptr_t)) {
+  m.def(
+      (name + "_cuda").c_str(),
+      [&fields, run](const py::dict& given, int device, std::uintptr_t stream) {
+        const Args args = fields.parse(given);
+        py::gil_scoped_release release;
+        run(args, device, stream);
+      },
+      py::arg("fields"), py::arg("device"), py::arg("stream"));
+}
+#endif
+
 }  // namespace gsl::bindings
+
+// Defines `const FieldList<Type, Sizes>& name_fields()`, the one list of Type's fields:
+// GSL_FIELD_LIST(name, Type, op, sizes_of, {fields...}[, check]).
+#define GSL_FIELD_LIST(name, Type, ...)                      \
+  const FieldList<Type, Sizes>& name##_fields() {            \
+    using Args = Type;                                       \
+    static const FieldList<Args, Sizes> list(__VA_ARGS__);   \
+    return list;                                             \
+  }
 
 // Table entries, inside a FieldList of `Args` and `Sizes` (both type aliases at the use):
 // GSL_SCALAR(path, name): the number `name` into a.path (e.g. dims.width).

@@ -66,120 +66,62 @@ std::vector<Field<Args, Sizes>> with_pixel_inputs(std::vector<Field<Args, Sizes>
   return with_dims(fields);
 }
 
-const FieldList<ProjectArgs, Sizes>& project_fields() {
-  using Args = ProjectArgs;
-  static const FieldList<Args, Sizes> list(
-      "rasterize project", &sizes_of<Args>,
-      with_dims<Args>({GSL_BUFFER(means, false, N, 3), GSL_BUFFER(quats, false, N, 4), GSL_BUFFER(scales, false, N, 2),
-                       GSL_BUFFER(opacities, false, N), GSL_BUFFER(colors, false, C, N, D),
-                       GSL_BUFFER(viewmats, false, C, 4, 4), GSL_BUFFER(Ks, false, C, 3, 3),
-                       GSL_BUFFER(M, false, C, N, 9), GSL_BUFFER(normals, false, C, N, 3),
-                       GSL_BUFFER(means2d, false, C, N, 2), GSL_BUFFER(depths, false, C, N),
-                       GSL_BUFFER(radii, false, C, N, 2), GSL_BUFFER(pixel_rects, false, C, N, 4),
-                       GSL_BUFFER(tile_counts, true, C, N), GSL_BUFFER(pair_ends, true, C, N)}));
-  return list;
-}
+GSL_FIELD_LIST(project, ProjectArgs, "rasterize project", &sizes_of<Args>,
+               with_dims<Args>({GSL_BUFFER(means, false, N, 3), GSL_BUFFER(quats, false, N, 4),
+                                GSL_BUFFER(scales, false, N, 2), GSL_BUFFER(opacities, false, N),
+                                GSL_BUFFER(colors, false, C, N, D), GSL_BUFFER(viewmats, false, C, 4, 4),
+                                GSL_BUFFER(Ks, false, C, 3, 3), GSL_BUFFER(M, false, C, N, 9),
+                                GSL_BUFFER(normals, false, C, N, 3), GSL_BUFFER(means2d, false, C, N, 2),
+                                GSL_BUFFER(depths, false, C, N), GSL_BUFFER(radii, false, C, N, 2),
+                                GSL_BUFFER(pixel_rects, false, C, N, 4), GSL_BUFFER(tile_counts, true, C, N),
+                                GSL_BUFFER(pair_ends, true, C, N)}))
 
-const FieldList<EmitArgs, Sizes>& emit_pairs_fields() {
-  using Args = EmitArgs;
-  static const FieldList<Args, Sizes> list(
-      "rasterize emit_pairs", &sizes_of<Args>,
-      with_dims<Args>({GSL_BUFFER(depths, false, C, N), GSL_BUFFER(pixel_rects, false, C, N, 4),
-                       GSL_BUFFER(pair_ends, false, C, N), GSL_BUFFER(emitted_keys, false, P),
-                       GSL_BUFFER(emitted_items, false, P)}));
-  return list;
-}
+GSL_FIELD_LIST(emit_pairs, EmitArgs, "rasterize emit_pairs", &sizes_of<Args>,
+               with_dims<Args>({GSL_BUFFER(depths, false, C, N), GSL_BUFFER(pixel_rects, false, C, N, 4),
+                                GSL_BUFFER(pair_ends, false, C, N), GSL_BUFFER(emitted_keys, false, P),
+                                GSL_BUFFER(emitted_items, false, P)}))
 
-const FieldList<BinPairsArgs, Sizes>& bin_pairs_fields() {
-  using Args = BinPairsArgs;
-  static const FieldList<Args, Sizes> list(
-      "rasterize bin_pairs", &sizes_of<Args>,
-      with_dims<Args>({GSL_BUFFER(depths, false, C, N), GSL_BUFFER(pixel_rects, false, C, N, 4),
-                       GSL_BUFFER(pair_ends, false, C, N), GSL_BUFFER(tile_starts, false, T + 1),
-                       GSL_BUFFER(pair_emit_index, false, P), GSL_BUFFER(pair_items, false, P)}));
-  return list;
-}
+GSL_FIELD_LIST(bin_pairs, BinPairsArgs, "rasterize bin_pairs", &sizes_of<Args>,
+               with_dims<Args>({GSL_BUFFER(depths, false, C, N), GSL_BUFFER(pixel_rects, false, C, N, 4),
+                                GSL_BUFFER(pair_ends, false, C, N), GSL_BUFFER(tile_starts, false, T + 1),
+                                GSL_BUFFER(pair_emit_index, false, P), GSL_BUFFER(pair_items, false, P)}))
 
-const FieldList<ForwardArgs, Sizes>& forward_fields() {
-  using Args = ForwardArgs;
-  static const FieldList<Args, Sizes> list(
-      "rasterize forward", &sizes_of<Args>,
-      with_pixel_inputs<Args>(
-          {GSL_BUFFER(out_colors, false, C, H, W, D), GSL_BUFFER(out_alphas, false, C, H, W, 1),
-           GSL_BUFFER(out_depths, false, C, H, W, 1), GSL_BUFFER(out_median_depths, false, C, H, W, 1),
-           GSL_BUFFER(out_normals, false, C, H, W, 3), GSL_BUFFER(out_distortions, false, C, H, W, 1),
-           GSL_BUFFER(saved_T, false, C, H, W), GSL_BUFFER(saved_last, false, C, H, W),
-           GSL_BUFFER(saved_median, false, C, H, W), GSL_BUFFER(saved_sums, false, C, H, W, 3),
-           GSL_BUFFER(evaluated_pairs, false, C, H, W)}));
-  return list;
-}
+GSL_FIELD_LIST(forward, ForwardArgs, "rasterize forward", &sizes_of<Args>,
+               with_pixel_inputs<Args>(
+                   {GSL_BUFFER(out_colors, false, C, H, W, D), GSL_BUFFER(out_alphas, false, C, H, W, 1),
+                    GSL_BUFFER(out_depths, false, C, H, W, 1), GSL_BUFFER(out_median_depths, false, C, H, W, 1),
+                    GSL_BUFFER(out_normals, false, C, H, W, 3), GSL_BUFFER(out_distortions, false, C, H, W, 1),
+                    GSL_BUFFER(saved_T, false, C, H, W), GSL_BUFFER(saved_last, false, C, H, W),
+                    GSL_BUFFER(saved_median, false, C, H, W), GSL_BUFFER(saved_sums, false, C, H, W, 3),
+                    GSL_BUFFER(evaluated_pairs, false, C, H, W)}))
 
-const FieldList<BackwardArgs, Sizes>& backward_fields() {
-  using Args = BackwardArgs;
-  static const FieldList<Args, Sizes> list(
-      "rasterize backward", &sizes_of<Args>,
-      with_pixel_inputs<Args>(
-          {GSL_BUFFER(saved_T, false, C, H, W), GSL_BUFFER(saved_last, false, C, H, W),
-           GSL_BUFFER(saved_median, false, C, H, W), GSL_BUFFER(saved_sums, false, C, H, W, 3),
-           GSL_BUFFER(v_out_colors, false, C, H, W, D), GSL_BUFFER(v_out_alphas, true, C, H, W, 1),
-           GSL_BUFFER(v_out_depths, true, C, H, W, 1), GSL_BUFFER(v_out_median_depths, true, C, H, W, 1),
-           GSL_BUFFER(v_out_normals, true, C, H, W, 3), GSL_BUFFER(v_out_distortions, true, C, H, W, 1),
-           GSL_BUFFER(pair_emit_index, false, P), GSL_BUFFER(pair_grads, false, R, G),
-           GSL_BUFFER(backward_pairs, false, C, H, W)}));
-  return list;
-}
+GSL_FIELD_LIST(backward, BackwardArgs, "rasterize backward", &sizes_of<Args>,
+               with_pixel_inputs<Args>(
+                   {GSL_BUFFER(saved_T, false, C, H, W), GSL_BUFFER(saved_last, false, C, H, W),
+                    GSL_BUFFER(saved_median, false, C, H, W), GSL_BUFFER(saved_sums, false, C, H, W, 3),
+                    GSL_BUFFER(v_out_colors, false, C, H, W, D), GSL_BUFFER(v_out_alphas, true, C, H, W, 1),
+                    GSL_BUFFER(v_out_depths, true, C, H, W, 1), GSL_BUFFER(v_out_median_depths, true, C, H, W, 1),
+                    GSL_BUFFER(v_out_normals, true, C, H, W, 3), GSL_BUFFER(v_out_distortions, true, C, H, W, 1),
+                    GSL_BUFFER(pair_emit_index, false, P), GSL_BUFFER(pair_grads, false, R, G),
+                    GSL_BUFFER(backward_pairs, false, C, H, W)}))
 
-const FieldList<ReduceArgs, Sizes>& reduce_fields() {
-  using Args = ReduceArgs;
-  static const FieldList<Args, Sizes> list(
-      "rasterize reduce", &sizes_of<Args>,
-      with_dims<Args>({GSL_BUFFER(record_ends, false, C, N), GSL_BUFFER(pair_grads, false, R, G),
-                       GSL_BUFFER(M, false, C, N, 9), GSL_BUFFER(v_M, false, C, N, 9),
-                       GSL_BUFFER(v_opacities_cn, false, C, N), GSL_BUFFER(v_normals, false, C, N, 3),
-                       GSL_BUFFER(v_colors, false, C, N, D), GSL_BUFFER(screen_grad, false, C, N, 2),
-                       GSL_BUFFER(screen_absgrad, false, C, N, 2)}));
-  return list;
-}
+GSL_FIELD_LIST(reduce, ReduceArgs, "rasterize reduce", &sizes_of<Args>,
+               with_dims<Args>({GSL_BUFFER(record_ends, false, C, N), GSL_BUFFER(pair_grads, false, R, G),
+                                GSL_BUFFER(M, false, C, N, 9), GSL_BUFFER(v_M, false, C, N, 9),
+                                GSL_BUFFER(v_opacities_cn, false, C, N), GSL_BUFFER(v_normals, false, C, N, 3),
+                                GSL_BUFFER(v_colors, false, C, N, D), GSL_BUFFER(screen_grad, false, C, N, 2),
+                                GSL_BUFFER(screen_absgrad, false, C, N, 2)}))
 
-const FieldList<ProjectBackwardArgs, Sizes>& project_backward_fields() {
-  using Args = ProjectBackwardArgs;
-  static const FieldList<Args, Sizes> list(
-      "rasterize project_backward", &sizes_of<Args>,
-      with_dims<Args>({GSL_BUFFER(means, false, N, 3), GSL_BUFFER(quats, false, N, 4), GSL_BUFFER(scales, false, N, 2),
-                       GSL_BUFFER(viewmats, false, C, 4, 4), GSL_BUFFER(Ks, false, C, 3, 3),
-                       GSL_BUFFER(radii, false, C, N, 2), GSL_BUFFER(v_M, false, C, N, 9),
-                       GSL_BUFFER(v_normals, false, C, N, 3), GSL_BUFFER(v_opacities_cn, false, C, N),
-                       GSL_BUFFER(v_means, false, N, 3), GSL_BUFFER(v_quats, false, N, 4),
-                       GSL_BUFFER(v_scales, false, N, 2), GSL_BUFFER(v_opacities, false, N)}));
-  return list;
-}
-
-template <class Args, class Sizes>
-void bind_cpu(py::module_& m, const std::string& name, const FieldList<Args, Sizes>& fields,
-              void (*run)(const Args&, int)) {
-  m.def(
-      (name + "_cpu").c_str(),
-      [&fields, run](const py::dict& given, int num_threads) {
-        const Args args = fields.parse(given);
-        py::gil_scoped_release release;
-        run(args, num_threads);
-      },
-      py::arg("fields"), py::arg("num_threads"));
-}
+GSL_FIELD_LIST(project_backward, ProjectBackwardArgs, "rasterize project_backward", &sizes_of<Args>,
+               with_dims<Args>({GSL_BUFFER(means, false, N, 3), GSL_BUFFER(quats, false, N, 4),
+                                GSL_BUFFER(scales, false, N, 2), GSL_BUFFER(viewmats, false, C, 4, 4),
+                                GSL_BUFFER(Ks, false, C, 3, 3), GSL_BUFFER(radii, false, C, N, 2),
+                                GSL_BUFFER(v_M, false, C, N, 9), GSL_BUFFER(v_normals, false, C, N, 3),
+                                GSL_BUFFER(v_opacities_cn, false, C, N), GSL_BUFFER(v_means, false, N, 3),
+                                GSL_BUFFER(v_quats, false, N, 4), GSL_BUFFER(v_scales, false, N, 2),
+                                GSL_BUFFER(v_opacities, false, N)}))
 
 #if GSPLAT_LIB_WITH_CUDA
-template <class Args, class Sizes>
-void bind_cuda(py::module_& m, const std::string& name, const FieldList<Args, Sizes>& fields,
-               void (*run)(const Args&, int, std::uintptr_t)) {
-  m.def(
-      (name + "_cuda").c_str(),
-      [&fields, run](const py::dict& given, int device, std::uintptr_t stream) {
-        const Args args = fields.parse(given);
-        py::gil_scoped_release release;
-        run(args, device, stream);
-      },
-      py::arg("fields"), py::arg("device"), py::arg("stream"));
-}
 #define GSL_PASS(name)                                             \
   bind_cpu(m, "rasterize_" #name, name##_fields(), &name##_cpu); \
   bind_cuda(m, "rasterize_" #name, name##_fields(), &name##_cuda)

@@ -17,32 +17,14 @@
 namespace gsl {
 
 #if defined(__CUDACC__)
-using ::expf;
-using ::sqrtf;
-using ::fabsf;
-using ::fminf;
-using ::fmaxf;
 using ::ceilf;
 using ::floorf;
+using ::sqrtf;
 #else
-using std::ceil;
-using std::exp;
-using std::fabs;
-using std::floor;
-using std::fmax;
-using std::fmin;
-using std::sqrt;
-inline float expf(float x) { return std::exp(x); }
-inline float sqrtf(float x) { return std::sqrt(x); }
-inline float fabsf(float x) { return std::fabs(x); }
-// fmin/fmax semantics (a NaN argument yields the other one) as a compare and a blend:
-// std::fmin/fmax are library calls on x86-64.
-inline float fminf(float a, float b) { return (a < b || b != b) ? a : b; }
-inline float fmaxf(float a, float b) { return (a > b || b != b) ? a : b; }
 inline float ceilf(float x) { return std::ceil(x); }
 inline float floorf(float x) { return std::floor(x); }
+inline float sqrtf(float x) { return std::sqrt(x); }
 #endif
-
 // A product and a sum rounded one at a time: on the device nvcc would otherwise fuse
 // a * b + c into an FMA, and results that must match the host bit for bit would not.
 GSL_HD float mul_rn(float a, float b) {
@@ -61,16 +43,17 @@ GSL_HD float add_rn(float a, float b) {
 #endif
 }
 
-// The IEEE bits of x: positive floats sort like their bits (the pair keys' depth part).
-GSL_HD uint32_t float_bits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  uint32_t bits;
-  __builtin_memcpy(&bits, &x, sizeof(bits));
-  return bits;
-#endif
+// The bits of x as a value of type To, the same size (C++20's std::bit_cast).
+template <class To, class From>
+GSL_HD To bit_cast(const From& x) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast between types of different sizes");
+  To y;
+  __builtin_memcpy(&y, &x, sizeof(y));
+  return y;
 }
+
+// The IEEE bits of x: positive floats sort like their bits (the pair keys' depth part).
+GSL_HD uint32_t float_bits(float x) { return bit_cast<uint32_t>(x); }
 
 struct vec2 {
   float x, y;
@@ -80,23 +63,9 @@ struct vec3 {
   float x, y, z;
 };
 
-GSL_HD vec3 operator+(vec3 a, vec3 b) { return {a.x + b.x, a.y + b.y, a.z + b.z}; }
-GSL_HD vec3 operator-(vec3 a, vec3 b) { return {a.x - b.x, a.y - b.y, a.z - b.z}; }
-GSL_HD vec3 operator*(float s, vec3 a) { return {s * a.x, s * a.y, s * a.z}; }
-GSL_HD vec3& operator+=(vec3& a, vec3 b) {
-  a.x += b.x;
-  a.y += b.y;
-  a.z += b.z;
-  return a;
-}
-GSL_HD vec3 cross(vec3 a, vec3 b) {
-  return {a.y * b.z - a.z * b.y, a.z * b.x - a.x * b.z, a.x * b.y - a.y * b.x};
-}
-
 // Row-major 3x3 matrix: m[r][c].
 struct mat3 {
   float m[3][3];
-  GSL_HD vec3 row(int r) const { return {m[r][0], m[r][1], m[r][2]}; }
 };
 
 GSL_HD mat3 mul(const mat3& a, const mat3& b) {

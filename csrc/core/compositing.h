@@ -1,7 +1,7 @@
 // Front-to-back compositing of one pixel and its back-to-front VJP, for a lane type F
-// (core/lanes.h). The CPU and CUDA launchers only decide which splats a pixel visits and
-// where they come from (a gathered array or a shared-memory batch); everything a pixel
-// computes is here.
+// (core/lanes.h). The CPU and CUDA launchers only decide which splats a pixel visits, where
+// they come from (a gathered array or a shared-memory batch) and where a pixel's state is kept
+// between visits (registers or tile planes); everything a pixel computes is here.
 #pragma once
 
 #include "core/common.h"
@@ -17,6 +17,17 @@ constexpr int kPairGradNormal = 10;    // dL/dnormal, 3 floats
 constexpr int kPairGradAbsStat = 13;   // sum of |per-pixel screen-translation gradient|, 2 floats
 constexpr int kPairGradColor = 15;     // dL/dcolour, D floats
 GSL_HD int pair_grad_width(int num_channels) { return kPairGradColor + num_channels; }
+
+// The colour terms: what a splat of composited weight w adds to a pixel's colour channel, and
+// the gradient of the splat's colour channel from the pixel's colour cotangent.
+template <class F>
+GSL_HD F color_term(F weight, float color) {
+  return weight * color;
+}
+template <class F>
+GSL_HD F color_grad_term(F weight, F v_pixel_color) {
+  return weight * v_pixel_color;
+}
 
 template <class F>
 struct PixelForward {
@@ -42,19 +53,11 @@ struct PixelForward {
     median = broadcast_int_lanes<F>(-1);
   }
 
-  // Composites splat number `index` (in depth order, in every lane) with normal n, evaluated
-  // as `h`, into the lanes of `ok`. Lanes where it would drop T below kTransmittanceMin are
-  // done instead. Returns the lanes it was added to; their colour is the caller's:
-  // acc += weight * colour, in every lane (weight is 0 outside the lanes returned, and colours
-  // are finite).
-  GSL_HD Mask composite(const Hit<F>& h, Mask ok, vec3 n, Int index, const DepthRange& range) {
-    ok = advance(h, ok, index);
-    if (any(ok)) accumulate(h, ok, n, range);
-    return ok;
-  }
-
-  // composite in two steps, so the CPU loads each step's fields only where it runs. First the
-  // transmittance: done, T, weight, last and the median; returns the lanes composited.
+  // Compositing splat number `index` (in depth order, in every lane), evaluated as `h`, into
+  // the lanes of `ok` takes two steps (visit_splat), so that the CPU loads each step's fields
+  // only where it runs. First the transmittance: done, T, weight, last and the median. Lanes
+  // where the splat would drop T below kTransmittanceMin are done instead. Returns the lanes
+  // composited.
   GSL_HD Mask advance(const Hit<F>& h, Mask ok, Int index) {
     const F T_next = T * (1.f - h.alpha);
     const Mask stop = ok & (T_next < kTransmittanceMin);
@@ -83,18 +86,51 @@ struct PixelForward {
     normal_z = normal_z + weight * n.z;
     sums.add(weight, m);
   }
+};
 
-  // Visits splat `index` in the lanes of `reach` that are not done: counts it, evaluates it
-  // and composites it. Returns the lanes it was added to.
-  GSL_HD Mask visit(const Splat& s, vec3 n, int32_t index, Mask reach, const DepthRange& range) {
-    const Mask m = reach & lanes_not(done);
-    count_lanes(visited, m);
-    if (!any(m)) return m;
-    Hit<F> h;
-    const Mask ok = m & eval_hit(s, px, py, range.near_plane, h);
-    if (!any(ok)) return ok;
-    return composite(h, ok, n, broadcast_int_lanes<F>(index), range);
-  }
+// Visits splat `index` (of normal n and colour[num_channels]) at the pixels of `reach` that are
+// not done (pixel columns and row: columns, py): counts the visit, evaluates the hit and
+// composites it, colour included. `state` keeps the pixels' PixelForward between visits and
+// hands it over in the parts each step needs, only where the splat contributes: in registers
+// (ForwardRegisters, CUDA) or in tile planes (the CPU).
+template <class F, class State>
+GSL_HD void visit_splat(State& state, const Splat& s, vec3 n, const float* color, int num_channels,
+                        typename Lanes<F>::Mask reach, const SplatColumns<F>& columns, typename Lanes<F>::Row py,
+                        typename Lanes<F>::Int index, const DepthRange& range) {
+  using Mask = typename Lanes<F>::Mask;
+  const Mask m = reach & lanes_not(state.done());
+  state.count_visits(m);
+  if (!any(m)) return;
+  Hit<F> h;
+  Mask ok = m & eval_hit(s, columns, py, range.near_plane, h);
+  if (!any(ok)) return;
+  PixelForward<F> f;
+  state.load_advance(f, m);  // none of m is done
+  ok = f.advance(h, ok, index);
+  state.store_done(f, f.done & m);
+  if (!any(ok)) return;
+  state.store_advance(f);
+  state.load_sums(f);
+  f.accumulate(h, ok, n, range);  // weight is 0 outside ok, and colours are finite
+  state.store_sums(f);
+  for (int ch = 0; ch < num_channels; ++ch) state.add_color(ch, color_term(f.weight, color[ch]));
+}
+
+// A pixel's PixelForward kept in registers between visits (CUDA: one pixel per thread), its
+// colour in Colors (add(ch, term), operator()(ch)).
+template <class F, class Colors>
+struct ForwardRegisters {
+  using Mask = typename Lanes<F>::Mask;
+  PixelForward<F> f;
+  Colors colors;
+  GSL_HD Mask done() const { return f.done; }
+  GSL_HD void count_visits(Mask m) { count_lanes(f.visited, m); }
+  GSL_HD void load_advance(PixelForward<F>& visit, Mask) { visit = f; }
+  GSL_HD void store_done(const PixelForward<F>& visit, Mask) { f.done = visit.done; }
+  GSL_HD void store_advance(const PixelForward<F>& visit) { f = visit; }
+  GSL_HD void load_sums(PixelForward<F>&) {}
+  GSL_HD void store_sums(const PixelForward<F>& visit) { f = visit; }
+  GSL_HD void add_color(int ch, F term) { colors.add(ch, term); }
 };
 
 template <class F>
@@ -125,7 +161,8 @@ struct PixelBackward {
 
   // Back-propagates splat number `index`, evaluated as `h`, in the lanes of `hit` (walking
   // back to front; `hit` must be within `last`). Writes the first kPairGradColor floats of
-  // its gradient record into `grad` (zero in other lanes) and sets `weight`.
+  // its gradient record into `grad` (zero in other lanes) and sets `weight`: the record's
+  // colour channel ch is color_grad_term(weight, v_color(ch)).
   template <class VColor>
   GSL_HD void backprop(const Splat& s, const Hit<F>& h, Mask hit, vec3 n, const float* color, int num_channels,
                        VColor v_color, Int index, const DepthRange& range, F grad[kPairGradColor]) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "core/common.h"
+#include "core/lanes.h"
 
 namespace gsl {
 
@@ -48,7 +49,7 @@ GSL_HD void accumulate_surfel_screen_stats(
     const float ay = mul_rn(screen_absgrad[i + 1], half_height);
     absgrad_sum = add_rn(absgrad_sum, sqrtf(add_rn(mul_rn(ax, ax), mul_rn(ay, ay))));
     visible_count += 1;
-    largest_radius = fmaxf(largest_radius, static_cast<float>(rx > ry ? rx : ry));
+    largest_radius = fmax_lanes(largest_radius, static_cast<float>(rx > ry ? rx : ry));
   }
   grad_acc[n] = grad_sum;
   absgrad_acc[n] = absgrad_sum;

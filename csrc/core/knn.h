@@ -23,6 +23,7 @@
 #include <limits>
 
 #include "core/common.h"
+#include "core/lanes.h"
 
 namespace gsl::knn {
 
@@ -88,7 +89,7 @@ GSL_HD uint64_t morton_cell(float x, float lo, float hi) {
   if (!(extent > 0.0f)) return 0;
   const float t = (0.5f * x - 0.5f * lo) / extent * static_cast<float>(1 << kMortonBits);
   const float last = static_cast<float>((1 << kMortonBits) - 1);
-  return static_cast<uint64_t>(fminf(fmaxf(t, 0.0f), last));
+  return static_cast<uint64_t>(fmin_lanes(fmax_lanes(t, 0.0f), last));
 }
 
 // 63-bit Morton code of p inside the bounding box [lo, hi] of all points.
@@ -119,20 +120,20 @@ GSL_HD Node empty_node() {
 }
 
 GSL_HD void grow_node(Node& node, vec3 p, int32_t index) {
-  node.lo[0] = fminf(node.lo[0], p.x);
-  node.lo[1] = fminf(node.lo[1], p.y);
-  node.lo[2] = fminf(node.lo[2], p.z);
-  node.hi[0] = fmaxf(node.hi[0], p.x);
-  node.hi[1] = fmaxf(node.hi[1], p.y);
-  node.hi[2] = fmaxf(node.hi[2], p.z);
+  node.lo[0] = fmin_lanes(node.lo[0], p.x);
+  node.lo[1] = fmin_lanes(node.lo[1], p.y);
+  node.lo[2] = fmin_lanes(node.lo[2], p.z);
+  node.hi[0] = fmax_lanes(node.hi[0], p.x);
+  node.hi[1] = fmax_lanes(node.hi[1], p.y);
+  node.hi[2] = fmax_lanes(node.hi[2], p.z);
   node.min_index = node.min_index < index ? node.min_index : index;
 }
 
 GSL_HD Node merge_nodes(const Node& a, const Node& b) {
   Node m;
   for (int axis = 0; axis < 3; ++axis) {
-    m.lo[axis] = fminf(a.lo[axis], b.lo[axis]);
-    m.hi[axis] = fmaxf(a.hi[axis], b.hi[axis]);
+    m.lo[axis] = fmin_lanes(a.lo[axis], b.lo[axis]);
+    m.hi[axis] = fmax_lanes(a.hi[axis], b.hi[axis]);
   }
   m.min_index = a.min_index < b.min_index ? a.min_index : b.min_index;
   m.unused = 0;

@@ -31,15 +31,7 @@ GSL_HD int32_t truncate_to_int(float x) { return static_cast<int32_t>(x); }
 // x rounded up / down to an integer, for |x| < 2^31 (callers clamp first).
 GSL_HD int32_t ceil_to_int(float x) { return static_cast<int32_t>(ceilf(x)); }
 GSL_HD int32_t floor_to_int(float x) { return static_cast<int32_t>(floorf(x)); }
-GSL_HD float float_from_bits(int32_t bits) {
-#if defined(__CUDA_ARCH__)
-  return __int_as_float(bits);
-#else
-  float x;
-  __builtin_memcpy(&x, &bits, sizeof(x));
-  return x;
-#endif
-}
+GSL_HD float float_from_bits(int32_t bits) { return bit_cast<float>(bits); }
 GSL_HD int32_t shift_left(int32_t x, int s) {
   return static_cast<int32_t>(static_cast<uint32_t>(x) << s);  // no signed-shift UB
 }
@@ -100,7 +92,7 @@ GSL_LANES bool any(vi4 m) { return __builtin_ia32_movmskps(reinterpret_cast<vf4&
 // instructions through SSE. Not always_inline: the shared templates that call it (eval_hit,
 // composite) are compiled for the baseline ISA before they are inlined into the AVX2
 // schedule, and GCC refuses to force an AVX function into them; it inlines it once they sit
-// in the AVX2 schedule (objdump of forward_tiles_avx2: no call is left).
+// in the AVX2 schedule.
 inline __attribute__((target("avx"))) bool any(vi8 m) {
   return __builtin_ia32_movmskps256(reinterpret_cast<vf8&>(m)) != 0;
 }
@@ -145,9 +137,7 @@ GSL_LANES typename Lanes<F>::Int floor_to_int(F x) {
 template <class I>
 GSL_LANES auto float_from_bits(I bits) {
   typedef float F __attribute__((vector_size(sizeof(I))));
-  F x;
-  __builtin_memcpy(&x, &bits, sizeof(x));
-  return x;
+  return bit_cast<F>(bits);
 }
 template <class I>
 GSL_LANES I shift_left(I x, int s) {
@@ -165,12 +155,7 @@ GSL_LANES vf8 broadcast<vf8>(float x) {
 // inserts, but a float one with a single broadcast.
 template <class I>
 GSL_LANES I broadcast_int(int32_t x) {
-  float bits;
-  __builtin_memcpy(&bits, &x, sizeof(bits));
-  const auto v = broadcast<typename VectorTypes<sizeof(I) / 4>::F>(bits);
-  I r;
-  __builtin_memcpy(&r, &v, sizeof(r));
-  return r;
+  return bit_cast<I>(broadcast<typename VectorTypes<sizeof(I) / 4>::F>(bit_cast<float>(x)));
 }
 // 0, 1, 2, ... across the lanes (0 for the scalar lane type).
 template <class F>
@@ -242,14 +227,6 @@ GSL_HD void set_lane(F& v, int i, float x) {
     v[i] = x;
 }
 template <class M>
-GSL_HD bool get_mask_lane(const M& m, int i) {
-  if constexpr (sizeof(M) == sizeof(bool))
-    return m;
-  else
-    return m[i] != 0;
-}
-
-template <class M>
 GSL_HD void set_mask_lane(M& m, int i, bool value) {
   if constexpr (sizeof(M) == sizeof(bool))
     m = value;
@@ -262,7 +239,8 @@ template <class F>
 GSL_HD typename Lanes<F>::Mask finite_lanes(F x) {
   return typename Lanes<F>::Mask(x - x == 0.f);
 }
-// fminf / fmaxf (a NaN argument yields the other one) as a compare and a blend.
+// The NaN-aware minimum and maximum of the library, host and device (fminf / fmaxf semantics:
+// a NaN argument yields the other one), as a compare and a blend in every lane type.
 template <class F>
 GSL_HD F fmin_lanes(F a, F b) {
   using Mask = typename Lanes<F>::Mask;

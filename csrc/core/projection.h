@@ -199,8 +199,7 @@ GSL_HD ProjectionLanes<F> project_lanes(const SurfelLanes<F>& s, const Camera& c
 }
 
 // Divides a pixel column (>= 0) by the tile width: a shift where the width is a power of two
-// (every width the library picks). With an integer division, perf put 6-9% of the projection's
-// and the binning's samples on the two divisions per surfel (100k surfels, 256x256).
+// (every width the library picks), not an integer division per surfel.
 struct TileColumns {
   int width;
   int shift;  // log2(width), or -1 when width is not a power of two
@@ -240,8 +239,7 @@ struct RectLanes {
 
 // The pixels whose centres (i + 0.5, j + 0.5) lie in the box [lo, hi], clamped to the image:
 // every pixel a splat can reach (outside its padded box rho > 9 everywhere). Computed in
-// lanes: one lane at a time, this and the stores after it took 2/3 of the projection
-// (100k surfels, 256x256).
+// lanes, like the rest of the projection (one lane at a time it dominated the pass).
 template <class F>
 GSL_HD RectLanes<F> pixel_rect_lanes(const F lo[2], const F hi[2], int width, int height, const TileColumns& tiles) {
   using Int = typename Lanes<F>::Int;

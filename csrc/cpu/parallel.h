@@ -20,9 +20,8 @@
 
 namespace gsl::cpu {
 
-// Helper threads that sleep between jobs. Starting a std::thread costs 100-200 us on a
-// small VM, more than a whole pass on small inputs, and a rasterizer call runs several
-// passes. One job at a time; parallel_for falls back to fresh threads when the pool is busy
+// Helper threads that sleep between jobs. Starting a std::thread costs more than a whole
+// pass on small inputs, and a rasterizer call runs several passes. One job at a time; parallel_for falls back to fresh threads when the pool is busy
 // (a concurrent or nested call).
 class ThreadPool {
  public:
@@ -67,8 +66,8 @@ class ThreadPool {
  private:
   ThreadPool() : pid_(getpid()) {}
 
-  // A sleeping thread of a small VM takes about 100 us to wake, as long as a short pass: a
-  // thread waits busily this long before it sleeps. The passes of one call follow each other
+  // A sleeping thread takes about as long to wake as a short pass: a thread waits busily
+  // (200 us) before it sleeps. The passes of one call follow each other
   // closely, so the helpers stay awake through a call and sleep between calls.
   template <class Ready>
   static void spin_until(Ready ready) {

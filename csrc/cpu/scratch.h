@@ -2,7 +2,7 @@
 //
 // Allocated and freed within each call, a pass's large buffers often went back to the OS
 // (glibc unmaps large blocks and trims the top of its heap), and their pages faulted back in
-// on the next call: about 2 us per 4 KB page on the VM we measure on (docs/design.md). A
+// on the next call (docs/design.md, "Page faults"). A
 // buffer is kept per calling thread (thread_local at its use), so concurrent callers never
 // share one; it holds the most any call on that thread needed until the thread exits.
 #pragma once

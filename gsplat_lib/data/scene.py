@@ -39,7 +39,8 @@ class Camera:
         name: image name, unique within a scene (e.g. ``"frame_001.png"``).
         viewmat: [4, 4] float32 world-to-camera matrix (OpenCV axes).
         K: [3, 3] float32 intrinsics in pixels.
-        width, height: image size in pixels.
+        width: image width in pixels.
+        height: image height in pixels.
         image: [H, W, 3] float32 in [0, 1]; for sources with alpha, already
             composited over the scene background.
         alpha: [H, W, 1] float32 in [0, 1] when the source has alpha, else None.
@@ -70,7 +71,8 @@ class SceneData:
     """A dataset split into training and test views, with initial points.
 
     Attributes:
-        train, test: the cameras of each split (``test`` may be empty).
+        train: the training cameras.
+        test: the test cameras (may be empty).
         points: [P, 3] float32 initial points (COLMAP points3D, or random
             points for NeRF-synthetic data).
         point_colors: [P, 3] float32 in [0, 1].

@@ -280,7 +280,8 @@ def accumulate_screen_stats(
         screen_grad: ``[C, N, 2]`` float32, pixels (``result.screen_grad.grad``).
         screen_absgrad: ``[C, N, 2]`` float32, pixels.
         radii: ``[C, N, 2]`` int32, the rasterizer's radii (0 where culled).
-        width, height: image size in pixels.
+        width: image width in pixels.
+        height: image height in pixels.
     """
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, int):

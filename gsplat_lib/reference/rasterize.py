@@ -229,7 +229,8 @@ def _ray_splat_intersection(x, y, homography, means2d):
     """Steps 1-2 of the per-pixel contract: ``q = l_x x l_y`` and the fallback ``rho2d``.
 
     Args:
-        x, y: pixel centres, broadcastable to ``[C, P, N]``.
+        x: pixel centres' x, broadcastable to ``[C, P, N]``.
+        y: pixel centres' y, broadcastable to ``[C, P, N]``.
         homography: ``[C, N, 3, 3]``. means2d: ``[C, N, 2]``.
 
     Returns:
@@ -290,7 +291,8 @@ def _composite_pixels(
     """Per-pixel stage for P pixels over depth-sorted surfels.
 
     Args:
-        pixel_x, pixel_y: ``[P]`` pixel-centre coordinates.
+        pixel_x: ``[P]`` pixel-centre x coordinates.
+        pixel_y: ``[P]`` pixel-centre y coordinates.
         shift: ``[C, P, N, 2]`` screen translation of each splat at each pixel, or None.
         homography: ``[C, N, 3, 3]``; means2d ``[C, N, 2]``; normals ``[C, N, 3]``;
         colors ``[C, N, D]``; opacities ``[C, N]``; visible ``[C, N]`` bool — all in
@@ -434,8 +436,10 @@ def rasterize_surfels_reference(
         colors: ``[N, D]`` or per camera ``[C, N, D]``, any D.
         viewmats: ``[C, 4, 4]`` world-to-camera (OpenCV). Ks: ``[C, 3, 3]`` pixels.
             Cameras get no gradient.
-        width, height: image size in pixels.
-        near, far: depth range of surfel centres; also the distortion's depth mapping.
+        width: image width in pixels.
+        height: image height in pixels.
+        near: nearest depth of a surfel centre; also where the distortion's depth mapping starts.
+        far: farthest depth of a surfel centre; also where the distortion's depth mapping ends.
         backgrounds: ``[C, D]`` added with the final transmittance (default none).
         scale_modifier: multiplies ``scales``.
         screen_shift: screen translation ``d`` of each splat in pixels, broadcastable to

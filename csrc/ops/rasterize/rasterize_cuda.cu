@@ -84,14 +84,15 @@ __device__ void load_batch_entry(const PixelPassInputs& in, int64_t pair, Splat*
 
 __device__ bool reaches(const PixelRect& r, int x, int y) { return x >= r.x0 && x < r.x1 && y >= r.y0 && y < r.y1; }
 
-// A pixel's colour in K registers. Indexed only by unrolled loops or by selects: an array
-// indexed at run time would live in local memory (the stack frame ptxas reports).
+// A pixel's colour in K registers. Indexed only by unrolled loops: an array indexed at run
+// time would live in local memory (the stack frame ptxas reports).
 template <int K>
 struct ColorRegisters {
   float value[K] = {};
-  __device__ void add(float weight, const float* color) {
+  __device__ void add(int ch, float term) {
 #pragma unroll
-    for (int ch = 0; ch < K; ++ch) value[ch] += weight * color[ch];
+    for (int k = 0; k < K; ++k)
+      if (k == ch) value[k] += term;
   }
   __device__ float operator()(int ch) const {
     float v = value[0];
@@ -104,9 +105,7 @@ struct ColorRegisters {
 struct ColorInOutput {
   float* value;
   int num_channels;
-  __device__ void add(float weight, const float* color) {
-    for (int ch = 0; ch < num_channels; ++ch) value[ch] += weight * color[ch];
-  }
+  __device__ void add(int ch, float term) { value[ch] += term; }
   __device__ float operator()(int ch) const { return value[ch]; }
 };
 
@@ -126,11 +125,12 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
   __shared__ PixelRect s_rects[kBlock];
 
   const DepthRange range = depth_range(d.near_plane, d.far_plane);
-  PixelForward<float> f;
+  ForwardRegisters<float, std::conditional_t<(kChannels > 0), ColorRegisters<kChannels>, ColorInOutput>> state;
+  PixelForward<float>& f = state.f;
   f.start(p.x + 0.5f, p.y + 0.5f);
   f.done = !p.inside;
-  std::conditional_t<(kChannels > 0), ColorRegisters<kChannels>, ColorInOutput> color_acc;
-  if constexpr (kChannels == 0) color_acc = {p.inside ? a.out_colors + pixel * D : nullptr, D};
+  if constexpr (kChannels == 0) state.colors = {p.inside ? a.out_colors + pixel * D : nullptr, D};
+  const int channels = kChannels > 0 ? kChannels : D;
 
   for (int64_t batch = begin; batch < end; batch += kBlock) {
     // Also the barrier that protects the shared batch from being overwritten too early.
@@ -140,11 +140,11 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
     const int count = int(min(int64_t(kBlock), end - batch));
     for (int j = 0; j < count && !f.done; ++j) {
       if (!reaches(s_rects[j], p.x, p.y)) continue;
-      if (!f.visit(s_splats[j], s_normals[j], int32_t(batch - begin + j), true, range)) continue;
-      color_acc.add(f.weight, a.colors + s_items[j] * D);
+      visit_splat<float>(state, s_splats[j], s_normals[j], a.colors + s_items[j] * D, channels, true,
+                         splat_columns(s_splats[j], f.px), f.py, int32_t(batch - begin + j), range);
     }
   }
-  if (p.inside) store_pixels(a, p.camera, pixel, f, color_acc);
+  if (p.inside) store_pixels(a, p.camera, pixel, f, state.colors);
 }
 
 __device__ float warp_sum(float value) {
@@ -244,14 +244,14 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a, 
         const bool warp_hit = __any_sync(0xffffffffu, hit);
         if (lane == 0) s_warp_hits[m * kWarps + warp] = warp_hit;
         if (!warp_hit) continue;
-        g[kPairGradColor] = hit && D > 0 ? b.weight * v_color[0] : 0.f;
+        g[kPairGradColor] = hit && D > 0 ? color_grad_term(b.weight, v_color[0]) : 0.f;
 #pragma unroll
         for (int k = 0; k < 16; ++k) g[k] = hit ? g[k] : 0.f;
         float* partial = s_partials + (m * kWarps + warp) * width;
         const float total = butterfly_sum(g, lane);
         if ((lane & 1) == 0 && my_slot_exists) partial[my_slot] = total;
         for (int ch = 1; ch < D; ++ch) {
-          const float value = warp_sum(hit ? b.weight * v_color[ch] : 0.f);
+          const float value = warp_sum(hit ? color_grad_term(b.weight, v_color[ch]) : 0.f);
           if (lane == 0) partial[kPairGradColor + ch] = value;
         }
       }

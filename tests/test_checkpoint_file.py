@@ -296,10 +296,6 @@ def test_inconsistent_content_is_rejected_before_anything_is_restored(tmp_path, 
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(
-    not torch.cuda.is_available() or not gsplat_lib.build_info()["cuda"],
-    reason="needs a CUDA GPU and a CUDA build of gsplat_lib",
-)
 def test_cuda_checkpoint_restores_on_cuda_and_on_cpu(tmp_path):
     model, strategy = trained_model_and_strategy()
     cuda_model = GaussianModel.from_state_dict(model.state_dict(), device="cuda")

@@ -1,11 +1,11 @@
-// Lane pairs: two lane groups computed side by side, a lane type of its own (CPU only).
+// Lane pairs: two lane groups computed side by side, a lane type of its own (the CPU schedule
+// only: CUDA runs one pixel per thread).
 //
 // One lane group's chain through the per-pixel math (ray-splat hit, division, exp,
 // compositing) is long, and with the branches between groups the core overlaps little of one
 // group with the next. A LanePair issues every operation for both halves, so two independent
-// chains overlap. The CPU forward puts two rows of a splat's rectangle in one pair (12-16%
-// faster than single rows; the backward's larger state spills in pairs, so it keeps single
-// rows). Each half has its own row (RowPair), so what depends only on the row stays a scalar
+// chains overlap. The CPU forward puts two rows of a splat's rectangle in one pair (the
+// backward's larger state spills in pairs, so it keeps single rows). Each half has its own row (RowPair), so what depends only on the row stays a scalar
 // per half.
 //
 // Every operation acts on each half alone, in the same order as on a single group, so a
