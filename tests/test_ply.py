@@ -9,7 +9,7 @@ import pytest
 import torch
 from plyfile import PlyData, PlyElement
 
-from gsplat_lib import GaussianModel, load_ply, save_ply
+from gsplat_lib import GaussianModel, load_ply, look_at, save_ply
 from gsplat_lib.io import FLAT_SCALE
 from gsplat_lib.param_schema import PARAM_NAMES
 from gsplat_lib.strategy import _in_plane_axes
@@ -134,6 +134,23 @@ def test_from_ply_is_a_warm_start(tmp_path):
         assert torch.equal(model.params[name].detach(), params[name])
     model.save_ply(tmp_path / "again.ply")
     assert (tmp_path / "again.ply").read_bytes() == path.read_bytes()
+
+
+def test_from_ply_without_a_scene_extent_derives_it_from_the_surfels(tmp_path):
+    params = random_params(sh_degree=1)
+    path = tmp_path / "surfels.ply"
+    save_ply(path, params)
+    model = GaussianModel.from_ply(path)
+    means = params["means"].double()
+    expected = 1.1 * float((means - means.mean(dim=0)).norm(dim=1).max())
+    assert model.scene_extent == pytest.approx(expected, rel=1e-12)
+    assert model.render(*single_camera(), 16, 12).colors.shape == (1, 12, 16, 3)
+
+
+def single_camera():
+    viewmat = look_at((0.0, 0.0, -4.0))[None]
+    Ks = torch.tensor([[[20.0, 0.0, 8.0], [0.0, 20.0, 6.0], [0.0, 0.0, 1.0]]])
+    return viewmat, Ks
 
 
 def valid_columns(count=4):
