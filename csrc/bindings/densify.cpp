@@ -41,24 +41,24 @@ densify::RemapParams remap_params(const py::list& inputs, const py::list& output
   densify::RemapParams p;
   p.tensors.resize(count);
   for (size_t i = 0; i < count; ++i) {
-    const std::string where = "remap_rows: tensor " + std::to_string(i);
+    const std::string op = "remap_rows", index = "[" + std::to_string(i) + "]";
     densify::RemapTensor& t = p.tensors[i];
     const int64_t floats = row_floats[i];
-    t.input = checked_ptr<const float>(to_buffer(inputs[i], where), where + " input", "num_inputs, row_floats",
-                                       num_inputs * floats, false);
-    t.output = checked_ptr<float>(to_buffer(outputs[i], where), where + " output", "num_rows, row_floats",
-                                  num_rows * floats, false);
-    t.overrides = checked_ptr<const float>(to_buffer(overrides[i], where), where + " overrides",
+    t.input = checked_ptr<const float>(to_buffer(inputs[i], op, "inputs" + index), op, "inputs" + index,
+                                       "num_inputs, row_floats", num_inputs * floats, false);
+    t.output = checked_ptr<float>(to_buffer(outputs[i], op, "outputs" + index), op, "outputs" + index,
+                                  "num_rows, row_floats", num_rows * floats, false);
+    t.overrides = checked_ptr<const float>(to_buffer(overrides[i], op, "overrides" + index), op, "overrides" + index,
                                            "num_rows, row_floats", num_rows * floats, true);
     t.row_floats = floats;
     t.zero_new = zero_new[i];
   }
-  p.source = checked_ptr<const int64_t>(to_buffer(source, "remap_rows"), "remap_rows: source", "num_rows", num_rows,
-                                        false);
-  p.is_new = checked_ptr<const bool>(to_buffer(is_new, "remap_rows"), "remap_rows: is_new", "num_rows", num_rows,
-                                     true);
-  p.override_rows = checked_ptr<const bool>(to_buffer(override_rows, "remap_rows"), "remap_rows: override_rows",
-                                            "num_rows", num_rows, true);
+  p.source = checked_ptr<const int64_t>(to_buffer(source, "remap_rows", "source"), "remap_rows", "source",
+                                        "num_rows", num_rows, false);
+  p.is_new = checked_ptr<const bool>(to_buffer(is_new, "remap_rows", "is_new"), "remap_rows", "is_new", "num_rows",
+                                     num_rows, true);
+  p.override_rows = checked_ptr<const bool>(to_buffer(override_rows, "remap_rows", "override_rows"), "remap_rows",
+                                            "override_rows", "num_rows", num_rows, true);
   p.num_rows = num_rows;
   return p;
 }

@@ -43,30 +43,36 @@ struct Buffer {
   char dtype = 0;
 };
 
-inline Buffer to_buffer(py::handle value, const std::string& where) {
+// `op` and `name` name the field in errors.
+inline Buffer to_buffer(py::handle value, const std::string& op, const std::string& name) {
   Buffer b;
   if (value.is_none()) return b;
-  const auto t = value.cast<py::tuple>();
-  if (t.size() != 3) throw std::invalid_argument(where + ": a buffer is (address, numel, dtype)");
+  if (!PyTuple_Check(value.ptr()) || PyTuple_GET_SIZE(value.ptr()) != 3)
+    throw std::invalid_argument(op + ": " + name + ": a buffer is (address, numel, dtype)");
+  const auto item = [&](int i) { return py::handle(PyTuple_GET_ITEM(value.ptr(), i)); };
   b.given = true;
-  b.address = t[0].cast<std::uintptr_t>();
-  b.numel = t[1].cast<int64_t>();
-  b.dtype = t[2].cast<std::string>().at(0);
+  b.address = item(0).cast<std::uintptr_t>();
+  b.numel = item(1).cast<int64_t>();
+  const char* dtype = PyUnicode_Check(item(2).ptr()) ? PyUnicode_AsUTF8(item(2).ptr()) : nullptr;
+  if (dtype == nullptr) throw std::invalid_argument(op + ": " + name + ": a buffer's dtype is a one-letter str");
+  b.dtype = dtype[0];
   return b;
 }
 
 // Checks a buffer against its field (dtype, element count, presence) and returns its address.
 template <class T>
-T* checked_ptr(const Buffer& b, const std::string& where, const char* shape, int64_t expected, bool nullable) {
+T* checked_ptr(const Buffer& b, const std::string& op, const std::string& name, const char* shape, int64_t expected,
+               bool nullable) {
+  const auto where = [&] { return op + ": " + name; };
   if (!b.given) {
     if (nullable) return nullptr;
-    throw std::invalid_argument(where + " [" + shape + "] is required, got None");
+    throw std::invalid_argument(where() + " [" + shape + "] is required, got None");
   }
   if (b.dtype != dtype_code<T>())
-    throw std::invalid_argument(where + ": dtype code '" + std::string(1, b.dtype) + "', expected '" +
+    throw std::invalid_argument(where() + ": dtype code '" + std::string(1, b.dtype) + "', expected '" +
                                 std::string(1, dtype_code<T>()) + "'");
   if (b.numel != expected)
-    throw std::invalid_argument(where + " [" + shape + "] must have " + std::to_string(expected) + " elements, got " +
+    throw std::invalid_argument(where() + " [" + shape + "] must have " + std::to_string(expected) + " elements, got " +
                                 std::to_string(b.numel));
   return reinterpret_cast<T*>(b.address);
 }
@@ -77,7 +83,7 @@ template <class Args, class Sizes>
 struct Field {
   const char* name;
   void (*set_scalar)(Args&, py::handle);
-  void (*set_buffer)(Args&, const Buffer&, const Sizes&, const std::string& where);
+  void (*set_buffer)(Args&, py::handle, const Sizes&, const std::string& op);
 };
 
 template <class Args, class Sizes>
@@ -87,30 +93,42 @@ class FieldList {
   // check: called on the parsed Args (a consistency check beyond the fields' own), or null.
   FieldList(const char* op, Sizes (*sizes_of)(const Args&), std::vector<Entry> fields,
             void (*check)(const Args&) = nullptr)
-      : op_(op), sizes_of_(sizes_of), fields_(std::move(fields)), check_(check) {}
+      : op_(op), sizes_of_(sizes_of), fields_(std::move(fields)), check_(check) {
+    for (const Entry& f : fields_) keys_.push_back(py::reinterpret_steal<py::str>(PyUnicode_InternFromString(f.name)));
+  }
 
   // Args from a fields dict: the scalars first (the sizes depend on them), then the buffers.
   Args parse(const py::dict& given) const {
-    for (const auto& item : given) {
-      const std::string key = item.first.cast<std::string>();
-      if (find(key) == nullptr) throw std::invalid_argument(op_ + ": unknown field '" + key + "'");
+    std::vector<py::handle> values(fields_.size());
+    for (size_t i = 0; i < fields_.size(); ++i) {
+      PyObject* value = PyDict_GetItem(given.ptr(), keys_[i].ptr());  // borrowed; null when absent
+      if (value == nullptr) {
+        check_names(given, std::string(" (and field '") + fields_[i].name + "' is missing)");
+        throw std::invalid_argument(op_ + ": missing field '" + fields_[i].name + "'");
+      }
+      values[i] = value;
     }
+    if (static_cast<size_t>(py::len(given)) != fields_.size()) check_names(given, "");
     Args a{};
-    for (const Entry& f : fields_) {
-      if (!given.contains(f.name)) throw std::invalid_argument(op_ + ": missing field '" + f.name + "'");
-      if (f.set_scalar != nullptr) f.set_scalar(a, given[f.name]);
-    }
+    for (size_t i = 0; i < fields_.size(); ++i)
+      if (fields_[i].set_scalar != nullptr) fields_[i].set_scalar(a, values[i]);
     const Sizes sizes = sizes_of_(a);
-    for (const Entry& f : fields_)
-      if (f.set_buffer != nullptr) {
-        const std::string where = op_ + ": " + f.name;
-        f.set_buffer(a, to_buffer(given[f.name], where), sizes, where);
+    for (size_t i = 0; i < fields_.size(); ++i)
+      if (fields_[i].set_buffer != nullptr) {
+        fields_[i].set_buffer(a, values[i], sizes, op_);
       }
     if (check_ != nullptr) check_(a);
     return a;
   }
 
  private:
+  // Throws on the first name of `given` that is no field (a misspelling, say).
+  void check_names(const py::dict& given, const std::string& detail) const {
+    for (const auto& item : given) {
+      const std::string key = item.first.cast<std::string>();
+      if (find(key) == nullptr) throw std::invalid_argument(op_ + ": unknown field '" + key + "'" + detail);
+    }
+  }
   const Entry* find(const std::string& name) const {
     for (const Entry& f : fields_)
       if (name == f.name) return &f;
@@ -119,6 +137,7 @@ class FieldList {
   std::string op_;
   Sizes (*sizes_of_)(const Args&);
   std::vector<Entry> fields_;
+  std::vector<py::str> keys_;  // the names as interned Python strings: dict lookups without a new str
   void (*check_)(const Args&);
 };
 
@@ -173,9 +192,9 @@ void bind_cuda(py::module_& m, const std::string& name, const FieldList<Args, Si
 // expression of the names of Sizes (bound by GSL_SIZE_NAMES at the use).
 #define GSL_BUFFER(member, nullable, ...)                                                          \
   Field<Args, Sizes> {                                                                             \
-    #member, nullptr, [](Args& a, const Buffer& b, const Sizes& s, const std::string& where) {     \
+    #member, nullptr, [](Args& a, py::handle value, const Sizes& s, const std::string& op) {       \
       GSL_SIZE_NAMES(s);                                                                           \
-      a.member = checked_ptr<std::remove_pointer_t<decltype(a.member)>>(b, where, #__VA_ARGS__,    \
-                                                                      product({__VA_ARGS__}), nullable); \
+      a.member = checked_ptr<std::remove_pointer_t<decltype(a.member)>>(                           \
+          to_buffer(value, op, #member), op, #member, #__VA_ARGS__, product({__VA_ARGS__}), nullable); \
     }                                                                                              \
   }

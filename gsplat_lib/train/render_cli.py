@@ -17,6 +17,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
+from gsplat_lib.cameras import look_at
 from gsplat_lib.data import Camera, load_scene
 from gsplat_lib.model import GaussianModel
 from gsplat_lib.train.run_dir import RunDirectory, read_json
@@ -115,14 +116,7 @@ def orbit_cameras(
     for index in range(count):
         angle = 2.0 * math.pi * index / count
         eye = centre + radius * (math.cos(angle) * axis_a + math.sin(angle) * axis_b) + height_offset * up
-        forward = (centre - eye) / np.linalg.norm(centre - eye)
-        right = np.cross(forward, up)
-        right /= np.linalg.norm(right)
-        down = np.cross(forward, right)
-        rotation = np.stack([right, down, forward])
-        viewmat = np.eye(4)
-        viewmat[:3, :3] = rotation
-        viewmat[:3, 3] = -rotation @ eye
+        viewmat = look_at(eye, centre, up=up, dtype=torch.float64).numpy()
         cameras.append(
             Camera(
                 name=f"orbit_{index:03d}.png", viewmat=viewmat.astype(np.float32), K=K.astype(np.float32),
