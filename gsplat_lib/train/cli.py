@@ -36,6 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
+    viewer = parser.add_argument_group("viewer (needs pip install 'gsplat_lib[viewer]')")
+    viewer.add_argument(
+        "--view", action="store_true",
+        help="Serve a web viewer of the model as it trains (pause / resume on the page); it stays open "
+        "after training until Ctrl-C. Results are the same bits as without it.",
+    )
+    viewer.add_argument("--view-port", type=int, default=8080, metavar="P", help="Viewer port (default 8080).")
+    viewer.add_argument(
+        "--view-host", default="127.0.0.1", metavar="HOST", help="Viewer address (default 127.0.0.1, this machine only)."
+    )
     return parser
 
 
@@ -50,8 +60,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as error:
         print(f"gsplat-train: error: {error}", file=sys.stderr)
         return 2
+    monitor = None
+    if args.view:
+        try:
+            from gsplat_lib.viewer import TrainingViewer
+
+            monitor = TrainingViewer(host=args.view_host, port=args.view_port)
+        except (ImportError, ValueError) as error:
+            print(f"gsplat-train: error: --view: {error}", file=sys.stderr)
+            return 1
     try:
-        metrics = Trainer(config).run()
+        metrics = Trainer(config, monitor=monitor).run()
+        if monitor is not None:
+            _print_results(config, metrics)
+            _keep_viewer_open(monitor, config)
+            return 0
     except TrainingInterrupted as stop:
         print(
             f"\ngsplat-train: {stop}.\nRe-run the same command to resume from step {stop.step}.",
@@ -64,12 +87,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:  # outside the training loop (data loading, evaluation, export)
         print("\ngsplat-train: interrupted; re-run the same command to continue.", file=sys.stderr)
         return 128 + signal.SIGINT
+    finally:
+        if monitor is not None:
+            monitor.close()
+    _print_results(config, metrics)
+    return 0
+
+
+def _print_results(config, metrics) -> None:
     output = Path(config.output)
     print(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} ({metrics['num_views']} {metrics['split']} views)")
     print(f"metrics: {output / 'metrics.json'}")
     print(f"renders: {output / metrics['renders']}")
     print(f"model:   {output / 'point_cloud.ply'} (3DGS viewers: {output / 'point_cloud_viewer.ply'})")
-    return 0
+
+
+def _keep_viewer_open(monitor, config) -> None:
+    from gsplat_lib.viewer.cli import wait_for_interrupt
+
+    monitor.show_run(config.output, device=config.device)  # when every step had been trained before
+    print(f"gsplat-train: the viewer stays open at {monitor.viewer.url}; Ctrl-C to close it", flush=True)
+    wait_for_interrupt()
 
 
 if __name__ == "__main__":
