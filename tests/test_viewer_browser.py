@@ -68,16 +68,24 @@ def _client_view(server):
     return view_from_pose(camera.wxyz, camera.position, camera.fov, camera.image_width, camera.image_height)
 
 
-def _wait_for_page_to_match(page, expected, path, timeout=20.0):
-    """Screenshots until the page shows ``expected`` in the scene region (the browser paints a
-    frame a moment after it arrives); returns the last screenshot and its agreement."""
+def _wait_for_page_to_match(page, server, mode, path, timeout=20.0):
+    """Screenshots until the page shows a render of its camera in ``mode`` in the scene region
+    (the browser paints a frame a moment after it arrives, and may report its camera again once
+    laid out); returns the last screenshot and the fraction of pixels that agree."""
+    scene = server.scene
     deadline = time.monotonic() + timeout
     while True:
+        _wait_until(server.idle, what="the full-size frame")
+        view = _client_view(server)
+        expected = render_view(scene.model, view, mode, background=scene.background)
         shot = _screenshot(page, path)
         difference = np.abs(_scene_region(shot).astype(int) - _scene_region(expected).astype(int)).max(axis=2)
         # JPEG and the drawn camera frusta leave some pixels off; the frame itself agrees.
         agreement = float((difference <= 40).mean())
         if agreement > 0.9 or time.monotonic() > deadline:
+            Image.fromarray(expected).save(path.with_name(path.stem + "_expected.png"))
+            assert (view.width, view.height) == (640, 480)
+            assert _scene_region(expected).std() > 10 and _scene_region(shot).std() > 10, "the page is blank"
             return shot, agreement
         time.sleep(0.25)
 
@@ -99,19 +107,14 @@ def test_the_page_shows_the_scene_and_switches_modes(browser, run_dir, tmp_path)
         _wait_until(server.idle, what="the full-size frame")
         first_frame_seconds = time.monotonic() - started
 
-        view = _client_view(server)
-        assert (view.width, view.height) == (640, 480)
-        expected = render_view(scene.model, view, "RGB", background=scene.background)
-        shot, agreement = _wait_for_page_to_match(page, expected, tmp_path / "rgb.png")
+        _, agreement = _wait_for_page_to_match(page, server, "RGB", tmp_path / "rgb.png")
         assert agreement > 0.9, f"the page differs from a render of its camera ({agreement:.0%} agree)"
-        assert _scene_region(expected).std() > 10 and _scene_region(shot).std() > 10, "the page is blank"
 
         frames = server.frames_shown
         page.get_by_label("Render mode").click()
         page.get_by_role("option", name="Depth").click()
         _wait_until(lambda: server.mode == "Depth" and server.frames_shown > frames and server.idle, what="a depth frame")
-        expected_depth = render_view(scene.model, _client_view(server), "Depth", background=scene.background)
-        _, agreement = _wait_for_page_to_match(page, expected_depth, tmp_path / "depth.png")
+        _, agreement = _wait_for_page_to_match(page, server, "Depth", tmp_path / "depth.png")
         assert agreement > 0.9, f"the depth page differs from a depth render ({agreement:.0%} agree)"
 
         page.get_by_label("Render mode").click()

@@ -149,6 +149,8 @@ class ClientRenderer:
             if image is None:
                 return
             self.resolution.record(width, height, seconds)
+            if not self._running:  # the browser left or the viewer closed during the frame
+                return
             self._show(image, moving)
             self._on_frame(FrameStats(width, height, seconds, moving))
             self._last_error = None

@@ -263,7 +263,7 @@ class ViewerServer:
             )
 
         def show(image: np.ndarray, moving: bool) -> None:
-            if self.mode != MESH_MODE:
+            if self.mode != MESH_MODE and not self._closed:
                 client.scene.set_background_image(image, format="jpeg", jpeg_quality=60 if moving else 90)
 
         renderer = ClientRenderer(
