@@ -1,16 +1,12 @@
 """gsplat-view on the command line: it serves a run until Ctrl-C, and bad input gets an error naming it."""
 
-import signal
-import subprocess
 import sys
-import urllib.request
 
 import pytest
 import torch
 
 from gsplat_lib.viewer import cli
-from subprocess_env import python_env
-from viewer_helpers import free_port, small_scene, untrained_run
+from viewer_helpers import free_port, serve_until_ctrl_c, small_scene, untrained_run
 
 
 @pytest.fixture(scope="module")
@@ -21,27 +17,9 @@ def run_dir(tmp_path_factory):
 def test_serves_a_run_until_ctrl_c(run_dir, tmp_path):
     pytest.importorskip("viser", reason="the viewer extra is not installed: pip install 'gsplat_lib[viewer]'")
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gsplat_lib.viewer.cli", str(run_dir), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=python_env(), cwd=tmp_path,
-    )
-    try:
-        lines = []
-        for line in process.stdout:
-            lines.append(line)
-            if "open http" in line:
-                break
-        assert any("400 surfels, 8 cameras" in line for line in lines), "".join(lines)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
-            assert response.status == 200
-        process.send_signal(signal.SIGINT)
-        rest, _ = process.communicate(timeout=30)
-        assert process.returncode == 0, "".join(lines) + rest
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-        process.stdout.close()
+    arguments = ["-m", "gsplat_lib.viewer.cli", str(run_dir), "--port", str(port)]
+    output = serve_until_ctrl_c(arguments, f"open http://localhost:{port}", tmp_path, port)
+    assert "400 surfels, 8 cameras, rendering on cpu" in output
 
 
 @pytest.mark.parametrize(

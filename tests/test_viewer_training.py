@@ -1,14 +1,10 @@
 """gsplat-train --view: the run stays bit-identical while frames are rendered during it, pauses and
 resumes from the viewer, and the command serves the page until Ctrl-C."""
 
-import signal
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
-import numpy as np
 import pytest
 import torch
 
@@ -18,8 +14,8 @@ from gsplat_lib.train import TrainConfig, Trainer  # noqa: E402
 from gsplat_lib.viewer import TrainingViewer  # noqa: E402
 from gsplat_lib.viewer.client_renderer import FrameRequest  # noqa: E402
 from gsplat_lib.viewer.views import camera_pose  # noqa: E402
-from subprocess_env import python_env  # noqa: E402
-from viewer_helpers import free_port, small_scene  # noqa: E402
+from test_train_resume import _assert_identical  # noqa: E402  (compares whole checkpoints, wall time aside)
+from viewer_helpers import free_port, serve_until_ctrl_c, small_scene  # noqa: E402
 
 ITERATIONS = 30
 
@@ -40,22 +36,6 @@ def _config(scene_dir, output):
 def _final_state(output):
     content = torch.load(output / "checkpoints" / f"step_{ITERATIONS:06d}.ckpt", map_location="cpu", weights_only=True)
     return content["content"]
-
-
-def _assert_identical(a, b, where="checkpoint"):
-    if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert set(a) == set(b), where
-        for key in a:
-            if key != "train_seconds":  # wall time
-                _assert_identical(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for index, (x, y) in enumerate(zip(a, b)):
-            _assert_identical(x, y, f"{where}[{index}]")
-    else:
-        assert a == b, where
 
 
 def test_frames_during_training_change_no_bit(scene_dir, tmp_path):
@@ -83,7 +63,7 @@ def test_frames_during_training_change_no_bit(scene_dir, tmp_path):
         drawer.join(30)
         monitor.close()
     assert len(frames) > ITERATIONS  # frames came between the steps, not only before or after
-    _assert_identical(_final_state(tmp_path / "plain"), _final_state(tmp_path / "viewed"))
+    _assert_identical(_final_state(tmp_path / "plain"), _final_state(tmp_path / "viewed"), "checkpoint")
 
 
 def test_pause_and_resume(scene_dir, tmp_path):
@@ -119,30 +99,12 @@ def test_pause_and_resume(scene_dir, tmp_path):
 
 def test_gsplat_train_view_serves_the_page_until_ctrl_c(scene_dir, tmp_path):
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "gsplat_lib.train", "--data", str(scene_dir), "--output", str(tmp_path / "run"),
-            "--iterations", "6", "--no-progress", "--view", "--view-port", str(port),
-        ],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=python_env(), cwd=tmp_path,
-    )
-    try:
-        lines = []
-        for line in process.stdout:
-            lines.append(line)
-            if "the viewer stays open" in line:
-                break
-        assert any(f"http://localhost:{port}" in line for line in lines), "".join(lines)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
-            assert response.status == 200 and b"<html" in response.read().lower()
-        process.send_signal(signal.SIGINT)
-        rest, _ = process.communicate(timeout=30)
-        assert process.returncode == 0, "".join(lines) + rest
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-        process.stdout.close()
+    arguments = [
+        "-m", "gsplat_lib.train", "--data", str(scene_dir), "--output", str(tmp_path / "run"), "--iterations", "6",
+        "--no-progress", "--view", "--view-port", str(port),
+    ]
+    output = serve_until_ctrl_c(arguments, "the viewer stays open", tmp_path, port)
+    assert f"viewer: open http://localhost:{port}" in output
     assert (tmp_path / "run" / "metrics.json").is_file()
 
 

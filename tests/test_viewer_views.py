@@ -1,4 +1,4 @@
-"""Viewer camera math: quaternions, the browser's pose to viewmat / K, and dataset cameras back to poses."""
+"""Viewer camera math: the browser's pose to viewmat / K, and dataset cameras back to poses."""
 
 import math
 
@@ -6,40 +6,16 @@ import numpy as np
 import pytest
 
 from gsplat_lib.data import Camera
-from gsplat_lib.viewer.views import camera_pose, rotation_to_wxyz, view_from_pose, wxyz_to_rotation
-
-
-def _random_rotations(count, seed=0):
-    rng = np.random.default_rng(seed)
-    quaternions = rng.normal(size=(count, 4))
-    quaternions /= np.linalg.norm(quaternions, axis=1, keepdims=True)
-    # Also the awkward ones: identity, half turns (w = 0) about each axis.
-    special = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0.6, 0.8, 0]], dtype=np.float64)
-    return np.concatenate([special, quaternions])
-
-
-def test_quaternion_round_trip():
-    for wxyz in _random_rotations(200):
-        rotation = wxyz_to_rotation(wxyz)
-        np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
-        assert np.linalg.det(rotation) == pytest.approx(1.0)
-        back = rotation_to_wxyz(rotation)
-        assert back[0] >= 0
-        # q and -q are the same rotation.
-        np.testing.assert_allclose(back, wxyz if np.dot(back, wxyz) > 0 else -wxyz, atol=1e-9)
-
-
-def test_quarter_turn_about_z():
-    half = math.sqrt(0.5)
-    np.testing.assert_allclose(wxyz_to_rotation([half, 0, 0, half]), [[0, -1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-12)
+from gsplat_lib.data.colmap import qvec_to_rotmat, rotmat_to_qvec
+from gsplat_lib.viewer.views import camera_pose, view_from_pose
 
 
 def test_view_from_pose_projects_like_a_pinhole():
-    wxyz = rotation_to_wxyz(wxyz_to_rotation([0.9, 0.1, -0.3, 0.2]))
+    wxyz = rotmat_to_qvec(qvec_to_rotmat([0.9, 0.1, -0.3, 0.2]))
     position = np.array([1.0, -2.0, 0.5])
     fov_y, width, height = math.radians(50.0), 200, 100
     view = view_from_pose(wxyz, position, fov_y, width, height)
-    rotation = wxyz_to_rotation(wxyz)  # camera-to-world, OpenCV axes
+    rotation = qvec_to_rotmat(wxyz)  # camera-to-world, OpenCV axes
     # A point straight ahead lands in the image centre; one at the top edge of the field of view on row 0.
     for camera_point, pixel in (([0.0, 0.0, 3.0], (100.0, 50.0)), ([0.0, -3.0 * math.tan(fov_y / 2), 3.0], (100.0, 0.0))):
         world = rotation @ np.array(camera_point) + position
@@ -52,7 +28,7 @@ def test_view_from_pose_projects_like_a_pinhole():
 
 
 def test_dataset_camera_round_trip():
-    rotation = wxyz_to_rotation([0.3, -0.5, 0.7, 0.2])
+    rotation = qvec_to_rotmat([0.3, -0.5, 0.7, 0.2])
     centre = np.array([0.4, 1.5, -2.0])
     viewmat = np.eye(4)
     viewmat[:3, :3] = rotation.T

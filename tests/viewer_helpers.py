@@ -94,3 +94,39 @@ def untrained_run(output: Path, scene_dir: Path) -> Path:
     )
     model.save_ply(output / "point_cloud.ply")
     return output
+
+
+def serve_until_ctrl_c(arguments, ready_text: str, cwd: Path, port: int) -> str:
+    """Runs ``python ARGUMENTS`` (a command that serves a page), waits for ``ready_text`` on its
+    output, checks that the page answers on ``port``, sends Ctrl-C and returns all it printed;
+    fails unless it then exits with status 0."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from subprocess_env import python_env
+
+    process = subprocess.Popen(
+        [sys.executable, *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=python_env(), cwd=cwd,
+    )
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if ready_text in line:
+                break
+        assert any(ready_text in line for line in lines), "".join(lines)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            assert response.status == 200 and b"<html" in response.read().lower()
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=30)
+        output = "".join(lines) + rest
+        assert process.returncode == 0, output
+        return output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        process.stdout.close()

@@ -14,8 +14,9 @@ from typing import Sequence, Tuple
 import numpy as np
 
 from gsplat_lib.data import Camera
+from gsplat_lib.data.colmap import qvec_to_rotmat, rotmat_to_qvec
 
-__all__ = ["ViewCamera", "view_from_pose", "camera_pose", "wxyz_to_rotation", "rotation_to_wxyz"]
+__all__ = ["ViewCamera", "view_from_pose", "camera_pose"]
 
 
 @dataclass(eq=False)
@@ -28,38 +29,6 @@ class ViewCamera:
     height: int
 
 
-def wxyz_to_rotation(wxyz: Sequence[float]) -> np.ndarray:
-    """[3, 3] rotation of a quaternion (w, x, y, z) (normalised here)."""
-    w, x, y, z = np.asarray(wxyz, dtype=np.float64) / np.linalg.norm(wxyz)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
-def rotation_to_wxyz(rotation: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z), w >= 0, of a [3, 3] rotation.
-
-    The eigenvector of the largest eigenvalue of Bar-Itzhack's symmetric matrix: accurate for
-    every rotation, and the nearest rotation's quaternion when ``rotation`` is slightly off.
-    """
-    (xx, xy, xz), (yx, yy, yz), (zx, zy, zz) = np.asarray(rotation, dtype=np.float64)
-    symmetric = np.array(
-        [
-            [xx + yy + zz, zy - yz, xz - zx, yx - xy],
-            [zy - yz, xx - yy - zz, xy + yx, xz + zx],
-            [xz - zx, xy + yx, yy - xx - zz, yz + zy],
-            [yx - xy, xz + zx, yz + zy, zz - xx - yy],
-        ]
-    ) / 3.0
-    _, vectors = np.linalg.eigh(symmetric)
-    quaternion = vectors[:, -1]
-    return quaternion if quaternion[0] >= 0 else -quaternion
-
-
 def view_from_pose(wxyz: Sequence[float], position: Sequence[float], fov_y: float, width: int, height: int) -> ViewCamera:
     """The camera of a camera-to-world pose with vertical field of view ``fov_y`` (radians),
     rendering ``width`` x ``height`` pixels (principal point at the centre)."""
@@ -67,7 +36,7 @@ def view_from_pose(wxyz: Sequence[float], position: Sequence[float], fov_y: floa
         raise ValueError(f"view_from_pose: image size must be positive, got {width} x {height}")
     if not 0.0 < fov_y < math.pi:
         raise ValueError(f"view_from_pose: fov_y must be in (0, pi) radians, got {fov_y}")
-    rotation = wxyz_to_rotation(wxyz)
+    rotation = qvec_to_rotmat(wxyz)
     viewmat = np.eye(4)
     viewmat[:3, :3] = rotation.T
     viewmat[:3, 3] = -rotation.T @ np.asarray(position, dtype=np.float64)
@@ -81,4 +50,4 @@ def camera_pose(camera: Camera) -> Tuple[np.ndarray, np.ndarray, float, float]:
     rotation = camera.viewmat[:3, :3].astype(np.float64)
     translation = camera.viewmat[:3, 3].astype(np.float64)
     fov_y = 2.0 * math.atan(0.5 * camera.height / float(camera.K[1, 1]))
-    return rotation_to_wxyz(rotation.T), -rotation.T @ translation, fov_y, camera.width / camera.height
+    return rotmat_to_qvec(rotation.T), -rotation.T @ translation, fov_y, camera.width / camera.height
