@@ -73,6 +73,21 @@ def test_an_unfinished_run_shows_its_latest_checkpoint(run_dir, tmp_path):
         load_viewer_scene(copy)
 
 
+def test_a_moved_dataset_leaves_the_model_without_cameras(run_dir, tmp_path):
+    import json
+
+    copy = tmp_path / "moved"
+    shutil.copytree(run_dir, copy)
+    settings = json.loads((copy / "settings.json").read_text())
+    settings["settings"]["data"] = str(tmp_path / "gone")
+    (copy / "settings.json").write_text(json.dumps(settings))
+    with pytest.warns(RuntimeWarning, match="cameras are not shown.*--data"):
+        scene = load_viewer_scene(copy)
+    assert scene.cameras == [] and scene.model.num_surfels > 0
+    with pytest.raises(ValueError, match="gone"):  # a dataset asked for by name must load
+        load_viewer_scene(copy, data=tmp_path / "gone")
+
+
 def test_bad_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing"):
         load_viewer_scene(tmp_path / "missing")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
@@ -93,14 +94,22 @@ def load_viewer_scene(path: PathLike, *, device="cpu", data: Optional[PathLike] 
     )
     data_path = Path(data) if data is not None else _run_data(run_root, settings)
     if data_path is not None:
-        dataset = load_scene(
-            data_path,
-            downscale=int(settings.get("downscale", 1)),
-            test_every=int(settings.get("test_every", 8)),
-            background=scene.background,
-            num_random_points=1,
-        )
-        scene.train_cameras, scene.test_cameras = list(dataset.train), list(dataset.test)
+        try:
+            dataset = load_scene(
+                data_path,
+                downscale=int(settings.get("downscale", 1)),
+                test_every=int(settings.get("test_every", 8)),
+                background=scene.background,
+                num_random_points=1,
+            )
+        except (FileNotFoundError, ValueError) as error:
+            if data is not None:
+                raise
+            # The run's dataset may have moved (or its path was relative to another folder):
+            # the model is still worth showing.
+            warnings.warn(f"the run's cameras are not shown: {error} (pass --data PATH)", RuntimeWarning, stacklevel=2)
+        else:
+            scene.train_cameras, scene.test_cameras = list(dataset.train), list(dataset.test)
     if run_root is not None and (run_root / MESH_FILE).is_file():
         scene.mesh = read_mesh_ply(run_root / MESH_FILE)
     return scene

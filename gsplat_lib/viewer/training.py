@@ -59,6 +59,7 @@ class TrainingViewer(TrainingMonitor):
         self.log = log
         self.access = ModelAccess()
         self.viewer: Optional[ViewerServer] = None
+        self._status = self._pause = None  # the training controls, once a training run is shown
         self._running = threading.Event()
         self._running.set()
         self._step = 0
@@ -101,7 +102,7 @@ class TrainingViewer(TrainingMonitor):
     def step_finished(self, step: int, model: GaussianModel) -> None:
         self._step = step
         viewer = self.viewer
-        if viewer is None:
+        if viewer is None or self._status is None:
             return
         now = time.monotonic()
         if now - self._last_status >= _STATUS_SECONDS:
@@ -114,7 +115,7 @@ class TrainingViewer(TrainingMonitor):
     def finished(self, model: GaussianModel) -> None:
         self._running.set()
         self._finished = True
-        if self.viewer is None:
+        if self._status is None:
             return
         self._pause.disabled = True
         self._status.content = self._status_text()
@@ -132,7 +133,7 @@ class TrainingViewer(TrainingMonitor):
             self._running.clear()
         else:
             self._running.set()
-        if self.viewer is not None:
+        if self._status is not None:
             self._pause.label = "Resume training" if paused else "Pause training"
             self._status.content = self._status_text()
 
