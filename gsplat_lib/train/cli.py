@@ -17,6 +17,8 @@ from typing import List, Optional
 from gsplat_lib.train.config import add_arguments, config_from_args
 from gsplat_lib.train.run_dir import SettingsMismatchError
 from gsplat_lib.train.trainer import Trainer, TrainingInterrupted
+from gsplat_lib.viewer import TrainingViewer
+from gsplat_lib.viewer.cli import wait_for_interrupt
 
 _DESCRIPTION = """\
 Train a 2D Gaussian splatting (surfel) model with the 2DGS recipe: L1 + D-SSIM, normal
@@ -38,6 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
+    viewer = parser.add_argument_group("viewer (needs pip install 'gsplat_lib[viewer]')")
+    viewer.add_argument(
+        "--view", action="store_true",
+        help="Serve a web viewer of the model as it trains (pause / resume on the page); it stays open "
+        "after training until Ctrl-C. Results are the same bits as without it.",
+    )
+    viewer.add_argument("--view-port", type=int, default=8080, metavar="P", help="Viewer port (default 8080).")
+    viewer.add_argument(
+        "--view-host", default="127.0.0.1", metavar="HOST", help="Viewer address (default 127.0.0.1, this machine only)."
+    )
     return parser
 
 
@@ -49,8 +61,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as error:
         print(f"gsplat-train: error: {error}", file=sys.stderr)
         return 2
+    monitor = None
+    if args.view:
+        try:
+            monitor = TrainingViewer(host=args.view_host, port=args.view_port)
+        except (ImportError, ValueError) as error:
+            print(f"gsplat-train: error: --view: {error}", file=sys.stderr)
+            return 1
     try:
-        metrics = Trainer(config).run()
+        metrics = Trainer(config, monitor=monitor).run()
+        if monitor is not None:
+            _print_results(config, metrics)
+            _keep_viewer_open(monitor, config)
+            return 0
     except TrainingInterrupted as stop:
         print(
             f"\ngsplat-train: {stop}.\nRe-run the same command to resume from step {stop.step}.",
@@ -63,12 +86,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:  # outside the training loop (data loading, evaluation, export)
         print("\ngsplat-train: interrupted; re-run the same command to continue.", file=sys.stderr)
         return 128 + signal.SIGINT
+    finally:
+        if monitor is not None:
+            monitor.close()
+    _print_results(config, metrics)
+    return 0
+
+
+def _print_results(config, metrics) -> None:
     output = Path(config.output)
     print(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} ({metrics['num_views']} {metrics['split']} views)")
     print(f"metrics: {output / 'metrics.json'}")
     print(f"renders: {output / metrics['renders']}")
     print(f"model:   {output / 'point_cloud.ply'} (3DGS viewers: {output / 'point_cloud_viewer.ply'})")
-    return 0
+
+
+def _keep_viewer_open(monitor, config) -> None:
+    monitor.show_run(config.output, device=config.device)  # when every step had been trained before
+    print(f"gsplat-train: the viewer stays open at {monitor.viewer.url}; Ctrl-C to close it", flush=True)
+    wait_for_interrupt()
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from gsplat_lib.model import GaussianModel
 from gsplat_lib.strategy import DefaultStrategy
 from gsplat_lib.train import images, losses, metrics
 from gsplat_lib.train.config import Schedule, TrainConfig
+from gsplat_lib.train.monitor import TrainingMonitor
 from gsplat_lib.train.run_dir import RunDirectory, write_json_atomically
 
 __all__ = ["Trainer", "TrainingInterrupted", "CameraOrder", "BUILTIN_SCENE_DIR"]
@@ -132,9 +133,17 @@ class Trainer:
         scene: the data, already loaded (default: loaded from ``config.data``, or the
             built-in scene generated into ``OUTPUT/data/``).
         log: where progress messages go (default ``print``).
+        monitor: an observer of the training loop, e.g. ``gsplat_lib.viewer.TrainingViewer``
+            (default: none). It only reads the model, so results stay bit-identical.
     """
 
-    def __init__(self, config: TrainConfig, scene: Optional[SceneData] = None, log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        config: TrainConfig,
+        scene: Optional[SceneData] = None,
+        log: Callable[[str], None] = print,
+        monitor: Optional[TrainingMonitor] = None,
+    ):
         if not config.output:
             raise ValueError("TrainConfig.output: an output directory is required")
         self.config = config
@@ -143,6 +152,7 @@ class Trainer:
         self.run_dir = RunDirectory(config.output, config.fingerprint())
         self.log = log
         self._scene = scene
+        self.monitor = monitor or TrainingMonitor()
 
     # ------------------------------------------------------------------ entry point
 
@@ -305,14 +315,20 @@ class Trainer:
             return path
 
         smoothed_loss = None
+        self.monitor.started(model, scene, config, first_step)
         try:
             with _StopFlag() as stop:
                 for step in range(first_step, config.iterations + 1):
+                    paused_at = time.perf_counter()
+                    self.monitor.wait_while_paused(lambda: stop.signal_number is not None)
+                    session_start += time.perf_counter() - paused_at  # paused time is not training time
                     batch = order.next(config.batch_size)
-                    loss, batch_psnr = self.train_step(
-                        model, strategy, step, viewmats[batch], Ks[batch],
-                        torch.stack([targets[index] for index in batch]), backgrounds,
-                    )
+                    with self.monitor.changing_model():
+                        loss, batch_psnr = self.train_step(
+                            model, strategy, step, viewmats[batch], Ks[batch],
+                            torch.stack([targets[index] for index in batch]), backgrounds,
+                        )
+                    self.monitor.step_finished(step, model)
                     smoothed_loss = loss if smoothed_loss is None else 0.9 * smoothed_loss + 0.1 * loss
                     if progress is not None:
                         progress.update(1)
@@ -328,6 +344,7 @@ class Trainer:
         finally:
             if progress is not None:
                 progress.close()
+        self.monitor.finished(model)
         final = save(config.iterations)
         train_seconds = elapsed()
         session_steps = config.iterations - session_first + 1
