@@ -1,0 +1,287 @@
+// TSDF fusion math shared by the CPU and CUDA backends (docs/design.md, "Meshes").
+//
+// The volume is a grid of voxels in sparse blocks of 8^3. Voxel (i, j, k) sits at grid
+// position q = (i, j, k) * voxel_size. Bounded volumes use world coordinates directly;
+// unbounded ones (2DGS) place the grid in contracted space: y = contract((x - center) / radius)
+// with contract(u) = u inside the unit ball and (2 - 1/|u|) u/|u| outside it, so all of
+// space fits in the ball of radius 2 and voxels grow with distance.
+//
+// Per view, a voxel at world x projects to camera point p = R x + t and to the pixel
+// (floor(u), floor(v)) that contains (u, v) = (fx p.x / p.z + cx, fy p.y / p.z + cy) (pixel
+// centres at i + 0.5, so that is the nearest centre). With that pixel's depth d > 0, its
+// signed distance along the ray is sdf = (d - p.z) |p| / p.z (Open3D's projective distance).
+// Voxels with sdf < -trunc are hidden behind the surface and skipped; the others fuse
+// tsdf = min(1, sdf / trunc) and the pixel's colour into weighted running averages, one
+// weight per observation, views in order: deterministic on every backend.
+#pragma once
+
+#include "core/common.h"
+
+namespace gsl::tsdf {
+
+constexpr int kBlockSide = 8;                                            // voxels per block edge
+constexpr int kBlockVoxels = kBlockSide * kBlockSide * kBlockSide;       // 512
+// Block coordinates must fit 21 signed bits each: the Python layer packs them into int64 keys.
+constexpr int32_t kMaxBlockCoord = (1 << 20) - 1;
+
+struct Grid {
+  float voxel_size = 0.0f;        // spacing of the voxels: world units, or contracted units when contracted
+  float truncation = 0.0f;        // world units where space is not stretched (every bounded voxel)
+  int32_t contracted = 0;         // 0: bounded world grid; 1: 2DGS's contraction
+  float center[3] = {0.0f, 0.0f, 0.0f};  // contraction centre (world)
+  float radius = 1.0f;            // contraction radius (world): the unit ball maps to it unchanged
+  float contracted_limit = 1.9f;  // depth landing beyond this |y| is not fused (2 is infinity)
+};
+
+// One pinhole camera: world-to-camera rotation (row-major) and translation, intrinsics.
+struct View {
+  float r[9];
+  float t[3];
+  float fx, fy, cx, cy;
+};
+
+GSL_HD View load_view(const float* viewmat, const float* K) {  // [4, 4], [3, 3]
+  View v;
+  for (int row = 0; row < 3; ++row) {
+    for (int col = 0; col < 3; ++col) v.r[3 * row + col] = viewmat[4 * row + col];
+    v.t[row] = viewmat[4 * row + 3];
+  }
+  v.fx = K[0];
+  v.cx = K[2];
+  v.fy = K[4];
+  v.cy = K[5];
+  return v;
+}
+
+GSL_HD float length(vec3 a) { return sqrtf(a.x * a.x + a.y * a.y + a.z * a.z); }
+
+GSL_HD vec3 world_to_camera(const View& v, vec3 x) {
+  return {v.r[0] * x.x + v.r[1] * x.y + v.r[2] * x.z + v.t[0], v.r[3] * x.x + v.r[4] * x.y + v.r[5] * x.z + v.t[1],
+          v.r[6] * x.x + v.r[7] * x.y + v.r[8] * x.z + v.t[2]};
+}
+
+// R^T (p - t): a camera point back in the world.
+GSL_HD vec3 camera_to_world(const View& v, vec3 p) {
+  const vec3 d{p.x - v.t[0], p.y - v.t[1], p.z - v.t[2]};
+  return {v.r[0] * d.x + v.r[3] * d.y + v.r[6] * d.z, v.r[1] * d.x + v.r[4] * d.y + v.r[7] * d.z,
+          v.r[2] * d.x + v.r[5] * d.y + v.r[8] * d.z};
+}
+
+GSL_HD float quiet_nan() {
+#if defined(__CUDA_ARCH__)
+  return __int_as_float(0x7fc00000);
+#else
+  return __builtin_nanf("");
+#endif
+}
+
+// 2DGS's contraction (utils/mesh_utils.py) and its inverse, on normalised coordinates.
+GSL_HD vec3 contract(vec3 u) {
+  const float n = length(u);
+  if (n <= 1.0f) return u;
+  return ((2.0f - 1.0f / n) / n) * u;
+}
+
+// Grid points at |y| >= 2 (the far corners of the outermost blocks) are at infinity: NaN,
+// which no view observes and no block bound admits.
+GSL_HD vec3 uncontract(vec3 y) {
+  const float m = length(y);
+  if (m <= 1.0f) return y;
+  const float scale = m < 2.0f ? 1.0f / (m * (2.0f - m)) : quiet_nan();
+  return scale * y;
+}
+
+// How much the grid is stretched along a ray from the centre at contracted radius m: d|x|/d|y|
+// = 1 / (2 - m)^2 outside the unit ball. The truncation scales with it, so the band stays a
+// few voxels deep where voxels grow.
+GSL_HD float radial_stretch(float m) {
+  if (m <= 1.0f) return 1.0f;
+  const float gap = 2.0f - m;
+  return 1.0f / (gap * gap);
+}
+
+// World position of grid point q (voxel units, continuous).
+GSL_HD vec3 grid_to_world(const Grid& g, vec3 q) {
+  const vec3 p = g.voxel_size * q;
+  if (!g.contracted) return p;
+  const vec3 x = uncontract(p);
+  return {g.center[0] + g.radius * x.x, g.center[1] + g.radius * x.y, g.center[2] + g.radius * x.z};
+}
+
+// Contracted (normalised) coordinates of a world point; the world itself when bounded.
+GSL_HD vec3 world_to_grid_space(const Grid& g, vec3 x) {
+  if (!g.contracted) return x;
+  const float inv = 1.0f / g.radius;
+  return contract({(x.x - g.center[0]) * inv, (x.y - g.center[1]) * inv, (x.z - g.center[2]) * inv});
+}
+
+// Truncation distance (world) at grid-space point y.
+GSL_HD float truncation_at(const Grid& g, vec3 y) {
+  return g.contracted ? g.truncation * radial_stretch(length(y)) : g.truncation;
+}
+
+// One view's measurement at a voxel: whether it fuses, and what.
+struct Observation {
+  float tsdf;
+  int64_t pixel;  // index into the view's [H, W] image
+};
+
+GSL_HD bool observe(const View& v, const float* depth, int width, int height, vec3 world, float trunc,
+                    Observation* out) {
+  const vec3 p = world_to_camera(v, world);
+  if (!(p.z > 0.0f)) return false;
+  const float u = v.fx * (p.x / p.z) + v.cx;
+  const float w = v.fy * (p.y / p.z) + v.cy;
+  // Compared as floats first: NaN and huge values fail here, before any int conversion.
+  if (!(u >= 0.0f && u < static_cast<float>(width) && w >= 0.0f && w < static_cast<float>(height))) return false;
+  const int64_t pixel = static_cast<int64_t>(floorf(w)) * width + static_cast<int64_t>(floorf(u));
+  const float d = depth[pixel];
+  if (!(d > 0.0f && d <= 3.0e38f)) return false;  // no depth there (masked, empty, NaN or inf)
+  const float sdf = (d - p.z) * (length(p) / p.z);
+  if (sdf < -trunc) return false;
+  out->tsdf = fminf(1.0f, sdf / trunc);
+  out->pixel = pixel;
+  return true;
+}
+
+// Fuses views [0, num_views) into the voxel at grid point q, in view order. Its state is
+// tsdf[0], weight[0] and, when colours are fused, color[0..2].
+GSL_HD void integrate_voxel(const Grid& g, const float* viewmats, const float* Ks, const float* depths,
+                            const float* colors, int num_views, int width, int height, const uint32_t* view_mask,
+                            vec3 q, float* tsdf, float* weight, float* color) {
+  const vec3 world = grid_to_world(g, q);
+  const float trunc = truncation_at(g, g.voxel_size * q);
+  float value = *tsdf;
+  float count = *weight;
+  float rgb[3] = {0.0f, 0.0f, 0.0f};
+  if (color != nullptr)
+    for (int k = 0; k < 3; ++k) rgb[k] = color[k];
+  const int64_t image = static_cast<int64_t>(width) * height;
+  for (int c = 0; c < num_views; ++c) {
+    if (view_mask != nullptr && !((view_mask[c >> 5] >> (c & 31)) & 1u)) continue;
+    const View v = load_view(viewmats + 16 * c, Ks + 9 * c);
+    Observation obs;
+    if (!observe(v, depths + c * image, width, height, world, trunc, &obs)) continue;
+    const float next = count + 1.0f;
+    value = (value * count + obs.tsdf) / next;
+    if (color != nullptr && colors != nullptr) {
+      const float* pixel_rgb = colors + 3 * (c * image + obs.pixel);
+      for (int k = 0; k < 3; ++k) rgb[k] = (rgb[k] * count + pixel_rgb[k]) / next;
+    }
+    count = next;
+  }
+  *tsdf = value;
+  *weight = count;
+  if (color != nullptr)
+    for (int k = 0; k < 3; ++k) color[k] = rgb[k];
+}
+
+// A bound on where a block lies: a sphere (world) holding every voxel of the block at block
+// coordinates b. Uncontraction stretches space by at most radial_stretch of the block's
+// outermost |y| (>= the tangential stretch 1 / (|y| (2 - |y|)) there).
+struct Sphere {
+  vec3 center;
+  float radius;
+  bool bounded;  // false: the block reaches |y| >= 2, where no finite sphere holds it
+};
+
+GSL_HD Sphere block_bounds(const Grid& g, const int32_t* b) {
+  const float half = 0.5f * (kBlockSide - 1);
+  const vec3 mid{b[0] * static_cast<float>(kBlockSide) + half, b[1] * static_cast<float>(kBlockSide) + half,
+                 b[2] * static_cast<float>(kBlockSide) + half};
+  const float half_diagonal = 0.8661f * (kBlockSide - 1) * g.voxel_size;  // > sqrt(3) / 2 * extent
+  Sphere s{grid_to_world(g, mid), half_diagonal, true};
+  if (g.contracted) {
+    const float outer = length(g.voxel_size * mid) + half_diagonal;
+    s.bounded = outer < 2.0f;
+    s.radius = g.radius * half_diagonal * radial_stretch(fminf(outer, 1.99f));
+  }
+  return s;
+}
+
+// False only when no point of the sphere projects into the image in front of the camera
+// (then observe() fails for every voxel of the block). One pixel of margin covers rounding.
+GSL_HD bool sphere_may_be_seen(const View& v, const Sphere& s, int width, int height) {
+  if (!s.bounded) return true;
+  const vec3 c = world_to_camera(v, s.center);
+  if (!(c.z + s.radius > 0.0f)) return false;
+  if (!(c.z - s.radius > 0.0f)) return true;  // reaches behind the camera: no cheap bound
+  // For p = c + d with |d| <= r: |p.x/p.z - c.x/c.z| = |d.x c.z - c.x d.z| / (p.z c.z)
+  //                                                  <= r (c.z + |c.x|) / ((c.z - r) c.z).
+  const float denom = (c.z - s.radius) * c.z;
+  const float spread_x = s.radius * (c.z + fabsf(c.x)) / denom;
+  const float spread_y = s.radius * (c.z + fabsf(c.y)) / denom;
+  const float u = v.fx * (c.x / c.z) + v.cx;
+  const float w = v.fy * (c.y / c.z) + v.cy;
+  const float reach_x = v.fx * spread_x + 1.0f;
+  const float reach_y = v.fy * spread_y + 1.0f;
+  return u + reach_x >= 0.0f && u - reach_x <= static_cast<float>(width) && w + reach_y >= 0.0f &&
+         w - reach_y <= static_cast<float>(height);
+}
+
+// The blocks a pixel's measurement touches: the box of blocks around the ray segment from
+// sdf = -trunc to +trunc, plus one voxel on the high side so every cube holding the band has
+// all eight corners. Out of range when a coordinate would not fit a key (kMaxBlockCoord).
+struct BlockBox {
+  int32_t lo[3];
+  int32_t hi[3];
+};
+
+enum class PixelBlocks { kNone, kBox, kOutOfRange };
+
+GSL_HD PixelBlocks pixel_block_box(const Grid& g, const View& v, float depth, int i, int j, BlockBox* box) {
+  if (!(depth > 0.0f && depth <= 3.0e38f)) return PixelBlocks::kNone;
+  const vec3 ray{(static_cast<float>(i) + 0.5f - v.cx) / v.fx, (static_cast<float>(j) + 0.5f - v.cy) / v.fy, 1.0f};
+  const vec3 surface = camera_to_world(v, depth * ray);
+  const vec3 y = world_to_grid_space(g, surface);
+  if (g.contracted && !(length(y) <= g.contracted_limit)) return PixelBlocks::kNone;
+  const float trunc = truncation_at(g, y);
+  const vec3 origin = camera_to_world(v, {0.0f, 0.0f, 0.0f});
+  const vec3 toward = surface - origin;
+  const float scale = trunc / length(toward);  // |toward| > 0 since depth > 0
+  const vec3 ends[3] = {surface, surface - scale * toward, surface + scale * toward};
+  float lo[3], hi[3];
+  for (int e = 0; e < 3; ++e) {
+    vec3 q = world_to_grid_space(g, ends[e]);
+    const float c[3] = {q.x / g.voxel_size, q.y / g.voxel_size, q.z / g.voxel_size};
+    for (int a = 0; a < 3; ++a) {
+      lo[a] = e == 0 ? c[a] : fminf(lo[a], c[a]);
+      hi[a] = e == 0 ? c[a] : fmaxf(hi[a], c[a]);
+    }
+  }
+  const float limit = static_cast<float>(kMaxBlockCoord) * kBlockSide;
+  for (int a = 0; a < 3; ++a) {
+    if (!(lo[a] > -limit && hi[a] < limit - 2.0f)) return PixelBlocks::kOutOfRange;
+    const int32_t first = static_cast<int32_t>(floorf(lo[a]));
+    const int32_t last = static_cast<int32_t>(floorf(hi[a])) + 1;
+    // Floor division by 8 of possibly negative voxel indices.
+    box->lo[a] = first >= 0 ? first / kBlockSide : -((-first + kBlockSide - 1) / kBlockSide);
+    box->hi[a] = last >= 0 ? last / kBlockSide : -((-last + kBlockSide - 1) / kBlockSide);
+  }
+  return PixelBlocks::kBox;
+}
+
+GSL_HD bool same_box(const BlockBox& a, const BlockBox& b) {
+  return a.lo[0] == b.lo[0] && a.lo[1] == b.lo[1] && a.lo[2] == b.lo[2] && a.hi[0] == b.hi[0] &&
+         a.hi[1] == b.hi[1] && a.hi[2] == b.hi[2];
+}
+
+// Blocks a pixel emits: its box, or nothing when the pixel to its left emitted the same box
+// (neighbouring pixels mostly land in the same blocks; this is what keeps the candidate list
+// short). -1 marks an out-of-range pixel.
+GSL_HD int64_t pixel_block_count(const Grid& g, const View& v, const float* depth, int width, int i, int j,
+                                 BlockBox* box) {
+  const PixelBlocks kind = pixel_block_box(g, v, depth[static_cast<int64_t>(j) * width + i], i, j, box);
+  if (kind == PixelBlocks::kOutOfRange) return -1;
+  if (kind == PixelBlocks::kNone) return 0;
+  if (i > 0) {
+    BlockBox left;
+    if (pixel_block_box(g, v, depth[static_cast<int64_t>(j) * width + i - 1], i - 1, j, &left) == PixelBlocks::kBox &&
+        same_box(left, *box))
+      return 0;
+  }
+  return static_cast<int64_t>(box->hi[0] - box->lo[0] + 1) * (box->hi[1] - box->lo[1] + 1) *
+         (box->hi[2] - box->lo[2] + 1);
+}
+
+}  // namespace gsl::tsdf

@@ -1,0 +1,123 @@
+// CPU schedule of TSDF fusion and marching cubes: parallel_for over image rows (block
+// candidates) and over blocks (integration, extraction). Every voxel, pixel and cube is
+// computed by one thread, so the results never depend on the thread count.
+#include <stdexcept>
+#include <vector>
+
+#include "cpu/parallel.h"
+#include "ops/tsdf/tsdf.h"
+
+namespace gsl::tsdf {
+
+void check_grid(const Grid& g) {
+  if (!(g.voxel_size > 0.0f) || !(g.truncation > 0.0f))
+    throw std::invalid_argument("tsdf: voxel_size and truncation must be > 0");
+  if (g.contracted && !(g.radius > 0.0f && g.contracted_limit > 0.0f && g.contracted_limit < 2.0f))
+    throw std::invalid_argument("tsdf: a contraction needs radius > 0 and 0 < contracted_limit < 2");
+}
+
+namespace {
+
+template <class Body>
+void for_each_pixel_row(const BlockCandidatesParams& p, int num_threads, Body&& body) {
+  check_grid(p.grid);
+  const int64_t rows = static_cast<int64_t>(p.num_views) * p.height;
+  cpu::parallel_for(rows, num_threads, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int c = static_cast<int>(row / p.height);
+      const int j = static_cast<int>(row % p.height);
+      const View v = load_view(p.viewmats + 16 * c, p.Ks + 9 * c);
+      const float* depth = p.depths + static_cast<int64_t>(c) * p.width * p.height;
+      for (int i = 0; i < p.width; ++i) body(v, depth, row * p.width + i, i, j);
+    }
+  });
+}
+
+}  // namespace
+
+void block_candidates_count_cpu(const BlockCandidatesParams& p, int num_threads) {
+  for_each_pixel_row(p, num_threads, [&](const View& v, const float* depth, int64_t pixel, int i, int j) {
+    BlockBox box;
+    p.counts[pixel] = pixel_block_count(p.grid, v, depth, p.width, i, j, &box);
+  });
+}
+
+void block_candidates_fill_cpu(const BlockCandidatesParams& p, int num_threads) {
+  for_each_pixel_row(p, num_threads, [&](const View& v, const float* depth, int64_t pixel, int i, int j) {
+    BlockBox box;
+    if (pixel_block_count(p.grid, v, depth, p.width, i, j, &box) <= 0) return;
+    int32_t* out = p.blocks + 3 * p.offsets[pixel];
+    for (int32_t z = box.lo[2]; z <= box.hi[2]; ++z)
+      for (int32_t y = box.lo[1]; y <= box.hi[1]; ++y)
+        for (int32_t x = box.lo[0]; x <= box.hi[0]; ++x) {
+          out[0] = x;
+          out[1] = y;
+          out[2] = z;
+          out += 3;
+        }
+  });
+}
+
+void integrate_cpu(const IntegrateParams& p, int num_threads) {
+  check_grid(p.grid);
+  const int words = (p.num_views + 31) / 32;
+  cpu::parallel_for(p.num_blocks, num_threads, 4, [&](int64_t begin, int64_t end) {
+    std::vector<uint32_t> view_mask(words);
+    for (int64_t b = begin; b < end; ++b) {
+      const int32_t* coords = p.block_coords + 3 * b;
+      const Sphere bounds = block_bounds(p.grid, coords);
+      bool any = false;
+      for (int w = 0; w < words; ++w) view_mask[w] = 0u;
+      for (int c = 0; c < p.num_views; ++c) {
+        if (!sphere_may_be_seen(load_view(p.viewmats + 16 * c, p.Ks + 9 * c), bounds, p.width, p.height)) continue;
+        view_mask[c >> 5] |= 1u << (c & 31);
+        any = true;
+      }
+      if (!any) continue;
+      for (int local = 0; local < kBlockVoxels; ++local) {
+        const int64_t voxel = b * kBlockVoxels + local;
+        const vec3 q{static_cast<float>(coords[0] * kBlockSide + local % kBlockSide),
+                     static_cast<float>(coords[1] * kBlockSide + (local / kBlockSide) % kBlockSide),
+                     static_cast<float>(coords[2] * kBlockSide + local / (kBlockSide * kBlockSide))};
+        integrate_voxel(p.grid, p.viewmats, p.Ks, p.depths, p.colors, p.num_views, p.width, p.height,
+                        view_mask.data(), q, p.tsdf + voxel, p.weight + voxel,
+                        p.color != nullptr ? p.color + 3 * voxel : nullptr);
+      }
+    }
+  });
+}
+
+}  // namespace gsl::tsdf
+
+namespace gsl::mc {
+
+void extract_count_cpu(const ExtractParams& p, int num_threads) {
+  cpu::parallel_for(p.num_blocks, num_threads, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      for (int64_t local = 0; local < tsdf::kBlockVoxels; ++local) {
+        const int64_t voxel = b * tsdf::kBlockVoxels + local;
+        p.edge_masks[voxel] = static_cast<uint8_t>(voxel_edge_mask(p.field, b, local));
+        p.triangle_counts[voxel] = cube_triangle_count(p.field, b, local);
+      }
+    }
+  });
+}
+
+void extract_fill_cpu(const ExtractParams& p, int num_threads) {
+  tsdf::check_grid(p.grid);
+  cpu::parallel_for(p.num_blocks, num_threads, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      for (int64_t local = 0; local < tsdf::kBlockVoxels; ++local) {
+        const int64_t voxel = b * tsdf::kBlockVoxels + local;
+        if (p.edge_masks[voxel] != 0)
+          write_voxel_vertices(p.field, p.grid, b, local, p.edge_masks[voxel], p.vertex_offsets[voxel], p.vertices,
+                               p.vertex_colors);
+        if (p.triangle_counts[voxel] > 0)
+          write_cube_triangles(p.field, b, local, p.edge_masks, p.vertex_offsets, p.triangle_offsets[voxel],
+                               p.triangles);
+      }
+    }
+  });
+}
+
+}  // namespace gsl::mc

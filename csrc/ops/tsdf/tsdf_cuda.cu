@@ -1,0 +1,156 @@
+// CUDA schedule of TSDF fusion and marching cubes: a thread per pixel (block candidates), a
+// thread block of 512 per voxel block (integration: the views that can see the block are
+// found once, in shared memory), a thread per voxel (extraction). The math is
+// csrc/core/tsdf.h and csrc/core/marching_cubes.h, the code the CPU runs; each voxel is
+// written by one thread, views in order, so CUDA is deterministic too.
+#include "cuda/cuda_utils.h"
+#include "ops/tsdf/tsdf.h"
+
+namespace gsl::tsdf {
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void block_candidates_count_kernel(BlockCandidatesParams p) {
+  const int64_t pixel = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t image = static_cast<int64_t>(p.width) * p.height;
+  if (pixel >= image * p.num_views) return;
+  const int c = static_cast<int>(pixel / image);
+  const int j = static_cast<int>((pixel % image) / p.width);
+  const int i = static_cast<int>(pixel % p.width);
+  BlockBox box;
+  p.counts[pixel] = pixel_block_count(p.grid, load_view(p.viewmats + 16 * c, p.Ks + 9 * c), p.depths + c * image,
+                                      p.width, i, j, &box);
+}
+
+__global__ void block_candidates_fill_kernel(BlockCandidatesParams p) {
+  const int64_t pixel = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t image = static_cast<int64_t>(p.width) * p.height;
+  if (pixel >= image * p.num_views) return;
+  const int c = static_cast<int>(pixel / image);
+  const int j = static_cast<int>((pixel % image) / p.width);
+  const int i = static_cast<int>(pixel % p.width);
+  BlockBox box;
+  if (pixel_block_count(p.grid, load_view(p.viewmats + 16 * c, p.Ks + 9 * c), p.depths + c * image, p.width, i, j,
+                        &box) <= 0)
+    return;
+  int32_t* out = p.blocks + 3 * p.offsets[pixel];
+  for (int32_t z = box.lo[2]; z <= box.hi[2]; ++z)
+    for (int32_t y = box.lo[1]; y <= box.hi[1]; ++y)
+      for (int32_t x = box.lo[0]; x <= box.hi[0]; ++x) {
+        out[0] = x;
+        out[1] = y;
+        out[2] = z;
+        out += 3;
+      }
+}
+
+// One thread block per voxel block, one thread per voxel; view_mask: (C + 31) / 32 words.
+__global__ void integrate_kernel(IntegrateParams p) {
+  extern __shared__ uint32_t view_mask[];
+  __shared__ int any_view;
+  const int64_t b = blockIdx.x;
+  const int32_t* coords = p.block_coords + 3 * b;
+  const int words = (p.num_views + 31) / 32;
+  if (threadIdx.x == 0) any_view = 0;
+  __syncthreads();
+  const Sphere bounds = block_bounds(p.grid, coords);
+  for (int w = threadIdx.x; w < words; w += blockDim.x) {
+    uint32_t bits = 0u;
+    for (int k = 0; k < 32 && 32 * w + k < p.num_views; ++k) {
+      const int c = 32 * w + k;
+      if (sphere_may_be_seen(load_view(p.viewmats + 16 * c, p.Ks + 9 * c), bounds, p.width, p.height)) bits |= 1u << k;
+    }
+    view_mask[w] = bits;
+    if (bits != 0u) any_view = 1;  // every writer stores the same value
+  }
+  __syncthreads();
+  if (!any_view) return;
+  const int local = threadIdx.x;
+  const int64_t voxel = b * kBlockVoxels + local;
+  const vec3 q{static_cast<float>(coords[0] * kBlockSide + local % kBlockSide),
+               static_cast<float>(coords[1] * kBlockSide + (local / kBlockSide) % kBlockSide),
+               static_cast<float>(coords[2] * kBlockSide + local / (kBlockSide * kBlockSide))};
+  integrate_voxel(p.grid, p.viewmats, p.Ks, p.depths, p.colors, p.num_views, p.width, p.height, view_mask, q,
+                  p.tsdf + voxel, p.weight + voxel, p.color != nullptr ? p.color + 3 * voxel : nullptr);
+}
+
+unsigned int pixel_blocks(const BlockCandidatesParams& p) {
+  return cuda::blocks_for(static_cast<int64_t>(p.num_views) * p.width * p.height, kThreads);
+}
+
+}  // namespace
+
+void block_candidates_count_cuda(const BlockCandidatesParams& p, int device, std::uintptr_t stream) {
+  check_grid(p.grid);
+  if (static_cast<int64_t>(p.num_views) * p.width * p.height == 0) return;
+  cuda::DeviceGuard guard(device);
+  block_candidates_count_kernel<<<pixel_blocks(p), kThreads, 0, cuda::as_stream(stream)>>>(p);
+  cuda::check_launch("tsdf block_candidates_count_kernel");
+}
+
+void block_candidates_fill_cuda(const BlockCandidatesParams& p, int device, std::uintptr_t stream) {
+  check_grid(p.grid);
+  if (static_cast<int64_t>(p.num_views) * p.width * p.height == 0) return;
+  cuda::DeviceGuard guard(device);
+  block_candidates_fill_kernel<<<pixel_blocks(p), kThreads, 0, cuda::as_stream(stream)>>>(p);
+  cuda::check_launch("tsdf block_candidates_fill_kernel");
+}
+
+void integrate_cuda(const IntegrateParams& p, int device, std::uintptr_t stream) {
+  check_grid(p.grid);
+  if (p.num_blocks == 0 || p.num_views == 0) return;
+  cuda::DeviceGuard guard(device);
+  const size_t shared = sizeof(uint32_t) * static_cast<size_t>((p.num_views + 31) / 32);
+  integrate_kernel<<<static_cast<unsigned int>(p.num_blocks), kBlockVoxels, shared, cuda::as_stream(stream)>>>(p);
+  cuda::check_launch("tsdf integrate_kernel");
+}
+
+}  // namespace gsl::tsdf
+
+namespace gsl::mc {
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void extract_count_kernel(ExtractParams p) {
+  const int64_t voxel = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (voxel >= p.num_blocks * tsdf::kBlockVoxels) return;
+  const int64_t b = voxel / tsdf::kBlockVoxels;
+  const int64_t local = voxel % tsdf::kBlockVoxels;
+  p.edge_masks[voxel] = static_cast<uint8_t>(voxel_edge_mask(p.field, b, local));
+  p.triangle_counts[voxel] = cube_triangle_count(p.field, b, local);
+}
+
+__global__ void extract_fill_kernel(ExtractParams p) {
+  const int64_t voxel = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (voxel >= p.num_blocks * tsdf::kBlockVoxels) return;
+  const int64_t b = voxel / tsdf::kBlockVoxels;
+  const int64_t local = voxel % tsdf::kBlockVoxels;
+  if (p.edge_masks[voxel] != 0)
+    write_voxel_vertices(p.field, p.grid, b, local, p.edge_masks[voxel], p.vertex_offsets[voxel], p.vertices,
+                         p.vertex_colors);
+  if (p.triangle_counts[voxel] > 0)
+    write_cube_triangles(p.field, b, local, p.edge_masks, p.vertex_offsets, p.triangle_offsets[voxel], p.triangles);
+}
+
+}  // namespace
+
+void extract_count_cuda(const ExtractParams& p, int device, std::uintptr_t stream) {
+  if (p.num_blocks == 0) return;
+  cuda::DeviceGuard guard(device);
+  extract_count_kernel<<<cuda::blocks_for(p.num_blocks * tsdf::kBlockVoxels, kThreads), kThreads, 0,
+                         cuda::as_stream(stream)>>>(p);
+  cuda::check_launch("marching cubes extract_count_kernel");
+}
+
+void extract_fill_cuda(const ExtractParams& p, int device, std::uintptr_t stream) {
+  tsdf::check_grid(p.grid);
+  if (p.num_blocks == 0) return;
+  cuda::DeviceGuard guard(device);
+  extract_fill_kernel<<<cuda::blocks_for(p.num_blocks * tsdf::kBlockVoxels, kThreads), kThreads, 0,
+                        cuda::as_stream(stream)>>>(p);
+  cuda::check_launch("marching cubes extract_fill_kernel");
+}
+
+}  // namespace gsl::mc
