@@ -144,36 +144,34 @@ GSL_HD bool observe(const View& v, const float* depth, int width, int height, ve
   return true;
 }
 
-// Fuses views [0, num_views) into the voxel at grid point q, in view order. Its state is
-// tsdf[0], weight[0] and, when colours are fused, color[0..2].
-GSL_HD void integrate_voxel(const Grid& g, const float* viewmats, const float* Ks, const float* depths,
-                            const float* colors, int num_views, int width, int height, const uint32_t* view_mask,
-                            vec3 q, float* tsdf, float* weight, float* color) {
-  const vec3 world = grid_to_world(g, q);
-  const float trunc = truncation_at(g, g.voxel_size * q);
-  float value = *tsdf;
-  float count = *weight;
-  float rgb[3] = {0.0f, 0.0f, 0.0f};
-  if (color != nullptr)
-    for (int k = 0; k < 3; ++k) rgb[k] = color[k];
-  const int64_t image = static_cast<int64_t>(width) * height;
-  for (int c = 0; c < num_views; ++c) {
-    if (view_mask != nullptr && !((view_mask[c >> 5] >> (c & 31)) & 1u)) continue;
-    const View v = load_view(viewmats + 16 * c, Ks + 9 * c);
-    Observation obs;
-    if (!observe(v, depths + c * image, width, height, world, trunc, &obs)) continue;
-    const float next = count + 1.0f;
-    value = (value * count + obs.tsdf) / next;
-    if (color != nullptr && colors != nullptr) {
-      const float* pixel_rgb = colors + 3 * (c * image + obs.pixel);
-      for (int k = 0; k < 3; ++k) rgb[k] = (rgb[k] * count + pixel_rgb[k]) / next;
-    }
-    count = next;
+// A voxel's state while views are fused into it: running means and their weight.
+struct VoxelState {
+  float tsdf;
+  float weight;
+  float rgb[3];
+};
+
+// The voxel at grid point q: where it is and how deep its truncation band reaches there.
+struct VoxelSite {
+  vec3 world;
+  float truncation;
+};
+
+GSL_HD VoxelSite voxel_site(const Grid& g, vec3 q) { return {grid_to_world(g, q), truncation_at(g, g.voxel_size * q)}; }
+
+// Fuses one view into a voxel: depth [H, W] and, when given, colors [H, W, 3].
+GSL_HD void fuse_view(const View& v, const float* depth, const float* colors, int width, int height,
+                      const VoxelSite& site, VoxelState* state) {
+  Observation obs;
+  if (!observe(v, depth, width, height, site.world, site.truncation, &obs)) return;
+  const float count = state->weight;
+  const float next = count + 1.0f;
+  state->tsdf = (state->tsdf * count + obs.tsdf) / next;
+  if (colors != nullptr) {
+    const float* pixel_rgb = colors + 3 * obs.pixel;
+    for (int k = 0; k < 3; ++k) state->rgb[k] = (state->rgb[k] * count + pixel_rgb[k]) / next;
   }
-  *tsdf = value;
-  *weight = count;
-  if (color != nullptr)
-    for (int k = 0; k < 3; ++k) color[k] = rgb[k];
+  state->weight = next;
 }
 
 // A bound on where a block lies: a sphere (world) holding every voxel of the block at block
@@ -266,20 +264,22 @@ GSL_HD bool same_box(const BlockBox& a, const BlockBox& b) {
          a.hi[1] == b.hi[1] && a.hi[2] == b.hi[2];
 }
 
-// Blocks a pixel emits: its box, or nothing when the pixel to its left emitted the same box
-// (neighbouring pixels mostly land in the same blocks; this is what keeps the candidate list
-// short). -1 marks an out-of-range pixel.
+// Blocks a pixel emits: its box, or nothing when the pixel to its left or the one above has
+// the same box (neighbouring pixels mostly land in the same blocks; this keeps the candidate
+// list short). Every box is still emitted: following equal left or upper neighbours ends at
+// a pixel that emits it. -1 marks an out-of-range pixel.
 GSL_HD int64_t pixel_block_count(const Grid& g, const View& v, const float* depth, int width, int i, int j,
                                  BlockBox* box) {
   const PixelBlocks kind = pixel_block_box(g, v, depth[static_cast<int64_t>(j) * width + i], i, j, box);
   if (kind == PixelBlocks::kOutOfRange) return -1;
   if (kind == PixelBlocks::kNone) return 0;
-  if (i > 0) {
-    BlockBox left;
-    if (pixel_block_box(g, v, depth[static_cast<int64_t>(j) * width + i - 1], i - 1, j, &left) == PixelBlocks::kBox &&
-        same_box(left, *box))
-      return 0;
-  }
+  BlockBox other;
+  if (i > 0 && pixel_block_box(g, v, depth[static_cast<int64_t>(j) * width + i - 1], i - 1, j, &other) ==
+                   PixelBlocks::kBox && same_box(other, *box))
+    return 0;
+  if (j > 0 && pixel_block_box(g, v, depth[static_cast<int64_t>(j - 1) * width + i], i, j - 1, &other) ==
+                   PixelBlocks::kBox && same_box(other, *box))
+    return 0;
   return static_cast<int64_t>(box->hi[0] - box->lo[0] + 1) * (box->hi[1] - box->lo[1] + 1) *
          (box->hi[2] - box->lo[2] + 1);
 }

@@ -60,28 +60,35 @@ void block_candidates_fill_cpu(const BlockCandidatesParams& p, int num_threads) 
 
 void integrate_cpu(const IntegrateParams& p, int num_threads) {
   check_grid(p.grid);
-  const int words = (p.num_views + 31) / 32;
+  std::vector<View> views(p.num_views);
+  for (int c = 0; c < p.num_views; ++c) views[c] = load_view(p.viewmats + 16 * c, p.Ks + 9 * c);
+  const int64_t image = static_cast<int64_t>(p.width) * p.height;
   cpu::parallel_for(p.num_blocks, num_threads, 4, [&](int64_t begin, int64_t end) {
-    std::vector<uint32_t> view_mask(words);
+    std::vector<int> seen;  // the views that may see the block, in order
     for (int64_t b = begin; b < end; ++b) {
       const int32_t* coords = p.block_coords + 3 * b;
       const Sphere bounds = block_bounds(p.grid, coords);
-      bool any = false;
-      for (int w = 0; w < words; ++w) view_mask[w] = 0u;
-      for (int c = 0; c < p.num_views; ++c) {
-        if (!sphere_may_be_seen(load_view(p.viewmats + 16 * c, p.Ks + 9 * c), bounds, p.width, p.height)) continue;
-        view_mask[c >> 5] |= 1u << (c & 31);
-        any = true;
-      }
-      if (!any) continue;
+      seen.clear();
+      for (int c = 0; c < p.num_views; ++c)
+        if (sphere_may_be_seen(views[c], bounds, p.width, p.height)) seen.push_back(c);
+      if (seen.empty()) continue;
       for (int local = 0; local < kBlockVoxels; ++local) {
         const int64_t voxel = b * kBlockVoxels + local;
-        const vec3 q{static_cast<float>(coords[0] * kBlockSide + local % kBlockSide),
+        const VoxelSite site = voxel_site(
+            p.grid, {static_cast<float>(coords[0] * kBlockSide + local % kBlockSide),
                      static_cast<float>(coords[1] * kBlockSide + (local / kBlockSide) % kBlockSide),
-                     static_cast<float>(coords[2] * kBlockSide + local / (kBlockSide * kBlockSide))};
-        integrate_voxel(p.grid, p.viewmats, p.Ks, p.depths, p.colors, p.num_views, p.width, p.height,
-                        view_mask.data(), q, p.tsdf + voxel, p.weight + voxel,
-                        p.color != nullptr ? p.color + 3 * voxel : nullptr);
+                     static_cast<float>(coords[2] * kBlockSide + local / (kBlockSide * kBlockSide))});
+        VoxelState state{p.tsdf[voxel], p.weight[voxel], {0.0f, 0.0f, 0.0f}};
+        const bool with_color = p.color != nullptr && p.colors != nullptr;
+        if (with_color)
+          for (int k = 0; k < 3; ++k) state.rgb[k] = p.color[3 * voxel + k];
+        for (const int c : seen)
+          fuse_view(views[c], p.depths + c * image, with_color ? p.colors + 3 * c * image : nullptr, p.width,
+                    p.height, site, &state);
+        p.tsdf[voxel] = state.tsdf;
+        p.weight[voxel] = state.weight;
+        if (with_color)
+          for (int k = 0; k < 3; ++k) p.color[3 * voxel + k] = state.rgb[k];
       }
     }
   });

@@ -45,34 +45,49 @@ __global__ void block_candidates_fill_kernel(BlockCandidatesParams p) {
       }
 }
 
-// One thread block per voxel block, one thread per voxel; view_mask: (C + 31) / 32 words.
+// One thread block per voxel block, one thread per voxel. The views go by in chunks of 32:
+// the chunk's cameras and which of them may see the block are loaded into shared memory once,
+// then every voxel fuses the visible ones, in order.
 __global__ void integrate_kernel(IntegrateParams p) {
-  extern __shared__ uint32_t view_mask[];
-  __shared__ int any_view;
+  constexpr int kChunk = 32;
+  __shared__ View views[kChunk];
+  __shared__ uint32_t visible;
   const int64_t b = blockIdx.x;
   const int32_t* coords = p.block_coords + 3 * b;
-  const int words = (p.num_views + 31) / 32;
-  if (threadIdx.x == 0) any_view = 0;
-  __syncthreads();
-  const Sphere bounds = block_bounds(p.grid, coords);
-  for (int w = threadIdx.x; w < words; w += blockDim.x) {
-    uint32_t bits = 0u;
-    for (int k = 0; k < 32 && 32 * w + k < p.num_views; ++k) {
-      const int c = 32 * w + k;
-      if (sphere_may_be_seen(load_view(p.viewmats + 16 * c, p.Ks + 9 * c), bounds, p.width, p.height)) bits |= 1u << k;
-    }
-    view_mask[w] = bits;
-    if (bits != 0u) any_view = 1;  // every writer stores the same value
-  }
-  __syncthreads();
-  if (!any_view) return;
   const int local = threadIdx.x;
   const int64_t voxel = b * kBlockVoxels + local;
-  const vec3 q{static_cast<float>(coords[0] * kBlockSide + local % kBlockSide),
+  const int64_t image = static_cast<int64_t>(p.width) * p.height;
+  const bool with_color = p.color != nullptr && p.colors != nullptr;
+  const VoxelSite site = voxel_site(
+      p.grid, {static_cast<float>(coords[0] * kBlockSide + local % kBlockSide),
                static_cast<float>(coords[1] * kBlockSide + (local / kBlockSide) % kBlockSide),
-               static_cast<float>(coords[2] * kBlockSide + local / (kBlockSide * kBlockSide))};
-  integrate_voxel(p.grid, p.viewmats, p.Ks, p.depths, p.colors, p.num_views, p.width, p.height, view_mask, q,
-                  p.tsdf + voxel, p.weight + voxel, p.color != nullptr ? p.color + 3 * voxel : nullptr);
+               static_cast<float>(coords[2] * kBlockSide + local / (kBlockSide * kBlockSide))});
+  VoxelState state{p.tsdf[voxel], p.weight[voxel], {0.0f, 0.0f, 0.0f}};
+  if (with_color)
+    for (int k = 0; k < 3; ++k) state.rgb[k] = p.color[3 * voxel + k];
+  const Sphere bounds = block_bounds(p.grid, coords);
+  for (int first = 0; first < p.num_views; first += kChunk) {
+    const int count = min(kChunk, p.num_views - first);
+    if (threadIdx.x == 0) visible = 0u;
+    __syncthreads();
+    if (threadIdx.x < count) {
+      const int c = first + threadIdx.x;
+      views[threadIdx.x] = load_view(p.viewmats + 16 * c, p.Ks + 9 * c);
+      if (sphere_may_be_seen(views[threadIdx.x], bounds, p.width, p.height)) atomicOr(&visible, 1u << threadIdx.x);
+    }
+    __syncthreads();
+    for (int k = 0; k < count; ++k) {
+      if (!((visible >> k) & 1u)) continue;
+      const int c = first + k;
+      fuse_view(views[k], p.depths + c * image, with_color ? p.colors + 3 * c * image : nullptr, p.width, p.height,
+                site, &state);
+    }
+    __syncthreads();  // views[] is overwritten by the next chunk
+  }
+  p.tsdf[voxel] = state.tsdf;
+  p.weight[voxel] = state.weight;
+  if (with_color)
+    for (int k = 0; k < 3; ++k) p.color[3 * voxel + k] = state.rgb[k];
 }
 
 unsigned int pixel_blocks(const BlockCandidatesParams& p) {
@@ -101,8 +116,7 @@ void integrate_cuda(const IntegrateParams& p, int device, std::uintptr_t stream)
   check_grid(p.grid);
   if (p.num_blocks == 0 || p.num_views == 0) return;
   cuda::DeviceGuard guard(device);
-  const size_t shared = sizeof(uint32_t) * static_cast<size_t>((p.num_views + 31) / 32);
-  integrate_kernel<<<static_cast<unsigned int>(p.num_blocks), kBlockVoxels, shared, cuda::as_stream(stream)>>>(p);
+  integrate_kernel<<<static_cast<unsigned int>(p.num_blocks), kBlockVoxels, 0, cuda::as_stream(stream)>>>(p);
   cuda::check_launch("tsdf integrate_kernel");
 }
 
