@@ -126,20 +126,22 @@ struct Observation {
   int64_t pixel;  // index into the view's [H, W] image
 };
 
+// One reciprocal per quantity, multiplied where needed: divisions are the slow part here.
 GSL_HD bool observe(const View& v, const float* depth, int width, int height, vec3 world, float trunc,
-                    Observation* out) {
+                    float inv_trunc, Observation* out) {
   const vec3 p = world_to_camera(v, world);
   if (!(p.z > 0.0f)) return false;
-  const float u = v.fx * (p.x / p.z) + v.cx;
-  const float w = v.fy * (p.y / p.z) + v.cy;
+  const float inv_z = 1.0f / p.z;
+  const float u = v.fx * (p.x * inv_z) + v.cx;
+  const float w = v.fy * (p.y * inv_z) + v.cy;
   // Compared as floats first: NaN and huge values fail here, before any int conversion.
   if (!(u >= 0.0f && u < static_cast<float>(width) && w >= 0.0f && w < static_cast<float>(height))) return false;
   const int64_t pixel = static_cast<int64_t>(floorf(w)) * width + static_cast<int64_t>(floorf(u));
   const float d = depth[pixel];
   if (!(d > 0.0f && d <= 3.0e38f)) return false;  // no depth there (masked, empty, NaN or inf)
-  const float sdf = (d - p.z) * (length(p) / p.z);
+  const float sdf = (d - p.z) * (length(p) * inv_z);
   if (sdf < -trunc) return false;
-  out->tsdf = fminf(1.0f, sdf / trunc);
+  out->tsdf = fminf(1.0f, sdf * inv_trunc);
   out->pixel = pixel;
   return true;
 }
@@ -155,21 +157,26 @@ struct VoxelState {
 struct VoxelSite {
   vec3 world;
   float truncation;
+  float inv_truncation;
 };
 
-GSL_HD VoxelSite voxel_site(const Grid& g, vec3 q) { return {grid_to_world(g, q), truncation_at(g, g.voxel_size * q)}; }
+GSL_HD VoxelSite voxel_site(const Grid& g, vec3 q) {
+  const float trunc = truncation_at(g, g.voxel_size * q);
+  return {grid_to_world(g, q), trunc, 1.0f / trunc};
+}
 
 // Fuses one view into a voxel: depth [H, W] and, when given, colors [H, W, 3].
 GSL_HD void fuse_view(const View& v, const float* depth, const float* colors, int width, int height,
                       const VoxelSite& site, VoxelState* state) {
   Observation obs;
-  if (!observe(v, depth, width, height, site.world, site.truncation, &obs)) return;
+  if (!observe(v, depth, width, height, site.world, site.truncation, site.inv_truncation, &obs)) return;
   const float count = state->weight;
   const float next = count + 1.0f;
-  state->tsdf = (state->tsdf * count + obs.tsdf) / next;
+  const float inv_next = 1.0f / next;
+  state->tsdf = (state->tsdf * count + obs.tsdf) * inv_next;
   if (colors != nullptr) {
     const float* pixel_rgb = colors + 3 * obs.pixel;
-    for (int k = 0; k < 3; ++k) state->rgb[k] = (state->rgb[k] * count + pixel_rgb[k]) / next;
+    for (int k = 0; k < 3; ++k) state->rgb[k] = (state->rgb[k] * count + pixel_rgb[k]) * inv_next;
   }
   state->weight = next;
 }
@@ -238,10 +245,11 @@ GSL_HD PixelBlocks pixel_block_box(const Grid& g, const View& v, float depth, in
   const vec3 toward = surface - origin;
   const float scale = trunc / length(toward);  // |toward| > 0 since depth > 0
   const vec3 ends[3] = {surface, surface - scale * toward, surface + scale * toward};
+  const float inv_voxel = 1.0f / g.voxel_size;
   float lo[3], hi[3];
   for (int e = 0; e < 3; ++e) {
     vec3 q = world_to_grid_space(g, ends[e]);
-    const float c[3] = {q.x / g.voxel_size, q.y / g.voxel_size, q.z / g.voxel_size};
+    const float c[3] = {q.x * inv_voxel, q.y * inv_voxel, q.z * inv_voxel};
     for (int a = 0; a < 3; ++a) {
       lo[a] = e == 0 ? c[a] : fminf(lo[a], c[a]);
       hi[a] = e == 0 ? c[a] : fmaxf(hi[a], c[a]);
@@ -264,24 +272,42 @@ GSL_HD bool same_box(const BlockBox& a, const BlockBox& b) {
          a.hi[1] == b.hi[1] && a.hi[2] == b.hi[2];
 }
 
-// Blocks a pixel emits: its box, or nothing when the pixel to its left or the one above has
-// the same box (neighbouring pixels mostly land in the same blocks; this keeps the candidate
-// list short). Every box is still emitted: following equal left or upper neighbours ends at
-// a pixel that emits it. -1 marks an out-of-range pixel.
-GSL_HD int64_t pixel_block_count(const Grid& g, const View& v, const float* depth, int width, int i, int j,
-                                 BlockBox* box) {
-  const PixelBlocks kind = pixel_block_box(g, v, depth[static_cast<int64_t>(j) * width + i], i, j, box);
-  if (kind == PixelBlocks::kOutOfRange) return -1;
-  if (kind == PixelBlocks::kNone) return 0;
-  BlockBox other;
-  if (i > 0 && pixel_block_box(g, v, depth[static_cast<int64_t>(j) * width + i - 1], i - 1, j, &other) ==
-                   PixelBlocks::kBox && same_box(other, *box))
-    return 0;
-  if (j > 0 && pixel_block_box(g, v, depth[static_cast<int64_t>(j - 1) * width + i], i, j - 1, &other) ==
-                   PixelBlocks::kBox && same_box(other, *box))
-    return 0;
-  return static_cast<int64_t>(box->hi[0] - box->lo[0] + 1) * (box->hi[1] - box->lo[1] + 1) *
-         (box->hi[2] - box->lo[2] + 1);
+// A pixel's box of blocks, or why it has none.
+struct PixelBox {
+  PixelBlocks kind;
+  BlockBox box;
+};
+
+GSL_HD PixelBox pixel_box(const Grid& g, const View& v, const float* depth, int width, int i, int j) {
+  PixelBox found;
+  found.kind = pixel_block_box(g, v, depth[static_cast<int64_t>(j) * width + i], i, j, &found.box);
+  return found;
+}
+
+// Blocks a pixel emits: its box, or nothing when the pixel to its left or the one above (null
+// at the image's edge) has the same box: neighbouring pixels mostly land in the same blocks,
+// and this keeps the candidate list short. Every box is still emitted: following equal left
+// or upper neighbours ends at a pixel that emits it. -1 marks an out-of-range pixel.
+GSL_HD int64_t emitted_blocks(const PixelBox& self, const PixelBox* left, const PixelBox* up) {
+  if (self.kind == PixelBlocks::kOutOfRange) return -1;
+  if (self.kind == PixelBlocks::kNone) return 0;
+  if (left != nullptr && left->kind == PixelBlocks::kBox && same_box(left->box, self.box)) return 0;
+  if (up != nullptr && up->kind == PixelBlocks::kBox && same_box(up->box, self.box)) return 0;
+  const BlockBox& b = self.box;
+  return static_cast<int64_t>(b.hi[0] - b.lo[0] + 1) * (b.hi[1] - b.lo[1] + 1) * (b.hi[2] - b.lo[2] + 1);
+}
+
+// Writes the blocks of a box, x fastest, as [K, 3] coordinates; returns the end of the output.
+GSL_HD int32_t* write_box_blocks(const BlockBox& box, int32_t* out) {
+  for (int32_t z = box.lo[2]; z <= box.hi[2]; ++z)
+    for (int32_t y = box.lo[1]; y <= box.hi[1]; ++y)
+      for (int32_t x = box.lo[0]; x <= box.hi[0]; ++x) {
+        out[0] = x;
+        out[1] = y;
+        out[2] = z;
+        out += 3;
+      }
+  return out;
 }
 
 }  // namespace gsl::tsdf

@@ -39,6 +39,8 @@ _COORD_OFFSET = 1 << (_COORD_BITS - 1)
 # tsdf, weight (float32) and an RGB colour (3 x float32) per voxel, plus the block's coordinates.
 _VOXEL_BYTES_WITH_COLOR = 20
 _VOXEL_BYTES = 8
+# Crossed edges (vertices) of a voxel from its 3-bit edge mask.
+_EDGE_MASK_COUNTS = torch.tensor([0, 1, 1, 2, 1, 2, 2, 3], dtype=torch.int32)
 
 
 @dataclass(frozen=True)
@@ -221,9 +223,11 @@ class TSDFVolume:
         block_coords = _backend.check_tensor("block_coords", block_coords, (None, 3), dtype=torch.int32)
         block_coords = block_coords.to(self.device)
         limit = _COORD_OFFSET - 1
-        if block_coords.numel() and int(block_coords.abs().max()) > limit:
-            raise ValueError(f"block_coords: coordinates must lie in [-{limit}, {limit}]")
-        keys = torch.unique(_pack_keys(block_coords))  # sorted: a deterministic order
+        if block_coords.numel():
+            low, high = torch.aminmax(block_coords)
+            if int(low) < -limit or int(high) > limit:
+                raise ValueError(f"block_coords: coordinates must lie in [-{limit}, {limit}]")
+        keys = torch.unique(_pack_keys(block_coords))  # sorted by (x, y, z): a deterministic order
         if self._count:
             position = torch.searchsorted(self._sorted_keys, keys).clamp_max(self._count - 1)
             keys = keys[self._sorted_keys[position] != keys]
@@ -397,8 +401,7 @@ class TSDFVolume:
                 *field, float(min_weight), count, _backend.address(edge_masks), _backend.address(triangle_counts),
                 *_device_args(device),
             )
-            masks = edge_masks.to(torch.int64)
-            vertex_counts = (masks & 1) + ((masks >> 1) & 1) + ((masks >> 2) & 1)
+            vertex_counts = _EDGE_MASK_COUNTS.to(device)[edge_masks.long()]
             vertex_offsets, num_vertices = _exclusive_cumsum(vertex_counts)
             triangle_offsets, num_triangles = _exclusive_cumsum(triangle_counts)
             vertices = torch.empty((num_vertices, 3), dtype=torch.float32, device=device)

@@ -81,9 +81,10 @@ def _project(viewmat: torch.Tensor, K: torch.Tensor, world: torch.Tensor):
         ],
         dim=-1,
     )
-    u = K[0, 0] * (p[..., 0] / p[..., 2]) + K[0, 2]
-    v = K[1, 1] * (p[..., 1] / p[..., 2]) + K[1, 2]
-    return p, u, v
+    inv_z = 1.0 / p[..., 2]
+    u = K[0, 0] * (p[..., 0] * inv_z) + K[0, 2]
+    v = K[1, 1] * (p[..., 1] * inv_z) + K[1, 2]
+    return p, u, v, inv_z
 
 
 def integrate_reference(
@@ -102,7 +103,8 @@ def integrate_reference(
 
     Per view a voxel at world x takes the depth ``d`` of the pixel holding its projection
     and, when ``d > 0`` and the signed distance along the ray ``sdf = (d - z) |p| / z`` is at
-    least ``-trunc``, fuses ``min(1, sdf / trunc)`` and the pixel colour into running means.
+    least ``-trunc``, fuses ``min(1, sdf / trunc)`` and the pixel colour into running means
+    (divisions as products with reciprocals, like the core).
     ``depths`` is ``[C, H, W]``, ``colors`` ``[C, H, W, 3]``.
     """
     local = torch.arange(_SIDE**3)
@@ -110,23 +112,25 @@ def integrate_reference(
     q = (block_coords[:, None, :] * _SIDE + offsets[None]).to(torch.float32)
     world = grid_to_world(q, grid)
     trunc = truncation_at(grid[0] * q, grid)
+    inv_trunc = 1.0 / trunc
     tsdf, weight = tsdf.clone(), weight.clone()
     color = None if color is None else color.clone()
     height, width = depths.shape[1:]
     for c in range(depths.shape[0]):
-        p, u, v = _project(viewmats[c], Ks[c], world)
+        p, u, v, inv_z = _project(viewmats[c], Ks[c], world)
         inside = (p[..., 2] > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
         col = torch.floor(torch.where(inside, u, 0.0)).long()
         row = torch.floor(torch.where(inside, v, 0.0)).long()
         d = depths[c][row, col]
-        sdf = (d - p[..., 2]) * (_length(p) / p[..., 2])
+        sdf = (d - p[..., 2]) * (_length(p) * inv_z)
         fuse = inside & (d > 0) & (d <= 3.0e38) & (sdf >= -trunc)
-        value = torch.clamp(sdf / trunc, max=1.0)
+        value = torch.clamp(sdf * inv_trunc, max=1.0)
         following = weight + 1.0
-        tsdf = torch.where(fuse, (tsdf * weight + value) / following, tsdf)
+        inv_following = 1.0 / following  # the core multiplies by reciprocals, as here
+        tsdf = torch.where(fuse, (tsdf * weight + value) * inv_following, tsdf)
         if color is not None and colors is not None:
             rgb = colors[c][row, col]
-            color = torch.where(fuse[..., None], (color * weight[..., None] + rgb) / following[..., None], color)
+            color = torch.where(fuse[..., None], (color * weight[..., None] + rgb) * inv_following[..., None], color)
         weight = torch.where(fuse, following, weight)
     return tsdf, weight, color
 
@@ -166,7 +170,7 @@ def candidate_blocks_reference(
         toward = surface - origin
         scale = (trunc / _length(toward))[..., None]
         ends = torch.stack([surface, surface - scale * toward, surface + scale * toward])
-        coords = _world_to_grid_space(ends, grid) / grid[0]
+        coords = _world_to_grid_space(ends, grid) * (1.0 / torch.tensor(grid[0], dtype=torch.float32))
         low = torch.floor(coords.min(dim=0).values).long()
         high = torch.floor(coords.max(dim=0).values).long() + 1
         low_block = torch.div(low, _SIDE, rounding_mode="floor")[valid]

@@ -18,17 +18,25 @@ void check_grid(const Grid& g) {
 
 namespace {
 
+// Calls body(pixel, box, left box or null, upper box or null) for every pixel, each box
+// computed once: a chunk of rows keeps the boxes of its previous row.
 template <class Body>
-void for_each_pixel_row(const BlockCandidatesParams& p, int num_threads, Body&& body) {
+void for_each_pixel_box(const BlockCandidatesParams& p, int num_threads, Body&& body) {
   check_grid(p.grid);
   const int64_t rows = static_cast<int64_t>(p.num_views) * p.height;
   cpu::parallel_for(rows, num_threads, 16, [&](int64_t begin, int64_t end) {
+    std::vector<PixelBox> above(p.width), current(p.width);
     for (int64_t row = begin; row < end; ++row) {
       const int c = static_cast<int>(row / p.height);
       const int j = static_cast<int>(row % p.height);
       const View v = load_view(p.viewmats + 16 * c, p.Ks + 9 * c);
       const float* depth = p.depths + static_cast<int64_t>(c) * p.width * p.height;
-      for (int i = 0; i < p.width; ++i) body(v, depth, row * p.width + i, i, j);
+      if (j > 0 && row == begin)
+        for (int i = 0; i < p.width; ++i) above[i] = pixel_box(p.grid, v, depth, p.width, i, j - 1);
+      for (int i = 0; i < p.width; ++i) current[i] = pixel_box(p.grid, v, depth, p.width, i, j);
+      for (int i = 0; i < p.width; ++i)
+        body(row * p.width + i, current[i], i > 0 ? &current[i - 1] : nullptr, j > 0 ? &above[i] : nullptr);
+      above.swap(current);
     }
   });
 }
@@ -36,25 +44,14 @@ void for_each_pixel_row(const BlockCandidatesParams& p, int num_threads, Body&& 
 }  // namespace
 
 void block_candidates_count_cpu(const BlockCandidatesParams& p, int num_threads) {
-  for_each_pixel_row(p, num_threads, [&](const View& v, const float* depth, int64_t pixel, int i, int j) {
-    BlockBox box;
-    p.counts[pixel] = pixel_block_count(p.grid, v, depth, p.width, i, j, &box);
+  for_each_pixel_box(p, num_threads, [&](int64_t pixel, const PixelBox& self, const PixelBox* left, const PixelBox* up) {
+    p.counts[pixel] = emitted_blocks(self, left, up);
   });
 }
 
 void block_candidates_fill_cpu(const BlockCandidatesParams& p, int num_threads) {
-  for_each_pixel_row(p, num_threads, [&](const View& v, const float* depth, int64_t pixel, int i, int j) {
-    BlockBox box;
-    if (pixel_block_count(p.grid, v, depth, p.width, i, j, &box) <= 0) return;
-    int32_t* out = p.blocks + 3 * p.offsets[pixel];
-    for (int32_t z = box.lo[2]; z <= box.hi[2]; ++z)
-      for (int32_t y = box.lo[1]; y <= box.hi[1]; ++y)
-        for (int32_t x = box.lo[0]; x <= box.hi[0]; ++x) {
-          out[0] = x;
-          out[1] = y;
-          out[2] = z;
-          out += 3;
-        }
+  for_each_pixel_box(p, num_threads, [&](int64_t pixel, const PixelBox& self, const PixelBox* left, const PixelBox* up) {
+    if (emitted_blocks(self, left, up) > 0) write_box_blocks(self.box, p.blocks + 3 * p.offsets[pixel]);
   });
 }
 

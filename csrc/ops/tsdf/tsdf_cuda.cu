@@ -11,38 +11,33 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void block_candidates_count_kernel(BlockCandidatesParams p) {
-  const int64_t pixel = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+// The pixel's box and its left and upper neighbours' (null at the image's edge).
+__device__ int64_t pixel_emitted_blocks(const BlockCandidatesParams& p, int64_t pixel, PixelBox* self) {
   const int64_t image = static_cast<int64_t>(p.width) * p.height;
-  if (pixel >= image * p.num_views) return;
   const int c = static_cast<int>(pixel / image);
   const int j = static_cast<int>((pixel % image) / p.width);
   const int i = static_cast<int>(pixel % p.width);
-  BlockBox box;
-  p.counts[pixel] = pixel_block_count(p.grid, load_view(p.viewmats + 16 * c, p.Ks + 9 * c), p.depths + c * image,
-                                      p.width, i, j, &box);
+  const View v = load_view(p.viewmats + 16 * c, p.Ks + 9 * c);
+  const float* depth = p.depths + c * image;
+  *self = pixel_box(p.grid, v, depth, p.width, i, j);
+  PixelBox left, up;
+  if (i > 0) left = pixel_box(p.grid, v, depth, p.width, i - 1, j);
+  if (j > 0) up = pixel_box(p.grid, v, depth, p.width, i, j - 1);
+  return emitted_blocks(*self, i > 0 ? &left : nullptr, j > 0 ? &up : nullptr);
+}
+
+__global__ void block_candidates_count_kernel(BlockCandidatesParams p) {
+  const int64_t pixel = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (pixel >= static_cast<int64_t>(p.width) * p.height * p.num_views) return;
+  PixelBox self;
+  p.counts[pixel] = pixel_emitted_blocks(p, pixel, &self);
 }
 
 __global__ void block_candidates_fill_kernel(BlockCandidatesParams p) {
   const int64_t pixel = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t image = static_cast<int64_t>(p.width) * p.height;
-  if (pixel >= image * p.num_views) return;
-  const int c = static_cast<int>(pixel / image);
-  const int j = static_cast<int>((pixel % image) / p.width);
-  const int i = static_cast<int>(pixel % p.width);
-  BlockBox box;
-  if (pixel_block_count(p.grid, load_view(p.viewmats + 16 * c, p.Ks + 9 * c), p.depths + c * image, p.width, i, j,
-                        &box) <= 0)
-    return;
-  int32_t* out = p.blocks + 3 * p.offsets[pixel];
-  for (int32_t z = box.lo[2]; z <= box.hi[2]; ++z)
-    for (int32_t y = box.lo[1]; y <= box.hi[1]; ++y)
-      for (int32_t x = box.lo[0]; x <= box.hi[0]; ++x) {
-        out[0] = x;
-        out[1] = y;
-        out[2] = z;
-        out += 3;
-      }
+  if (pixel >= static_cast<int64_t>(p.width) * p.height * p.num_views) return;
+  PixelBox self;
+  if (pixel_emitted_blocks(p, pixel, &self) > 0) write_box_blocks(self.box, p.blocks + 3 * p.offsets[pixel]);
 }
 
 // One thread block per voxel block, one thread per voxel. The views go by in chunks of 32:
