@@ -7,7 +7,7 @@ points spread uniformly over it.
 
 - accuracy: mean distance from the mesh (points sampled uniformly by area) to the true surface;
 - completeness: mean distance from the true surface to the mesh (exact point-to-triangle
-  distances, to the triangles near each point);
+  distances, to the triangles nearest to each point);
 - chamfer: their mean, as in the DTU evaluation 2DGS reports.
 """
 
@@ -18,13 +18,15 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
+from gsplat_lib import knn
 from gsplat_lib.mesh.mesh import Mesh
 
 __all__ = ["sample_mesh_surface", "distance_to_mesh", "evaluate_mesh"]
 
-# Candidate triangles per query point: those of its nearest face centroids.
-_CANDIDATES = 8
-_QUERY_CHUNK = 256
+# Candidate triangles per query point: those among its nearest neighbours (centroids and
+# other query points together) that are centroids.
+_NEIGHBOURS = 16
+_QUERY_CHUNK = 4096
 
 
 def sample_mesh_surface(mesh: Mesh, count: int, seed: int = 0) -> torch.Tensor:
@@ -76,21 +78,33 @@ def _closest_on_triangles(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: 
 
 def distance_to_mesh(points: torch.Tensor, mesh: Mesh) -> torch.Tensor:
     """``[P]`` float64 distance from points ``[P, 3]`` to the mesh: exact point-to-triangle
-    distances to the triangles whose centroids are among the point's 8 nearest (the nearest
-    triangle is one of them unless triangles differ wildly in size)."""
+    distances to the triangles whose centroids are nearest to the point (found by
+    :func:`gsplat_lib.knn` over the centroids and the points together; the nearest triangle is
+    among them unless triangles differ wildly in size)."""
     if mesh.num_faces == 0:
         return torch.full((points.shape[0],), float("inf"), dtype=torch.float64)
     corners = mesh.vertices[mesh.faces].detach().cpu().double()
     centroids = corners.mean(dim=1)
     points = torch.as_tensor(points, dtype=torch.float64).cpu()
-    k = min(_CANDIDATES, centroids.shape[0])
+    num_faces = centroids.shape[0]
+    together = torch.cat([centroids, points]).float()
+    neighbours, _ = knn(together, min(_NEIGHBOURS, together.shape[0] - 1))
+    neighbours = neighbours[num_faces:]  # the points' neighbours: centroids (< F) or other points
+    candidates = torch.where((neighbours >= 0) & (neighbours < num_faces), neighbours, -1)
     result = torch.empty(points.shape[0], dtype=torch.float64)
     for first in range(0, points.shape[0], _QUERY_CHUNK):
         chunk = points[first : first + _QUERY_CHUNK]
-        candidates = torch.cdist(chunk, centroids).topk(k, dim=1, largest=False).indices
-        tri = corners[candidates]  # [chunk, k, 3, 3]
+        chosen = candidates[first : first + _QUERY_CHUNK]
+        missing = (chosen < 0).all(dim=1)
+        if bool(missing.any()):  # every neighbour was another point: search all centroids
+            k = min(chosen.shape[1], num_faces)
+            found = torch.cdist(chunk[missing], centroids).topk(k, dim=1, largest=False).indices
+            chosen[missing] = torch.cat([found, torch.full((found.shape[0], chosen.shape[1] - k), -1)], dim=1)
+        valid = chosen >= 0
+        tri = corners[chosen.clamp_min(0)]  # [chunk, k, 3, 3]
         nearest = _closest_on_triangles(chunk[:, None, :], tri[:, :, 0], tri[:, :, 1], tri[:, :, 2])
-        result[first : first + _QUERY_CHUNK] = (nearest - chunk[:, None, :]).norm(dim=-1).min(dim=1).values
+        distance = (nearest - chunk[:, None, :]).norm(dim=-1)
+        result[first : first + _QUERY_CHUNK] = torch.where(valid, distance, torch.inf).min(dim=1).values
     return result
 
 

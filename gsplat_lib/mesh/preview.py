@@ -96,7 +96,13 @@ def shade_mesh(
 ) -> np.ndarray:
     """``[H, W, 3]`` float32 image in [0, 1]: Lambertian shading by a light at the camera plus a
     little ambient, on a white background; grey, or the interpolated vertex colours."""
-    face, bary, _ = rasterize_mesh(mesh, viewmat, K, width, height)
+    seen = rasterize_mesh(mesh, viewmat, K, width, height)
+    return _shade(mesh, seen, viewmat, K, use_colors)
+
+
+def _shade(mesh: Mesh, seen, viewmat: torch.Tensor, K: torch.Tensor, use_colors: bool) -> np.ndarray:
+    face, bary, _ = seen
+    height, width = face.shape
     hit = face >= 0
     image = torch.tensor(_BACKGROUND, dtype=torch.float64).expand(height, width, 3).clone()
     if not bool(hit.any()):
@@ -107,7 +113,11 @@ def shade_mesh(
     camera_normals = normals @ viewmat[:3, :3].T
     rows, cols = torch.nonzero(hit, as_tuple=True)
     rays = torch.stack(
-        [(cols + 0.5 - float(K[0, 2])) / float(K[0, 0]), (rows + 0.5 - float(K[1, 2])) / float(K[1, 1]), torch.ones_like(rows, dtype=torch.float64)],
+        [
+            (cols + 0.5 - float(K[0, 2])) / float(K[0, 0]),
+            (rows + 0.5 - float(K[1, 2])) / float(K[1, 1]),
+            torch.ones_like(rows, dtype=torch.float64),
+        ],
         dim=1,
     )
     rays = rays / rays.norm(dim=1, keepdim=True)
@@ -123,6 +133,5 @@ def shade_mesh(
 
 def mesh_preview(mesh: Mesh, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int) -> np.ndarray:
     """``[H, 2 W, 3]``: the mesh shaded grey (its shape) beside the same view in vertex colours."""
-    grey = shade_mesh(mesh, viewmat, K, width, height, use_colors=False)
-    colored = shade_mesh(mesh, viewmat, K, width, height, use_colors=True)
-    return np.concatenate([grey, colored], axis=1)
+    seen = rasterize_mesh(mesh, viewmat, K, width, height)
+    return np.concatenate([_shade(mesh, seen, viewmat, K, False), _shade(mesh, seen, viewmat, K, True)], axis=1)
