@@ -126,7 +126,7 @@ def test_distance_to_mesh_is_exact_point_to_triangle():
 
 
 def test_evaluation_of_a_perfect_and_a_shifted_mesh():
-    sphere_mesh = subdivided(octahedron(), 5)
+    sphere_mesh = subdivided(octahedron(), 4)
     sphere_mesh = Mesh(sphere_mesh.vertices / sphere_mesh.vertices.norm(dim=1, keepdim=True), sphere_mesh.faces)
 
     def distance(points):
@@ -137,13 +137,13 @@ def test_evaluation_of_a_perfect_and_a_shifted_mesh():
         directions = rng.normal(size=(count, 3))
         return directions / np.linalg.norm(directions, axis=1, keepdims=True)
 
-    exact = evaluate_mesh(sphere_mesh, distance, sample, num_samples=4000, threshold=0.01)
-    assert exact["accuracy"] < 2e-3 and exact["completeness"] < 2e-3  # faceting of 8192 faces
+    exact = evaluate_mesh(sphere_mesh, distance, sample, num_samples=2000, threshold=0.01)
+    assert exact["accuracy"] < 4e-3 and exact["completeness"] < 4e-3  # faceting of 2048 faces
     assert exact["precision"] == 1.0 and exact["recall"] == 1.0
     grown = Mesh(sphere_mesh.vertices * 1.05, sphere_mesh.faces)
-    shifted = evaluate_mesh(grown, distance, sample, num_samples=4000, threshold=0.01)
-    assert shifted["accuracy"] == pytest.approx(0.05, abs=3e-3)
-    assert shifted["completeness"] == pytest.approx(0.05, abs=3e-3)
+    shifted = evaluate_mesh(grown, distance, sample, num_samples=2000, threshold=0.01)
+    assert shifted["accuracy"] == pytest.approx(0.05, abs=5e-3)
+    assert shifted["completeness"] == pytest.approx(0.05, abs=5e-3)
     assert shifted["chamfer"] == pytest.approx(0.5 * (shifted["accuracy"] + shifted["completeness"]))
     assert shifted["f_score"] == 0.0
     empty = evaluate_mesh(Mesh(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.int64)), distance, sample)
