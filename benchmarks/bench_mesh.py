@@ -44,7 +44,7 @@ from mesh_scenes import orbit_cameras, plane, scene_depths, sphere  # noqa: E402
 
 def analytic_inputs(args):
     viewmats, Ks = orbit_cameras(args.views, args.width, args.height, distance=2.0, elevation=0.3, base_elevation=0.5)
-    depths = scene_depths(viewmats, Ks, args.width, args.height, [sphere((0.1, -0.05, 0.15), 0.35), plane(-0.305, 0.8)])
+    depths = scene_depths(viewmats, Ks, args.width, args.height, [sphere((0.1, -0.05, 0.15), 0.35), plane(-0.3037, 0.8)])
     g = torch.Generator().manual_seed(0)
     colors = torch.rand((args.views, args.height, args.width, 3), generator=g)
     return {"viewmats": viewmats, "Ks": Ks, "depths": depths, "colors": colors, "alphas": None}

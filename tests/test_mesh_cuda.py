@@ -20,7 +20,7 @@ pytestmark = [
 
 def scene(views=10, width=64, height=48):
     viewmats, Ks = orbit_cameras(views, width, height, distance=2.0, elevation=0.3, base_elevation=0.5)
-    depths = scene_depths(viewmats, Ks, width, height, [sphere((0.1, -0.05, 0.15), 0.35), plane(-0.305, 0.7)])
+    depths = scene_depths(viewmats, Ks, width, height, [sphere((0.1, -0.05, 0.15), 0.35), plane(-0.3037, 0.7)])
     colors = torch.rand((views, height, width, 3), generator=torch.Generator().manual_seed(0))
     alphas = torch.rand((views, height, width, 1), generator=torch.Generator().manual_seed(1)) * 0.2 + 0.45
     return depths, viewmats, Ks, colors, alphas

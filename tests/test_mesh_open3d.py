@@ -37,7 +37,7 @@ def test_same_surface_as_open3d_within_a_voxel():
     width, height, voxel = 96, 72, 0.02
     truncation, max_depth = 5 * voxel, 5.0
     viewmats, Ks = orbit_cameras(12, width, height, distance=2.0, elevation=0.3, base_elevation=0.5)
-    depths = scene_depths(viewmats, Ks, width, height, [sphere((0.1, -0.05, 0.15), 0.35), plane(-0.305, 0.7)])
+    depths = scene_depths(viewmats, Ks, width, height, [sphere((0.1, -0.05, 0.15), 0.35), plane(-0.3037, 0.7)])
     volume = TSDFVolume(voxel, truncation=truncation, max_depth=max_depth)
     volume.integrate(depths, viewmats, Ks)
     ours = volume.extract_mesh()
@@ -66,6 +66,6 @@ def test_same_surface_as_open3d_within_a_voxel():
     def to_truth(mesh):
         points = sample_mesh_surface(mesh, 5000, seed=3)
         on_sphere = ((points - torch.tensor([0.1, -0.05, 0.15], dtype=torch.float64)).norm(dim=1) - 0.35).abs()
-        return float(torch.minimum(on_sphere, (points[:, 2] + 0.305).abs()).mean() / voxel)
+        return float(torch.minimum(on_sphere, (points[:, 2] + 0.3037).abs()).mean() / voxel)
 
     assert to_truth(ours) < 1.1 * to_truth(theirs) + 0.01

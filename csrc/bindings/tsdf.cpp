@@ -107,13 +107,13 @@ void bind_tsdf(py::module_& m) {
       "counts [C, H, W] = blocks each pixel's truncation band touches (-1: out of range)");
   m.def(
       "tsdf_block_candidates_fill_cpu",
-      [](Grid grid, Address viewmats, Address Ks, Address depths, int32_t C, int32_t W, int32_t H, Address offsets,
-         Address blocks, int num_threads) {
-        const auto p = candidates_params(grid, viewmats, Ks, depths, C, W, H, 0, offsets, blocks);
+      [](Grid grid, Address viewmats, Address Ks, Address depths, int32_t C, int32_t W, int32_t H, Address counts,
+         Address offsets, Address blocks, int num_threads) {
+        const auto p = candidates_params(grid, viewmats, Ks, depths, C, W, H, counts, offsets, blocks);
         py::gil_scoped_release release;
         tsdf::block_candidates_fill_cpu(p, num_threads);
       },
-      "blocks [sum(counts), 3] int32: the blocks counted by tsdf_block_candidates_count");
+      "blocks [sum(counts), 3] int32: the blocks counted by tsdf_block_candidates_count (given its counts)");
   m.def(
       "tsdf_integrate_cpu",
       [](Grid grid, Address block_coords, int64_t B, Address tsdf_values, Address weight, Address color,
@@ -159,9 +159,9 @@ void bind_tsdf(py::module_& m) {
       "CUDA tsdf_block_candidates_count on the given stream");
   m.def(
       "tsdf_block_candidates_fill_cuda",
-      [](Grid grid, Address viewmats, Address Ks, Address depths, int32_t C, int32_t W, int32_t H, Address offsets,
-         Address blocks, int device, std::uintptr_t stream) {
-        const auto p = candidates_params(grid, viewmats, Ks, depths, C, W, H, 0, offsets, blocks);
+      [](Grid grid, Address viewmats, Address Ks, Address depths, int32_t C, int32_t W, int32_t H, Address counts,
+         Address offsets, Address blocks, int device, std::uintptr_t stream) {
+        const auto p = candidates_params(grid, viewmats, Ks, depths, C, W, H, counts, offsets, blocks);
         py::gil_scoped_release release;
         tsdf::block_candidates_fill_cuda(p, device, stream);
       },

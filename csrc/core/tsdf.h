@@ -38,20 +38,8 @@ struct View {
   float r[9];
   float t[3];
   float fx, fy, cx, cy;
+  vec3 origin;  // the camera centre, -R^T t (world)
 };
-
-GSL_HD View load_view(const float* viewmat, const float* K) {  // [4, 4], [3, 3]
-  View v;
-  for (int row = 0; row < 3; ++row) {
-    for (int col = 0; col < 3; ++col) v.r[3 * row + col] = viewmat[4 * row + col];
-    v.t[row] = viewmat[4 * row + 3];
-  }
-  v.fx = K[0];
-  v.cx = K[2];
-  v.fy = K[4];
-  v.cy = K[5];
-  return v;
-}
 
 GSL_HD float length(vec3 a) { return sqrtf(a.x * a.x + a.y * a.y + a.z * a.z); }
 
@@ -65,6 +53,20 @@ GSL_HD vec3 camera_to_world(const View& v, vec3 p) {
   const vec3 d{p.x - v.t[0], p.y - v.t[1], p.z - v.t[2]};
   return {v.r[0] * d.x + v.r[3] * d.y + v.r[6] * d.z, v.r[1] * d.x + v.r[4] * d.y + v.r[7] * d.z,
           v.r[2] * d.x + v.r[5] * d.y + v.r[8] * d.z};
+}
+
+GSL_HD View load_view(const float* viewmat, const float* K) {  // [4, 4], [3, 3]
+  View v;
+  for (int row = 0; row < 3; ++row) {
+    for (int col = 0; col < 3; ++col) v.r[3 * row + col] = viewmat[4 * row + col];
+    v.t[row] = viewmat[4 * row + 3];
+  }
+  v.fx = K[0];
+  v.cx = K[2];
+  v.fy = K[4];
+  v.cy = K[5];
+  v.origin = camera_to_world(v, {0.0f, 0.0f, 0.0f});
+  return v;
 }
 
 GSL_HD float quiet_nan() {
@@ -241,13 +243,13 @@ GSL_HD PixelBlocks pixel_block_box(const Grid& g, const View& v, float depth, in
   const vec3 y = world_to_grid_space(g, surface);
   if (g.contracted && !(length(y) <= g.contracted_limit)) return PixelBlocks::kNone;
   const float trunc = truncation_at(g, y);
-  const vec3 origin = camera_to_world(v, {0.0f, 0.0f, 0.0f});
-  const vec3 toward = surface - origin;
+  const vec3 toward = surface - v.origin;
   const float scale = trunc / length(toward);  // |toward| > 0 since depth > 0
-  const vec3 ends[3] = {surface, surface - scale * toward, surface + scale * toward};
+  // The band's ends; in contracted space its middle too, as the segment bends there.
+  const vec3 ends[3] = {surface - scale * toward, surface + scale * toward, surface};
   const float inv_voxel = 1.0f / g.voxel_size;
   float lo[3], hi[3];
-  for (int e = 0; e < 3; ++e) {
+  for (int e = 0; e < (g.contracted ? 3 : 2); ++e) {
     vec3 q = world_to_grid_space(g, ends[e]);
     const float c[3] = {q.x * inv_voxel, q.y * inv_voxel, q.z * inv_voxel};
     for (int a = 0; a < 3; ++a) {

@@ -360,7 +360,8 @@ class TSDFVolume:
         blocks = torch.empty((total, 3), dtype=torch.int32, device=device)
         if total:
             _backend.op("tsdf_block_candidates_fill", device)(
-                *common, _backend.address(offsets), _backend.address(blocks), *_device_args(device)
+                *common, _backend.address(counts), _backend.address(offsets), _backend.address(blocks),
+                *_device_args(device),
             )
         return blocks
 

@@ -20,7 +20,7 @@ struct BlockCandidatesParams {
   int32_t num_views = 0;            // C
   int32_t width = 0;                // W
   int32_t height = 0;               // H
-  int64_t* counts = nullptr;        // [C, H, W] count pass out: blocks per pixel, -1 when out of range
+  int64_t* counts = nullptr;        // [C, H, W] blocks per pixel, -1 when out of range (count pass out, fill pass in)
   const int64_t* offsets = nullptr; // [C, H, W] fill pass in: exclusive prefix sum of counts
   int32_t* blocks = nullptr;        // [sum(counts), 3] fill pass out: block coordinates
 };

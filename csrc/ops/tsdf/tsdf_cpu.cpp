@@ -50,18 +50,36 @@ void block_candidates_count_cpu(const BlockCandidatesParams& p, int num_threads)
 }
 
 void block_candidates_fill_cpu(const BlockCandidatesParams& p, int num_threads) {
-  for_each_pixel_box(p, num_threads, [&](int64_t pixel, const PixelBox& self, const PixelBox* left, const PixelBox* up) {
-    if (emitted_blocks(self, left, up) > 0) write_box_blocks(self.box, p.blocks + 3 * p.offsets[pixel]);
+  check_grid(p.grid);
+  // Only the pixels the count pass found emitting need their box again.
+  const int64_t rows = static_cast<int64_t>(p.num_views) * p.height;
+  cpu::parallel_for(rows, num_threads, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int c = static_cast<int>(row / p.height);
+      const int j = static_cast<int>(row % p.height);
+      const View v = load_view(p.viewmats + 16 * c, p.Ks + 9 * c);
+      const float* depth = p.depths + static_cast<int64_t>(c) * p.width * p.height;
+      for (int i = 0; i < p.width; ++i) {
+        const int64_t pixel = row * p.width + i;
+        if (p.counts[pixel] > 0) write_box_blocks(pixel_box(p.grid, v, depth, p.width, i, j).box, p.blocks + 3 * p.offsets[pixel]);
+      }
+    }
   });
 }
 
+// Per block: the views that may see it, then view by view over its 512 voxels, whose state
+// (10 KiB) stays in L1 while one depth map is read at a time; each voxel still takes the
+// views in order, so the result is that of the voxel-major CUDA schedule.
 void integrate_cpu(const IntegrateParams& p, int num_threads) {
   check_grid(p.grid);
   std::vector<View> views(p.num_views);
   for (int c = 0; c < p.num_views; ++c) views[c] = load_view(p.viewmats + 16 * c, p.Ks + 9 * c);
   const int64_t image = static_cast<int64_t>(p.width) * p.height;
+  const bool with_color = p.color != nullptr && p.colors != nullptr;
   cpu::parallel_for(p.num_blocks, num_threads, 4, [&](int64_t begin, int64_t end) {
     std::vector<int> seen;  // the views that may see the block, in order
+    std::vector<VoxelSite> sites(kBlockVoxels);
+    std::vector<VoxelState> states(kBlockVoxels);
     for (int64_t b = begin; b < end; ++b) {
       const int32_t* coords = p.block_coords + 3 * b;
       const Sphere bounds = block_bounds(p.grid, coords);
@@ -69,23 +87,28 @@ void integrate_cpu(const IntegrateParams& p, int num_threads) {
       for (int c = 0; c < p.num_views; ++c)
         if (sphere_may_be_seen(views[c], bounds, p.width, p.height)) seen.push_back(c);
       if (seen.empty()) continue;
+      const int64_t first = b * kBlockVoxels;
       for (int local = 0; local < kBlockVoxels; ++local) {
-        const int64_t voxel = b * kBlockVoxels + local;
-        const VoxelSite site = voxel_site(
+        sites[local] = voxel_site(
             p.grid, {static_cast<float>(coords[0] * kBlockSide + local % kBlockSide),
                      static_cast<float>(coords[1] * kBlockSide + (local / kBlockSide) % kBlockSide),
                      static_cast<float>(coords[2] * kBlockSide + local / (kBlockSide * kBlockSide))});
-        VoxelState state{p.tsdf[voxel], p.weight[voxel], {0.0f, 0.0f, 0.0f}};
-        const bool with_color = p.color != nullptr && p.colors != nullptr;
+        VoxelState& state = states[local];
+        state = {p.tsdf[first + local], p.weight[first + local], {0.0f, 0.0f, 0.0f}};
         if (with_color)
-          for (int k = 0; k < 3; ++k) state.rgb[k] = p.color[3 * voxel + k];
-        for (const int c : seen)
-          fuse_view(views[c], p.depths + c * image, with_color ? p.colors + 3 * c * image : nullptr, p.width,
-                    p.height, site, &state);
-        p.tsdf[voxel] = state.tsdf;
-        p.weight[voxel] = state.weight;
+          for (int k = 0; k < 3; ++k) state.rgb[k] = p.color[3 * (first + local) + k];
+      }
+      for (const int c : seen) {
+        const float* depth = p.depths + c * image;
+        const float* colors = with_color ? p.colors + 3 * c * image : nullptr;
+        for (int local = 0; local < kBlockVoxels; ++local)
+          fuse_view(views[c], depth, colors, p.width, p.height, sites[local], &states[local]);
+      }
+      for (int local = 0; local < kBlockVoxels; ++local) {
+        p.tsdf[first + local] = states[local].tsdf;
+        p.weight[first + local] = states[local].weight;
         if (with_color)
-          for (int k = 0; k < 3; ++k) p.color[3 * voxel + k] = state.rgb[k];
+          for (int k = 0; k < 3; ++k) p.color[3 * (first + local) + k] = states[local].rgb[k];
       }
     }
   });

@@ -33,11 +33,16 @@ __global__ void block_candidates_count_kernel(BlockCandidatesParams p) {
   p.counts[pixel] = pixel_emitted_blocks(p, pixel, &self);
 }
 
+// Only the pixels the count pass found emitting need their box again.
 __global__ void block_candidates_fill_kernel(BlockCandidatesParams p) {
   const int64_t pixel = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (pixel >= static_cast<int64_t>(p.width) * p.height * p.num_views) return;
-  PixelBox self;
-  if (pixel_emitted_blocks(p, pixel, &self) > 0) write_box_blocks(self.box, p.blocks + 3 * p.offsets[pixel]);
+  const int64_t image = static_cast<int64_t>(p.width) * p.height;
+  if (pixel >= image * p.num_views || p.counts[pixel] <= 0) return;
+  const int c = static_cast<int>(pixel / image);
+  const View v = load_view(p.viewmats + 16 * c, p.Ks + 9 * c);
+  const PixelBox self = pixel_box(p.grid, v, p.depths + c * image, p.width, static_cast<int>(pixel % p.width),
+                                  static_cast<int>((pixel % image) / p.width));
+  write_box_blocks(self.box, p.blocks + 3 * p.offsets[pixel]);
 }
 
 // One thread block per voxel block, one thread per voxel. The views go by in chunks of 32:
