@@ -80,24 +80,23 @@ def peak_rss_reset() -> None:
         pass
 
 
-def peak_rss_bytes() -> Optional[int]:
+def _status_bytes(field: str) -> Optional[int]:
+    """A memory figure of this process from /proc/self/status (Linux), in bytes."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         return None
     return None
+
+
+def peak_rss_bytes() -> Optional[int]:
+    return _status_bytes("VmHWM")
 
 
 def current_rss_bytes() -> Optional[int]:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    return _status_bytes("VmRSS")
 
 
 def ours(inputs, args, device: str) -> Dict[str, object]:
@@ -286,20 +285,16 @@ def main() -> None:
         "max_depth": args.max_depth,
         "batch": args.batch,
         "repeats": args.repeats,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch_version": torch.__version__,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "build_info": gsplat_lib.build_info(),
-        },
+        "machine": dict(
+            platform=platform.platform(), processor=platform.processor(), cpu_count=os.cpu_count(),
+            torch_threads=torch.get_num_threads(), torch_version=torch.__version__,
+            omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+            cuda_device=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            build_info=gsplat_lib.build_info(),
+        ),
         "results": rows,
     }
-    with open(args.out, "w") as handle:
-        json.dump(report, handle, indent=2)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -90,26 +90,25 @@ __global__ void integrate_kernel(IntegrateParams p) {
     for (int k = 0; k < 3; ++k) p.color[3 * voxel + k] = state.rgb[k];
 }
 
-unsigned int pixel_blocks(const BlockCandidatesParams& p) {
-  return cuda::blocks_for(static_cast<int64_t>(p.num_views) * p.width * p.height, kThreads);
+// One thread per pixel of the batch.
+void launch_per_pixel(void (*kernel)(BlockCandidatesParams), const BlockCandidatesParams& p, int device,
+                      std::uintptr_t stream, const char* name) {
+  check_grid(p.grid);
+  const int64_t pixels = static_cast<int64_t>(p.num_views) * p.width * p.height;
+  if (pixels == 0) return;
+  cuda::DeviceGuard guard(device);
+  kernel<<<cuda::blocks_for(pixels, kThreads), kThreads, 0, cuda::as_stream(stream)>>>(p);
+  cuda::check_launch(name);
 }
 
 }  // namespace
 
 void block_candidates_count_cuda(const BlockCandidatesParams& p, int device, std::uintptr_t stream) {
-  check_grid(p.grid);
-  if (static_cast<int64_t>(p.num_views) * p.width * p.height == 0) return;
-  cuda::DeviceGuard guard(device);
-  block_candidates_count_kernel<<<pixel_blocks(p), kThreads, 0, cuda::as_stream(stream)>>>(p);
-  cuda::check_launch("tsdf block_candidates_count_kernel");
+  launch_per_pixel(block_candidates_count_kernel, p, device, stream, "tsdf block_candidates_count_kernel");
 }
 
 void block_candidates_fill_cuda(const BlockCandidatesParams& p, int device, std::uintptr_t stream) {
-  check_grid(p.grid);
-  if (static_cast<int64_t>(p.num_views) * p.width * p.height == 0) return;
-  cuda::DeviceGuard guard(device);
-  block_candidates_fill_kernel<<<pixel_blocks(p), kThreads, 0, cuda::as_stream(stream)>>>(p);
-  cuda::check_launch("tsdf block_candidates_fill_kernel");
+  launch_per_pixel(block_candidates_fill_kernel, p, device, stream, "tsdf block_candidates_fill_kernel");
 }
 
 void integrate_cuda(const IntegrateParams& p, int device, std::uintptr_t stream) {
