@@ -209,9 +209,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--run", type=Path, default=None, help="fuse a trained run's rendered depth instead")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads of gsplat_lib (torch's); 0: torch's default")
     parser.add_argument("--no-open3d", action="store_true")
     parser.add_argument("--out", default="bench_mesh.json")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     if args.run is not None:
         inputs = run_inputs(args.run)
