@@ -166,6 +166,12 @@ def test_alpha_masks_the_depth():
     full = TSDFVolume(0.04)
     full.integrate(depths, viewmats, Ks)
     assert masked.num_blocks < full.num_blocks
+    plain = TSDFVolume(0.04, colors=False)  # no colour: the same distances, a mesh without colours
+    plain.integrate(depths, viewmats, Ks, colors=torch.rand(depths.shape[:3] + (3,)))
+    assert plain.color is None and torch.equal(plain.tsdf, full.tsdf) and torch.equal(plain.weight, full.weight)
+    assert plain.block_bytes < full.block_bytes
+    uncolored, colored = plain.extract_mesh(), full.extract_mesh()
+    assert uncolored.vertex_colors is None and torch.equal(uncolored.faces, colored.faces)
 
 
 def test_max_depth_and_empty_input():
