@@ -84,6 +84,8 @@ def resolve_mesh_settings(settings: MeshSettings, viewmats: torch.Tensor, Ks: to
       smaller than a pixel);
     - ``truncation`` = 5 voxels (2DGS ``sdf_trunc``).
     """
+    if len(viewmats) == 0:
+        raise ValueError("mesh settings: no cameras to mesh from")
     center, radius = camera_bounding_sphere(viewmats)
     footprint = median_pixel_footprint(viewmats, Ks, center)
     max_depth = settings.max_depth
@@ -98,6 +100,14 @@ def resolve_mesh_settings(settings: MeshSettings, viewmats: torch.Tensor, Ks: to
             raise ValueError(f"mesh settings: {name} must be a finite number > 0, got {value!r}")
     if not 0.0 <= settings.depth_ratio <= 1.0:
         raise ValueError(f"mesh settings: depth_ratio must be in [0, 1], got {settings.depth_ratio!r}")
+    if not 0.0 <= settings.alpha_threshold <= 1.0:
+        raise ValueError(f"mesh settings: alpha_threshold must be in [0, 1], got {settings.alpha_threshold!r}")
+    if max_depth is not None and not (isinstance(max_depth, (int, float)) and math.isfinite(max_depth) and max_depth > 0):
+        raise ValueError(f"mesh settings: max_depth must be a finite number > 0, got {max_depth!r}")
+    for name, low in (("num_components", 1), ("min_component_faces", 0), ("batch_size", 1), ("memory_budget", 1)):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"mesh settings: {name} must be an integer >= {low}, got {value!r}")
     return ResolvedMeshSettings(
         voxel_size=float(voxel_size),
         truncation=float(truncation),
