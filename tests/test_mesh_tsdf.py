@@ -87,6 +87,29 @@ def test_deterministic_for_any_thread_count():
         assert torch.equal(results[0][4].vertex_colors, other[4].vertex_colors)
 
 
+def test_every_cpu_lane_width_gives_the_same_bits(monkeypatch):
+    """The CPU fuses 1, 4 or 8 voxels at once (the scalar lane is the math CUDA runs)."""
+    import gsplat_lib.mesh.tsdf as tsdf_module
+    from gsplat_lib import _backend
+
+    depths, viewmats, Ks, colors = noisy_scene(3, width=32, height=24, views=5)
+    widths = [1, 4] + ([8] if _backend.core().tsdf_max_cpu_lanes() == 8 else [])
+    results = []
+    for lanes in widths:
+        monkeypatch.setattr(tsdf_module, "CPU_LANES", lanes)
+        for contraction in (None, CONTRACTION):
+            volume = TSDFVolume(0.03, contraction=contraction)
+            volume.integrate(depths, viewmats, Ks, colors)
+            results.append((lanes, contraction, volume))
+    for lanes, contraction, volume in results:
+        same = next(v for l, c, v in results if c == contraction)
+        assert torch.equal(volume.tsdf, same.tsdf) and torch.equal(volume.weight, same.weight), lanes
+        assert torch.equal(volume.color, same.color), lanes
+    monkeypatch.setattr(tsdf_module, "CPU_LANES", 3)
+    with pytest.raises(ValueError, match="cpu_lanes"):
+        TSDFVolume(0.03).integrate(depths, viewmats, Ks)
+
+
 def test_sphere_and_plane_recovered_within_a_voxel():
     width, height, voxel = 64, 48, 0.03
     viewmats, Ks = orbit_cameras(12, width, height, distance=2.0, elevation=0.3, base_elevation=0.5, top=True)

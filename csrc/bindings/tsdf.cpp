@@ -118,13 +118,15 @@ void bind_tsdf(py::module_& m) {
       "tsdf_integrate_cpu",
       [](Grid grid, Address block_coords, int64_t B, Address tsdf_values, Address weight, Address color,
          Address viewmats, Address Ks, Address depths, Address colors, int32_t C, int32_t W, int32_t H,
-         int num_threads) {
-        const auto p = integrate_params(grid, block_coords, B, tsdf_values, weight, color, viewmats, Ks, depths,
-                                        colors, C, W, H);
+         int32_t cpu_lanes, int num_threads) {
+        auto p = integrate_params(grid, block_coords, B, tsdf_values, weight, color, viewmats, Ks, depths, colors,
+                                  C, W, H);
+        p.cpu_lanes = cpu_lanes;
         py::gil_scoped_release release;
         tsdf::integrate_cpu(p, num_threads);
       },
-      "Fuses C depth maps (and colours) into every voxel of B blocks, views in order");
+      "Fuses C depth maps (and colours) into every voxel of B blocks, views in order (cpu_lanes: 0 widest, 1, 4, 8)");
+  m.def("tsdf_max_cpu_lanes", &tsdf::tsdf_max_cpu_lanes, "Voxels per CPU lane group: 8 where AVX2 runs, else 4");
   m.def(
       "tsdf_extract_count_cpu",
       [](Grid grid, Address block_coords, Address neighbours, Address tsdf_values, Address weight, double min_weight,

@@ -16,6 +16,7 @@
 #pragma once
 
 #include "core/common.h"
+#include "core/lanes.h"
 
 namespace gsl::tsdf {
 
@@ -122,39 +123,6 @@ GSL_HD float truncation_at(const Grid& g, vec3 y) {
   return g.contracted ? g.truncation * radial_stretch(length(y)) : g.truncation;
 }
 
-// One view's measurement at a voxel: whether it fuses, and what.
-struct Observation {
-  float tsdf;
-  int64_t pixel;  // index into the view's [H, W] image
-};
-
-// One reciprocal per quantity, multiplied where needed: divisions are the slow part here.
-GSL_HD bool observe(const View& v, const float* depth, int width, int height, vec3 world, float trunc,
-                    float inv_trunc, Observation* out) {
-  const vec3 p = world_to_camera(v, world);
-  if (!(p.z > 0.0f)) return false;
-  const float inv_z = 1.0f / p.z;
-  const float u = v.fx * (p.x * inv_z) + v.cx;
-  const float w = v.fy * (p.y * inv_z) + v.cy;
-  // Compared as floats first: NaN and huge values fail here, before any int conversion.
-  if (!(u >= 0.0f && u < static_cast<float>(width) && w >= 0.0f && w < static_cast<float>(height))) return false;
-  const int64_t pixel = static_cast<int64_t>(floorf(w)) * width + static_cast<int64_t>(floorf(u));
-  const float d = depth[pixel];
-  if (!(d > 0.0f && d <= 3.0e38f)) return false;  // no depth there (masked, empty, NaN or inf)
-  const float sdf = (d - p.z) * (length(p) * inv_z);
-  if (sdf < -trunc) return false;
-  out->tsdf = fminf(1.0f, sdf * inv_trunc);
-  out->pixel = pixel;
-  return true;
-}
-
-// A voxel's state while views are fused into it: running means and their weight.
-struct VoxelState {
-  float tsdf;
-  float weight;
-  float rgb[3];
-};
-
 // The voxel at grid point q: where it is and how deep its truncation band reaches there.
 struct VoxelSite {
   vec3 world;
@@ -167,20 +135,73 @@ GSL_HD VoxelSite voxel_site(const Grid& g, vec3 q) {
   return {grid_to_world(g, q), trunc, 1.0f / trunc};
 }
 
-// Fuses one view into a voxel: depth [H, W] and, when given, colors [H, W, 3].
-GSL_HD void fuse_view(const View& v, const float* depth, const float* colors, int width, int height,
-                      const VoxelSite& site, VoxelState* state) {
-  Observation obs;
-  if (!observe(v, depth, width, height, site.world, site.truncation, site.inv_truncation, &obs)) return;
-  const float count = state->weight;
-  const float next = count + 1.0f;
-  const float inv_next = 1.0f / next;
-  state->tsdf = (state->tsdf * count + obs.tsdf) * inv_next;
-  if (colors != nullptr) {
-    const float* pixel_rgb = colors + 3 * obs.pixel;
-    for (int k = 0; k < 3; ++k) state->rgb[k] = (state->rgb[k] * count + pixel_rgb[k]) * inv_next;
+// Voxels as lanes (core/lanes.h): F = float, one voxel (CUDA, and the CPU's scalar
+// schedule), or a vector of 4 or 8 voxels of a block row (the CPU's SSE and AVX2 schedules).
+template <class F>
+struct SiteLanes {
+  F x, y, z;  // world position
+  F truncation, inv_truncation;
+};
+
+// A voxel's state while views are fused into it: running means and their weight.
+template <class F>
+struct StateLanes {
+  F tsdf, weight;
+  F rgb[3];
+};
+
+// base[index * stride + offset] in every lane.
+template <class F, class I>
+GSL_HD F gather_lanes(const float* base, const I& index, int stride, int offset) {
+  if constexpr (Lanes<F>::kWidth == 1) {
+    return base[static_cast<int64_t>(index) * stride + offset];
+  } else {
+    F values;
+    for (int k = 0; k < Lanes<F>::kWidth; ++k) values[k] = base[static_cast<int64_t>(index[k]) * stride + offset];
+    return values;
   }
-  state->weight = next;
+}
+
+// Fuses one view into the lanes' voxels: depth [H, W] and, when given, colors [H, W, 3]
+// (H W < 2^31). Per lane, the voxel projects to the pixel holding it (p.z > 0, inside the
+// image), which must have a depth d > 0; sdf = (d - z) |p| / z along the ray; voxels more than
+// the truncation behind are left alone, the others take min(1, sdf / truncation) and the
+// pixel's colour into their running means (one weight per view). Divisions are products
+// with reciprocals. The branches are masks, so every lane width gives the same bits.
+template <class F>
+GSL_HD void fuse_view(const View& v, const float* depth, const float* colors, int width, int height,
+                      const SiteLanes<F>& s, StateLanes<F>* state) {
+  using Mask = typename Lanes<F>::Mask;
+  const F px = v.r[0] * s.x + v.r[1] * s.y + v.r[2] * s.z + v.t[0];
+  const F py = v.r[3] * s.x + v.r[4] * s.y + v.r[5] * s.z + v.t[1];
+  const F pz = v.r[6] * s.x + v.r[7] * s.y + v.r[8] * s.z + v.t[2];
+  Mask fuse = Mask(pz > 0.0f);
+  const F inv_z = 1.0f / select(fuse, pz, broadcast<F>(1.0f));
+  const F u = v.fx * (px * inv_z) + v.cx;
+  const F w = v.fy * (py * inv_z) + v.cy;
+  // Compared as floats first: NaN and huge values fail here, before any int conversion.
+  fuse = Mask(fuse & Mask(u >= 0.0f) & Mask(u < static_cast<float>(width)) & Mask(w >= 0.0f) &
+              Mask(w < static_cast<float>(height)));
+  if (!any(fuse)) return;
+  const auto pixel = floor_to_int(select(fuse, w, broadcast<F>(0.0f))) * width +
+                     floor_to_int(select(fuse, u, broadcast<F>(0.0f)));
+  const F d = gather_lanes<F>(depth, pixel, 1, 0);
+  fuse = Mask(fuse & Mask(d > 0.0f) & Mask(d <= 3.0e38f));  // no depth there: masked, empty, NaN or inf
+  const F sdf = (d - pz) * (sqrt_lanes(px * px + py * py + pz * pz) * inv_z);
+  fuse = Mask(fuse & lanes_not(Mask(sdf < -s.truncation)));
+  if (!any(fuse)) return;
+  const F value = fmin_lanes(broadcast<F>(1.0f), sdf * s.inv_truncation);
+  const F count = state->weight;
+  const F next = count + 1.0f;
+  const F inv_next = 1.0f / next;
+  state->tsdf = select(fuse, (state->tsdf * count + value) * inv_next, state->tsdf);
+  if (colors != nullptr) {
+    for (int k = 0; k < 3; ++k) {
+      const F pixel_rgb = gather_lanes<F>(colors, pixel, 3, k);  // pixel is in the image in every lane
+      state->rgb[k] = select(fuse, (state->rgb[k] * count + pixel_rgb) * inv_next, state->rgb[k]);
+    }
+  }
+  state->weight = select(fuse, next, state->weight);
 }
 
 // A bound on where a block lies: a sphere (world) holding every voxel of the block at block
@@ -207,7 +228,7 @@ GSL_HD Sphere block_bounds(const Grid& g, const int32_t* b) {
 }
 
 // False only when no point of the sphere projects into the image in front of the camera
-// (then observe() fails for every voxel of the block). One pixel of margin covers rounding.
+// (then fuse_view leaves every voxel of the block alone). One pixel of margin covers rounding.
 GSL_HD bool sphere_may_be_seen(const View& v, const Sphere& s, int width, int height) {
   if (!s.bounded) return true;
   const vec3 c = world_to_camera(v, s.center);

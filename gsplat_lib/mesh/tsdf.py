@@ -39,6 +39,9 @@ _COORD_OFFSET = 1 << (_COORD_BITS - 1)
 # tsdf, weight (float32) and an RGB colour (3 x float32) per voxel, plus the block's coordinates.
 _VOXEL_BYTES_WITH_COLOR = 20
 _VOXEL_BYTES = 8
+#: Voxels the CPU fuses at once: 0 the widest this CPU has (8 with AVX2, else 4), or 1, 4, 8.
+#: Every width gives the same bits; tests set it to compare them.
+CPU_LANES = 0
 # Crossed edges (vertices) of a voxel from its 3-bit edge mask.
 _EDGE_MASK_COUNTS = torch.tensor([0, 1, 1, 2, 1, 2, 2, 3], dtype=torch.int32)
 
@@ -329,6 +332,7 @@ class TSDFVolume:
                 num_views,
                 width,
                 height,
+                *((CPU_LANES,) if device.type == "cpu" else ()),
                 *_device_args(device),
             )
         return added

@@ -40,6 +40,7 @@ struct IntegrateParams {
   int32_t num_views = 0;
   int32_t width = 0;
   int32_t height = 0;
+  int32_t cpu_lanes = 0;                  // CPU voxels per lane group: 0 (the widest here), 1, 4, or 8 with AVX2
 };
 
 // Throws std::invalid_argument on sizes that cannot be right (a bug in the caller).
@@ -48,6 +49,7 @@ void check_grid(const Grid& grid);
 void block_candidates_count_cpu(const BlockCandidatesParams& params, int num_threads);
 void block_candidates_fill_cpu(const BlockCandidatesParams& params, int num_threads);
 void integrate_cpu(const IntegrateParams& params, int num_threads);
+int tsdf_max_cpu_lanes();  // 8 where AVX2 runs, else 4
 
 #if GSPLAT_LIB_WITH_CUDA
 void block_candidates_count_cuda(const BlockCandidatesParams& params, int device, std::uintptr_t stream);

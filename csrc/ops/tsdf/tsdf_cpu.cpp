@@ -2,6 +2,7 @@
 // candidates) and over blocks (integration, extraction). Every voxel, pixel and cube is
 // computed by one thread, so the results never depend on the thread count.
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "cpu/parallel.h"
@@ -67,19 +68,95 @@ void block_candidates_fill_cpu(const BlockCandidatesParams& p, int num_threads) 
   });
 }
 
-// Per block: the views that may see it, then view by view over its 512 voxels, whose state
-// (10 KiB) stays in L1 while one depth map is read at a time; each voxel still takes the
-// views in order, so the result is that of the voxel-major CUDA schedule.
+namespace {
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define GSL_TSDF_AVX2 1
+#else
+#define GSL_TSDF_AVX2 0
+#endif
+// Inlined into the per-ISA entry points below, so each gets code for its instruction set.
+#define GSL_CPU_INLINE inline __attribute__((always_inline))
+
+// One block's voxels, structure of arrays, x fastest: a row of 8 voxels is one load.
+struct BlockScratch {
+  float x[kBlockVoxels], y[kBlockVoxels], z[kBlockVoxels];
+  float truncation[kBlockVoxels], inv_truncation[kBlockVoxels];
+  float tsdf[kBlockVoxels], weight[kBlockVoxels], rgb[3][kBlockVoxels];
+};
+
+// Fuses the views `seen` into a block held in `s`, a lane group of voxels at a time, the
+// views in order for each group.
+template <class F>
+GSL_CPU_INLINE void fuse_block(const IntegrateParams& p, const View* views, const int* seen, int num_seen,
+                               bool with_color, BlockScratch& s) {
+  constexpr int kWidth = Lanes<F>::kWidth;
+  const int64_t image = static_cast<int64_t>(p.width) * p.height;
+  for (int first = 0; first < kBlockVoxels; first += kWidth) {
+    const SiteLanes<F> site{load_lanes<F>(s.x + first), load_lanes<F>(s.y + first), load_lanes<F>(s.z + first),
+                            load_lanes<F>(s.truncation + first), load_lanes<F>(s.inv_truncation + first)};
+    StateLanes<F> state{load_lanes<F>(s.tsdf + first), load_lanes<F>(s.weight + first),
+                        {load_lanes<F>(s.rgb[0] + first), load_lanes<F>(s.rgb[1] + first), load_lanes<F>(s.rgb[2] + first)}};
+    for (int k = 0; k < num_seen; ++k) {
+      const int c = seen[k];
+      fuse_view<F>(views[c], p.depths + c * image, with_color ? p.colors + 3 * c * image : nullptr, p.width,
+                   p.height, site, &state);
+    }
+    store_lanes(s.tsdf + first, state.tsdf);
+    store_lanes(s.weight + first, state.weight);
+    for (int k = 0; k < 3; ++k) store_lanes(s.rgb[k] + first, state.rgb[k]);
+  }
+}
+
+using FuseBlock = void (*)(const IntegrateParams&, const View*, const int*, int, bool, BlockScratch&);
+
+void fuse_block_scalar(const IntegrateParams& p, const View* v, const int* seen, int n, bool color, BlockScratch& s) {
+  fuse_block<float>(p, v, seen, n, color, s);
+}
+void fuse_block_sse(const IntegrateParams& p, const View* v, const int* seen, int n, bool color, BlockScratch& s) {
+  fuse_block<vf4>(p, v, seen, n, color, s);
+}
+#if GSL_TSDF_AVX2
+__attribute__((target("avx2"))) void fuse_block_avx2(const IntegrateParams& p, const View* v, const int* seen, int n,
+                                                      bool color, BlockScratch& s) {
+  fuse_block<vf8>(p, v, seen, n, color, s);
+}
+#endif
+
+FuseBlock pick_fuse_block(int lanes) {
+  if (lanes == 0) lanes = tsdf_max_cpu_lanes();
+  if (lanes == 1) return fuse_block_scalar;
+  if (lanes == 4) return fuse_block_sse;
+#if GSL_TSDF_AVX2
+  if (lanes == 8 && tsdf_max_cpu_lanes() == 8) return fuse_block_avx2;
+#endif
+  throw std::invalid_argument("tsdf: cpu_lanes must be 0 (widest), 1, 4, or 8 where AVX2 is available; got " +
+                              std::to_string(lanes));
+}
+
+}  // namespace
+
+int tsdf_max_cpu_lanes() {
+#if GSL_TSDF_AVX2
+  static const int lanes = __builtin_cpu_supports("avx2") ? 8 : 4;
+  return lanes;
+#else
+  return 4;
+#endif
+}
+
+// Per block: the views that may see it, then its voxels a lane group at a time, each group
+// taking those views in order (the order of the CUDA kernel's voxels: the same bits).
 void integrate_cpu(const IntegrateParams& p, int num_threads) {
   check_grid(p.grid);
+  const FuseBlock fuse = pick_fuse_block(p.cpu_lanes);
   std::vector<View> views(p.num_views);
   for (int c = 0; c < p.num_views; ++c) views[c] = load_view(p.viewmats + 16 * c, p.Ks + 9 * c);
-  const int64_t image = static_cast<int64_t>(p.width) * p.height;
   const bool with_color = p.color != nullptr && p.colors != nullptr;
   cpu::parallel_for(p.num_blocks, num_threads, 4, [&](int64_t begin, int64_t end) {
     std::vector<int> seen;  // the views that may see the block, in order
-    std::vector<VoxelSite> sites(kBlockVoxels);
-    std::vector<VoxelState> states(kBlockVoxels);
+    std::vector<BlockScratch> scratch(1);
+    BlockScratch& s = scratch[0];
     for (int64_t b = begin; b < end; ++b) {
       const int32_t* coords = p.block_coords + 3 * b;
       const Sphere bounds = block_bounds(p.grid, coords);
@@ -89,26 +166,25 @@ void integrate_cpu(const IntegrateParams& p, int num_threads) {
       if (seen.empty()) continue;
       const int64_t first = b * kBlockVoxels;
       for (int local = 0; local < kBlockVoxels; ++local) {
-        sites[local] = voxel_site(
+        const VoxelSite site = voxel_site(
             p.grid, {static_cast<float>(coords[0] * kBlockSide + local % kBlockSide),
                      static_cast<float>(coords[1] * kBlockSide + (local / kBlockSide) % kBlockSide),
                      static_cast<float>(coords[2] * kBlockSide + local / (kBlockSide * kBlockSide))});
-        VoxelState& state = states[local];
-        state = {p.tsdf[first + local], p.weight[first + local], {0.0f, 0.0f, 0.0f}};
-        if (with_color)
-          for (int k = 0; k < 3; ++k) state.rgb[k] = p.color[3 * (first + local) + k];
+        s.x[local] = site.world.x;
+        s.y[local] = site.world.y;
+        s.z[local] = site.world.z;
+        s.truncation[local] = site.truncation;
+        s.inv_truncation[local] = site.inv_truncation;
+        s.tsdf[local] = p.tsdf[first + local];
+        s.weight[local] = p.weight[first + local];
+        for (int k = 0; k < 3; ++k) s.rgb[k][local] = with_color ? p.color[3 * (first + local) + k] : 0.0f;
       }
-      for (const int c : seen) {
-        const float* depth = p.depths + c * image;
-        const float* colors = with_color ? p.colors + 3 * c * image : nullptr;
-        for (int local = 0; local < kBlockVoxels; ++local)
-          fuse_view(views[c], depth, colors, p.width, p.height, sites[local], &states[local]);
-      }
+      fuse(p, views.data(), seen.data(), static_cast<int>(seen.size()), with_color, s);
       for (int local = 0; local < kBlockVoxels; ++local) {
-        p.tsdf[first + local] = states[local].tsdf;
-        p.weight[first + local] = states[local].weight;
+        p.tsdf[first + local] = s.tsdf[local];
+        p.weight[first + local] = s.weight[local];
         if (with_color)
-          for (int k = 0; k < 3; ++k) p.color[3 * (first + local) + k] = states[local].rgb[k];
+          for (int k = 0; k < 3; ++k) p.color[3 * (first + local) + k] = s.rgb[k][local];
       }
     }
   });

@@ -55,16 +55,17 @@ __global__ void integrate_kernel(IntegrateParams p) {
   const int64_t b = blockIdx.x;
   const int32_t* coords = p.block_coords + 3 * b;
   const int local = threadIdx.x;
-  const int64_t voxel = b * kBlockVoxels + local;
+  const int64_t voxel_index = b * kBlockVoxels + local;
   const int64_t image = static_cast<int64_t>(p.width) * p.height;
   const bool with_color = p.color != nullptr && p.colors != nullptr;
-  const VoxelSite site = voxel_site(
+  const VoxelSite voxel = voxel_site(
       p.grid, {static_cast<float>(coords[0] * kBlockSide + local % kBlockSide),
                static_cast<float>(coords[1] * kBlockSide + (local / kBlockSide) % kBlockSide),
                static_cast<float>(coords[2] * kBlockSide + local / (kBlockSide * kBlockSide))});
-  VoxelState state{p.tsdf[voxel], p.weight[voxel], {0.0f, 0.0f, 0.0f}};
+  const SiteLanes<float> site{voxel.world.x, voxel.world.y, voxel.world.z, voxel.truncation, voxel.inv_truncation};
+  StateLanes<float> state{p.tsdf[voxel_index], p.weight[voxel_index], {0.0f, 0.0f, 0.0f}};
   if (with_color)
-    for (int k = 0; k < 3; ++k) state.rgb[k] = p.color[3 * voxel + k];
+    for (int k = 0; k < 3; ++k) state.rgb[k] = p.color[3 * voxel_index + k];
   const Sphere bounds = block_bounds(p.grid, coords);
   for (int first = 0; first < p.num_views; first += kChunk) {
     const int count = min(kChunk, p.num_views - first);
@@ -79,15 +80,15 @@ __global__ void integrate_kernel(IntegrateParams p) {
     for (int k = 0; k < count; ++k) {
       if (!((visible >> k) & 1u)) continue;
       const int c = first + k;
-      fuse_view(views[k], p.depths + c * image, with_color ? p.colors + 3 * c * image : nullptr, p.width, p.height,
-                site, &state);
+      fuse_view<float>(views[k], p.depths + c * image, with_color ? p.colors + 3 * c * image : nullptr, p.width,
+                       p.height, site, &state);
     }
     __syncthreads();  // views[] is overwritten by the next chunk
   }
-  p.tsdf[voxel] = state.tsdf;
-  p.weight[voxel] = state.weight;
+  p.tsdf[voxel_index] = state.tsdf;
+  p.weight[voxel_index] = state.weight;
   if (with_color)
-    for (int k = 0; k < 3; ++k) p.color[3 * voxel + k] = state.rgb[k];
+    for (int k = 0; k < 3; ++k) p.color[3 * voxel_index + k] = state.rgb[k];
 }
 
 // One thread per pixel of the batch.
