@@ -88,7 +88,8 @@ def test_deterministic_for_any_thread_count():
 
 
 def test_every_cpu_lane_width_gives_the_same_bits(monkeypatch):
-    """The CPU fuses 1, 4 or 8 voxels at once (the scalar lane is the math CUDA runs)."""
+    """The CPU finds blocks for 1, 4 or 8 pixels and fuses 1, 4 or 8 voxels at once (the scalar
+    lane is the math CUDA runs)."""
     import gsplat_lib.mesh.tsdf as tsdf_module
     from gsplat_lib import _backend
 
@@ -103,6 +104,7 @@ def test_every_cpu_lane_width_gives_the_same_bits(monkeypatch):
             results.append((lanes, contraction, volume))
     for lanes, contraction, volume in results:
         same = next(v for l, c, v in results if c == contraction)
+        assert torch.equal(volume.block_coords, same.block_coords), lanes
         assert torch.equal(volume.tsdf, same.tsdf) and torch.equal(volume.weight, same.weight), lanes
         assert torch.equal(volume.color, same.color), lanes
     monkeypatch.setattr(tsdf_module, "CPU_LANES", 3)

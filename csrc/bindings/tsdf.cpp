@@ -99,12 +99,13 @@ void bind_tsdf(py::module_& m) {
   m.def(
       "tsdf_block_candidates_count_cpu",
       [](Grid grid, Address viewmats, Address Ks, Address depths, int32_t C, int32_t W, int32_t H, Address counts,
-         int num_threads) {
-        const auto p = candidates_params(grid, viewmats, Ks, depths, C, W, H, counts, 0, 0);
+         int32_t cpu_lanes, int num_threads) {
+        auto p = candidates_params(grid, viewmats, Ks, depths, C, W, H, counts, 0, 0);
+        p.cpu_lanes = cpu_lanes;
         py::gil_scoped_release release;
         tsdf::block_candidates_count_cpu(p, num_threads);
       },
-      "counts [C, H, W] = blocks each pixel's truncation band touches (-1: out of range)");
+      "counts [C, H, W] = blocks each pixel's truncation band touches (-1: out of range; cpu_lanes: 0, 1, 4, 8)");
   m.def(
       "tsdf_block_candidates_fill_cpu",
       [](Grid grid, Address viewmats, Address Ks, Address depths, int32_t C, int32_t W, int32_t H, Address counts,

@@ -79,10 +79,18 @@ GSL_HD float quiet_nan() {
 }
 
 // 2DGS's contraction (utils/mesh_utils.py) and its inverse, on normalised coordinates.
+template <class F>
+GSL_HD void contract_lanes(F& x, F& y, F& z) {
+  const F n = sqrt_lanes(x * x + y * y + z * z);
+  const F scale = select(n <= 1.0f, broadcast<F>(1.0f), (2.0f - 1.0f / n) / n);
+  x = scale * x;
+  y = scale * y;
+  z = scale * z;
+}
+
 GSL_HD vec3 contract(vec3 u) {
-  const float n = length(u);
-  if (n <= 1.0f) return u;
-  return ((2.0f - 1.0f / n) / n) * u;
+  contract_lanes<float>(u.x, u.y, u.z);
+  return u;
 }
 
 // Grid points at |y| >= 2 (the far corners of the outermost blocks) are at infinity: NaN,
@@ -97,10 +105,10 @@ GSL_HD vec3 uncontract(vec3 y) {
 // How much the grid is stretched along a ray from the centre at contracted radius m: d|x|/d|y|
 // = 1 / (2 - m)^2 outside the unit ball. The truncation scales with it, so the band stays a
 // few voxels deep where voxels grow.
-GSL_HD float radial_stretch(float m) {
-  if (m <= 1.0f) return 1.0f;
-  const float gap = 2.0f - m;
-  return 1.0f / (gap * gap);
+template <class F>
+GSL_HD F radial_stretch(F m) {
+  const F gap = 2.0f - m;
+  return select(m <= 1.0f, broadcast<F>(1.0f), 1.0f / (gap * gap));
 }
 
 // World position of grid point q (voxel units, continuous).
@@ -111,17 +119,30 @@ GSL_HD vec3 grid_to_world(const Grid& g, vec3 q) {
   return {g.center[0] + g.radius * x.x, g.center[1] + g.radius * x.y, g.center[2] + g.radius * x.z};
 }
 
-// Contracted (normalised) coordinates of a world point; the world itself when bounded.
-GSL_HD vec3 world_to_grid_space(const Grid& g, vec3 x) {
-  if (!g.contracted) return x;
+// Contracted (normalised) coordinates of world points; the world itself when bounded.
+template <class F>
+GSL_HD void world_to_grid_space_lanes(const Grid& g, F& x, F& y, F& z) {
+  if (!g.contracted) return;
   const float inv = 1.0f / g.radius;
-  return contract({(x.x - g.center[0]) * inv, (x.y - g.center[1]) * inv, (x.z - g.center[2]) * inv});
+  x = (x - g.center[0]) * inv;
+  y = (y - g.center[1]) * inv;
+  z = (z - g.center[2]) * inv;
+  contract_lanes(x, y, z);
 }
 
-// Truncation distance (world) at grid-space point y.
-GSL_HD float truncation_at(const Grid& g, vec3 y) {
-  return g.contracted ? g.truncation * radial_stretch(length(y)) : g.truncation;
+GSL_HD vec3 world_to_grid_space(const Grid& g, vec3 x) {
+  world_to_grid_space_lanes<float>(g, x.x, x.y, x.z);
+  return x;
 }
+
+// Truncation distance (world) at grid-space points y.
+template <class F>
+GSL_HD F truncation_lanes(const Grid& g, const F& x, const F& y, const F& z) {
+  if (!g.contracted) return broadcast<F>(g.truncation);
+  return g.truncation * radial_stretch(sqrt_lanes(x * x + y * y + z * z));
+}
+
+GSL_HD float truncation_at(const Grid& g, vec3 y) { return truncation_lanes<float>(g, y.x, y.y, y.z); }
 
 // The voxel at grid point q: where it is and how deep its truncation band reaches there.
 struct VoxelSite {
@@ -257,35 +278,67 @@ struct BlockBox {
 
 enum class PixelBlocks { kNone, kBox, kOutOfRange };
 
-GSL_HD PixelBlocks pixel_block_box(const Grid& g, const View& v, float depth, int i, int j, BlockBox* box) {
-  if (!(depth > 0.0f && depth <= 3.0e38f)) return PixelBlocks::kNone;
-  const vec3 ray{(static_cast<float>(i) + 0.5f - v.cx) / v.fx, (static_cast<float>(j) + 0.5f - v.cy) / v.fy, 1.0f};
-  const vec3 surface = camera_to_world(v, depth * ray);
-  const vec3 y = world_to_grid_space(g, surface);
-  if (g.contracted && !(length(y) <= g.contracted_limit)) return PixelBlocks::kNone;
-  const float trunc = truncation_at(g, y);
-  const vec3 toward = surface - v.origin;
-  const float scale = trunc / length(toward);  // |toward| > 0 since depth > 0
+// The boxes of a lane group of pixels (i, j) of one row: which have one, which are out of
+// range, and the boxes' low and high block coordinates.
+template <class F>
+struct BoxLanes {
+  typename Lanes<F>::Mask box, out_of_range;
+  typename Lanes<F>::Int lo[3], hi[3];
+};
+
+template <class F>
+GSL_HD BoxLanes<F> block_box_lanes(const Grid& g, const View& v, F depth, F i, int j) {
+  using Mask = typename Lanes<F>::Mask;
+  BoxLanes<F> out;
+  Mask valid = Mask(Mask(depth > 0.0f) & Mask(depth <= 3.0e38f));
+  const F ray_x = (i + 0.5f - v.cx) / v.fx;
+  const float ray_y = (static_cast<float>(j) + 0.5f - v.cy) / v.fy;
+  // R^T (depth ray - t): the surface point in the world.
+  const F dx = depth * ray_x - v.t[0], dy = depth * ray_y - v.t[1], dz = depth * 1.0f - v.t[2];
+  const F sx = v.r[0] * dx + v.r[3] * dy + v.r[6] * dz;
+  const F sy = v.r[1] * dx + v.r[4] * dy + v.r[7] * dz;
+  const F sz = v.r[2] * dx + v.r[5] * dy + v.r[8] * dz;
+  F yx = sx, yy = sy, yz = sz;
+  world_to_grid_space_lanes(g, yx, yy, yz);
+  if (g.contracted) valid = Mask(valid & Mask(sqrt_lanes(yx * yx + yy * yy + yz * yz) <= g.contracted_limit));
+  const F trunc = truncation_lanes(g, yx, yy, yz);
+  const F tx = sx - v.origin.x, ty = sy - v.origin.y, tz = sz - v.origin.z;
+  const F scale = trunc / select(valid, sqrt_lanes(tx * tx + ty * ty + tz * tz), broadcast<F>(1.0f));
   // The band's ends; in contracted space its middle too, as the segment bends there.
-  const vec3 ends[3] = {surface - scale * toward, surface + scale * toward, surface};
   const float inv_voxel = 1.0f / g.voxel_size;
-  float lo[3], hi[3];
+  F lo[3], hi[3];
   for (int e = 0; e < (g.contracted ? 3 : 2); ++e) {
-    vec3 q = world_to_grid_space(g, ends[e]);
-    const float c[3] = {q.x * inv_voxel, q.y * inv_voxel, q.z * inv_voxel};
+    F x = e == 2 ? sx : (e == 0 ? sx - scale * tx : sx + scale * tx);
+    F y = e == 2 ? sy : (e == 0 ? sy - scale * ty : sy + scale * ty);
+    F z = e == 2 ? sz : (e == 0 ? sz - scale * tz : sz + scale * tz);
+    world_to_grid_space_lanes(g, x, y, z);
+    const F c[3] = {x * inv_voxel, y * inv_voxel, z * inv_voxel};
     for (int a = 0; a < 3; ++a) {
-      lo[a] = e == 0 ? c[a] : fminf(lo[a], c[a]);
-      hi[a] = e == 0 ? c[a] : fmaxf(hi[a], c[a]);
+      lo[a] = e == 0 ? c[a] : fmin_lanes(lo[a], c[a]);
+      hi[a] = e == 0 ? c[a] : fmax_lanes(hi[a], c[a]);
     }
   }
   const float limit = static_cast<float>(kMaxBlockCoord) * kBlockSide;
+  Mask in_range = valid;
+  for (int a = 0; a < 3; ++a) in_range = Mask(in_range & Mask(lo[a] > -limit) & Mask(hi[a] < limit - 2.0f));
+  out.box = in_range;
+  out.out_of_range = Mask(valid & lanes_not(in_range));
   for (int a = 0; a < 3; ++a) {
-    if (!(lo[a] > -limit && hi[a] < limit - 2.0f)) return PixelBlocks::kOutOfRange;
-    const int32_t first = static_cast<int32_t>(floorf(lo[a]));
-    const int32_t last = static_cast<int32_t>(floorf(hi[a])) + 1;
-    // Floor division by 8 of possibly negative voxel indices.
-    box->lo[a] = first >= 0 ? first / kBlockSide : -((-first + kBlockSide - 1) / kBlockSide);
-    box->hi[a] = last >= 0 ? last / kBlockSide : -((-last + kBlockSide - 1) / kBlockSide);
+    // Floor division of voxel indices by 8: an arithmetic shift, also for negative ones.
+    out.lo[a] = floor_to_int(select(in_range, lo[a], broadcast<F>(0.0f))) >> 3;
+    out.hi[a] = (floor_to_int(select(in_range, hi[a], broadcast<F>(0.0f))) + 1) >> 3;
+  }
+  return out;
+}
+
+// One pixel's box of blocks: the scalar lane of block_box_lanes (what CUDA runs).
+GSL_HD PixelBlocks pixel_block_box(const Grid& g, const View& v, float depth, int i, int j, BlockBox* box) {
+  const BoxLanes<float> lanes = block_box_lanes<float>(g, v, depth, static_cast<float>(i), j);
+  if (lanes.out_of_range) return PixelBlocks::kOutOfRange;
+  if (!lanes.box) return PixelBlocks::kNone;
+  for (int a = 0; a < 3; ++a) {
+    box->lo[a] = lanes.lo[a];
+    box->hi[a] = lanes.hi[a];
   }
   return PixelBlocks::kBox;
 }

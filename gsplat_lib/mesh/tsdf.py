@@ -39,8 +39,8 @@ _COORD_OFFSET = 1 << (_COORD_BITS - 1)
 # tsdf, weight (float32) and an RGB colour (3 x float32) per voxel, plus the block's coordinates.
 _VOXEL_BYTES_WITH_COLOR = 20
 _VOXEL_BYTES = 8
-#: Voxels the CPU fuses at once: 0 the widest this CPU has (8 with AVX2, else 4), or 1, 4, 8.
-#: Every width gives the same bits; tests set it to compare them.
+#: Voxels (or pixels) the CPU handles at once: 0 the widest this CPU has (8 with AVX2, else 4),
+#: or 1, 4, 8. Every width gives the same bits; tests set it to compare them.
 CPU_LANES = 0
 # Crossed edges (vertices) of a voxel from its 3-bit edge mask.
 _EDGE_MASK_COUNTS = torch.tensor([0, 1, 1, 2, 1, 2, 2, 3], dtype=torch.int32)
@@ -351,7 +351,9 @@ class TSDFVolume:
             height,
         )
         counts = torch.empty((num_views, height, width), dtype=torch.int64, device=device)
-        _backend.op("tsdf_block_candidates_count", device)(*common, _backend.address(counts), *_device_args(device))
+        _backend.op("tsdf_block_candidates_count", device)(
+            *common, _backend.address(counts), *((CPU_LANES,) if device.type == "cpu" else ()), *_device_args(device)
+        )
         out_of_range = counts < 0
         if bool(out_of_range.any()):
             view, row, col = (int(v) for v in torch.nonzero(out_of_range)[0])

@@ -23,6 +23,7 @@ struct BlockCandidatesParams {
   int64_t* counts = nullptr;        // [C, H, W] blocks per pixel, -1 when out of range (count pass out, fill pass in)
   const int64_t* offsets = nullptr; // [C, H, W] fill pass in: exclusive prefix sum of counts
   int32_t* blocks = nullptr;        // [sum(counts), 3] fill pass out: block coordinates
+  int32_t cpu_lanes = 0;            // CPU pixels per lane group: 0 (the widest here), 1, 4, or 8 with AVX2
 };
 
 // Fuses a batch of views into every voxel of the given blocks.

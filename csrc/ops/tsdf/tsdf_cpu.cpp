@@ -17,66 +17,79 @@ void check_grid(const Grid& g) {
     throw std::invalid_argument("tsdf: a contraction needs radius > 0 and 0 < contracted_limit < 2");
 }
 
-namespace {
-
-// Calls body(pixel, box, left box or null, upper box or null) for every pixel, each box
-// computed once: a chunk of rows keeps the boxes of its previous row.
-template <class Body>
-void for_each_pixel_box(const BlockCandidatesParams& p, int num_threads, Body&& body) {
-  check_grid(p.grid);
-  const int64_t rows = static_cast<int64_t>(p.num_views) * p.height;
-  cpu::parallel_for(rows, num_threads, 16, [&](int64_t begin, int64_t end) {
-    std::vector<PixelBox> above(p.width), current(p.width);
-    for (int64_t row = begin; row < end; ++row) {
-      const int c = static_cast<int>(row / p.height);
-      const int j = static_cast<int>(row % p.height);
-      const View v = load_view(p.viewmats + 16 * c, p.Ks + 9 * c);
-      const float* depth = p.depths + static_cast<int64_t>(c) * p.width * p.height;
-      if (j > 0 && row == begin)
-        for (int i = 0; i < p.width; ++i) above[i] = pixel_box(p.grid, v, depth, p.width, i, j - 1);
-      for (int i = 0; i < p.width; ++i) current[i] = pixel_box(p.grid, v, depth, p.width, i, j);
-      for (int i = 0; i < p.width; ++i)
-        body(row * p.width + i, current[i], i > 0 ? &current[i - 1] : nullptr, j > 0 ? &above[i] : nullptr);
-      above.swap(current);
-    }
-  });
-}
-
-}  // namespace
-
-void block_candidates_count_cpu(const BlockCandidatesParams& p, int num_threads) {
-  for_each_pixel_box(p, num_threads, [&](int64_t pixel, const PixelBox& self, const PixelBox* left, const PixelBox* up) {
-    p.counts[pixel] = emitted_blocks(self, left, up);
-  });
-}
-
-void block_candidates_fill_cpu(const BlockCandidatesParams& p, int num_threads) {
-  check_grid(p.grid);
-  // Only the pixels the count pass found emitting need their box again.
-  const int64_t rows = static_cast<int64_t>(p.num_views) * p.height;
-  cpu::parallel_for(rows, num_threads, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const int c = static_cast<int>(row / p.height);
-      const int j = static_cast<int>(row % p.height);
-      const View v = load_view(p.viewmats + 16 * c, p.Ks + 9 * c);
-      const float* depth = p.depths + static_cast<int64_t>(c) * p.width * p.height;
-      for (int i = 0; i < p.width; ++i) {
-        const int64_t pixel = row * p.width + i;
-        if (p.counts[pixel] > 0) write_box_blocks(pixel_box(p.grid, v, depth, p.width, i, j).box, p.blocks + 3 * p.offsets[pixel]);
-      }
-    }
-  });
+int tsdf_max_cpu_lanes() {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  static const int lanes = __builtin_cpu_supports("avx2") ? 8 : 4;
+  return lanes;
+#else
+  return 4;
+#endif
 }
 
 namespace {
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define GSL_TSDF_AVX2 1
+#define GSL_TARGET_AVX2 __attribute__((target("avx2")))
 #else
 #define GSL_TSDF_AVX2 0
 #endif
 // Inlined into the per-ISA entry points below, so each gets code for its instruction set.
 #define GSL_CPU_INLINE inline __attribute__((always_inline))
+
+// Picks a lane width's entry point: 0 is the widest this CPU runs.
+template <class Fn>
+Fn pick_lanes(int lanes, Fn scalar, Fn sse, Fn avx2) {
+  if (lanes == 0) lanes = tsdf_max_cpu_lanes();
+  if (lanes == 1) return scalar;
+  if (lanes == 4) return sse;
+  if (lanes == 8 && tsdf_max_cpu_lanes() == 8 && avx2 != nullptr) return avx2;
+  throw std::invalid_argument("tsdf: cpu_lanes must be 0 (widest), 1, 4, or 8 where AVX2 is available; got " +
+                              std::to_string(lanes));
+}
+
+// The boxes of a row's pixels (j), a lane group at a time.
+template <class F>
+GSL_CPU_INLINE void row_boxes(const Grid& g, const View& v, const float* depth_row, int width, int j, PixelBox* out) {
+  constexpr int kWidth = Lanes<F>::kWidth;
+  for (int first = 0; first < width; first += kWidth) {
+    float padded[kWidth] = {};  // past the row's end: no depth
+    for (int k = 0; k < kWidth && first + k < width; ++k) padded[k] = depth_row[first + k];
+    const F columns = broadcast<F>(static_cast<float>(first)) + lane_offsets<F>();
+    const BoxLanes<F> lanes = block_box_lanes<F>(g, v, load_lanes<F>(padded), columns, j);
+    for (int k = 0; k < kWidth && first + k < width; ++k) {
+      PixelBox& box = out[first + k];
+      box.kind = get_mask_lane(lanes.out_of_range, k) ? PixelBlocks::kOutOfRange
+                 : get_mask_lane(lanes.box, k)        ? PixelBlocks::kBox
+                                                      : PixelBlocks::kNone;
+      for (int a = 0; a < 3; ++a) {
+        if constexpr (kWidth == 1) {
+          box.box.lo[a] = lanes.lo[a];
+          box.box.hi[a] = lanes.hi[a];
+        } else {
+          box.box.lo[a] = lanes.lo[a][k];
+          box.box.hi[a] = lanes.hi[a][k];
+        }
+      }
+    }
+  }
+}
+
+using RowBoxes = void (*)(const Grid&, const View&, const float*, int, int, PixelBox*);
+
+void row_boxes_scalar(const Grid& g, const View& v, const float* d, int w, int j, PixelBox* out) {
+  row_boxes<float>(g, v, d, w, j, out);
+}
+void row_boxes_sse(const Grid& g, const View& v, const float* d, int w, int j, PixelBox* out) {
+  row_boxes<vf4>(g, v, d, w, j, out);
+}
+#if GSL_TSDF_AVX2
+GSL_TARGET_AVX2 void row_boxes_avx2(const Grid& g, const View& v, const float* d, int w, int j, PixelBox* out) {
+  row_boxes<vf8>(g, v, d, w, j, out);
+}
+#else
+constexpr RowBoxes row_boxes_avx2 = nullptr;
+#endif
 
 // One block's voxels, structure of arrays, x fastest: a row of 8 voxels is one load.
 struct BlockScratch {
@@ -117,39 +130,69 @@ void fuse_block_sse(const IntegrateParams& p, const View* v, const int* seen, in
   fuse_block<vf4>(p, v, seen, n, color, s);
 }
 #if GSL_TSDF_AVX2
-__attribute__((target("avx2"))) void fuse_block_avx2(const IntegrateParams& p, const View* v, const int* seen, int n,
-                                                      bool color, BlockScratch& s) {
+GSL_TARGET_AVX2 void fuse_block_avx2(const IntegrateParams& p, const View* v, const int* seen, int n, bool color,
+                                     BlockScratch& s) {
   fuse_block<vf8>(p, v, seen, n, color, s);
 }
+#else
+constexpr FuseBlock fuse_block_avx2 = nullptr;
 #endif
 
-FuseBlock pick_fuse_block(int lanes) {
-  if (lanes == 0) lanes = tsdf_max_cpu_lanes();
-  if (lanes == 1) return fuse_block_scalar;
-  if (lanes == 4) return fuse_block_sse;
-#if GSL_TSDF_AVX2
-  if (lanes == 8 && tsdf_max_cpu_lanes() == 8) return fuse_block_avx2;
-#endif
-  throw std::invalid_argument("tsdf: cpu_lanes must be 0 (widest), 1, 4, or 8 where AVX2 is available; got " +
-                              std::to_string(lanes));
+// Calls body(pixel, box, left box or null, upper box or null) for every pixel, each box
+// computed once: a chunk of rows keeps the boxes of its previous row.
+template <class Body>
+void for_each_pixel_box(const BlockCandidatesParams& p, int num_threads, Body&& body) {
+  check_grid(p.grid);
+  const RowBoxes boxes = pick_lanes<RowBoxes>(p.cpu_lanes, row_boxes_scalar, row_boxes_sse, row_boxes_avx2);
+  const int64_t rows = static_cast<int64_t>(p.num_views) * p.height;
+  cpu::parallel_for(rows, num_threads, 16, [&](int64_t begin, int64_t end) {
+    std::vector<PixelBox> above(p.width), current(p.width);
+    for (int64_t row = begin; row < end; ++row) {
+      const int c = static_cast<int>(row / p.height);
+      const int j = static_cast<int>(row % p.height);
+      const View v = load_view(p.viewmats + 16 * c, p.Ks + 9 * c);
+      const float* depth = p.depths + static_cast<int64_t>(c) * p.width * p.height;
+      if (j > 0 && row == begin)
+        boxes(p.grid, v, depth + static_cast<int64_t>(j - 1) * p.width, p.width, j - 1, above.data());
+      boxes(p.grid, v, depth + static_cast<int64_t>(j) * p.width, p.width, j, current.data());
+      for (int i = 0; i < p.width; ++i)
+        body(row * p.width + i, current[i], i > 0 ? &current[i - 1] : nullptr, j > 0 ? &above[i] : nullptr);
+      above.swap(current);
+    }
+  });
 }
 
 }  // namespace
 
-int tsdf_max_cpu_lanes() {
-#if GSL_TSDF_AVX2
-  static const int lanes = __builtin_cpu_supports("avx2") ? 8 : 4;
-  return lanes;
-#else
-  return 4;
-#endif
+void block_candidates_count_cpu(const BlockCandidatesParams& p, int num_threads) {
+  for_each_pixel_box(p, num_threads, [&](int64_t pixel, const PixelBox& self, const PixelBox* left, const PixelBox* up) {
+    p.counts[pixel] = emitted_blocks(self, left, up);
+  });
+}
+
+void block_candidates_fill_cpu(const BlockCandidatesParams& p, int num_threads) {
+  check_grid(p.grid);
+  // Only the pixels the count pass found emitting need their box again.
+  const int64_t rows = static_cast<int64_t>(p.num_views) * p.height;
+  cpu::parallel_for(rows, num_threads, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int c = static_cast<int>(row / p.height);
+      const int j = static_cast<int>(row % p.height);
+      const View v = load_view(p.viewmats + 16 * c, p.Ks + 9 * c);
+      const float* depth = p.depths + static_cast<int64_t>(c) * p.width * p.height;
+      for (int i = 0; i < p.width; ++i) {
+        const int64_t pixel = row * p.width + i;
+        if (p.counts[pixel] > 0) write_box_blocks(pixel_box(p.grid, v, depth, p.width, i, j).box, p.blocks + 3 * p.offsets[pixel]);
+      }
+    }
+  });
 }
 
 // Per block: the views that may see it, then its voxels a lane group at a time, each group
 // taking those views in order (the order of the CUDA kernel's voxels: the same bits).
 void integrate_cpu(const IntegrateParams& p, int num_threads) {
   check_grid(p.grid);
-  const FuseBlock fuse = pick_fuse_block(p.cpu_lanes);
+  const FuseBlock fuse = pick_lanes<FuseBlock>(p.cpu_lanes, fuse_block_scalar, fuse_block_sse, fuse_block_avx2);
   std::vector<View> views(p.num_views);
   for (int c = 0; c < p.num_views; ++c) views[c] = load_view(p.viewmats + 16 * c, p.Ks + 9 * c);
   const bool with_color = p.color != nullptr && p.colors != nullptr;
