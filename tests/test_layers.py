@@ -19,9 +19,10 @@ LAYERS = [
     ["gsplat_lib.model", "gsplat_lib.io"],
     ["gsplat_lib.strategy"],
     ["gsplat_lib.data"],
+    ["gsplat_lib.mesh"],
     ["gsplat_lib.train"],
     ["gsplat_lib.viewer"],
-    ["gsplat_lib.train.cli", "gsplat_lib.train.__main__"],  # gsplat-train, which can open the viewer
+    ["gsplat_lib.train.cli", "gsplat_lib.train.__main__", "gsplat_lib.train.mesh_cli"],  # commands
 ]
 # Imports inside functions that dodge no circle: loading the compiled extension, and the
 # synthetic scene, which `python -m gsplat_lib.data.synthetic_scene` must not find imported.

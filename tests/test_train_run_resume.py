@@ -36,7 +36,7 @@ def _arguments(scene_dir, output, *extra):
         "--data", str(scene_dir), "--output", str(output), "--iterations", str(ITERATIONS),
         "--densify-start", "5", "--densify-every", "15", "--reset-every", "45", "--densify-stop", "70",
         "--grad-threshold", "0.001", "--prune-opacity", "0.005", "--lambda-distortion", "10", "--batch-size", "2",
-        "--checkpoint-every", "10", "--no-progress", *extra,
+        "--checkpoint-every", "10", "--no-progress", "--no-mesh", *extra,
     ]
 
 

@@ -17,5 +17,6 @@ T* ptr(std::uintptr_t address) {
 void bind_densify(pybind11::module_& m);
 void bind_knn(pybind11::module_& m);
 void bind_rasterize(pybind11::module_& m);
+void bind_tsdf(pybind11::module_& m);
 
 }  // namespace gsl::bindings

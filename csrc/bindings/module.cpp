@@ -38,4 +38,5 @@ PYBIND11_MODULE(_C, m) {
   gsl::bindings::bind_densify(m);
   gsl::bindings::bind_knn(m);
   gsl::bindings::bind_rasterize(m);
+  gsl::bindings::bind_tsdf(m);
 }

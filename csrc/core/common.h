@@ -63,6 +63,10 @@ struct vec3 {
   float x, y, z;
 };
 
+GSL_HD vec3 operator+(vec3 a, vec3 b) { return {a.x + b.x, a.y + b.y, a.z + b.z}; }
+GSL_HD vec3 operator-(vec3 a, vec3 b) { return {a.x - b.x, a.y - b.y, a.z - b.z}; }
+GSL_HD vec3 operator*(float s, vec3 a) { return {s * a.x, s * a.y, s * a.z}; }
+
 // Row-major 3x3 matrix: m[r][c].
 struct mat3 {
   float m[3][3];

@@ -227,6 +227,14 @@ GSL_HD void set_lane(F& v, int i, float x) {
     v[i] = x;
 }
 template <class M>
+GSL_HD bool get_mask_lane(const M& m, int i) {
+  if constexpr (sizeof(M) == sizeof(bool))
+    return m;
+  else
+    return m[i] != 0;
+}
+
+template <class M>
 GSL_HD void set_mask_lane(M& m, int i, bool value) {
   if constexpr (sizeof(M) == sizeof(bool))
     m = value;

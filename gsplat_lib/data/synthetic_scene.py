@@ -64,6 +64,7 @@ __all__ = [
     "trace_rays",
     "shade",
     "distance_to_surface",
+    "sample_surface",
     "synthetic_scene_viewmats",
     "synthetic_scene_cameras",
     "synthetic_scene_points",
@@ -287,6 +288,61 @@ def distance_to_surface(points: np.ndarray) -> np.ndarray:
         signed = np.linalg.norm(np.maximum(q, 0.0), axis=1) + np.minimum(q.max(axis=1), 0.0)
         distance = np.minimum(distance, np.abs(signed))
     return distance
+
+
+def _surface_parts():
+    """(area, sampler(count, rng) -> [count, 3]) of every visible part of the scene's surface:
+    the ground outside the boxes' footprints, the spheres, the boxes' faces but their bottoms."""
+
+    def ground(count, rng):
+        points = np.zeros((0, 3))
+        while len(points) < count:
+            xy = rng.uniform(-_GROUND_HALF_SIZE, _GROUND_HALF_SIZE, size=(2 * count + 16, 2))
+            free = np.ones(len(xy), dtype=bool)
+            for center, half, rotation in zip(_BOX_CENTERS, _BOX_HALF_SIZES, _BOX_ROTATIONS):
+                local = (xy - center[:2]) @ rotation[:2, :2]
+                free &= ~np.all(np.abs(local) <= half[:2], axis=1)
+            points = np.concatenate([points, np.concatenate([xy[free], np.zeros((int(free.sum()), 1))], axis=1)])
+        return points[:count]
+
+    def sphere(center, radius):
+        def sample(count, rng):
+            directions = rng.normal(size=(count, 3))
+            return center + radius * directions / np.linalg.norm(directions, axis=1, keepdims=True)
+
+        return sample
+
+    def box_face(center, half, rotation, axis, side):
+        def sample(count, rng):
+            local = rng.uniform(-1.0, 1.0, size=(count, 3)) * half
+            local[:, axis] = side * half[axis]
+            return local @ rotation.T + center
+
+        return sample
+
+    footprints = float(sum(4.0 * half[0] * half[1] for half in _BOX_HALF_SIZES))
+    parts = [((2.0 * _GROUND_HALF_SIZE) ** 2 - footprints, ground)]
+    parts += [(4.0 * math.pi * radius**2, sphere(center, radius)) for center, radius in zip(_SPHERE_CENTERS, _SPHERE_RADII)]
+    for center, half, rotation in zip(_BOX_CENTERS, _BOX_HALF_SIZES, _BOX_ROTATIONS):
+        for axis in range(3):
+            others = [other for other in range(3) if other != axis]
+            area = 4.0 * half[others[0]] * half[others[1]]
+            for side in (-1.0, 1.0) if axis < 2 else (1.0,):  # the bottom rests on the ground
+                parts.append((area, box_face(center, half, rotation, axis, side)))
+    return parts
+
+
+def sample_surface(count: int, seed: int = 0) -> np.ndarray:
+    """[count, 3] float64 points spread uniformly (by area) over the scene's true surface: the
+    ground where no box stands, the spheres and the boxes' visible faces. Deterministic for a
+    seed; with :func:`distance_to_surface` it is the ground truth of mesh evaluation."""
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+        raise ValueError(f"count must be an integer >= 0, got {count!r}")
+    rng = np.random.default_rng([seed, 2])
+    parts = _surface_parts()
+    areas = np.array([area for area, _ in parts])
+    counts = rng.multinomial(int(count), areas / areas.sum())
+    return np.concatenate([sampler(int(n), rng) for (_, sampler), n in zip(parts, counts)] + [np.zeros((0, 3))])
 
 
 def synthetic_scene_viewmats(

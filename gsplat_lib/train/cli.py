@@ -25,11 +25,12 @@ Train a 2D Gaussian splatting (surfel) model with the 2DGS recipe: L1 + D-SSIM, 
 consistency, optional depth distortion, SH degree and densification schedules scaled to
 --iterations. Without --data it trains the built-in synthetic scene (generated into
 OUTPUT/data/ on first use). The output directory receives metrics.json, point_cloud.ply
-(2DGS layout), point_cloud_viewer.ply (opens in 3DGS viewers), checkpoints/ and renders/.
+(2DGS layout), point_cloud_viewer.ply (opens in 3DGS viewers), checkpoints/, renders/ and
+mesh/mesh.ply with mesh/preview.png (TSDF fusion of the rendered depth; --no-mesh skips it).
 
 Runs are resumable: re-running the same command on the same --output resumes from the
 latest complete checkpoint (one every --checkpoint-every steps and on Ctrl-C / SIGTERM)
-and skips finished stages (train, evaluate, export). Other settings on an existing
+and skips finished stages (train, evaluate, export, mesh). Other settings on an existing
 output directory are refused; --force starts over."""
 
 
@@ -99,6 +100,11 @@ def _print_results(config, metrics) -> None:
     print(f"metrics: {output / 'metrics.json'}")
     print(f"renders: {output / metrics['renders']}")
     print(f"model:   {output / 'point_cloud.ply'} (3DGS viewers: {output / 'point_cloud_viewer.ply'})")
+    if "mesh" in metrics:
+        print(f"mesh:    {output / metrics['mesh']['mesh']} (preview: {output / metrics['mesh']['preview']})")
+        quality = metrics["mesh"].get("evaluation")
+        if quality:
+            print(f"mesh Chamfer distance {quality['chamfer']:.4f} to the true surface (a pixel covers {quality['pixel_footprint']:.4f})")
 
 
 def _keep_viewer_open(monitor, config) -> None:

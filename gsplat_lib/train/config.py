@@ -150,6 +150,13 @@ class TrainConfig:
         negative="--nondeterministic",
     )
     num_threads: int = _option(0, "CPU threads of torch (0: torch's default). Results do not depend on it.")
+    mesh: bool = _option(
+        True, "Skip the mesh stage (TSDF fusion of the rendered depth into OUTPUT/mesh/mesh.ply).", negative="--no-mesh"
+    )
+    mesh_voxel_size: Optional[float] = _option(
+        None, "Voxel size of the mesh's TSDF volume. Default: from the cameras (gsplat-mesh --help)."
+    )
+    mesh_unbounded: bool = _option(False, "Mesh with 2DGS's contraction of space beyond the cameras' bounding sphere.")
 
     def __post_init__(self) -> None:
         positive = ("iterations", "batch_size", "downscale", "keep_checkpoints")
@@ -184,6 +191,8 @@ class TrainConfig:
         for name in ("lambda_normal", "lambda_distortion"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0.0):
                 raise ValueError(f"TrainConfig: {name} must be a finite number >= 0")
+        if self.mesh_voxel_size is not None and not (math.isfinite(self.mesh_voxel_size) and self.mesh_voxel_size > 0):
+            raise ValueError(f"TrainConfig: mesh_voxel_size must be a finite number > 0, got {self.mesh_voxel_size!r}")
         if not 0.0 < self.near < self.far:
             raise ValueError(f"TrainConfig: need 0 < near < far, got near={self.near}, far={self.far}")
 
@@ -255,6 +264,7 @@ class Schedule:
 #: Fields that do not change what a run computes: they are left out of the fingerprint.
 NON_RESULT_FIELDS: Tuple[str, ...] = (
     "output", "checkpoint_every", "keep_checkpoints", "force", "progress", "device", "deterministic", "num_threads",
+    "mesh", "mesh_voxel_size", "mesh_unbounded",
 )
 
 
@@ -270,9 +280,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             else:
                 parser.add_argument(flag, dest=spec.name, action="store_true", help=help_text)
             continue
-        kind = {"int": int, "float": float, "str": str, "Optional[int]": int, "Optional[str]": str}[spec.type]
+        kind = {"int": int, "float": float, "str": str, "Optional[int]": int, "Optional[str]": str, "Optional[float]": float}[
+            spec.type
+        ]
         default = spec.default if spec.default is not MISSING else None
-        shown = "auto" if default is None and spec.type == "Optional[int]" else default
+        shown = "auto" if default is None and spec.type in ("Optional[int]", "Optional[float]") else default
         metavar = "PATH" if spec.name in ("data", "output") else ("N" if kind is int else "X" if kind is float else "NAME")
         parser.add_argument(
             flag, dest=spec.name, type=kind, default=default, metavar=metavar,

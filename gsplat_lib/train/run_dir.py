@@ -65,7 +65,7 @@ class RunDirectory:
         fingerprint: the run's :meth:`TrainConfig.fingerprint`.
     """
 
-    STAGES = ("train", "evaluate", "export")
+    STAGES = ("train", "evaluate", "export", "mesh")
 
     def __init__(self, root: PathLike, fingerprint: str) -> None:
         self.root = Path(root)

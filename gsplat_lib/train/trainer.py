@@ -1,4 +1,4 @@
-"""The 2DGS training run: stages train, evaluate and export over a resumable run directory.
+"""The 2DGS training run: stages train, evaluate, export and mesh over a resumable run directory.
 
 ::
 
@@ -31,6 +31,7 @@ import signal
 import tempfile
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -45,8 +46,10 @@ from gsplat_lib.model import GaussianModel
 from gsplat_lib.strategy import DefaultStrategy
 from gsplat_lib.train import images, losses, metrics
 from gsplat_lib.train.config import Schedule, TrainConfig
+from gsplat_lib.mesh import MeshSettings
+from gsplat_lib.train.mesh_stage import builtin_ground_truth, run_mesh_stage
 from gsplat_lib.train.monitor import TrainingMonitor
-from gsplat_lib.train.run_dir import RunDirectory, write_json_atomically
+from gsplat_lib.train.run_dir import RunDirectory, read_json, write_json_atomically
 
 __all__ = ["Trainer", "TrainingInterrupted", "CameraOrder", "BUILTIN_SCENE_DIR"]
 
@@ -190,6 +193,15 @@ class Trainer:
             self.export(model)
         else:
             self.log("stage export: already finished, skipped")
+        if config.mesh:
+            settings = self.mesh_settings()
+            meshed = self.run_dir.finished("mesh")
+            if meshed is None or meshed.get("requested") != asdict(settings):
+                model = model or self._load_final_model(train_results)
+                meshed = self.mesh(model, settings)
+            else:
+                self.log("stage mesh: already finished, skipped")
+            evaluation = {**evaluation, "mesh": meshed}
         return evaluation
 
     # ------------------------------------------------------------------ data
@@ -469,6 +481,38 @@ class Trainer:
         results = {"ply": "point_cloud.ply", "viewer_ply": "point_cloud_viewer.ply", "num_surfels": model.num_surfels}
         self.run_dir.mark_finished("export", results)
         self.log(f"stage export: wrote {root / 'point_cloud.ply'} and {root / 'point_cloud_viewer.ply'}")
+        return results
+
+
+    # ------------------------------------------------------------------ stage: mesh
+
+    def mesh_settings(self) -> MeshSettings:
+        """The mesh settings this run's configuration asks for (the rest from the cameras)."""
+        config = self.config
+        return MeshSettings(
+            voxel_size=config.mesh_voxel_size, unbounded=config.mesh_unbounded, depth_ratio=config.depth_ratio
+        )
+
+    def mesh(self, model: Optional[GaussianModel] = None, settings: Optional[MeshSettings] = None) -> Dict[str, object]:
+        """Fuses the trained model's depth into ``mesh/mesh.ply`` (see :mod:`gsplat_lib.train.mesh_stage`),
+        adds the results to ``metrics.json`` and marks the stage finished; returns the results."""
+        if model is None:
+            train_results = self.run_dir.finished("train")
+            if train_results is None:
+                raise ValueError(f"{self.run_dir.root}: training has not finished; run gsplat-train first")
+            model = self._load_final_model(train_results)
+        settings = settings or self.mesh_settings()
+        self.log(f"stage mesh: {len(self.scene.train)} training views")
+        results = run_mesh_stage(
+            self.run_dir.root, model, self.scene, settings, near=self.config.near, far=self.config.far,
+            ground_truth=builtin_ground_truth() if self.config.data is None else None, log=self.log,
+        )
+        results["requested"] = asdict(settings)
+        metrics_path = self.run_dir.root / "metrics.json"
+        metrics_json = read_json(metrics_path)
+        if isinstance(metrics_json, dict):
+            write_json_atomically(metrics_path, {**metrics_json, "mesh": results})
+        self.run_dir.mark_finished("mesh", results)
         return results
 
 
