@@ -27,7 +27,8 @@ reads after the caller's backward: in gsplat_lib semantics a screen translation 
 writes into ``means2D.grad``: dL/dM[0,2] and dL/dM[1,2] summed over the pixels that took the
 ray-splat path, times ``M[2,2] * W' / 2`` and ``M[2,2] * H' / 2`` (W', H' as its backward
 recomputes them from the focal length), with alpha's 0.99 clamp passing the gradient through
-and the fallback's hit depth treated as a constant of the splat's axes, as its backward does;
+and the fallback's hit depth treated as a constant of the splat's axes, as its backward does
+(for ``cov3D_precomp`` inputs upstream adds the fallback pixels' gradient through e);
 columns 2:4 are GenFusion's absolute sum of the fallback pixels' gradients with respect to e,
 in NDC units.
 """
@@ -81,6 +82,8 @@ class DiffSurfelRender(NamedTuple):
     surfel_probe: torch.Tensor   # [N, 2] zero leaf: d loss / d probe is the signed statistic (before units)
     pixel_probes: tuple          # N zero leaves [H * W, 2]: per-pixel terms of the absolute statistic
     statistic_scale: torch.Tensor  # [N, 4] multiplies (signed x, signed y, abs x, abs y) into NDC units
+    fallback_chain: torch.Tensor   # [N]: d e_x / d M[0,2] (= d e_y / d M[1,2]) where upstream's signed
+                                   # statistic includes the fallback's gradient (cov3D_precomp), else 0
 
 
 def upstream_backward_image_size(width: int, height: int, tanfovx: float, tanfovy: float):
@@ -284,9 +287,15 @@ def render_diff_surfel(settings, means3D: torch.Tensor, opacities: torch.Tensor,
     else:
         signed_scale = ndc.expand(num, 2)
     statistic_scale = torch.cat([signed_scale, ndc.expand(num, 2)], -1) * visible[:, None]
+    # With cov3D_precomp upstream writes the fallback's gradient (with respect to e) back into
+    # dL/dM before reading dL/dM[0,2]: through e_x = C*02 / C*22, d e_x / d M02 = -M22 / C*22.
+    fallback_chain = torch.zeros(num, dtype=f64)
+    if upstream and cov3D_precomp is not None:
+        fallback_chain = (-homography[:, 2, 2] / torch.where(conic22 != 0, conic22, torch.ones_like(conic22))).detach()
     return DiffSurfelRender(
         color=color.T.reshape(-1, height, width), radii=radii, allmap=allmap.T.reshape(7, height, width),
-        visible=visible, surfel_probe=surfel_probe, pixel_probes=pixel_probes, statistic_scale=statistic_scale)
+        visible=visible, surfel_probe=surfel_probe, pixel_probes=pixel_probes, statistic_scale=statistic_scale,
+        fallback_chain=fallback_chain)
 
 
 def _gsplat_hit(m, surfel_probe, pixel_probe, x, y, opacity, near):
@@ -326,10 +335,9 @@ def _upstream_hit(m, surfel_probe, pixel_probe, x, y, opacity, near):
     s = p[:, :2] / pz[:, None]
     s_plain = p_plain[:, :2] / torch.where(usable, p_plain[:, 2], torch.ones_like(p_plain[:, 2]))[:, None]
     rho3d = (s * s).sum(-1)
-    with torch.no_grad():
-        diag = torch.tensor([SIGMA_CUTOFF**2, SIGMA_CUTOFF**2, -1.0], dtype=m.dtype)
-        conic = m @ torch.diag(diag) @ m.T
-        ellipse_centre = torch.stack([conic[0, 2], conic[1, 2]]) / conic[2, 2]
+    diag = torch.tensor([SIGMA_CUTOFF**2, SIGMA_CUTOFF**2, -1.0], dtype=m.dtype)
+    conic = m @ torch.diag(diag) @ m.T
+    ellipse_centre = torch.stack([conic[0, 2], conic[1, 2]]) / conic[2, 2]  # upstream differentiates it too
     offset = ellipse_centre[None] + pixel_probe - torch.stack([x, y], -1)
     rho2d = FALLBACK_INV_SIGMA2 * (offset * offset).sum(-1)
     on_splat = rho3d.detach() <= rho2d.detach()
@@ -347,6 +355,9 @@ def densification_statistic(render: DiffSurfelRender) -> torch.Tensor:
     units, in the semantics ``render`` was made with; zero for culled surfels."""
     signed = render.surfel_probe.grad
     signed = torch.zeros_like(render.surfel_probe) if signed is None else signed
-    absolute = torch.stack([torch.zeros(2, dtype=torch.float64) if probe.grad is None else probe.grad.abs().sum(0)
-                            for probe in render.pixel_probes]).reshape(-1, 2)
+    per_pixel = [torch.zeros(1, 2, dtype=torch.float64) if probe.grad is None else probe.grad
+                 for probe in render.pixel_probes]
+    absolute = torch.stack([terms.abs().sum(0) for terms in per_pixel]).reshape(-1, 2)
+    fallback = torch.stack([terms.sum(0) for terms in per_pixel]).reshape(-1, 2)
+    signed = signed + fallback * render.fallback_chain[:, None]
     return torch.cat([signed, absolute], -1) * render.statistic_scale
