@@ -21,7 +21,7 @@ LAYERS = [
     ["gsplat_lib.data"],
     ["gsplat_lib.mesh"],
     ["gsplat_lib.train"],
-    ["gsplat_lib.viewer"],
+    ["gsplat_lib.viewer", "gsplat_lib.compat"],
     ["gsplat_lib.train.cli", "gsplat_lib.train.__main__", "gsplat_lib.train.mesh_cli"],  # commands
 ]
 # Imports inside functions that dodge no circle: loading the compiled extension, and the

@@ -1,0 +1,33 @@
+"""The compat layer in upstream's semantics (hbb1/diff-surfel-rasterization e0ed020) against the
+float64 reference's upstream mode: images and aux maps within float32 noise, radii equal,
+means2D.grad equal to upstream's statistic ([N, 3]) and GenFusion's ([N, 4]).
+
+These switch on when the core has the faithful mode (issue 25, phase 2; docs/design.md "Faithful
+mode for the compat layer"): then diff_surfel_rasterization.SEMANTICS selects it."""
+
+import pytest
+
+import gsplat_lib.compat.diff_surfel_rasterization as dsr
+from diff_surfel_cases import (
+    CASES, assert_close_scaled, assert_forward_matches, backpropagate_same_loss, build_case, render_pair)
+from gsplat_lib.reference.diff_surfel import UPSTREAM, densification_statistic
+
+pytestmark = pytest.mark.skipif(not hasattr(dsr, "SEMANTICS"),
+                                reason="needs the core's faithful (upstream 2DGS) mode: issue 25, phase 2")
+
+
+@pytest.mark.parametrize("columns", [3, 4])
+@pytest.mark.parametrize("name", list(CASES))
+def test_compat_matches_upstream_reference(monkeypatch, name, columns):
+    monkeypatch.setattr(dsr, "SEMANTICS", UPSTREAM)
+    scene, settings, case = build_case(name, seed=list(CASES).index(name) + 30)
+    (color, radii, allmap, means2D), leaves32, reference, leaves64 = render_pair(
+        scene, settings, case, means2d_columns=columns, semantics=UPSTREAM)
+    assert_forward_matches(color, radii, allmap, reference)
+    backpropagate_same_loss(color, allmap, reference)
+    expected = densification_statistic(reference)
+    assert_close_scaled(means2D.grad[:, :2], expected[:, :2], 2e-3, "upstream statistic")
+    if columns == 3:
+        assert bool((means2D.grad[:, 2] == 0).all())
+    else:
+        assert_close_scaled(means2D.grad[:, 2:], expected[:, 2:], 2e-3, "GenFusion's absolute statistic")
