@@ -393,8 +393,9 @@ def _replace_image_pose(folder, qvec, tvec):
     [
         ((0, 0, 0, 0), (0, 0, 2), "quaternion"),
         ((float("nan"), 0, 0, 0), (0, 0, 2), "quaternion"),
-        ((1, 0, 0, 0), (float("nan"), 0, 2), "translation"),
-        ((1, 0, 0, 0), (0, float("inf"), 2), "translation"),
+        ((1, 0, 0, 0), (float("nan"), 0, 2), "pose contains NaN or Inf"),
+        ((1, 0, 0, 0), (0, float("inf"), 2), "pose contains NaN or Inf"),
+        ((1, 0, 0, 0), (0, 1e300, 2), "pose contains NaN or Inf"),
     ],
 )
 def test_corrupt_pose_names_file_and_image(tmp_path, qvec, tvec, message):

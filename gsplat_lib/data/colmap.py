@@ -31,7 +31,7 @@ import numpy as np
 
 from .images import downscale_image, downscale_intrinsics, load_ground_truth, read_image, write_image
 from .scene import Camera, PathLike, SceneData, check_background, check_downscale, random_points, scene_extent, split_indices
-from .validation import check_intrinsics, check_points
+from .validation import check_intrinsics, check_points, check_viewmat
 
 __all__ = [
     "CAMERA_MODELS",
@@ -580,14 +580,13 @@ def intrinsics_from_colmap(camera: ColmapCamera, source: Optional[Path] = None) 
 
 def _viewmat(image: ColmapImage, source: Optional[Path]) -> np.ndarray:
     where = f"{source}: image {image.name}"
-    qvec, tvec = np.asarray(image.qvec, dtype=np.float64), np.asarray(image.tvec, dtype=np.float64)
+    qvec = np.asarray(image.qvec, dtype=np.float64)
     if not np.all(np.isfinite(qvec)) or not np.linalg.norm(qvec) > 0:
         raise ValueError(f"{where}: the rotation quaternion {qvec.tolist()} is zero or not finite")
-    if not np.all(np.isfinite(tvec)):
-        raise ValueError(f"{where}: the translation {tvec.tolist()} is not finite")
     viewmat = np.eye(4)
-    viewmat[:3, :3] = qvec_to_rotmat(image.qvec)
+    viewmat[:3, :3] = qvec_to_rotmat(qvec)
     viewmat[:3, 3] = image.tvec
+    check_viewmat(viewmat, where)
     return viewmat
 
 
