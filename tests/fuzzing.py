@@ -61,12 +61,6 @@ class Result:
 # ---------------------------------------------------------------------- checks shared by families
 
 
-def _look_at(*args, **kwargs):
-    from gsplat_lib.cameras import look_at
-
-    return look_at(*args, **kwargs)
-
-
 def _finite(name: str, value) -> None:
     import torch
 
@@ -123,7 +117,7 @@ def case_rasterize(rng: random.Random, workdir: Path) -> str:
         channels = rng.choice((1, 3, 4))
         args["colors"] = torch.rand(num_surfels, channels, generator=generator)
     eyes = [(rng.uniform(-1, 1), rng.uniform(-1, 1), -3.0 + rng.uniform(-0.5, 0.5)) for _ in range(num_cameras)]
-    args["viewmats"] = torch.stack([_look_at(eye) for eye in eyes])
+    args["viewmats"] = torch.stack([gsplat_lib.look_at(eye) for eye in eyes])
     focal = rng.uniform(10, 60)
     args["Ks"] = torch.tensor([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]]).repeat(
         num_cameras, 1, 1)
@@ -462,7 +456,7 @@ def _tiny_cameras(rng: random.Random, count: int):
     for index in range(count):
         angle = 2 * math.pi * index / count
         eye = (3 * math.cos(angle), 3 * math.sin(angle), 1.0)
-        viewmat = _look_at(eye, up=(0.0, 0.0, 1.0)).numpy()
+        viewmat = gsplat_lib.look_at(eye, up=(0.0, 0.0, 1.0)).numpy()
         K = np.array([[12.0, 0, 6], [0, 12.0, 4], [0, 0, 1]], np.float32)
         image = np.full((8, 12, 3), rng.random(), np.float32)
         cameras.append(Camera(f"v{index:02d}.png", viewmat, K, 12, 8, image))
