@@ -137,10 +137,10 @@ def load_ply(path: PathLike) -> Dict[str, torch.Tensor]:
     if stray:
         raise ValueError(f"{path}: property {stray[0]} without the f_rest properties before it")
     sh_coefficients = num_rest // 3 + 1
-    if num_rest % 3 != 0 or round(math.sqrt(sh_coefficients)) ** 2 != sh_coefficients:
+    if num_rest % 3 != 0 or round(math.sqrt(sh_coefficients)) ** 2 != sh_coefficients or sh_coefficients > 16:
         raise ValueError(
             f"{path}: property f_rest_*: {num_rest} values per vertex; expected 3 (K - 1) with K "
-            "a square (0, 9, 24 or 45)"
+            "a square of SH degree 0 to 3 (0, 9, 24 or 45)"
         )
     three_scales = "scale_2" in present
     required = [n for n in _property_names(num_rest, three_scales) if n not in ("nx", "ny", "nz")]
