@@ -8,6 +8,7 @@ import torch
 
 from gsplat_lib import _backend
 from gsplat_lib.ops.rasterize import raster_settings
+from gsplat_lib.reference.tsdf import integrate_reference
 
 
 def reduce_fields(tensors):
@@ -48,9 +49,112 @@ def test_a_wrong_field_is_an_error_naming_it(change, message):
         _backend.launch("rasterize_reduce", torch.device("cpu"), fields)
 
 
+# A bounded TSDF grid (csrc/core/tsdf.h, Grid), field by field: 2 cm voxels, a 10 cm band.
+TSDF_GRID = dict(voxel_size=0.02, truncation=0.1, contracted=0, center_x=0.0, center_y=0.0, center_z=0.0,
+                 radius=1.0, contracted_limit=1.9)
+
+
+def tsdf_integrate_fields(tensors):
+    """Valid fields of TSDF integration: 2 views of 4x3 pixels, looking down +z from the
+    origin at a wall 10 cm away, fused into 2 blocks."""
+    C, H, W, B = 2, 3, 4, 2
+    tensors.update(
+        viewmats=torch.eye(4).repeat(C, 1, 1), Ks=torch.tensor([[4.0, 0, 2], [0, 4.0, 1.5], [0, 0, 1]]).repeat(C, 1, 1),
+        depths=torch.full((C, H, W), 0.1), block_coords=torch.tensor([[0, 0, 0], [-1, -1, 0]], dtype=torch.int32),
+        tsdf=torch.ones(B, 512), weight=torch.zeros(B, 512), color=torch.zeros(B, 512, 3),
+        colors=torch.rand(C, H, W, 3))
+    return dict(TSDF_GRID, num_views=C, width=W, height=H, num_blocks=B, cpu_lanes=0,
+                **{name: _backend.buffer(t) for name, t in tensors.items()})
+
+
+def tsdf_extract_count_fields(tensors):
+    """Valid fields of marching cubes' count pass: one block, alone, cut by the plane z = 3.5 voxels."""
+    z = torch.arange(512) // 64
+    tensors.update(
+        block_coords=torch.zeros(1, 3, dtype=torch.int32), neighbours=torch.tensor([[0] + [-1] * 7], dtype=torch.int32),
+        tsdf=((z - 3.5) / 4).float()[None], weight=torch.ones(1, 512),
+        edge_masks=torch.empty(1, 512, dtype=torch.uint8), triangle_counts=torch.empty(1, 512, dtype=torch.int32))
+    return dict(TSDF_GRID, num_blocks=1, min_weight=0.0, **{name: _backend.buffer(t) for name, t in tensors.items()})
+
+
+def test_valid_tsdf_fields_run():
+    tensors = {}
+    _backend.launch("tsdf_integrate", torch.device("cpu"), tsdf_integrate_fields(tensors))
+    fused = integrate_reference(
+        tensors["block_coords"], torch.ones(2, 512), torch.zeros(2, 512), torch.zeros(2, 512, 3), tensors["viewmats"],
+        tensors["Ks"], tensors["depths"], tensors["colors"], tuple(TSDF_GRID.values()))
+    assert bool((tensors["weight"] == 2).any(dim=1).all())  # both views reach both blocks
+    assert torch.equal(tensors["weight"], fused[1])
+    torch.testing.assert_close(tensors["tsdf"], fused[0], rtol=0, atol=2e-6)
+
+    tensors = {}
+    _backend.launch("tsdf_extract_count", torch.device("cpu"), tsdf_extract_count_fields(tensors))
+    crossed_z = torch.zeros(8, 8, 8, dtype=torch.uint8)
+    crossed_z[3] = 4  # bit 2: the voxel's +z edge crosses the surface
+    assert torch.equal(tensors["edge_masks"].view(8, 8, 8), crossed_z)
+    assert int(tensors["triangle_counts"].sum()) == 2 * 7 * 7  # cubes reaching x or y = 8 need a neighbour
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda f: f.pop("center_y"), "tsdf integrate: missing field 'center_y'"),
+    (lambda f: f.update(truncaton=f.pop("truncation")), "unknown field 'truncaton'"),
+    (lambda f: f.update(tsdf=(f["tsdf"][0], 1000, "f")), r"tsdf \[B, 512\] must have 1024 elements, got 1000"),
+    (lambda f: f.update(num_blocks=3), r"block_coords \[B, 3\] must have 9 elements, got 6"),
+    (lambda f: f.update(width=5), r"depths \[C, H, W\] must have 30 elements, got 24"),
+    (lambda f: f.update(block_coords=f["block_coords"][:2] + ("l",)), "block_coords: dtype code 'l', expected 'i'"),
+    (lambda f: f.update(depths=None), r"depths \[C, H, W\] is required"),
+    (lambda f: f.update(voxel_size=0.0), "voxel_size and truncation must be > 0"),
+    (lambda f: f.update(cpu_lanes=3), "cpu_lanes must be 0"),
+])
+def test_a_wrong_tsdf_integrate_field_is_an_error_naming_it(change, message):
+    tensors = {}
+    fields = tsdf_integrate_fields(tensors)
+    change(fields)
+    with pytest.raises(ValueError, match=message):
+        _backend.launch("tsdf_integrate", torch.device("cpu"), fields)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda f: f.update(edge_masks=f["edge_masks"][:2] + ("b",)), "edge_masks: dtype code 'b', expected 'B'"),
+    (lambda f: f.update(min_weigth=f.pop("min_weight")), "unknown field 'min_weigth'"),
+    (lambda f: f.update(neighbours=(f["neighbours"][0], 1, "i")), r"neighbours \[B, 8\] must have 8 elements, got 1"),
+    (lambda f: f.update(triangle_counts=None), r"triangle_counts \[B, 512\] is required"),
+])
+def test_a_wrong_marching_cubes_field_is_an_error_naming_it(change, message):
+    tensors = {}
+    fields = tsdf_extract_count_fields(tensors)
+    change(fields)
+    with pytest.raises(ValueError, match=message):
+        _backend.launch("tsdf_extract_count", torch.device("cpu"), fields)
+
+
+def test_marching_cubes_fill_runs_on_its_counts_and_refuses_a_short_output():
+    tensors = {}
+    fields = tsdf_extract_count_fields(tensors)
+    _backend.launch("tsdf_extract_count", torch.device("cpu"), fields)
+    vertex_counts = (tensors["edge_masks"] != 0).to(torch.int64)  # one crossed edge per voxel here
+    num_vertices, num_triangles = int(vertex_counts.sum()), int(tensors["triangle_counts"].sum())
+
+    def fill_fields(vertex_rows):
+        outputs = dict(
+            color=None, vertex_offsets=torch.cumsum(vertex_counts, 1) - vertex_counts,
+            triangle_offsets=torch.cumsum(tensors["triangle_counts"], 1, dtype=torch.int64) - tensors["triangle_counts"],
+            vertices=torch.empty(vertex_rows, 3), vertex_colors=None, triangles=torch.empty(num_triangles, 3, dtype=torch.int64))
+        tensors.update(outputs)
+        return dict(fields, num_vertices=num_vertices, num_triangles=num_triangles,
+                    **{name: _backend.buffer(t) for name, t in outputs.items()})
+
+    _backend.launch("tsdf_extract_fill", torch.device("cpu"), fill_fields(num_vertices))
+    assert torch.equal(tensors["vertices"][:, 2], torch.full((64,), 3.5 * 0.02))
+    assert int(tensors["triangles"].max()) < num_vertices
+    with pytest.raises(ValueError, match=r"tsdf extract_fill: vertices \[V, 3\] must have 192 elements, got 189"):
+        _backend.launch("tsdf_extract_fill", torch.device("cpu"), fill_fields(num_vertices - 1))
+
+
 def test_buffers_are_described_by_address_count_and_dtype():
     values = torch.zeros(3, 4, dtype=torch.int32)
     assert _backend.buffer(values) == (values.data_ptr(), 12, "i")
+    assert _backend.buffer(torch.zeros(2, dtype=torch.uint8))[1:] == (2, "B")
     assert _backend.buffer(torch.zeros(0, 3)) == (0, 0, "f")
     assert _backend.buffer(None) is None
 
