@@ -4,6 +4,7 @@ from gsplat_lib._backend import build_info
 from gsplat_lib.ops.knn import knn, knn_dist2
 from gsplat_lib.ops.rasterize import RasterResult, rasterize_surfels
 from gsplat_lib.model import GaussianModel, LearningRates
+from gsplat_lib.optim import FusedAdam
 from gsplat_lib.strategy import DefaultStrategy, DensifyReport
 from gsplat_lib.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from gsplat_lib.io import load_ply, save_ply
@@ -19,6 +20,7 @@ __all__ = [
     "rasterize_surfels",
     "GaussianModel",
     "LearningRates",
+    "FusedAdam",
     "DefaultStrategy",
     "DensifyReport",
     "Checkpoint",

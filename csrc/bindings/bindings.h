@@ -14,6 +14,7 @@ T* ptr(std::uintptr_t address) {
   return reinterpret_cast<T*>(address);
 }
 
+void bind_adam(pybind11::module_& m);
 void bind_densify(pybind11::module_& m);
 void bind_knn(pybind11::module_& m);
 void bind_rasterize(pybind11::module_& m);
