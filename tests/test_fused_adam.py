@@ -337,14 +337,15 @@ def test_fused_adam_sparse_steps_leave_hidden_rows_and_count_every_step():
 
 def test_visible_rows_is_checked():
     params = [torch.zeros(10, 3), torch.zeros(10)]
+    grads = [torch.zeros(10, 3), torch.zeros(10)]
     state = ([torch.zeros(10, 3), torch.zeros(10)], [torch.zeros(10, 3), torch.zeros(10)])
     scalars = [AdamScalars(1e-3, 0.9, 0.999, 1e-8, 1.0)] * 2
     with pytest.raises(TypeError, match="visible_rows must have dtype torch.bool"):
-        adam_step_(params, params, *state, scalars, visible_rows=torch.ones(10))
+        adam_step_(params, grads, *state, scalars, visible_rows=torch.ones(10))
     with pytest.raises(ValueError, match=r"visible_rows has 9 rows but params\[0\]"):
-        adam_step_(params, params, *state, scalars, visible_rows=torch.ones(9, dtype=torch.bool))
+        adam_step_(params, grads, *state, scalars, visible_rows=torch.ones(9, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"visible_rows must have shape \[\*\]"):
-        adam_step_(params, params, *state, scalars, visible_rows=torch.ones(10, 1, dtype=torch.bool))
+        adam_step_(params, grads, *state, scalars, visible_rows=torch.ones(10, 1, dtype=torch.bool))
 
 
 # ----------------------------------------------------------------------------- optimizer API
@@ -445,6 +446,14 @@ def test_op_arguments_are_checked():
         adam_step_([ok.clone()], [ok], [ok.clone()], [ok.clone()], [AdamScalars(math.nan, 0.9, 0.999, 1e-8, 1.0)])
     with pytest.raises(TypeError, match=r"scalars\[0\] must be an AdamScalars"):
         adam_step_([ok.clone()], [ok], [ok.clone()], [ok.clone()], [(1e-3, 0.9, 0.999, 1e-8, 1.0)])
+    shared = ok.clone()
+    with pytest.raises(ValueError, match=r"params\[0\] and exp_avgs\[0\] share memory"):
+        adam_step_([shared], [ok], [shared], [ok.clone()], scalars)
+    with pytest.raises(ValueError, match=r"grads\[0\] and exp_avg_sqs\[0\] share memory"):
+        adam_step_([ok.clone()], [shared], [ok.clone()], [shared], scalars)
+    two = [torch.zeros(6, 2), torch.zeros(6, 2)]
+    adam_step_(two, [ok, ok], [torch.zeros(6, 2), torch.zeros(6, 2)], [torch.zeros(6, 2), torch.zeros(6, 2)],
+               scalars * 2)  # one gradient read twice is fine
     # A non-contiguous gradient is only read: it is copied, and the step is the same.
     grad = torch.randn(2, 6).t()
     a, b = ok.clone(), ok.clone()

@@ -129,6 +129,7 @@ def adam_step_(
         checked_grads.append(_check_float_tensor(f"grads[{i}]", grads[i], shape, device, False))
         checked_avgs.append(_check_float_tensor(f"exp_avgs[{i}]", exp_avgs[i], shape, device, True))
         checked_avg_sqs.append(_check_float_tensor(f"exp_avg_sqs[{i}]", exp_avg_sqs[i], shape, device, True))
+    _check_no_overlap(checked_params, checked_grads, checked_avgs, checked_avg_sqs)
     coefficients = [_coefficients(_check_scalars(i, s)) for i, s in enumerate(scalars)]
 
     if visible_rows is not None:
@@ -156,6 +157,22 @@ def adam_step_(
             exp_avg_sq_sqrts.append(torch.sqrt(chunk.exp_avg_sq, out=out))
             offset += size
         _run_pass(_PARAMETERS_PASS, batch, device, exp_avg_sq_sqrts)
+
+
+def _check_no_overlap(params, grads, exp_avgs, exp_avg_sqs) -> None:
+    """ValueError when a tensor the step writes shares memory with any other argument (the
+    kernels read each value once and write it once, assuming no aliasing)."""
+    spans = []
+    for kind, tensors, written in (("params", params, True), ("grads", grads, False),
+                                   ("exp_avgs", exp_avgs, True), ("exp_avg_sqs", exp_avg_sqs, True)):
+        for i, t in enumerate(tensors):
+            if t.numel() > 0:
+                spans.append((t.data_ptr(), t.data_ptr() + 4 * t.numel(), f"{kind}[{i}]", written))
+    for a in range(len(spans)):
+        for b in range(a + 1, len(spans)):
+            (start_a, end_a, name_a, written_a), (start_b, end_b, name_b, written_b) = spans[a], spans[b]
+            if (written_a or written_b) and start_a < end_b and start_b < end_a:
+                raise ValueError(f"{name_a} and {name_b} share memory; the step updates {name_a if written_a else name_b} in place")
 
 
 # Values per batch of the CPU path that matches torch: 1 MiB per array, five arrays in cache.
