@@ -14,6 +14,7 @@ from gsplat_lib.learning_rates import LearningRates
 from gsplat_lib.model import GaussianModel
 from gsplat_lib.ops.knn import knn, knn_dist2
 from gsplat_lib.ops.rasterize import RasterResult, rasterize_surfels
+from gsplat_lib.optim import FusedAdam
 from gsplat_lib.strategy import DefaultStrategy, DensifyReport
 from gsplat_lib.strategy_base import Strategy
 
@@ -30,6 +31,7 @@ __all__ = [
     "rasterize_surfels",
     "GaussianModel",
     "LearningRates",
+    "FusedAdam",
     "DefaultStrategy",
     "DensifyReport",
     "Strategy",
