@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from gsplat_lib import _backend
+from gsplat_lib.ops.adam import torch_fuses_multiply_add
 from gsplat_lib.ops.rasterize import raster_settings
 from gsplat_lib.reference.tsdf import integrate_reference
 
@@ -149,6 +150,56 @@ def test_marching_cubes_fill_runs_on_its_counts_and_refuses_a_short_output():
     assert int(tensors["triangles"].max()) < num_vertices
     with pytest.raises(ValueError, match=r"tsdf extract_fill: vertices \[V, 3\] must have 192 elements, got 189"):
         _backend.launch("tsdf_extract_fill", torch.device("cpu"), fill_fields(num_vertices - 1))
+
+
+ADAM_MOMENTS_PASS = 1
+# lerp weight 1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2^1), eps, -lr / (1 - beta1^1)
+ADAM_COEFFICIENTS = dict(lerp_weight=0.1, beta2=0.999, one_minus_beta2=0.001, bias_correction2_sqrt=0.001**0.5,
+                         eps=1e-15, neg_step_size=-0.01)
+
+
+def adam_fields(tensors):
+    """Valid fields of the Adam moments pass over two tensors, [4, 3] and [5] (rows of 1 float);
+    ``tensors`` gets one dict of tensors per entry."""
+    generator = torch.Generator().manual_seed(0)
+    for shape in ((4, 3), (5,)):
+        tensors.append(dict(
+            param=torch.zeros(shape), grad=torch.randn(shape, generator=generator),
+            exp_avg=torch.randn(shape, generator=generator), exp_avg_sq=torch.rand(shape, generator=generator),
+            visible_rows=None, exp_avg_sq_sqrt=None))
+    return {"pass": ADAM_MOMENTS_PASS, "fused_multiply_add": torch_fuses_multiply_add(), "tensors": [
+        dict(ADAM_COEFFICIENTS, num_rows=t["param"].shape[0], row_floats=t["param"][0].numel(),
+             **{name: _backend.buffer(value) for name, value in t.items()}) for t in tensors]}
+
+
+def test_valid_adam_fields_run():
+    tensors = []
+    fields = adam_fields(tensors)
+    expected = [(t["exp_avg"].lerp(t["grad"], 0.1), t["exp_avg_sq"].mul(0.999).addcmul_(t["grad"], t["grad"], value=0.001))
+                for t in tensors]
+    _backend.launch("adam_step", torch.device("cpu"), fields)
+    for t, (exp_avg, exp_avg_sq) in zip(tensors, expected):
+        assert torch.equal(t["exp_avg"], exp_avg) and torch.equal(t["exp_avg_sq"], exp_avg_sq)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda f: f.pop("pass"), "adam_step: missing field 'pass'"),
+    (lambda f: f.update(tensors=tuple(f["tensors"])), "tensors must be a list of fields dicts"),
+    (lambda f: f.update({"pass": 3}), r"pass must be 0 \(full\), 1 \(moments\) or 2 \(parameters\), got 3"),
+    (lambda f: f.update({"pass": 2}), r"exp_avg_sq_sqrt \[R, F\] is required by the parameters pass \(tensors\[0\]\)"),
+    (lambda f: f["tensors"][1].pop("eps"), r"adam_step tensor: missing field 'eps' \(tensors\[1\]\)"),
+    (lambda f: f["tensors"][0].update(exp_avgsq=f["tensors"][0].pop("exp_avg_sq")), "unknown field 'exp_avgsq'"),
+    (lambda f: f["tensors"][0].update(row_floats=2), r"param \[R, F\] must have 8 elements, got 12 \(tensors\[0\]\)"),
+    (lambda f: f["tensors"][1].update(grad=None), r"grad \[R, F\] is required, got None \(tensors\[1\]\)"),
+    (lambda f: f["tensors"][1].update(visible_rows=f["tensors"][1]["param"]), "visible_rows: dtype code 'f', expected 'b'"),
+    (lambda f: f["tensors"][0].update(num_rows=-4, row_floats=-3), "num_rows and row_floats must be >= 0, got -4 and -3"),
+])
+def test_a_wrong_adam_field_is_an_error_naming_it(change, message):
+    tensors = []
+    fields = adam_fields(tensors)
+    change(fields)
+    with pytest.raises(ValueError, match=message):
+        _backend.launch("adam_step", torch.device("cpu"), fields)
 
 
 def test_buffers_are_described_by_address_count_and_dtype():

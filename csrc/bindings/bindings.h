@@ -5,15 +5,7 @@
 
 #include <pybind11/pybind11.h>
 
-#include <cstdint>
-
 namespace gsl::bindings {
-
-// Positional addresses: only the Adam binding still takes them (ported to fields next).
-template <class T>
-T* ptr(std::uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
 
 void bind_adam(pybind11::module_& m);
 void bind_densify(pybind11::module_& m);

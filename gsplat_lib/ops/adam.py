@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 
@@ -42,15 +42,16 @@ class AdamScalars(NamedTuple):
     step: float
 
 
-def _coefficients(scalars: AdamScalars) -> List[float]:
-    """The kernel's six scalars, in double, in the order and form of torch's
-    ``_single_tensor_adam`` (non-capturable): the kernels round each to float once."""
+def _coefficients(scalars: AdamScalars) -> Dict[str, float]:
+    """The kernel's six scalars (``AdamCoefficients``, csrc/core/adam.h), in double, in the form
+    of torch's ``_single_tensor_adam`` (non-capturable): the kernels round each to float once."""
     lr, beta1, beta2, eps, step = scalars
     bias_correction1 = 1 - beta1**step
     bias_correction2 = 1 - beta2**step
     step_size = lr / bias_correction1
     bias_correction2_sqrt = bias_correction2**0.5
-    return [1 - beta1, beta2, 1 - beta2, bias_correction2_sqrt, eps, -step_size]
+    return dict(lerp_weight=1 - beta1, beta2=beta2, one_minus_beta2=1 - beta2,
+                bias_correction2_sqrt=bias_correction2_sqrt, eps=eps, neg_step_size=-step_size)
 
 
 def _check_scalars(index: int, scalars: object) -> AdamScalars:
@@ -138,8 +139,9 @@ def adam_step_(
         _Segment(p, g, m, v, visible_rows, c)
         for p, g, m, v, c in zip(checked_params, checked_grads, checked_avgs, checked_avg_sqs, coefficients)
     ]
+    fused_multiply_add = torch_fuses_multiply_add()
     if device.type == "cuda" or not match_torch:
-        _run_pass(_FULL_PASS, segments, device)
+        _run_pass(_FULL_PASS, segments, device, fused_multiply_add)
         return
     # Moments, torch's sqrt and parameters batch by batch, so that the second and third
     # passes find the batch's values still in cache; the sqrt goes to one reused buffer.
@@ -148,7 +150,7 @@ def adam_step_(
         return
     scratch = torch.empty(max(sum(c.param.numel() for c in batch) for batch in batches), dtype=torch.float32)
     for batch in batches:
-        _run_pass(_MOMENTS_PASS, batch, device)
+        _run_pass(_MOMENTS_PASS, batch, device, fused_multiply_add)
         exp_avg_sq_sqrts = []
         offset = 0
         for chunk in batch:
@@ -156,7 +158,7 @@ def adam_step_(
             out = scratch[offset : offset + size].view(chunk.exp_avg_sq.shape)
             exp_avg_sq_sqrts.append(torch.sqrt(chunk.exp_avg_sq, out=out))
             offset += size
-        _run_pass(_PARAMETERS_PASS, batch, device, exp_avg_sq_sqrts)
+        _run_pass(_PARAMETERS_PASS, batch, device, fused_multiply_add, exp_avg_sq_sqrts)
 
 
 def _check_no_overlap(params, grads, exp_avgs, exp_avg_sqs) -> None:
@@ -203,7 +205,7 @@ class _Segment(NamedTuple):
     exp_avg: torch.Tensor
     exp_avg_sq: torch.Tensor
     visible_rows: Optional[torch.Tensor]
-    coefficients: List[float]
+    coefficients: Dict[str, float]
 
     @property
     def num_rows(self) -> int:
@@ -226,32 +228,29 @@ class _Segment(NamedTuple):
             pieces.append(_Segment(*views, mask, self.coefficients))
         return pieces
 
+    def fields(self, exp_avg_sq_sqrt: Optional[torch.Tensor]) -> Dict[str, object]:
+        """The segment as the compiled step takes it (``AdamTensor``, csrc/ops/adam/adam.h)."""
+        return dict(
+            self.coefficients, num_rows=self.num_rows, row_floats=self.row_floats,
+            param=_backend.buffer(self.param), grad=_backend.buffer(self.grad), exp_avg=_backend.buffer(self.exp_avg),
+            exp_avg_sq=_backend.buffer(self.exp_avg_sq), exp_avg_sq_sqrt=_backend.buffer(exp_avg_sq_sqrt),
+            visible_rows=_backend.buffer(self.visible_rows),
+        )
+
 
 def _run_pass(
     pass_kind: int,
     segments: Sequence[_Segment],
     device: torch.device,
+    fused_multiply_add: bool,
     exp_avg_sq_sqrts: Optional[Sequence[torch.Tensor]] = None,
 ) -> None:
     """One compiled pass over every segment, in one call."""
-    args = (
-        [_backend.address(s.param) for s in segments],
-        [_backend.address(s.grad) for s in segments],
-        [_backend.address(s.exp_avg) for s in segments],
-        [_backend.address(s.exp_avg_sq) for s in segments],
-        [_backend.address(t) for t in exp_avg_sq_sqrts] if exp_avg_sq_sqrts else [0] * len(segments),
-        [_backend.address(s.visible_rows) for s in segments],
-        [s.num_rows for s in segments],
-        [s.row_floats for s in segments],
-        [s.coefficients for s in segments],
-        pass_kind,
-        torch_fuses_multiply_add(),
-    )
-    kernel = _backend.op("adam_step", device)
-    if device.type == "cpu":
-        kernel(*args, _backend.num_threads())
-    else:
-        kernel(*args, _backend.device_index(device), _backend.stream_of(device))
+    sqrts = exp_avg_sq_sqrts if exp_avg_sq_sqrts is not None else [None] * len(segments)
+    _backend.launch("adam_step", device, {
+        "pass": pass_kind, "fused_multiply_add": fused_multiply_add,
+        "tensors": [segment.fields(sqrt) for segment, sqrt in zip(segments, sqrts)],
+    })
 
 
 def _check_visible_rows(visible_rows: object, params: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -280,14 +279,11 @@ def torch_fuses_multiply_add() -> bool:
     beta1, beta2 = 0.9, 0.999
     expected_avg = exp_avg.clone().lerp_(grad, 1 - beta1)
     expected_avg_sq = exp_avg_sq.clone().mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    coefficients = [_coefficients(AdamScalars(1e-3, beta1, beta2, 1e-15, 1.0))]
+    coefficients = _coefficients(AdamScalars(1e-3, beta1, beta2, 1e-15, 1.0))
     for fused in (True, False):
         avg, avg_sq = exp_avg.clone(), exp_avg_sq.clone()
-        param = torch.zeros(4096)
-        _backend.core().adam_step_cpu(
-            [param.data_ptr()], [grad.data_ptr()], [avg.data_ptr()], [avg_sq.data_ptr()], [0], [0],
-            [4096], [1], coefficients, _MOMENTS_PASS, fused, 1,
-        )
+        segment = _Segment(torch.zeros(4096), grad, avg, avg_sq, None, coefficients)
+        _run_pass(_MOMENTS_PASS, [segment], torch.device("cpu"), fused)
         if torch.equal(avg, expected_avg) and torch.equal(avg_sq, expected_avg_sq):
             return fused
     raise RuntimeError(
