@@ -2,7 +2,7 @@
 
 Layers, bottom to top (a module imports only from its own layer or below; docs/design.md):
 backend and ops; small shared modules (cameras, param_schema, learning_rates, atomic_file,
-checkpoint, strategy_base); model and PLY I/O; strategy; data; train.
+checkpoint, strategy_base, optim); model and PLY I/O; strategy; data; train.
 """
 
 from gsplat_lib._backend import build_info
