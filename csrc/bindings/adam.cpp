@@ -50,7 +50,8 @@ void set_tensors(adam::AdamParams& a, py::handle value) {
   const py::list tensors = py::reinterpret_borrow<py::list>(value);
   a.tensors.reserve(tensors.size());
   for (size_t i = 0; i < tensors.size(); ++i) {
-    if (!PyDict_Check(tensors[i].ptr())) throw std::invalid_argument("adam_step: tensors[" + std::to_string(i) + "] must be a dict");
+    if (!PyDict_Check(tensors[i].ptr()))
+      throw std::invalid_argument("adam_step: tensors[" + std::to_string(i) + "] must be a dict");
     try {
       a.tensors.push_back(tensor_fields().parse(tensors[i].cast<py::dict>()));
     } catch (const std::invalid_argument& error) {

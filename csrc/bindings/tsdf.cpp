@@ -85,7 +85,8 @@ GSL_FIELD_LIST(integrate, tsdf::IntegrateParams, "tsdf integrate",
 Sizes extract_sizes(const mc::ExtractParams& a) { return {0, 0, 0, a.num_blocks, 0, a.num_vertices, a.num_triangles}; }
 
 GSL_FIELD_LIST(extract_count, mc::ExtractParams, "tsdf extract_count", &extract_sizes,
-               with_block_field<Args>({GSL_BUFFER(edge_masks, false, B, 512), GSL_BUFFER(triangle_counts, false, B, 512)}))
+               with_block_field<Args>(
+                   {GSL_BUFFER(edge_masks, false, B, 512), GSL_BUFFER(triangle_counts, false, B, 512)}))
 
 GSL_FIELD_LIST(extract_fill, mc::ExtractParams, "tsdf extract_fill", &extract_sizes,
                with_block_field<Args>(
