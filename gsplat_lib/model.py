@@ -44,6 +44,13 @@ def _logit(probability: float) -> float:
     return math.log(probability / (1.0 - probability))
 
 
+def fused_adam_by_default(device: torch.device) -> bool:
+    """Whether a model on ``device`` steps with FusedAdam unless told otherwise: on the CPU,
+    where it gives torch.optim.Adam's bits faster; not yet on CUDA, whose kernel has not run
+    on a GPU (docs/design.md, "Optimizer decisions")."""
+    return device.type == "cpu"
+
+
 class GaussianModel:
     """Trainable surfels and their optimizer.
 
@@ -60,9 +67,11 @@ class GaussianModel:
     The optimizer is Adam with one param group per parameter (its ``name`` key is the
     parameter's name) and ``eps`` = 1e-15: :class:`gsplat_lib.optim.FusedAdam` (one compiled
     call for all six tensors, bit-identical to ``torch.optim.Adam`` on CPU, the same state
-    layout) unless ``fused_adam=False`` asks for ``torch.optim.Adam`` itself.
-    Call :meth:`update_learning_rate` once per step (the position rate follows a log-linear schedule times ``scene_extent``)
-    and :meth:`maybe_increase_sh_degree` once per step (one more SH band every
+    layout) when ``fused_adam`` is True, ``torch.optim.Adam`` when it is False; None (the
+    default) picks FusedAdam on CPU and ``torch.optim.Adam`` on CUDA
+    (:func:`fused_adam_by_default`). Call :meth:`update_learning_rate` once per step (the
+    position rate follows a log-linear schedule times ``scene_extent``) and
+    :meth:`maybe_increase_sh_degree` once per step (one more SH band every
     ``sh_degree_interval`` steps, up to the maximal degree).
     """
 
@@ -75,12 +84,16 @@ class GaussianModel:
         learning_rates: Optional[LearningRates] = None,
         active_sh_degree: int = 0,
         sh_degree_interval: int = 1000,
-        fused_adam: bool = True,
+        fused_adam: Optional[bool] = None,
     ) -> None:
         if not (isinstance(scene_extent, (int, float)) and math.isfinite(scene_extent) and scene_extent > 0):
             raise ValueError(f"GaussianModel: scene_extent must be a finite number > 0, got {scene_extent!r}")
         if sh_degree_interval < 1:
             raise ValueError(f"GaussianModel: sh_degree_interval must be >= 1, got {sh_degree_interval}")
+        if fused_adam is not None and not isinstance(fused_adam, bool):
+            raise TypeError(
+                f"GaussianModel: fused_adam must be True, False or None (the device's default), got {fused_adam!r}"
+            )
         self.check_params(params)
         self.max_sh_degree = sh_degree_of(params["sh_rest"].shape[1] + 1)
         if not 0 <= active_sh_degree <= self.max_sh_degree:
@@ -93,7 +106,7 @@ class GaussianModel:
         self.learning_rates = learning_rates if learning_rates is not None else LearningRates()
         self.active_sh_degree = int(active_sh_degree)
         self.sh_degree_interval = int(sh_degree_interval)
-        self.fused_adam = bool(fused_adam)
+        self.fused_adam = fused_adam  # as asked (config() saves it): None resolves on each load's device
         self.means_schedule = LogLinearSchedule(
             self.learning_rates.means_init * self.scene_extent,
             self.learning_rates.means_final * self.scene_extent,
@@ -102,7 +115,8 @@ class GaussianModel:
         self.params: Dict[str, torch.nn.Parameter] = {
             name: torch.nn.Parameter(params[name].detach().clone().contiguous()) for name in PARAM_NAMES
         }
-        adam = FusedAdam if self.fused_adam else torch.optim.Adam
+        use_fused = fused_adam_by_default(self.device) if fused_adam is None else fused_adam
+        adam = FusedAdam if use_fused else torch.optim.Adam
         self.optimizer = adam(
             [
                 {"params": [self.params[name]], "lr": self._initial_lr(name), "name": name}
@@ -135,7 +149,7 @@ class GaussianModel:
         max_steps: int = 30_000,
         learning_rates: Optional[LearningRates] = None,
         sh_degree_interval: int = 1000,
-        fused_adam: bool = True,
+        fused_adam: Optional[bool] = None,
     ) -> "GaussianModel":
         """Surfels initialised from a point cloud, as 2DGS does.
 
@@ -198,7 +212,7 @@ class GaussianModel:
         learning_rates: Optional[LearningRates] = None,
         sh_degree_interval: int = 1000,
         active_sh_degree: Optional[int] = None,
-        fused_adam: bool = True,
+        fused_adam: Optional[bool] = None,
     ) -> "GaussianModel":
         """A warm start from a PLY file (INRIA 2DGS or 3DGS layout, :func:`gsplat_lib.io.load_ply`).
 
@@ -216,6 +230,7 @@ class GaussianModel:
             learning_rates: Adam learning rates (default: the 2DGS recipe's).
             sh_degree_interval: steps between SH band increases.
             active_sh_degree: defaults to the file's full degree.
+            fused_adam: the optimizer (see the class); None: the device's default.
         """
         loaded = load_ply(path)
         if scene_extent is None:
@@ -431,9 +446,9 @@ class GaussianModel:
     def from_state_dict(cls, state: Mapping[str, object], device: Union[str, torch.device] = "cpu") -> "GaussianModel":
         """Inverse of :meth:`state_dict`: the model with its optimizer state, on ``device``."""
         config = dict(state["config"])
-        fused_adam = config.get("fused_adam", True)  # absent from checkpoints before FusedAdam
-        if not isinstance(fused_adam, bool):
-            raise ValueError(f"model config: fused_adam must be a bool, got {fused_adam!r}")
+        fused_adam = config.get("fused_adam")  # absent from checkpoints before FusedAdam: the default
+        if fused_adam is not None and not isinstance(fused_adam, bool):
+            raise ValueError(f"model config: fused_adam must be a bool or None, got {fused_adam!r}")
         model = cls(
             {name: value.to(device) for name, value in state["params"].items()},
             scene_extent=config["scene_extent"],

@@ -80,11 +80,22 @@ def test_cuda_model_with_fused_adam_equals_the_cpu_model_in_one_pass_mode():
     """Densification and opacity resets on CUDA, step by step the CPU's one-pass bits."""
     generator = torch.Generator().manual_seed(7)
     xyz, rgb = torch.rand(400, 3, generator=generator) - 0.5, torch.rand(400, 3, generator=generator)
-    cpu = GaussianModel.from_points(xyz, rgb, scene_extent=1.0, sh_degree=3, max_steps=50)
-    gpu = GaussianModel.from_points(xyz.cuda(), rgb.cuda(), scene_extent=1.0, sh_degree=3, max_steps=50)
+    cpu = GaussianModel.from_points(xyz, rgb, scene_extent=1.0, sh_degree=3, max_steps=50, fused_adam=True)
+    gpu = GaussianModel.from_points(xyz.cuda(), rgb.cuda(), scene_extent=1.0, sh_degree=3, max_steps=50, fused_adam=True)
     cpu.optimizer.match_torch = False
     train_synthetic(cpu, 25, torch.Generator().manual_seed(8))
     train_synthetic(gpu, 25, torch.Generator().manual_seed(8))
     for name in PARAM_NAMES:
         assert_bit_equal(cpu.params[name].detach(), gpu.params[name].detach().cpu(), name)
 
+
+def test_cuda_models_default_to_torch_adam_until_the_cuda_kernel_is_checked():
+    """The default on CUDA is torch.optim.Adam (docs/design.md); a CPU run's checkpoint resumes on
+    CUDA with it, and an explicit choice travels with the checkpoint."""
+    generator = torch.Generator().manual_seed(9)
+    xyz, rgb = torch.rand(50, 3, generator=generator) - 0.5, torch.rand(50, 3, generator=generator)
+    assert type(GaussianModel.from_points(xyz.cuda(), rgb.cuda(), scene_extent=1.0).optimizer) is torch.optim.Adam
+    for asked, on_cuda in ((None, torch.optim.Adam), (True, FusedAdam), (False, torch.optim.Adam)):
+        model = GaussianModel.from_points(xyz, rgb, scene_extent=1.0, fused_adam=asked)
+        train_synthetic(model, 3, torch.Generator().manual_seed(10))
+        assert type(GaussianModel.from_state_dict(model.state_dict(), device="cuda").optimizer) is on_cuda

@@ -1,4 +1,4 @@
-"""GaussianModel with FusedAdam (its default) against torch.optim.Adam (``fused_adam=False``):
+"""GaussianModel with FusedAdam (its default on CPU) against torch.optim.Adam (``fused_adam=False``):
 the same bits through densification (new rows with fresh moments), opacity resets,
 checkpoints and exact resume."""
 
@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from gsplat_lib import FusedAdam, GaussianModel, load_checkpoint
 from gsplat_lib.checkpoint import capture_rng_states, restore_rng_states
+from gsplat_lib.model import fused_adam_by_default
 from gsplat_lib.ops.densify import densify_plan
 from gsplat_lib.param_schema import PARAM_NAMES
 from test_fused_adam import assert_bit_equal, assert_same_state
@@ -50,10 +52,16 @@ def train_synthetic(model, steps, generator, first_step=0):
             model.reset_opacity(0.05)
 
 
-def test_the_model_defaults_to_fused_adam():
+def test_the_model_defaults_to_fused_adam_on_the_cpu():
+    assert fused_adam_by_default(torch.device("cpu")) and not fused_adam_by_default(torch.device("cuda"))
+    assert isinstance(make_model(None).optimizer, FusedAdam)
     assert isinstance(make_model(True).optimizer, FusedAdam)
     assert type(make_model(False).optimizer) is torch.optim.Adam
+    # The choice as asked: a default model's checkpoint takes the default of the device it loads on.
+    assert make_model(None).config()["fused_adam"] is None
     assert make_model(True).config()["fused_adam"] is True
+    with pytest.raises(TypeError, match="fused_adam must be True, False or None"):
+        make_model(1)
 
 
 def test_fused_and_torch_adam_models_train_to_the_same_bits():
@@ -90,19 +98,16 @@ def test_checkpoints_cross_load_between_the_optimizers(tmp_path):
         assert_same_state(resumed.optimizer, uninterrupted.optimizer)
 
 
-def test_checkpoints_without_the_flag_load_with_fused_adam(tmp_path):
+def test_checkpoints_without_the_flag_load_with_the_cpu_default(tmp_path):
     model = make_model(False)
     train_synthetic(model, 3, torch.Generator().manual_seed(3))
     state = model.state_dict()
     del state["config"]["fused_adam"]  # as written before FusedAdam existed
-    assert isinstance(GaussianModel.from_state_dict(state).optimizer, FusedAdam)
+    loaded = GaussianModel.from_state_dict(state)
+    assert isinstance(loaded.optimizer, FusedAdam) and loaded.config()["fused_adam"] is None
     state["config"]["fused_adam"] = "yes"
-    try:
+    with pytest.raises(ValueError, match="fused_adam must be a bool or None"):
         GaussianModel.from_state_dict(state)
-    except ValueError as error:
-        assert "fused_adam" in str(error)
-    else:
-        raise AssertionError("a non-bool fused_adam was accepted")
 
 
 def test_in_process_resume_with_fused_adam_is_bit_exact(tmp_path):
