@@ -33,7 +33,13 @@ def test_valid_fields_run():
     assert torch.equal(tensors["v_colors"][0, 0], tensors["pair_grads"][0, -3:])
 
 
-@pytest.mark.parametrize("change,message", [
+def wrong_fields(op, make_fields, cases):
+    """Parameters of test_a_wrong_field_is_an_error_naming_it: each (change, message) of a pass
+    whose valid fields ``make_fields`` builds."""
+    return [pytest.param(op, make_fields, change, message, id=f"{op}-{i}") for i, (change, message) in enumerate(cases)]
+
+
+REDUCE_WRONG_FIELDS = wrong_fields("rasterize_reduce", reduce_fields, [
     (lambda f: f.pop("v_M"), "missing field 'v_M'"),
     (lambda f: f.pop("num_pairs"), "missing field 'num_pairs'"),
     (lambda f: f.update(v_opacities=f.pop("v_opacities_cn")), "unknown field 'v_opacities'"),
@@ -42,12 +48,6 @@ def test_valid_fields_run():
     (lambda f: f.update(screen_grad=None), r"screen_grad \[C, N, 2\] is required"),
     (lambda f: f.update(num_pairs=5), r"pair_grads \[R, G\] must have 90 elements, got 72"),
 ])
-def test_a_wrong_field_is_an_error_naming_it(change, message):
-    tensors = {}
-    fields = reduce_fields(tensors)
-    change(fields)
-    with pytest.raises(ValueError, match=message):
-        _backend.launch("rasterize_reduce", torch.device("cpu"), fields)
 
 
 # A bounded TSDF grid (csrc/core/tsdf.h, Grid), field by field: 2 cm voxels, a 10 cm band.
@@ -96,7 +96,7 @@ def test_valid_tsdf_fields_run():
     assert int(tensors["triangle_counts"].sum()) == 2 * 7 * 7  # cubes reaching x or y = 8 need a neighbour
 
 
-@pytest.mark.parametrize("change,message", [
+TSDF_WRONG_FIELDS = wrong_fields("tsdf_integrate", tsdf_integrate_fields, [
     (lambda f: f.pop("center_y"), "tsdf integrate: missing field 'center_y'"),
     (lambda f: f.update(truncaton=f.pop("truncation")), "unknown field 'truncaton'"),
     (lambda f: f.update(tsdf=(f["tsdf"][0], 1000, "f")), r"tsdf \[B, 512\] must have 1024 elements, got 1000"),
@@ -106,27 +106,12 @@ def test_valid_tsdf_fields_run():
     (lambda f: f.update(depths=None), r"depths \[C, H, W\] is required"),
     (lambda f: f.update(voxel_size=0.0), "voxel_size and truncation must be > 0"),
     (lambda f: f.update(cpu_lanes=3), "cpu_lanes must be 0"),
-])
-def test_a_wrong_tsdf_integrate_field_is_an_error_naming_it(change, message):
-    tensors = {}
-    fields = tsdf_integrate_fields(tensors)
-    change(fields)
-    with pytest.raises(ValueError, match=message):
-        _backend.launch("tsdf_integrate", torch.device("cpu"), fields)
-
-
-@pytest.mark.parametrize("change,message", [
+]) + wrong_fields("tsdf_extract_count", tsdf_extract_count_fields, [
     (lambda f: f.update(edge_masks=f["edge_masks"][:2] + ("b",)), "edge_masks: dtype code 'b', expected 'B'"),
     (lambda f: f.update(min_weigth=f.pop("min_weight")), "unknown field 'min_weigth'"),
     (lambda f: f.update(neighbours=(f["neighbours"][0], 1, "i")), r"neighbours \[B, 8\] must have 8 elements, got 1"),
     (lambda f: f.update(triangle_counts=None), r"triangle_counts \[B, 512\] is required"),
 ])
-def test_a_wrong_marching_cubes_field_is_an_error_naming_it(change, message):
-    tensors = {}
-    fields = tsdf_extract_count_fields(tensors)
-    change(fields)
-    with pytest.raises(ValueError, match=message):
-        _backend.launch("tsdf_extract_count", torch.device("cpu"), fields)
 
 
 def test_marching_cubes_fill_runs_on_its_counts_and_refuses_a_short_output():
@@ -161,30 +146,30 @@ ADAM_COEFFICIENTS = dict(lerp_weight=0.1, beta2=0.999, one_minus_beta2=0.001, bi
 
 def adam_fields(tensors):
     """Valid fields of the Adam moments pass over two tensors, [4, 3] and [5] (rows of 1 float);
-    ``tensors`` gets one dict of tensors per entry."""
+    ``tensors[i]`` gets the tensors of entry i."""
     generator = torch.Generator().manual_seed(0)
-    for shape in ((4, 3), (5,)):
-        tensors.append(dict(
+    for i, shape in enumerate(((4, 3), (5,))):
+        tensors[i] = dict(
             param=torch.zeros(shape), grad=torch.randn(shape, generator=generator),
             exp_avg=torch.randn(shape, generator=generator), exp_avg_sq=torch.rand(shape, generator=generator),
-            visible_rows=None, exp_avg_sq_sqrt=None))
+            visible_rows=None, exp_avg_sq_sqrt=None)
     return {"pass": ADAM_MOMENTS_PASS, "fused_multiply_add": torch_fuses_multiply_add(), "tensors": [
         dict(ADAM_COEFFICIENTS, num_rows=t["param"].shape[0], row_floats=t["param"][0].numel(),
-             **{name: _backend.buffer(value) for name, value in t.items()}) for t in tensors]}
+             **{name: _backend.buffer(value) for name, value in t.items()}) for t in tensors.values()]}
 
 
 def test_valid_adam_fields_run():
-    tensors = []
+    tensors = {}
     fields = adam_fields(tensors)
     expected = [  # torch.optim.Adam's moments
         (t["exp_avg"].lerp(t["grad"], 0.1), t["exp_avg_sq"].mul(0.999).addcmul(t["grad"], t["grad"], value=0.001))
-        for t in tensors]
+        for t in tensors.values()]
     _backend.launch("adam_step", torch.device("cpu"), fields)
-    for t, (exp_avg, exp_avg_sq) in zip(tensors, expected):
+    for t, (exp_avg, exp_avg_sq) in zip(tensors.values(), expected):
         assert torch.equal(t["exp_avg"], exp_avg) and torch.equal(t["exp_avg_sq"], exp_avg_sq)
 
 
-@pytest.mark.parametrize("change,message", [
+ADAM_WRONG_FIELDS = wrong_fields("adam_step", adam_fields, [
     (lambda f: f.pop("pass"), "adam_step: missing field 'pass'"),
     (lambda f: f.update(tensors=tuple(f["tensors"])), "tensors must be a list of fields dicts"),
     (lambda f: f.update({"pass": 3}), r"pass must be 0 \(full\), 1 \(moments\) or 2 \(parameters\), got 3"),
@@ -196,12 +181,14 @@ def test_valid_adam_fields_run():
     (lambda f: f["tensors"][1].update(visible_rows=f["tensors"][1]["grad"]), "visible_rows: dtype code 'f', expected"),
     (lambda f: f["tensors"][0].update(num_rows=-4, row_floats=-3), "num_rows and row_floats must be >= 0, got -4 and"),
 ])
-def test_a_wrong_adam_field_is_an_error_naming_it(change, message):
-    tensors = []
-    fields = adam_fields(tensors)
+
+
+@pytest.mark.parametrize("op,make_fields,change,message", REDUCE_WRONG_FIELDS + TSDF_WRONG_FIELDS + ADAM_WRONG_FIELDS)
+def test_a_wrong_field_is_an_error_naming_it(op, make_fields, change, message):
+    fields = make_fields({})
     change(fields)
     with pytest.raises(ValueError, match=message):
-        _backend.launch("adam_step", torch.device("cpu"), fields)
+        _backend.launch(op, torch.device("cpu"), fields)
 
 
 def test_buffers_are_described_by_address_count_and_dtype():

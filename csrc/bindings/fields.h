@@ -142,6 +142,14 @@ class FieldList {
   void (*check_)(const Args&);
 };
 
+// The fields of `first`, then those of `rest`: how the fields several passes share are prepended.
+template <class Args, class Sizes>
+std::vector<Field<Args, Sizes>> joined(std::vector<Field<Args, Sizes>> first,
+                                       const std::vector<Field<Args, Sizes>>& rest) {
+  first.insert(first.end(), rest.begin(), rest.end());
+  return first;
+}
+
 // Binds `<name>_cpu(fields, num_threads)`: run(fields parsed into Args), without the GIL.
 template <class Args, class Sizes>
 void bind_cpu(py::module_& m, const std::string& name, const FieldList<Args, Sizes>& fields,

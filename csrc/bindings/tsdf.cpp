@@ -30,38 +30,33 @@ struct Sizes {
 
 // Every pass takes the grid (core/tsdf.h, Grid) as its eight numbers.
 template <class Args>
-std::vector<Field<Args, Sizes>> with_grid(std::vector<Field<Args, Sizes>> fields) {
-  std::vector<Field<Args, Sizes>> all = {
-      GSL_SCALAR(grid.voxel_size, voxel_size), GSL_SCALAR(grid.truncation, truncation),
-      GSL_SCALAR(grid.contracted, contracted), GSL_SCALAR(grid.center[0], center_x),
-      GSL_SCALAR(grid.center[1], center_y),    GSL_SCALAR(grid.center[2], center_z),
-      GSL_SCALAR(grid.radius, radius),         GSL_SCALAR(grid.contracted_limit, contracted_limit)};
-  all.insert(all.end(), fields.begin(), fields.end());
-  return all;
+std::vector<Field<Args, Sizes>> with_grid(const std::vector<Field<Args, Sizes>>& fields) {
+  return joined<Args, Sizes>(
+      {GSL_SCALAR(grid.voxel_size, voxel_size), GSL_SCALAR(grid.truncation, truncation),
+       GSL_SCALAR(grid.contracted, contracted), GSL_SCALAR(grid.center[0], center_x),
+       GSL_SCALAR(grid.center[1], center_y), GSL_SCALAR(grid.center[2], center_z), GSL_SCALAR(grid.radius, radius),
+       GSL_SCALAR(grid.contracted_limit, contracted_limit)},
+      fields);
 }
 
 // The cameras and depth maps of the fusion passes.
 template <class Args>
-std::vector<Field<Args, Sizes>> with_views(std::vector<Field<Args, Sizes>> fields) {
-  std::vector<Field<Args, Sizes>> all = {
-      GSL_SCALAR(num_views, num_views),     GSL_SCALAR(width, width),         GSL_SCALAR(height, height),
-      GSL_BUFFER(viewmats, false, C, 4, 4), GSL_BUFFER(Ks, false, C, 3, 3), GSL_BUFFER(depths, false, C, H, W)};
-  all.insert(all.end(), fields.begin(), fields.end());
-  return with_grid<Args>(all);
+std::vector<Field<Args, Sizes>> with_views(const std::vector<Field<Args, Sizes>>& fields) {
+  return with_grid(joined<Args, Sizes>(
+      {GSL_SCALAR(num_views, num_views), GSL_SCALAR(width, width), GSL_SCALAR(height, height),
+       GSL_BUFFER(viewmats, false, C, 4, 4), GSL_BUFFER(Ks, false, C, 3, 3), GSL_BUFFER(depths, false, C, H, W)},
+      fields));
 }
 
 // The volume as marching cubes reads it (core/marching_cubes.h, BlockField).
 template <class Args>
-std::vector<Field<Args, Sizes>> with_block_field(std::vector<Field<Args, Sizes>> fields) {
-  std::vector<Field<Args, Sizes>> all = {
-      GSL_SCALAR(num_blocks, num_blocks),
-      GSL_SCALAR(field.min_weight, min_weight),
-      GSL_BUFFER_AT(field.block_coords, block_coords, false, B, 3),
-      GSL_BUFFER_AT(field.neighbours, neighbours, false, B, 8),
-      GSL_BUFFER_AT(field.tsdf, tsdf, false, B, 512),
-      GSL_BUFFER_AT(field.weight, weight, false, B, 512)};
-  all.insert(all.end(), fields.begin(), fields.end());
-  return with_grid<Args>(all);
+std::vector<Field<Args, Sizes>> with_block_field(const std::vector<Field<Args, Sizes>>& fields) {
+  return with_grid(joined<Args, Sizes>(
+      {GSL_SCALAR(num_blocks, num_blocks), GSL_SCALAR(field.min_weight, min_weight),
+       GSL_BUFFER_AT(field.block_coords, block_coords, false, B, 3),
+       GSL_BUFFER_AT(field.neighbours, neighbours, false, B, 8), GSL_BUFFER_AT(field.tsdf, tsdf, false, B, 512),
+       GSL_BUFFER_AT(field.weight, weight, false, B, 512)},
+      fields));
 }
 
 Sizes candidate_sizes(const tsdf::BlockCandidatesParams& a) {
