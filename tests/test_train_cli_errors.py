@@ -119,3 +119,22 @@ def test_sigterm_before_the_training_loop_exits_143_with_a_message(scene_dir, tm
     assert cli.main(_arguments(scene_dir, tmp_path / "run")) == 128 + signal.SIGTERM
     assert "terminated; re-run the same command" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is handler
+
+
+def test_gsplat_render_into_a_folder_it_cannot_make_says_so_in_one_line(tmp_path, capsys):
+    from gsplat_lib.io import save_ply
+    from gsplat_lib.train import render_cli
+
+    generator = torch.Generator().manual_seed(0)
+    save_ply(tmp_path / "model.ply", {
+        "means": torch.randn(20, 3, generator=generator) * 0.3, "log_scales": torch.full((20, 2), -3.0),
+        "quats": torch.randn(20, 4, generator=generator), "opacity_logits": torch.zeros(20),
+        "sh_dc": torch.rand(20, 1, 3, generator=generator), "sh_rest": torch.zeros(20, 0, 3),
+    })
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    arguments = [str(tmp_path / "model.ply"), "--orbit", "1", "--width", "16", "--height", "12",
+                 "--output", str(blocker / "renders")]
+    assert render_cli.main(arguments) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("gsplat-render: error:") and str(blocker) in line
