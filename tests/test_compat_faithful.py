@@ -1,9 +1,7 @@
 """The compat layer in upstream's semantics (hbb1/diff-surfel-rasterization e0ed020) against the
 float64 reference's upstream mode: images and aux maps within float32 noise, radii equal,
-means2D.grad equal to upstream's statistic ([N, 3]) and GenFusion's ([N, 4]).
-
-These switch on when the core has the faithful mode (issue 25, phase 2; docs/design.md "Faithful
-mode for the compat layer"): then diff_surfel_rasterization.SEMANTICS selects it."""
+means2D.grad equal to upstream's statistic ([N, 3]) and GenFusion's ([N, 4]) (docs/design.md
+"Faithful mode")."""
 
 import pytest
 
@@ -11,9 +9,6 @@ import gsplat_lib.compat.diff_surfel_rasterization as dsr
 from diff_surfel_cases import (
     CASES, assert_close_scaled, assert_forward_matches, backpropagate_same_loss, build_case, render_pair)
 from gsplat_lib.reference.diff_surfel import UPSTREAM, densification_statistic
-
-pytestmark = pytest.mark.skipif(not hasattr(dsr, "SEMANTICS"),
-                                reason="needs the core's faithful (upstream 2DGS) mode: issue 25, phase 2")
 
 # Upstream takes a pixel's hit depth from the ray-plane intersection also where the fallback wins,
 # far along the plane (in these scenes up to depth 1100 for surfels at depth 4). There it is
