@@ -3,21 +3,21 @@
 Each case renders one 2DGS-style call (`GaussianRasterizer` with SH degree 3, `means2D` for the
 statistic) both ways in the same run, timed in alternation so that a busy host slows both alike:
 forward, and forward+backward of a loss on the colour (2DGS's L1 to a fixed random image) and
-every allmap channel (the mean of fixed random weights times them). Reports the upstream / gsplat_lib time ratios and how far the two renders differ: colour
-PSNR of one against the other, largest colour and alpha difference, the share of pixels whose colour
-differs by more than 1/255, the (pixel, surfel) pairs each forward evaluates, visible surfels (radii > 0) and how many pass 2DGS's densification
-threshold (|means2D.grad| > 0.0002 of this one loss) in each. Prints a table and writes JSON.
+every allmap channel (the mean of fixed random weights times them). Reports the upstream /
+gsplat_lib time ratios, the (pixel, surfel) pairs each forward evaluates, and how far the two
+renders differ: colour PSNR of one against the other, largest colour and alpha difference, the
+share of pixels whose colour differs by more than 1/255, visible surfels (radii > 0) and how many
+pass 2DGS's densification threshold (|means2D.grad| > 0.0002 of this one loss) in each. Prints a
+table and writes JSON.
 
-    python benchmarks/bench_compat.py [--out bench_compat.json] [--quick] [--repeats 10]
+    PYTHONPATH=. python benchmarks/bench_compat.py [--out bench_compat.json] [--quick] [--repeats 10]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
 import sys
 import time
 
@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import gsplat_lib  # noqa: E402
 import gsplat_lib.compat.diff_surfel_rasterization as dsr  # noqa: E402
-from bench_rasterize import synchronize  # noqa: E402
+from bench_rasterize import synchronize, write_results  # noqa: E402
 from gsplat_lib import rasterize_surfels  # noqa: E402
 from gsplat_lib.compat.upstream_camera import upstream_camera  # noqa: E402
 from diff_surfel_scenes import camera_settings, orbit_viewmat, random_scene  # noqa: E402
@@ -164,18 +164,13 @@ def main() -> None:
                   f"{1e3 * row['upstream_forward_s']:7.1f}/{1e3 * row['gsplat_lib_forward_s']:<7.1f} "
                   f"{row['forward_ratio']:6.2f}  "
                   f"{1e3 * row['upstream_forward_backward_s']:8.1f}/{1e3 * row['gsplat_lib_forward_backward_s']:<8.1f} "
-                  f"{row['forward_backward_ratio']:6.2f}  {row['forward_pairs_ratio']:5.2f}  {row['color_psnr_db']:7.1f} {row['color_max_abs']:7.3f} "
-                  f"{100 * row['pixels_over_1_255']:6.2f}%  {row['upstream_visible']:7d}/{row['gsplat_lib_visible']:<7d} "
+                  f"{row['forward_backward_ratio']:6.2f}  {row['forward_pairs_ratio']:5.2f}  "
+                  f"{row['color_psnr_db']:7.1f} {row['color_max_abs']:7.3f} "
+                  f"{100 * row['pixels_over_1_255']:6.2f}%  "
+                  f"{row['upstream_visible']:7d}/{row['gsplat_lib_visible']:<7d} "
                   f"{row['upstream_over_threshold']:6d}/{row['gsplat_lib_over_threshold']:<6d}", flush=True)
 
-    machine = dict(platform=platform.platform(), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
-                   omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), torch=torch.__version__,
-                   gpu=torch.cuda.get_device_name() if len(devices) > 1 else None)
-    result = dict(benchmark="compat", repeats=args.repeats, machine=machine, build_info=gsplat_lib.build_info(),
-                  rows=rows)
-    with open(args.out, "w") as handle:
-        json.dump(result, handle, indent=2)
-    print(f"wrote {args.out}")
+    write_results(args.out, "compat", args.repeats, rows, used_cuda=len(devices) > 1)
 
 
 if __name__ == "__main__":

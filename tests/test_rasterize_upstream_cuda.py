@@ -7,6 +7,7 @@ import torch
 from gsplat_lib import rasterize_surfels
 from rasterize_scenes import IMAGE_OUTPUTS as OUTPUTS
 from rasterize_scenes import PARAMS, random_cameras, random_surfels
+from test_rasterize_cuda import assert_matches
 
 pytestmark = pytest.mark.cuda
 
@@ -38,11 +39,4 @@ def test_cuda_matches_cpu_in_upstream_semantics(num_surfels, channels, num_camer
     scene = random_surfels(num_surfels, channels=channels, seed=num_surfels + 2, scale_range=(0.005, 0.3))
     cpu = run(scene, viewmats, Ks, width, height, "cpu")
     cuda = run(scene, viewmats, Ks, width, height, "cuda", deterministic=deterministic)
-    for name, expected in cpu.items():
-        actual = cuda[name]
-        if expected.dtype in (torch.int32, torch.int64, torch.bool):
-            assert torch.equal(actual, expected), name
-            continue
-        scale = float(expected.abs().max()) if expected.numel() else 0.0
-        error = float((actual - expected).abs().max()) if expected.numel() else 0.0
-        assert error <= 1e-3 * scale + 1e-5, f"{name}: {error:.3g} vs scale {scale:.3g}"
+    assert_matches(cuda, cpu, 1e-3)

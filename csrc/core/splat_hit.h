@@ -81,6 +81,16 @@ GSL_HD SplatColumns<F> splat_columns(const Splat& s, F px) {
   return c;
 }
 
+// G, the clamped alpha and the clamp's lanes from rho, in both semantics; returns alpha >= 1/255.
+template <class F>
+GSL_HD typename Lanes<F>::Mask set_alpha(const Splat& s, F rho, Hit<F>& h) {
+  h.G = exp_nonpositive(-0.5f * rho);
+  const F oG = s.opacity * h.G;
+  h.clamped = oG > kAlphaMax;
+  h.alpha = select(h.clamped, broadcast<F>(kAlphaMax), oG);
+  return h.alpha >= kAlphaMin;
+}
+
 // Upstream semantics' hit (docs/design.md, "Faithful mode"): no 3-sigma cut; (u, v) = (q0, q1) / q2
 // wherever q2 != 0 (else no hit), the fallback centred on s.center (= e), the depth from (u, v)
 // on both paths. A pair whose rho3d or depth is not finite (float32 overflow next to the plane's
@@ -98,13 +108,9 @@ GSL_HD typename Lanes<F>::Mask eval_hit_upstream(const Splat& s, const SplatColu
   h.use3d = rho3d <= rho2d;
   const F rho = select(h.use3d, rho3d, rho2d);
   h.z = M.m[2][0] * h.u + M.m[2][1] * h.v + M.m[2][2];
-  Mask inside = usable & finite_lanes(rho3d) & finite_lanes(h.z) & lanes_not(Mask(h.z < near_plane));
+  const Mask inside = usable & finite_lanes(rho3d) & finite_lanes(h.z) & lanes_not(Mask(h.z < near_plane));
   if (!any(inside)) return inside;
-  h.G = exp_nonpositive(-0.5f * rho);
-  const F oG = s.opacity * h.G;
-  h.clamped = oG > kAlphaMax;
-  h.alpha = select(h.clamped, broadcast<F>(kAlphaMax), oG);
-  return inside & (h.alpha >= kAlphaMin);
+  return inside & set_alpha(s, rho, h);
 }
 
 // Evaluates the splat at pixel centres (columns.px, py). Returns the lanes that contribute:
@@ -141,11 +147,7 @@ GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, const SplatColumns<F>& c
   // On the fallback u = v = 0, so this is M22 exactly (the centre depth, > 0): no select.
   h.z = M.m[2][0] * h.u + M.m[2][1] * h.v + M.m[2][2];
   inside = inside & lanes_not(Mask(h.z < near_plane));
-  h.G = exp_nonpositive(-0.5f * rho);
-  const F oG = s.opacity * h.G;
-  h.clamped = oG > kAlphaMax;
-  h.alpha = select(h.clamped, broadcast<F>(kAlphaMax), oG);
-  return inside & (h.alpha >= kAlphaMin);
+  return inside & set_alpha(s, rho, h);
 }
 template <Semantics S, class F>
 GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, F px, typename Lanes<F>::Row py, float near_plane,
