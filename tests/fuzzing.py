@@ -151,6 +151,17 @@ def case_rasterize(rng: random.Random, workdir: Path) -> str:
     return _call(render, RASTER_ARGUMENTS, check)
 
 
+def _cameras_intact(args: Dict[str, object]) -> bool:
+    """Whether an earlier mutation left float [C, 4, 4] view matrices and [C, 3, 3] intrinsics, C >= 1."""
+    import torch
+
+    viewmats, Ks = args["viewmats"], args["Ks"]
+    return (isinstance(viewmats, torch.Tensor) and isinstance(Ks, torch.Tensor)
+            and viewmats.is_floating_point() and Ks.is_floating_point()
+            and viewmats.dim() == 3 and tuple(viewmats.shape[1:]) == (4, 4) and viewmats.shape[0] > 0
+            and Ks.dim() == 3 and tuple(Ks.shape[1:]) == (3, 3) and Ks.shape[0] == viewmats.shape[0])
+
+
 def _mutate_raster_argument(rng: random.Random, args: Dict[str, object], generator) -> None:
     import torch
 
@@ -164,7 +175,7 @@ def _mutate_raster_argument(rng: random.Random, args: Dict[str, object], generat
         for _ in range(rng.randint(1, 3)):
             flat[rng.randrange(flat.numel())] = rng.choice(SPECIAL_FLOATS)
         args[name] = value
-    elif kind == "camera":
+    elif kind == "camera" and _cameras_intact(args):
         viewmats, Ks = args["viewmats"].clone(), args["Ks"].clone()
         camera = rng.randrange(viewmats.shape[0])
         change = rng.choice(("singular", "scaled", "far", "focal", "principal", "last_row", "nan_view"))
