@@ -138,3 +138,8 @@ def test_gsplat_render_into_a_folder_it_cannot_make_says_so_in_one_line(tmp_path
     assert render_cli.main(arguments) == 1
     line = _one_line(capsys.readouterr().err)
     assert line.startswith("gsplat-render: error:") and str(blocker) in line
+
+
+def test_a_device_torch_does_not_know_is_named(tmp_path, capsys):
+    assert cli.main(["--output", str(tmp_path / "run"), "--device", "tpu"]) == 2
+    assert "device 'tpu' is not a torch device" in _one_line(capsys.readouterr().err)

@@ -242,6 +242,11 @@ def _check_planes(near: float, far: float):
     return float(near), float(far)
 
 
+def _color_limit() -> float:
+    """The largest colour magnitude the rasterizer keeps (larger ones are culled)."""
+    return float(np.float32(3.4028235e38) / np.float32(core().COLOR_CULL_SCALE))
+
+
 def _check_cameras(viewmats: torch.Tensor, Ks: torch.Tensor, backgrounds: Optional[torch.Tensor]) -> None:
     """The cameras and backgrounds are finite (they are not culled like surfels: a NaN there
     would reach every pixel) and Ks are pinhole intrinsics."""
@@ -255,11 +260,15 @@ def _check_cameras(viewmats: torch.Tensor, Ks: torch.Tensor, backgrounds: Option
         for name, values in finite.items():
             if not np.isfinite(values).all():
                 raise ValueError(f"{name} contains NaN or Inf")
+        backgrounds_usable = backgrounds is None or bool((np.abs(finite["backgrounds"]) <= _color_limit()).all())
         last_rows = finite["Ks"][:, 2, :].tolist()
     else:
         if not bool(torch.isfinite(torch.cat([value.detach().reshape(-1) for value in given.values()])).all()):
             name = next(name for name, value in given.items() if not bool(torch.isfinite(value).all()))
             raise ValueError(f"{name} contains NaN or Inf")
+        backgrounds_usable = backgrounds is None or bool((backgrounds.detach().abs() <= _color_limit()).all())
         last_rows = Ks[:, 2, :].tolist()
+    if not backgrounds_usable:  # colours that large are culled; a background cannot be
+        raise ValueError(f"backgrounds holds values beyond +-{_color_limit():.3g}, where float32 gradients overflow")
     if any(row != [0.0, 0.0, 1.0] for row in last_rows):
         raise ValueError("Ks must be pinhole intrinsics whose last row is (0, 0, 1)")

@@ -50,6 +50,8 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Dict, Optional, Tuple
 
+import torch
+
 __all__ = ["TrainConfig", "Schedule", "NON_RESULT_FIELDS", "add_arguments", "config_from_args"]
 
 #: The number of steps the 2DGS recipe's step numbers refer to.
@@ -214,6 +216,10 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {name} must be a finite number {allowed}, got {value!r}")
         if self.mesh_voxel_size is not None and not (math.isfinite(self.mesh_voxel_size) and self.mesh_voxel_size > 0):
             raise ValueError(f"TrainConfig: mesh_voxel_size must be a finite number > 0, got {self.mesh_voxel_size!r}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"TrainConfig: device {self.device!r} is not a torch device (cpu, cuda, cuda:N): {error}") from None
         if not 0.0 < self.near < self.far:
             raise ValueError(f"TrainConfig: need 0 < near < far, got near={self.near}, far={self.far}")
 
