@@ -89,6 +89,8 @@ _NUMBER_RANGES = {
     "lr_quats": (">= 0", lambda x: x >= 0),
     "near": ("> 0", lambda x: x > 0),
     "far": ("> 0", lambda x: x > 0),
+    "lr_appearance": (">= 0", lambda x: x >= 0),
+    "lambda_appearance": (">= 0", lambda x: x >= 0),
 }
 
 
@@ -161,6 +163,13 @@ class TrainConfig:
     max_random_points: int = _option(
         100_000, "Random initial points for data without a point cloud (NeRF-synthetic)."
     )
+    # ---- per-image appearance (gsplat_lib.train.appearance)
+    appearance: bool = _option(
+        False, "Learn an affine colour transform per training image (photo collections: exposure, white balance); "
+        "held-out views are scored NeRF-W's way, appearance fitted on the left half, PSNR/SSIM on the right half."
+    )
+    lr_appearance: float = _option(0.005, "Learning rate of the per-image colour transforms (--appearance).")
+    lambda_appearance: float = _option(0.01, "Weight of the regulariser pulling each image's transform to the identity.")
     # ---- options that do not change results (NON_RESULT_FIELDS)
     checkpoint_every: Optional[int] = _option(
         None, "Save a checkpoint every N steps (and on SIGINT / SIGTERM). Default: 10%% of the run."

@@ -44,7 +44,8 @@ from gsplat_lib.data.synthetic_scene import make_synthetic_scene
 from gsplat_lib.learning_rates import LearningRates
 from gsplat_lib.model import GaussianModel
 from gsplat_lib.strategy import DefaultStrategy
-from gsplat_lib.train import images, losses, metrics
+from gsplat_lib.train import appearance_eval, images, losses, metrics
+from gsplat_lib.train.appearance import ImageAppearance, appearance_of
 from gsplat_lib.train.config import Schedule, TrainConfig
 from gsplat_lib.train.data_parallel import DataParallel
 from gsplat_lib.mesh import MeshSettings
@@ -166,6 +167,7 @@ class Trainer:
         self.log = log if main else (lambda message: None)
         self._scene = scene
         self.monitor = (monitor if main else None) or TrainingMonitor()
+        self.appearance: Optional[ImageAppearance] = None  # per-image colour transforms (--appearance)
 
     # ------------------------------------------------------------------ entry point
 
@@ -311,11 +313,16 @@ class Trainer:
         latest = self.run_dir.latest_checkpoint(device=self.device)
         if latest is None:
             model, strategy = self._new_run()
+            if config.appearance:
+                self.appearance = ImageAppearance(
+                    len(train_cameras), lr=config.lr_appearance, weight=config.lambda_appearance, device=self.device
+                )
             first_step, seconds_before = 1, 0.0
             self.log(f"stage train: {config.iterations} steps, {model.num_surfels} initial surfels")
         else:
             path, checkpoint = latest
             model, strategy = checkpoint.model, checkpoint.strategy
+            self.appearance = appearance_of(checkpoint.trainer_state, self.device)
             order.load_state_dict(checkpoint.trainer_state["camera_order"])
             first_step = checkpoint.step + 1
             seconds_before = float(checkpoint.trainer_state["train_seconds"])
@@ -342,7 +349,11 @@ class Trainer:
                 path,
                 step=step,
                 strategy=strategy,
-                trainer_state={"camera_order": order.state_dict(), "train_seconds": elapsed()},
+                trainer_state={
+                    "camera_order": order.state_dict(),
+                    "train_seconds": elapsed(),
+                    "appearance": None if self.appearance is None else self.appearance.state_dict(),
+                },
                 config={"fingerprint": self.run_dir.fingerprint, **config.result_settings()},
             )
             self.run_dir.prune_checkpoints(config.keep_checkpoints)
@@ -360,7 +371,7 @@ class Trainer:
                     with self.monitor.changing_model():
                         loss, batch_psnr = self.train_step(
                             model, strategy, step, viewmats[batch], Ks[batch],
-                            torch.stack([targets[index] for index in batch]), backgrounds,
+                            torch.stack([targets[index] for index in batch]), backgrounds, images=batch,
                         )
                     self.monitor.step_finished(step, model)
                     smoothed_loss = loss if smoothed_loss is None else 0.9 * smoothed_loss + 0.1 * loss
@@ -408,11 +419,13 @@ class Trainer:
         Ks: torch.Tensor,
         targets: torch.Tensor,
         backgrounds: torch.Tensor,
+        images: Optional[List[int]] = None,
     ):
         """One optimisation step on a batch of C cameras; returns (loss, PSNR of the batch).
 
         Args:
             viewmats: [C, 4, 4]; Ks: [C, 3, 3]; targets: [C, H, W, 3]; backgrounds: [C, 3].
+            images: the C training-image indices (needed with ``--appearance``).
         """
         config, schedule = self.config, self.schedule
         if model.num_surfels == 0:
@@ -425,6 +438,9 @@ class Trainer:
             near=config.near, far=config.far, deterministic=config.deterministic,
         )
         colors = result.colors
+        appearance = self.appearance
+        if appearance is not None:  # each image's colour transform (gsplat_lib.train.appearance)
+            colors = appearance.apply(colors, images)
         loss = (1.0 - config.lambda_dssim) * losses.l1_loss(colors, targets)
         if config.lambda_dssim > 0:
             loss = loss + config.lambda_dssim * losses.dssim_loss(colors, targets)
@@ -433,14 +449,18 @@ class Trainer:
             loss = loss + config.lambda_normal * losses.normal_consistency_loss(result.normals, depth, result.alphas, Ks)
         if config.lambda_distortion > 0 and step >= schedule.distortion_start:
             loss = loss + config.lambda_distortion * losses.distortion_loss(result.distortions)
+        if appearance is not None:
+            loss = loss + appearance.regularization(images)
         parallel = self.parallel
         if parallel.active:  # this rank's share of the batch mean; the ranks' gradients are summed
             (loss * (len(viewmats) / config.batch_size)).backward()
-            parallel.sum_gradients(model.params.values())
+            parallel.sum_gradients(list(model.params.values()) + (appearance.parameters if appearance else []))
         else:
             loss.backward()
         model.optimizer.step()
         model.optimizer.zero_grad(set_to_none=True)
+        if appearance is not None:
+            appearance.step()
         strategy.step_post_backward(model, parallel.gather_statistics(result), step)
         with torch.no_grad():
             mse = float(((colors.detach().clamp(0.0, 1.0) - targets) ** 2).mean())
@@ -448,7 +468,9 @@ class Trainer:
 
     def _load_final_model(self, train_results: Dict[str, object]) -> GaussianModel:
         path = self.run_dir.root / train_results["final_checkpoint"]
-        return GaussianModel.load_checkpoint(path, device=self.device, restore_rng=False).model
+        checkpoint = GaussianModel.load_checkpoint(path, device=self.device, restore_rng=False)
+        self.appearance = appearance_of(checkpoint.trainer_state, self.device)
+        return checkpoint.model
 
     # ------------------------------------------------------------------ stage: evaluate
 
@@ -471,6 +493,9 @@ class Trainer:
                 "psnr": metrics.psnr(rendered["rgb"], target),
                 "ssim": metrics.ssim_metric(rendered["rgb"], target),
             }
+            if self.appearance is not None:  # NeRF-W's half-image protocol (appearance_eval)
+                scores, rendered["rgb"] = appearance_eval.score_with_appearance(rendered["rgb"], target, self.appearance)
+                entry.update(scores)
             if camera.depth is not None:
                 entry["depth"] = metrics.depth_errors(rendered["depth"], torch.from_numpy(camera.depth).to(self.device))
             if camera.normal is not None:
@@ -481,6 +506,7 @@ class Trainer:
             per_view.append(entry)
         results = {
             "split": split,
+            **appearance_eval.summarize(per_view, self.appearance),
             "psnr": _mean(view["psnr"] for view in per_view),
             "ssim": _mean(view["ssim"] for view in per_view),
             "depth_abs_rel": _mean(view["depth"]["abs_rel"] for view in per_view if view.get("depth")),

@@ -1,0 +1,130 @@
+"""gsplat-train --appearance on the photo-collection variant of the built-in scene (CPU, 48 x 36,
+16 views, 300 steps): the identity transform trains bit-for-bit like the plain trainer, the
+transforms resume exactly, metrics.json follows NeRF-W's half-image protocol, and --appearance
+beats the plain run on held-out PSNR by a measured margin."""
+
+import shutil
+
+import pytest
+import torch
+
+from gsplat_lib.data import load_scene
+from gsplat_lib.data.photo_collection import make_photo_collection
+from gsplat_lib.model import GaussianModel
+from gsplat_lib.train import cli
+from gsplat_lib.train.appearance_eval import FULL_IMAGE_PROTOCOL, HALF_IMAGE_PROTOCOL, half_image_scores
+from gsplat_lib.train.run_dir import read_json
+from gsplat_lib.train.trainer import render_camera
+
+pytestmark = pytest.mark.slow
+
+ITERATIONS = 300
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return make_photo_collection(tmp_path_factory.mktemp("photos"), num_views=16, width=48, height=36, num_points=800)
+
+
+def _train(photos, output, *extra):
+    arguments = [
+        "--data", str(photos), "--output", str(output), "--iterations", str(ITERATIONS),
+        "--checkpoint-every", "75", "--keep-checkpoints", "10", "--no-progress", "--no-mesh", "--num-threads", "1",
+        *extra,
+    ]
+    threads = torch.get_num_threads()  # one thread: ~20x faster than torch's default on a loaded 2-core machine
+    try:
+        assert cli.main(arguments) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return output
+
+
+@pytest.fixture(scope="module")
+def plain(photos, tmp_path_factory):
+    return _train(photos, tmp_path_factory.mktemp("plain"))
+
+
+@pytest.fixture(scope="module")
+def with_appearance(photos, tmp_path_factory):
+    return _train(photos, tmp_path_factory.mktemp("appearance"), "--appearance")
+
+
+def _content(output, step=ITERATIONS):
+    return torch.load(output / "checkpoints" / f"step_{step:06d}.ckpt", map_location="cpu", weights_only=True)["content"]
+
+
+def _assert_identical(a, b, where="content"):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert set(a) == set(b), where
+        for key in a:
+            if key != "train_seconds":  # wall time, not state
+                _assert_identical(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for index, (x, y) in enumerate(zip(a, b)):
+            _assert_identical(x, y, f"{where}[{index}]")
+    else:
+        assert a == b, where
+
+
+def test_identity_appearance_trains_bit_for_bit_like_the_plain_trainer(photos, plain, tmp_path):
+    identity = _train(photos, tmp_path / "identity", "--appearance", "--lr-appearance", "0")
+    reference, content = _content(plain), _content(identity)
+    for part in ("model", "strategy", "rng"):
+        _assert_identical(reference[part], content[part], part)
+    transforms = content["trainer_state"]["appearance"]
+    assert torch.equal(transforms["matrices"], torch.eye(3).repeat(14, 1, 1)) and not transforms["biases"].any()
+    assert reference["trainer_state"]["appearance"] is None
+
+
+def test_resumed_appearance_run_is_bit_identical(photos, with_appearance, tmp_path):
+    resumed = tmp_path / "resumed"
+    shutil.copytree(with_appearance, resumed)
+    for path in (resumed / "checkpoints").glob("step_*.ckpt"):
+        if int(path.name[5:11]) > 150:
+            path.unlink()
+    shutil.rmtree(resumed / "stages")
+    (resumed / "metrics.json").unlink()
+    _train(photos, resumed, "--appearance")
+    _assert_identical(_content(with_appearance), _content(resumed))
+    assert read_json(resumed / "metrics.json")["psnr"] == read_json(with_appearance / "metrics.json")["psnr"]
+
+
+def test_metrics_and_renders_follow_the_half_image_protocol(with_appearance, plain):
+    results = read_json(with_appearance / "metrics.json")
+    assert results["protocol"] == HALF_IMAGE_PROTOCOL and results["split"] == "test"
+    assert set(results["mean_appearance"]) == {"psnr", "ssim"}
+    for view in results["per_view"]:
+        assert {"psnr", "ssim", "mean_appearance", "fitted"} <= set(view)
+    # Each view's scores are those of the fitted transform on its right half, and its render is
+    # the whole view under that transform.
+    assert results["psnr"] == pytest.approx(_half_image_psnr_of(with_appearance), abs=1e-9)
+    assert (with_appearance / "renders" / "test" / "view_000_rgb.png").is_file()
+    assert read_json(plain / "metrics.json")["protocol"] == FULL_IMAGE_PROTOCOL
+    assert "mean_appearance" not in read_json(plain / "metrics.json")
+
+
+def _half_image_psnr_of(output):
+    """The half-image protocol applied to a run's final model (for a plain run: a colour fit after the fact)."""
+    final = GaussianModel.load_checkpoint(output / "checkpoints" / f"step_{ITERATIONS:06d}.ckpt", restore_rng=False)
+    scene = load_scene(read_json(output / "settings.json")["config"]["data"])
+    scores = [
+        half_image_scores(render_camera(final.model, camera, scene.background)["rgb"], torch.from_numpy(camera.image))
+        for camera in scene.test
+    ]
+    return sum(score["psnr"] for score in scores) / len(scores)
+
+
+def test_appearance_beats_the_plain_run_on_held_out_psnr(with_appearance, plain):
+    trained = read_json(with_appearance / "metrics.json")
+    baseline = read_json(plain / "metrics.json")
+    # Measured (CPU, this scene and schedule): plain 18.94 dB; --appearance 23.69 dB under the
+    # half-image protocol, 19.64 dB with the mean appearance over whole views; the plain model
+    # under the half-image protocol (a colour fit after training) 22.79 dB.
+    assert trained["psnr"] >= baseline["psnr"] + 3.5, (trained["psnr"], baseline["psnr"])
+    assert trained["mean_appearance"]["psnr"] >= baseline["psnr"] + 0.4
+    # Not only the evaluation's colour fit: the model trained with appearance is better under it.
+    assert trained["psnr"] >= _half_image_psnr_of(plain) + 0.5
