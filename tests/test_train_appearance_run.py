@@ -1,8 +1,10 @@
 """gsplat-train --appearance on the photo-collection variant of the built-in scene (CPU, 48 x 36,
 16 views, 300 steps): the identity transform trains bit-for-bit like the plain trainer, the
 transforms resume exactly, metrics.json follows NeRF-W's half-image protocol, and --appearance
-beats the plain run on held-out PSNR by a measured margin."""
+beats the plain run on held-out PSNR by a measured margin. --eval-every writes the validation
+history and checkpoints/best.ckpt, changes no training bit, and resumes exactly."""
 
+import json
 import shutil
 
 import pytest
@@ -10,8 +12,9 @@ import torch
 
 from gsplat_lib.data import load_scene
 from gsplat_lib.data.photo_collection import make_photo_collection
+from gsplat_lib.io.ply import load_ply
 from gsplat_lib.model import GaussianModel
-from gsplat_lib.train import cli
+from gsplat_lib.train import TrainConfig, cli
 from gsplat_lib.train.appearance_eval import FULL_IMAGE_PROTOCOL, HALF_IMAGE_PROTOCOL, half_image_scores
 from gsplat_lib.train.run_dir import read_json
 from gsplat_lib.train.trainer import render_camera
@@ -128,3 +131,60 @@ def test_appearance_beats_the_plain_run_on_held_out_psnr(with_appearance, plain)
     assert trained["mean_appearance"]["psnr"] >= baseline["psnr"] + 0.4
     # Not only the evaluation's colour fit: the model trained with appearance is better under it.
     assert trained["psnr"] >= _half_image_psnr_of(plain) + 0.5
+
+
+# ---------------------------------------------------------------------- validation during training
+
+
+@pytest.fixture(scope="module")
+def validated(photos, tmp_path_factory):
+    return _train(photos, tmp_path_factory.mktemp("validated"), "--appearance", "--eval-every", "50", "--export", "best")
+
+
+def _history(output):
+    return [json.loads(line) for line in (output / "metrics_history.jsonl").read_text().splitlines()]
+
+
+def test_validation_keeps_a_history_and_the_best_checkpoint(validated, with_appearance):
+    history = _history(validated)
+    assert [entry["step"] for entry in history] == [50, 100, 150, 200, 250, 300]
+    best = max(history, key=lambda entry: entry["psnr"])
+    results = read_json(validated / "metrics.json")
+    assert results["best"] == {"step": best["step"], "psnr": best["psnr"]}
+    best_checkpoint = torch.load(validated / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["content"]
+    assert best_checkpoint["step"] == best["step"]
+    assert best_checkpoint["trainer_state"]["validation"]["best"] == results["best"]
+    # The last validation scores the final model as the evaluate stage does (2 test views, both scored).
+    assert history[-1]["psnr"] == pytest.approx(results["psnr"], abs=1e-6)
+    # Validation reads the model only: training is the same bits as without it.
+    for part in ("model", "strategy", "rng"):
+        _assert_identical(_content(with_appearance)[part], _content(validated)[part], part)
+    # --export best: the PLY holds the best checkpoint's surfels.
+    exported = load_ply(validated / "point_cloud.ply")
+    assert torch.equal(exported["means"], best_checkpoint["model"]["params"]["means"])
+
+
+def test_resumed_validation_rewrites_the_same_history_and_best(photos, validated, tmp_path):
+    resumed = tmp_path / "resumed"
+    shutil.copytree(validated, resumed)
+    for path in (resumed / "checkpoints").glob("step_*.ckpt"):
+        if int(path.name[5:11]) > 150:
+            path.unlink()
+    shutil.rmtree(resumed / "stages")
+    (resumed / "metrics.json").unlink()
+    _train(photos, resumed, "--appearance", "--eval-every", "50", "--export", "best")
+    assert _history(resumed) == _history(validated)
+    assert read_json(resumed / "metrics.json")["best"] == read_json(validated / "metrics.json")["best"]
+    _assert_identical(_content(validated), _content(resumed))
+    best = [torch.load(output / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["content"]
+            for output in (validated, resumed)]
+    _assert_identical(best[0], best[1])
+
+
+def test_export_best_needs_validation(tmp_path, capsys):
+    with pytest.raises(ValueError, match="eval_every"):
+        TrainConfig(output=str(tmp_path), export="best")
+    with pytest.raises(ValueError, match="export"):
+        TrainConfig(output=str(tmp_path), export="first", eval_every=10)
+    with pytest.raises(ValueError, match="eval_every"):
+        TrainConfig(output=str(tmp_path), eval_every=-1)

@@ -170,6 +170,12 @@ class TrainConfig:
     )
     lr_appearance: float = _option(0.005, "Learning rate of the per-image colour transforms (--appearance).")
     lambda_appearance: float = _option(0.01, "Weight of the regulariser pulling each image's transform to the identity.")
+    # ---- validation during training (gsplat_lib.train.held_out_validation)
+    eval_every: int = _option(
+        0, "Score up to 8 held-out views every N steps (and after the last) into OUTPUT/metrics_history.jsonl and "
+        "keep checkpoints/best.ckpt of the best PSNR; 0: off. Training results do not change."
+    )
+    export: str = _option("last", "Which model the PLY files and the mesh are made from: last, or best (needs --eval-every).")
     # ---- options that do not change results (NON_RESULT_FIELDS)
     checkpoint_every: Optional[int] = _option(
         None, "Save a checkpoint every N steps (and on SIGINT / SIGTERM). Default: 10%% of the run."
@@ -214,6 +220,12 @@ class TrainConfig:
         for spec in fields(self):
             if _is_bool(spec) and not isinstance(getattr(self, spec.name), bool):
                 raise ValueError(f"TrainConfig: {spec.name} must be a bool, got {getattr(self, spec.name)!r}")
+        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ValueError(f"TrainConfig: eval_every must be an integer >= 0, got {self.eval_every!r}")
+        if self.export not in ("last", "best"):
+            raise ValueError(f"TrainConfig: export must be 'last' or 'best', got {self.export!r}")
+        if self.export == "best" and self.eval_every == 0:
+            raise ValueError("TrainConfig: export 'best' needs eval_every > 0 (the best step comes from validation)")
         if self.test_every < 0:
             raise ValueError(f"TrainConfig: test_every must be >= 0, got {self.test_every}")
         if not 0 <= self.sh_degree <= 3:

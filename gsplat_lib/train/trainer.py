@@ -47,6 +47,7 @@ from gsplat_lib.strategy import DefaultStrategy
 from gsplat_lib.train import appearance_eval, images, losses, metrics
 from gsplat_lib.train.appearance import ImageAppearance, appearance_of
 from gsplat_lib.train.config import Schedule, TrainConfig
+from gsplat_lib.train.held_out_validation import BEST_CHECKPOINT, HISTORY_FILE, HeldOutValidation, validation_views
 from gsplat_lib.train.data_parallel import DataParallel
 from gsplat_lib.mesh import MeshSettings
 from gsplat_lib.train.mesh_stage import builtin_ground_truth, run_mesh_stage
@@ -193,7 +194,7 @@ class Trainer:
             self.log("stage evaluate: already finished, skipped")
         if self.run_dir.finished("export") is None:
             model = model or self._load_final_model(train_results)
-            self.export(model)
+            self.export(self._exported_model(model))
         else:
             self.log("stage export: already finished, skipped")
         if config.mesh:
@@ -201,7 +202,7 @@ class Trainer:
             meshed = self.run_dir.finished("mesh")
             if meshed is None or meshed.get("requested") != asdict(settings):
                 model = model or self._load_final_model(train_results)
-                meshed = self.mesh(model, settings)
+                meshed = self.mesh(self._exported_model(model), settings)
             else:
                 self.log("stage mesh: already finished, skipped")
             evaluation = {**evaluation, "mesh": meshed}
@@ -310,6 +311,7 @@ class Trainer:
                 f"{len(sizes)} sizes ({sorted(sizes)[:3]}...): use --batch-size 1"
             )
         order = CameraOrder(len(train_cameras), config.seed)
+        validation = self._validation() if config.eval_every > 0 and parallel.is_main else None
         latest = self.run_dir.latest_checkpoint(device=self.device)
         if latest is None:
             model, strategy = self._new_run()
@@ -318,11 +320,15 @@ class Trainer:
                     len(train_cameras), lr=config.lr_appearance, weight=config.lambda_appearance, device=self.device
                 )
             first_step, seconds_before = 1, 0.0
+            if validation is not None:
+                validation.resume(None, 0)
             self.log(f"stage train: {config.iterations} steps, {model.num_surfels} initial surfels")
         else:
             path, checkpoint = latest
             model, strategy = checkpoint.model, checkpoint.strategy
             self.appearance = appearance_of(checkpoint.trainer_state, self.device)
+            if validation is not None:
+                validation.resume(checkpoint.trainer_state.get("validation"), checkpoint.step)
             order.load_state_dict(checkpoint.trainer_state["camera_order"])
             first_step = checkpoint.step + 1
             seconds_before = float(checkpoint.trainer_state["train_seconds"])
@@ -340,8 +346,8 @@ class Trainer:
         def elapsed() -> float:
             return seconds_before + time.perf_counter() - session_start
 
-        def save(step: int) -> Path:
-            path = self.run_dir.checkpoint_path(step)
+        def save(step: int, path: Optional[Path] = None) -> Path:
+            path = path or self.run_dir.checkpoint_path(step)
             if not parallel.is_main:
                 return path
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -353,6 +359,7 @@ class Trainer:
                     "camera_order": order.state_dict(),
                     "train_seconds": elapsed(),
                     "appearance": None if self.appearance is None else self.appearance.state_dict(),
+                    "validation": None if validation is None else validation.state_dict(),
                 },
                 config={"fingerprint": self.run_dir.fingerprint, **config.result_settings()},
             )
@@ -374,12 +381,18 @@ class Trainer:
                             torch.stack([targets[index] for index in batch]), backgrounds, images=batch,
                         )
                     self.monitor.step_finished(step, model)
+                    if validation is not None and (step % config.eval_every == 0 or step == config.iterations):
+                        if validation.validate(step, model, self.appearance):
+                            save(step, self.run_dir.checkpoint_dir / BEST_CHECKPOINT)
                     smoothed_loss = loss if smoothed_loss is None else 0.9 * smoothed_loss + 0.1 * loss
                     if progress is not None:
                         progress.update(1)
                         if step % 10 == 0 or step == config.iterations:
+                            shown = {} if validation is None or validation.latest is None else {
+                                "val_psnr": f"{validation.latest['psnr']:.2f}"
+                            }
                             progress.set_postfix(
-                                loss=f"{smoothed_loss:.4f}", psnr=f"{batch_psnr:.2f}", surfels=model.num_surfels
+                                loss=f"{smoothed_loss:.4f}", psnr=f"{batch_psnr:.2f}", surfels=model.num_surfels, **shown
                             )
                     signal_number = parallel.any_signal(stop.signal_number)  # every rank stops together
                     if signal_number is not None:
@@ -402,6 +415,9 @@ class Trainer:
             "train_seconds": train_seconds,
             "steps_per_second": session_steps / session_seconds if session_seconds > 0 else None,
         }
+        if validation is not None:
+            results["best"] = validation.best
+            results["best_checkpoint"] = str((self.run_dir.checkpoint_dir / BEST_CHECKPOINT).relative_to(self.run_dir.root))
         if parallel.is_main:
             self.run_dir.mark_finished("train", results)
         self.log(
@@ -466,6 +482,21 @@ class Trainer:
             mse = float(((colors.detach().clamp(0.0, 1.0) - targets) ** 2).mean())
         return float(loss.detach()), (-10.0 * math.log10(mse) if mse > 0 else math.inf)
 
+    def _validation(self) -> HeldOutValidation:
+        cameras, _ = validation_views(self.scene)
+        return HeldOutValidation(
+            cameras, self.scene.background, self.run_dir.root / HISTORY_FILE,
+            near=self.config.near, far=self.config.far, device=self.device,
+        )
+
+    def _exported_model(self, last: GaussianModel) -> GaussianModel:
+        """The model the PLY files and the mesh are made from (--export): the last, or the best validated one."""
+        if self.config.export != "best":
+            return last
+        path = self.run_dir.checkpoint_dir / BEST_CHECKPOINT
+        self.log(f"exporting the best validated model ({path})")
+        return GaussianModel.load_checkpoint(path, device=self.device, restore_rng=False).model
+
     def _load_final_model(self, train_results: Dict[str, object]) -> GaussianModel:
         path = self.run_dir.root / train_results["final_checkpoint"]
         checkpoint = GaussianModel.load_checkpoint(path, device=self.device, restore_rng=False)
@@ -507,6 +538,7 @@ class Trainer:
         results = {
             "split": split,
             **appearance_eval.summarize(per_view, self.appearance),
+            **({"best": train_results["best"], "history": HISTORY_FILE} if "best" in train_results else {}),
             "psnr": _mean(view["psnr"] for view in per_view),
             "ssim": _mean(view["ssim"] for view in per_view),
             "depth_abs_rel": _mean(view["depth"]["abs_rel"] for view in per_view if view.get("depth")),
