@@ -112,6 +112,8 @@ def surface_hits(count: int, viewmats: np.ndarray, K: np.ndarray, width: int, he
         origins = -np.einsum("nji,nj->ni", rotations, viewmats[views, :3, 3])
         hits = trace_rays(origins, directions)
         kept = hits.hit
+        if not kept.any():
+            raise ValueError("no camera ray hits the scene: check the cameras")
         found.append((hits.points[kept], hits.normals[kept], np.clip(shade(hits)[kept], 0.0, 1.0)))
         total += int(kept.sum())
     points, normals, colors = (np.concatenate(parts)[:count] for parts in zip(*found))
