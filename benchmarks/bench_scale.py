@@ -89,7 +89,7 @@ class Size:
     repeats: int  # forward+backward timings
 
 
-GPU_SIZE = Size(surfels=2_000_000, points=1_000_000, width=1920, height=1080, views=48, steps=300, warmup=10,
+GPU_SIZE = Size(surfels=2_000_000, points=1_000_000, width=1920, height=1080, views=48, steps=200, warmup=10,
                 repeats=20)
 CPU_SIZE = Size(surfels=100_000, points=50_000, width=480, height=270, views=8, steps=20, warmup=2, repeats=5)
 
