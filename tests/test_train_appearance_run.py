@@ -18,6 +18,7 @@ from gsplat_lib.train import TrainConfig, cli
 from gsplat_lib.train.appearance_eval import FULL_IMAGE_PROTOCOL, HALF_IMAGE_PROTOCOL, half_image_scores
 from gsplat_lib.train.run_dir import read_json
 from gsplat_lib.train.trainer import render_camera
+from test_train_run_resume import _assert_identical
 
 pytestmark = pytest.mark.slow
 
@@ -57,20 +58,15 @@ def _content(output, step=ITERATIONS):
     return torch.load(output / "checkpoints" / f"step_{step:06d}.ckpt", map_location="cpu", weights_only=True)["content"]
 
 
-def _assert_identical(a, b, where="content"):
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert set(a) == set(b), where
-        for key in a:
-            if key != "train_seconds":  # wall time, not state
-                _assert_identical(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for index, (x, y) in enumerate(zip(a, b)):
-            _assert_identical(x, y, f"{where}[{index}]")
-    else:
-        assert a == b, where
+def _resumed_from_step_150(photos, finished, folder, *extra):
+    """A copy of a finished run cut back to its step-150 checkpoint (as after a kill -9), re-run."""
+    shutil.copytree(finished, folder)
+    for path in (folder / "checkpoints").glob("step_*.ckpt"):
+        if int(path.name[5:11]) > 150:
+            path.unlink()
+    shutil.rmtree(folder / "stages")
+    (folder / "metrics.json").unlink()
+    return _train(photos, folder, *extra)
 
 
 def test_identity_appearance_trains_bit_for_bit_like_the_plain_trainer(photos, plain, tmp_path):
@@ -84,14 +80,7 @@ def test_identity_appearance_trains_bit_for_bit_like_the_plain_trainer(photos, p
 
 
 def test_resumed_appearance_run_is_bit_identical(photos, with_appearance, tmp_path):
-    resumed = tmp_path / "resumed"
-    shutil.copytree(with_appearance, resumed)
-    for path in (resumed / "checkpoints").glob("step_*.ckpt"):
-        if int(path.name[5:11]) > 150:
-            path.unlink()
-    shutil.rmtree(resumed / "stages")
-    (resumed / "metrics.json").unlink()
-    _train(photos, resumed, "--appearance")
+    resumed = _resumed_from_step_150(photos, with_appearance, tmp_path / "resumed", "--appearance")
     _assert_identical(_content(with_appearance), _content(resumed))
     assert read_json(resumed / "metrics.json")["psnr"] == read_json(with_appearance / "metrics.json")["psnr"]
 
@@ -165,14 +154,9 @@ def test_validation_keeps_a_history_and_the_best_checkpoint(validated, with_appe
 
 
 def test_resumed_validation_rewrites_the_same_history_and_best(photos, validated, tmp_path):
-    resumed = tmp_path / "resumed"
-    shutil.copytree(validated, resumed)
-    for path in (resumed / "checkpoints").glob("step_*.ckpt"):
-        if int(path.name[5:11]) > 150:
-            path.unlink()
-    shutil.rmtree(resumed / "stages")
-    (resumed / "metrics.json").unlink()
-    _train(photos, resumed, "--appearance", "--eval-every", "50", "--export", "best")
+    resumed = _resumed_from_step_150(
+        photos, validated, tmp_path / "resumed", "--appearance", "--eval-every", "50", "--export", "best"
+    )
     assert _history(resumed) == _history(validated)
     assert read_json(resumed / "metrics.json")["best"] == read_json(validated / "metrics.json")["best"]
     _assert_identical(_content(validated), _content(resumed))

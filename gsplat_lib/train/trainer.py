@@ -14,6 +14,11 @@ One step (steps count from 1, like the 2DGS trainer):
    ``distortion_start``;
 4. backward, Adam step, then :class:`DefaultStrategy` (densify, prune, reset opacity).
 
+With ``--appearance`` each image's colour transform (:mod:`gsplat_lib.train.appearance`) maps the
+render before the loss and held-out views are scored by :mod:`gsplat_lib.train.appearance_eval`;
+``--eval-every`` validates during training (:mod:`gsplat_lib.train.held_out_validation`). Both
+states ride in the checkpoints' ``trainer_state``.
+
 Resumption: a checkpoint holds the model, optimizer, strategy, global RNG states and the
 camera order (generator state and the rest of the current permutation), so a run resumed
 from any checkpoint ends bit-identical (CPU) to one that never stopped. SIGINT and SIGTERM
