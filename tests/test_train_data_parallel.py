@@ -3,6 +3,7 @@ total batch: the same densification decisions and surfel counts, parameters equa
 order of the float sums; rank 0 alone writes; an interrupted torchrun run resumes under
 torchrun bit-identically."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -27,18 +28,18 @@ def scene_dir(tmp_path_factory):
     return make_synthetic_scene(tmp_path_factory.mktemp("scene"), num_views=16, width=48, height=36, num_points=800)
 
 
-def _arguments(scene_dir, output):
+def _arguments(scene_dir, output, *extra):
     return [
         "--data", str(scene_dir), "--output", str(output), "--iterations", str(ITERATIONS),
         "--densify-start", "5", "--densify-every", "10", "--reset-every", "30", "--densify-stop", "35",
         "--grad-threshold", "0.001", "--prune-opacity", "0.005", "--batch-size", "2",
-        "--checkpoint-every", "10", "--no-progress", "--no-mesh", "--num-threads", "1",
+        "--checkpoint-every", "10", "--no-progress", "--no-mesh", "--num-threads", "1", *extra,
     ]
 
 
-def _torchrun(scene_dir, output, ranks=2):
+def _torchrun(scene_dir, output, ranks=2, extra=()):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
-               "-m", "gsplat_lib.train", *_arguments(scene_dir, output)]
+               "-m", "gsplat_lib.train", *_arguments(scene_dir, output, *extra)]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=python_env(OMP_NUM_THREADS="1"), cwd=output.parent, start_new_session=True)
 
@@ -101,3 +102,23 @@ def test_ranks_take_contiguous_shares_of_the_batch():
     alone = DataParallel()
     assert alone.share(batch) == batch and not alone.active and alone.any_signal(15) == 15
     assert alone.run_on_main(lambda: {"x": 1}) == {"x": 1}
+
+
+def test_two_ranks_with_appearance_and_validation(scene_dir, tmp_path):
+    """Each rank's images' colour transforms get the summed gradients (the same transforms as one
+    process); rank 0 alone validates and writes the history and best.ckpt."""
+    extra = ("--appearance", "--eval-every", "20")
+    output = tmp_path / "two"
+    process = _torchrun(scene_dir, output, extra=extra)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr
+    assert cli.main(_arguments(scene_dir, tmp_path / "one", *extra)) == 0
+    one, two = _final(tmp_path / "one"), _final(output)
+    for name in ("matrices", "biases"):
+        torch.testing.assert_close(
+            two["trainer_state"]["appearance"][name], one["trainer_state"]["appearance"][name], rtol=0, atol=1e-5
+        )
+    assert not torch.equal(one["trainer_state"]["appearance"]["matrices"], torch.eye(3).repeat(14, 1, 1))
+    history = (output / "metrics_history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in history] == [20, 40]
+    assert (output / "checkpoints" / "best.ckpt").is_file()
