@@ -172,3 +172,13 @@ def test_export_best_needs_validation(tmp_path, capsys):
         TrainConfig(output=str(tmp_path), export="first", eval_every=10)
     with pytest.raises(ValueError, match="eval_every"):
         TrainConfig(output=str(tmp_path), eval_every=-1)
+
+
+def test_validation_scalars_reach_tensorboard_when_it_is_installed(validated):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(validated / "tensorboard"))
+    events.Reload()
+    logged = [(event.step, event.value) for event in events.Scalars("validation/psnr")]
+    assert logged == [(entry["step"], pytest.approx(entry["psnr"], abs=1e-5)) for entry in _history(validated)]

@@ -4,17 +4,20 @@ steps, a history of them, and the best step so far.
 Every N steps (and after the last) the model renders at most :data:`MAX_VALIDATION_VIEWS`
 held-out views (evenly spread over the test split; the training views when there are none)
 and is scored as the evaluate stage scores it: whole images, or NeRF-W's half-image protocol
-with ``--appearance``. Each score is a line of ``metrics_history.jsonl``; the best PSNR so far
+with ``--appearance``. Each score is a line of ``metrics_history.jsonl`` (and a TensorBoard
+scalar in ``OUTPUT/tensorboard/`` when the ``tensorboard`` package is installed); the best PSNR so far
 (``{"step", "psnr"}``) is part of the checkpoints, and the trainer writes
 ``checkpoints/best.ckpt`` whenever it improves.
 
 Validation only reads the model and draws no random numbers: a run with it trains the same
 bits as one without. On resume the history is cut back to the checkpoint's step, and the steps
-after it (repeated bit for bit) write the same lines and the same best again.
+after it (repeated bit for bit) write the same lines and the same best again (TensorBoard's
+event files are not cut back: it shows those steps twice).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -29,7 +32,7 @@ from gsplat_lib.train import metrics
 from gsplat_lib.train.appearance import ImageAppearance
 from gsplat_lib.train.appearance_eval import half_image_scores
 
-__all__ = ["BEST_CHECKPOINT", "HISTORY_FILE", "MAX_VALIDATION_VIEWS", "HeldOutValidation", "validation_views"]
+__all__ = ["BEST_CHECKPOINT", "HISTORY_FILE", "TENSORBOARD_DIR", "MAX_VALIDATION_VIEWS", "HeldOutValidation", "validation_views"]
 
 #: At most this many views are scored at each validation.
 MAX_VALIDATION_VIEWS = 8
@@ -37,6 +40,8 @@ MAX_VALIDATION_VIEWS = 8
 HISTORY_FILE = "metrics_history.jsonl"
 #: The best validation step's checkpoint, in the checkpoints folder.
 BEST_CHECKPOINT = "best.ckpt"
+#: TensorBoard's event files (only when the tensorboard package is installed), in the run directory.
+TENSORBOARD_DIR = "tensorboard"
 
 
 def validation_views(scene: SceneData) -> Tuple[List[Camera], str]:
@@ -71,6 +76,7 @@ class HeldOutValidation:
         self.targets = [torch.from_numpy(camera.image).to(device) for camera in self.cameras]
         self.best: Optional[Dict[str, float]] = None
         self.latest: Optional[Dict[str, float]] = None
+        self._tensorboard = None  # a SummaryWriter, opened at the first validation
 
     @torch.no_grad()
     def score(self, model: GaussianModel, appearance: Optional[ImageAppearance] = None) -> Dict[str, float]:
@@ -96,11 +102,23 @@ class HeldOutValidation:
         entry = {"step": step, **self.score(model, appearance)}
         with open(self.history_path, "a") as stream:
             stream.write(json.dumps(entry) + "\n")
+        self._log_to_tensorboard(entry)
         self.latest = entry
         improved = self.best is None or entry["psnr"] > self.best["psnr"]
         if improved:
             self.best = {"step": step, "psnr": entry["psnr"]}
         return improved
+
+    def _log_to_tensorboard(self, entry: Dict[str, float]) -> None:
+        if self._tensorboard is None:
+            if importlib.util.find_spec("tensorboard") is None:
+                return  # optional: the history file holds the same numbers
+            from torch.utils.tensorboard import SummaryWriter  # imports tensorboard, which is optional
+
+            self._tensorboard = SummaryWriter(str(self.history_path.parent / TENSORBOARD_DIR))
+        for name in ("psnr", "ssim"):
+            self._tensorboard.add_scalar(f"validation/{name}", entry[name], entry["step"])
+        self._tensorboard.flush()
 
     def history(self) -> List[Dict[str, float]]:
         """The history file's entries (lines that do not parse are left out)."""

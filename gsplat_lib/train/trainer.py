@@ -592,7 +592,7 @@ class Trainer:
             train_results = self.run_dir.finished("train")
             if train_results is None:
                 raise ValueError(f"{self.run_dir.root}: training has not finished; run gsplat-train first")
-            model = self._load_final_model(train_results)
+            model = self._exported_model(self._load_final_model(train_results))
         settings = settings or self.mesh_settings()
         self.log(f"stage mesh: {len(self.scene.train)} training views")
         results = run_mesh_stage(
