@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SH_C0", "SH_C1", "SH_C2", "SH_C3", "num_sh_bases", "eval_sh", "sh_to_colors"]
+__all__ = ["SH_C0", "SH_C1", "SH_C2", "SH_C3", "num_sh_bases", "eval_sh", "sh_to_colors", "sh_to_item_colors"]
 
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
@@ -73,10 +73,15 @@ def eval_sh(degree: int, coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tens
     if dirs.shape[-1] != 3:
         raise ValueError(f"dirs must have shape [..., 3], got {tuple(dirs.shape)}")
 
+    return _add_sh_bands(degree, SH_C0 * coeffs[..., 0, :], coeffs, dirs)
+
+
+def _add_sh_bands(degree: int, result: torch.Tensor, coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """``result`` (the degree-0 term) plus the bands 1..degree of ``coeffs`` at ``dirs``."""
+
     def term(index: int, basis: torch.Tensor) -> torch.Tensor:
         return basis[..., None] * coeffs[..., index, :]
 
-    result = SH_C0 * coeffs[..., 0, :]
     if degree == 0:
         return result.expand(torch.broadcast_shapes(result.shape, dirs.shape))
     x, y, z = dirs[..., 0], dirs[..., 1], dirs[..., 2]
@@ -107,22 +112,33 @@ def eval_sh(degree: int, coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tens
     )
 
 
+def _centres_and_axes(viewmats: torch.Tensor):
+    """Camera centres ``-R^T t`` ``[C, 3]`` and optical axes (third rows of R) ``[C, 3]``."""
+    rotations = viewmats[:, :3, :3]  # [C, 3, 3]
+    translations = viewmats[:, :3, 3]  # [C, 3]
+    return -torch.einsum("cji,cj->ci", rotations, translations), rotations[:, 2, :]
+
+
+def _unit_directions(offsets: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
+    """``offsets / |offsets|``; where that is unusable (a mean on the camera centre, or not
+    finite), the camera's optical axis instead, through a double ``torch.where`` so the
+    gradient stays finite."""
+    with torch.no_grad():
+        norm2 = (offsets * offsets).sum(-1, keepdim=True)
+        usable = torch.isfinite(norm2) & (norm2 > _MIN_DIRECTION_NORM2)
+    safe_offsets = torch.where(usable, offsets, axes)
+    return safe_offsets / torch.linalg.vector_norm(safe_offsets, dim=-1, keepdim=True)
+
+
 def view_directions(means: torch.Tensor, viewmats: torch.Tensor) -> torch.Tensor:
     """Unit vectors from each camera centre ``-R^T t`` to each mean: ``[C, N, 3]``.
 
     A mean on a camera centre or a non-finite mean gets the camera's optical axis (the
-    third row of R) instead, through a double ``torch.where`` so the gradient stays finite.
+    third row of R) instead.
     """
-    rotations = viewmats[:, :3, :3]  # [C, 3, 3]
-    translations = viewmats[:, :3, 3]  # [C, 3]
-    centres = -torch.einsum("cji,cj->ci", rotations, translations)  # [C, 3]
+    centres, axes = _centres_and_axes(viewmats)
     offsets = means[None, :, :] - centres[:, None, :]  # [C, N, 3]
-    with torch.no_grad():
-        norm2 = (offsets * offsets).sum(-1, keepdim=True)  # [C, N, 1]
-        usable = torch.isfinite(norm2) & (norm2 > _MIN_DIRECTION_NORM2)
-    axis = rotations[:, None, 2, :].expand_as(offsets)  # unit length
-    safe_offsets = torch.where(usable, offsets, axis)
-    return safe_offsets / torch.linalg.vector_norm(safe_offsets, dim=-1, keepdim=True)
+    return _unit_directions(offsets, axes[:, None, :].expand_as(offsets))
 
 
 def sh_to_colors(
@@ -153,4 +169,27 @@ def sh_to_colors(
         raise ValueError(f"viewmats must have shape [C, 4, 4], got {tuple(viewmats.shape)}")
     dirs = view_directions(means, viewmats.to(means.dtype))  # [C, N, 3]
     values = eval_sh(sh_degree, sh[None], dirs)  # [C, N, 3]
+    return torch.clamp_min(values + 0.5, 0.0)
+
+
+def sh_to_item_colors(sh: torch.Tensor, sh_degree: int, means: torch.Tensor, viewmats: torch.Tensor,
+                      item_cameras: torch.Tensor, item_surfels: torch.Tensor) -> torch.Tensor:
+    """:func:`sh_to_colors` of (camera, surfel) items: ``[I, 3]``, row i the colour of surfel
+    ``item_surfels[i]`` seen from camera ``item_cameras[i]`` (the same values, op for op).
+
+    Only the coefficients of ``sh_degree`` are gathered per item (``[I, (sh_degree + 1)^2, 3]``).
+    The degree-0 term is made per surfel and then gathered, as :func:`sh_to_colors` broadcasts
+    it, so its gradient is summed over the cameras before the constant multiplies it there too.
+    """
+    needed = num_sh_bases(sh_degree)
+    if sh.shape[1] < needed:
+        raise ValueError(
+            f"sh has K={sh.shape[1]} coefficients but sh_degree={sh_degree} needs at least {needed}"
+        )
+    centres, axes = _centres_and_axes(viewmats.to(means.dtype))
+    offsets = means[item_surfels] - centres[item_cameras]  # [I, 3]
+    dirs = _unit_directions(offsets, axes[item_cameras])
+    base = (SH_C0 * sh[:, 0, :])[item_surfels]
+    coeffs = sh[:, :needed][item_surfels] if sh_degree > 0 else sh[:0, :1]  # [I, needed, 3]
+    values = _add_sh_bands(sh_degree, base, coeffs, dirs)  # [I, 3]
     return torch.clamp_min(values + 0.5, 0.0)

@@ -17,6 +17,7 @@
 #include "cpu/parallel.h"
 #include "cpu/scratch.h"
 #include "ops/rasterize/rasterize.h"
+#include "ops/rasterize/rasterize_impl.h"
 
 namespace gsl::rasterize {
 
@@ -104,7 +105,7 @@ constexpr int64_t kAhead = 16;
 
 void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
   const Dims& d = a.dims;
-  const int64_t items = d.num_cameras * d.num_surfels;
+  const int64_t items = d.num_items;
   const int64_t per_camera = int64_t(d.tiles_x) * d.tiles_y;
   const int64_t num_tiles = d.num_cameras * per_camera;
   if (items >= (int64_t{1} << 32) || num_tiles >= (int64_t{1} << 31))
@@ -145,7 +146,9 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
   for_each_chunk(items, chunks, [&](int64_t k, int64_t begin, int64_t end) {
     uint64_t* out = order + begin;
     int64_t* counts = cursors + k * num_tiles;
-    int64_t camera = begin / d.num_surfels, n = begin % d.num_surfels;
+    if (begin == end) return;
+    int64_t camera = camera_of_item(d, a.camera_items, begin);
+    int64_t camera_end = first_item(d, a.camera_items, camera + 1);  // where the camera's items end
     int64_t camera_tile = camera * per_camera;
     const TileColumns tiles(d.tile_width);
     for (int64_t i = begin; i < end; ++i) {
@@ -161,8 +164,9 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
         count_pairs(span, counts);
         *out++ = (uint64_t(float_bits(a.depths[i])) << 32) | uint64_t(i);
       }
-      if (++n == d.num_surfels) {
-        n = 0;
+      while (i + 1 == camera_end && camera + 1 < d.num_cameras) {  // cameras without items are skipped
+        ++camera;
+        camera_end = first_item(d, a.camera_items, camera + 1);
         camera_tile += per_camera;
       }
     }

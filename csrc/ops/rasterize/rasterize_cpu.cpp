@@ -112,7 +112,7 @@ int max_cpu_lanes() {
 void project_cpu(const ProjectArgs& args, int num_threads) {
   check_cpu_tiles(args.dims);
   const auto pass = pick_schedule<ItemPass<ProjectArgs>>(args.dims.cpu_lanes, GSL_SCHEDULES(project_range));
-  const int64_t items = args.dims.num_cameras * args.dims.num_surfels;
+  const int64_t items = args.dims.num_items;
   if (items == 0) return;  // empty buffers come as null pointers
   if ((args.tile_counts == nullptr) == (args.pair_ends == nullptr))
     throw std::invalid_argument("rasterize: project takes exactly one of tile_counts and pair_ends");
@@ -129,10 +129,9 @@ void project_cpu(const ProjectArgs& args, int num_threads) {
 
 void emit_pairs_cpu(const EmitArgs& a, int num_threads) {
   check_cpu_tiles(a.dims);
-  const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
-  cpu::parallel_for(items, num_threads, 4096, [&](int64_t begin, int64_t end) {
-    for_each_camera(a.dims, begin, end, [&](int64_t c, int64_t n0, int64_t n1) {
-      for (int64_t n = n0; n < n1; ++n) emit_item(a, c, c * a.dims.num_surfels + n);
+  cpu::parallel_for(a.dims.num_items, num_threads, 4096, [&](int64_t begin, int64_t end) {
+    for_each_camera(a.dims, a.camera_items, begin, end, [&](int64_t c, int64_t item0, int64_t item1) {
+      for (int64_t item = item0; item < item1; ++item) emit_item(a, c, item);
     });
   });
 }
@@ -152,8 +151,7 @@ void backward_cpu(const BackwardArgs& a, int num_threads) {
 }
 
 void reduce_cpu(const ReduceArgs& a, int num_threads) {
-  const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
-  cpu::parallel_for(items, num_threads, 1024, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(a.dims.num_items, num_threads, 1024, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) reduce_item(a, item);
   });
 }
@@ -161,7 +159,45 @@ void reduce_cpu(const ReduceArgs& a, int num_threads) {
 void project_backward_cpu(const ProjectBackwardArgs& a, int num_threads) {
   const auto pass =
       pick_schedule<ItemPass<ProjectBackwardArgs>>(a.dims.cpu_lanes, GSL_SCHEDULES(project_backward_range));
+  // Packed items: the range is over scene_surfels, which holds every surfel once.
   cpu::parallel_for(a.dims.num_surfels, num_threads, 1024, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
+}
+
+void plan_scenes_cpu(const ScenePlanArgs& a, int num_threads) {
+  const ScenePlanArgs& d = a;
+  const int64_t S = d.num_scenes;
+  // A stable counting sort of the surfels by scene. The scenes' sizes are counted again
+  // first, so ids out of range or starts that do not match them never index out of bounds.
+  std::vector<int64_t> cursor(static_cast<size_t>(S), 0);
+  for (int64_t n = 0; n < d.num_surfels; ++n) {
+    const int64_t s = a.scene_ids[n];
+    if (s < 0 || s >= S)
+      throw std::invalid_argument("rasterize plan_scenes: scene_ids[" + std::to_string(n) + "] = " +
+                                  std::to_string(s) + " is outside [0, " + std::to_string(S) + ")");
+    ++cursor[s];
+  }
+  for (int64_t s = 0; s < S; ++s) {
+    if (a.scene_surfel_starts[s + 1] - a.scene_surfel_starts[s] != cursor[s])
+      throw std::invalid_argument("rasterize plan_scenes: scene_surfel_starts does not match scene_ids");
+    cursor[s] = a.scene_surfel_starts[s];
+  }
+  for (int64_t n = 0; n < d.num_surfels; ++n) a.scene_surfels[cursor[a.scene_ids[n]]++] = n;
+  // Camera c's items: its scene's surfels, in order.
+  for (int64_t c = 0; c < d.num_cameras; ++c) {
+    const int64_t s = a.camera_scene_ids[c];
+    const int64_t begin = a.camera_items[c], count = a.camera_items[c + 1] - begin;
+    if (s < 0 || s >= S || count != a.scene_surfel_starts[s + 1] - a.scene_surfel_starts[s] || begin < 0 ||
+        a.camera_items[c + 1] > d.num_items)
+      throw std::invalid_argument("rasterize plan_scenes: camera_items does not match camera_scene_ids");
+  }
+  cpu::parallel_for(d.num_cameras, num_threads, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t begin = a.camera_items[c], end = a.camera_items[c + 1];
+      std::copy(a.scene_surfels + a.scene_surfel_starts[a.camera_scene_ids[c]],
+                a.scene_surfels + a.scene_surfel_starts[a.camera_scene_ids[c]] + (end - begin), a.item_surfels + begin);
+      std::fill(a.item_cameras + begin, a.item_cameras + end, c);
+    }
+  });
 }
 
 }  // namespace gsl::rasterize
