@@ -73,14 +73,23 @@ Pass pick_schedule(int lanes, Pass scalar, Pass sse, Pass avx2) {
 
 // The tiles of a tile pass in the order the threads take them: with several threads the
 // heaviest first (by pair count, then by index), so they finish together instead of one
-// rendering a heavy tile taken last. Which thread renders a tile never changes its bits.
+// rendering a heavy tile taken last. Packed items (many scenes) go camera by camera, each
+// camera's heaviest first: the threads then share one camera's splats in cache, and the many
+// cameras balance the load. Which thread renders a tile never changes its bits.
 std::vector<int64_t> tile_order(const PixelPassInputs& in, int num_threads) {
-  const int64_t num_tiles = in.dims.num_cameras * tiles_per_camera(in.dims);
+  const int64_t per_camera = tiles_per_camera(in.dims);
+  const int64_t num_tiles = in.dims.num_cameras * per_camera;
   std::vector<int64_t> order(num_tiles);
   for (int64_t t = 0; t < num_tiles; ++t) order[t] = t;
   const auto pairs = [&](int64_t t) { return in.tile_starts[t + 1] - in.tile_starts[t]; };
-  if (num_threads > 1)
+  if (num_threads == 1) return order;
+  if (in.item_surfels == nullptr) {
     std::stable_sort(order.begin(), order.end(), [&](int64_t s, int64_t t) { return pairs(s) > pairs(t); });
+  } else {
+    for (int64_t first = 0; first < num_tiles; first += per_camera)
+      std::stable_sort(order.begin() + first, order.begin() + first + per_camera,
+                       [&](int64_t s, int64_t t) { return pairs(s) > pairs(t); });
+  }
   return order;
 }
 

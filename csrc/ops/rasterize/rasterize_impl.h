@@ -65,6 +65,12 @@ GSL_HD void load_surfel_shapes(const Args& a, int64_t n0, int count, SurfelLanes
                                const int64_t* surfels = nullptr) {
 #if !defined(__CUDACC__)  // vector lanes exist on the host only
   if constexpr (Lanes<F>::kWidth > 1) {
+    // A listed group of consecutive surfels (lists ascend, so first + W - 1 == last says it)
+    // loads as an unlisted one.
+    if (count == Lanes<F>::kWidth && surfels != nullptr && surfels[count - 1] - surfels[0] == count - 1) {
+      n0 = surfels[0];
+      surfels = nullptr;
+    }
     if (count == Lanes<F>::kWidth && surfels == nullptr) {
       for (int i = 0; i < 3; ++i) s.mean[i] = load_strided<F>(a.means + 3 * n0 + i, 3);
       for (int i = 0; i < 4; ++i) s.quat[i] = load_strided<F>(a.quats + 4 * n0 + i, 4);
