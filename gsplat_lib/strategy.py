@@ -189,6 +189,7 @@ class DefaultStrategy(Strategy):
             result.radii.contiguous(),
             int(width),
             int(height),
+            item_surfels=getattr(result, "item_surfels", None),  # packed items of a multi-scene render
         )
 
     # ------------------------------------------------------------------ densification

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from gsplat_lib import rasterize_surfels
+from gsplat_lib.ops.densify import accumulate_screen_stats
 from gsplat_lib.ops.rasterize_scenes import check_scene_ids, plan_scene_items
 from rasterize_scenes import IMAGE_OUTPUTS, PARAMS, random_cameras, random_surfels
 
@@ -29,10 +30,14 @@ def packed_scenes(surfels_per_scene, cameras_per_scene, channels=3, seed=0):
     return params, scene_ids, viewmats, Ks, camera_scene_ids, backgrounds
 
 
-def render(params, viewmats, Ks, backgrounds, cotangents, sh_degree=None, **scene_ids):
-    """A render, its loss sum(output * cotangent) backpropagated: outputs, per-item outputs, gradients."""
-    leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-    bg = backgrounds.clone().requires_grad_(True)
+def render(params, viewmats, Ks, backgrounds, cotangents, sh_degree=None, device="cpu", **scene_ids):
+    """A render on ``device``, its loss sum(output * cotangent) backpropagated: outputs, per-item
+    outputs, gradients (on the CPU)."""
+    leaves = {k: v.to(device).clone().requires_grad_(True) for k, v in params.items()}
+    bg = backgrounds.to(device).clone().requires_grad_(True)
+    viewmats, Ks = viewmats.to(device), Ks.to(device)
+    cotangents = {k: v.to(device) for k, v in cotangents.items()}
+    scene_ids = {k: v.to(device) for k, v in scene_ids.items()}
     color_args = dict(colors=leaves["colors"]) if sh_degree is None else dict(sh=leaves["colors"],
                                                                                 sh_degree=sh_degree)
     out = rasterize_surfels(leaves["means"], leaves["quats"], leaves["scales"], leaves["opacities"],
@@ -44,7 +49,7 @@ def render(params, viewmats, Ks, backgrounds, cotangents, sh_degree=None, **scen
     result.update({f"grad_{k}": leaves[k].grad for k in PARAMS})
     result.update(grad_backgrounds=bg.grad, screen_grad=out.screen_grad.grad, screen_absgrad=out.screen_absgrad.grad,
                   item_cameras=out.item_cameras, item_surfels=out.item_surfels)
-    return result
+    return {k: None if v is None else v.cpu() for k, v in result.items()}
 
 
 def image_cotangents(num_cameras, channels, seed=5):
@@ -54,10 +59,10 @@ def image_cotangents(num_cameras, channels, seed=5):
 
 
 def assert_scenes_match(params, scene_ids, viewmats, Ks, camera_scene_ids, backgrounds, sh_degree=None,
-                        bitwise_colors=True):
+                        bitwise_colors=True, device="cpu"):
     channels = backgrounds.shape[1]
     cotangents = image_cotangents(viewmats.shape[0], channels)
-    packed = render(params, viewmats, Ks, backgrounds, cotangents, sh_degree, scene_ids=scene_ids,
+    packed = render(params, viewmats, Ks, backgrounds, cotangents, sh_degree, device, scene_ids=scene_ids,
                     camera_scene_ids=camera_scene_ids)
     assert packed["item_cameras"].shape == packed["item_surfels"].shape == packed["radii"].shape[:1]
     covered = torch.zeros(scene_ids.shape[0], dtype=torch.bool)
@@ -68,7 +73,7 @@ def assert_scenes_match(params, scene_ids, viewmats, Ks, camera_scene_ids, backg
             continue
         covered[surfels] = True
         alone = render({k: v[surfels] for k, v in params.items()}, viewmats[cameras], Ks[cameras],
-                       backgrounds[cameras], {k: v[cameras] for k, v in cotangents.items()}, sh_degree)
+                       backgrounds[cameras], {k: v[cameras] for k, v in cotangents.items()}, sh_degree, device)
         for k in IMAGE_OUTPUTS:
             assert torch.equal(packed[k][cameras], alone[k]), (s, k)
         assert torch.equal(packed["grad_backgrounds"][cameras], alone["grad_backgrounds"]), s
@@ -194,3 +199,27 @@ def test_bad_scene_ids_are_errors_naming_them():
     with pytest.raises(ValueError, match=r"colors: with scene ids give colors \[N, D\]"):
         rasterize_surfels(*args[:4], per_camera_colors, *args[5:], scene_ids=scene_ids,
                           camera_scene_ids=camera_scene_ids)
+
+
+def test_densification_statistics_accumulate_per_surfel():
+    params, scene_ids, viewmats, Ks, camera_scene_ids, backgrounds = packed_scenes([30, 45, 0, 20], [2, 3, 1, 1],
+                                                                                   seed=13)
+    cotangents = image_cotangents(viewmats.shape[0], 3)
+    packed = render(params, viewmats, Ks, backgrounds, cotangents, scene_ids=scene_ids,
+                    camera_scene_ids=camera_scene_ids)
+    num_surfels = scene_ids.shape[0]
+    stats = [torch.zeros(num_surfels), torch.zeros(num_surfels), torch.zeros(num_surfels, dtype=torch.int32),
+             torch.zeros(num_surfels)]
+    accumulate_screen_stats(*stats, packed["screen_grad"], packed["screen_absgrad"], packed["radii"], WIDTH, HEIGHT,
+                            item_surfels=packed["item_surfels"])
+    assert int(stats[2].sum()) > 0
+    for s in range(4):
+        cameras, surfels = torch.nonzero(camera_scene_ids == s).flatten(), torch.nonzero(scene_ids == s).flatten()
+        alone = render({k: v[surfels] for k, v in params.items()}, viewmats[cameras], Ks[cameras],
+                       backgrounds[cameras], {k: v[cameras] for k, v in cotangents.items()})
+        expected = [torch.zeros(surfels.numel()), torch.zeros(surfels.numel()),
+                    torch.zeros(surfels.numel(), dtype=torch.int32), torch.zeros(surfels.numel())]
+        accumulate_screen_stats(*expected, alone["screen_grad"], alone["screen_absgrad"], alone["radii"], WIDTH,
+                                HEIGHT)
+        for got, want in zip(stats, expected):
+            assert torch.equal(got[surfels], want), s

@@ -143,6 +143,20 @@ def test_statistics_accumulate_ndc_norms_counts_and_max_radii():
     assert strategy.max_radii2D.tolist() == [9.0, 2.0, 0.0]
 
 
+def test_statistics_of_a_packed_multi_scene_render_equal_the_per_camera_ones():
+    # The same (camera, surfel) pairs as above, packed: only the visible items, with their surfels.
+    model = make_model([[0.01, 0.01]] * 3, [0.5] * 3)
+    per_camera, packed = (DefaultStrategy(refine_start=100, loss_is_batch_mean=False) for _ in range(2))
+    screen_grad = torch.tensor([[[0.3, 0.4], [1.0, 0.0], [0.0, 2.0]], [[0.6, 0.8], [0.0, 0.0], [0.0, 0.0]]])
+    radii = torch.tensor([[[4, 7], [2, 2], [0, 0]], [[9, 1], [0, 0], [0, 0]]], dtype=torch.int32)
+    per_camera.step_post_backward(model, fake_result(screen_grad, radii), 1)
+    result = fake_result(screen_grad.reshape(6, 2)[[0, 1, 3]], radii.reshape(6, 2)[[0, 1, 3]])
+    result.colors, result.item_surfels = torch.zeros(2, HEIGHT, WIDTH, 3), torch.tensor([0, 1, 0])
+    packed.step_post_backward(model, result, 1)
+    for name in ("grad_acc", "absgrad_acc", "count", "max_radii2D"):
+        assert torch.equal(getattr(packed, name), getattr(per_camera, name)), name
+
+
 def test_batch_mean_loss_gradients_are_scaled_back_by_the_camera_count():
     model = make_model([[0.01, 0.01]] * 2, [0.5] * 2)
     screen_grad = torch.full((2, 2, 2), 0.1)

@@ -100,6 +100,16 @@ void remap_rows_cpu(const RemapParams& params, int num_threads) {
 }
 
 void accumulate_screen_stats_cpu(const ScreenStatsParams& p, int num_threads) {
+  if (p.item_surfels != nullptr) {
+    // Packed items, in order: one pass, each item added to its surfel as it comes.
+    for (int64_t i = 0; i < p.num_items; ++i) {
+      const int64_t n = p.item_surfels[i];
+      SurfelScreenStats s = load_screen_stats(n, p.grad_acc, p.absgrad_acc, p.count, p.max_radii);
+      add_item_screen_stats(i, p.screen_grad, p.screen_absgrad, p.radii, p.half_width, p.half_height, s);
+      store_screen_stats(n, s, p.grad_acc, p.absgrad_acc, p.count, p.max_radii);
+    }
+    return;
+  }
   cpu::parallel_for(p.num_surfels, num_threads, 16384, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n)
       accumulate_surfel_screen_stats(n, p.num_surfels, p.num_cameras, p.screen_grad, p.screen_absgrad, p.radii,
