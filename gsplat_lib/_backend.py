@@ -76,7 +76,7 @@ def device_index(device: torch.device) -> int:
 
 
 # The dtype codes of csrc/bindings/fields.h.
-_DTYPE_CODES = {torch.float32: "f", torch.int32: "i", torch.int64: "l", torch.bool: "b"}
+_DTYPE_CODES = {torch.float32: "f", torch.int32: "i", torch.int64: "l", torch.bool: "b", torch.uint8: "B"}
 
 
 def buffer(tensor: Optional[torch.Tensor]) -> Optional[Tuple[int, int, str]]:
