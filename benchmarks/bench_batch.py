@@ -5,7 +5,7 @@ fixed seed), one 128x128 view of each. "batched" renders all of them in ONE call
 (``scene_ids`` / ``camera_scene_ids``), "loop" calls ``rasterize_surfels`` once per object on
 slices of the same leaf tensors (what a trainer with one decoder output would do); both sum the
 same loss over all images and run one backward. Times are the best of ``--repeats`` runs of the
-forward (no grad) and of forward+backward. Peak memory of one forward+backward: on the CPU the
+forward (no grad) and of forward+backward, the two ways alternating run by run. Peak memory of one forward+backward: on the CPU the
 process's resident high-water mark above what it held before the step (each measured in a fresh
 process whose large allocations are mappings of their own, ``/proc/self/clear_refs`` resets
 the mark after the inputs are built and one warm-up step), on CUDA
@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 import gsplat_lib  # noqa: E402
 from gsplat_lib import rasterize_surfels  # noqa: E402
+from bench_rasterize import synchronize  # noqa: E402
 from rasterize_scenes import random_cameras, random_surfels  # noqa: E402
 
 SIZE = 128
@@ -100,21 +101,12 @@ class Workload:
         return {k: v.grad.clone() for k, v in self.leaves.items()}
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def best_time(fn, device, repeats: int) -> float:
-    fn()  # warm up
+def best_time_once(fn, device) -> float:
     synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
 
 
 def _status_kib(field: str) -> int:
@@ -168,9 +160,16 @@ def run_case(args, num_objects: int, device: torch.device):
     row = dict(device=str(device), objects=num_objects, surfels=surfels, width=SIZE, height=SIZE,
                threads=gsplat_lib._backend.num_threads() if device.type == "cpu" else None,
                same_gradients=check_equal(workload))
-    for mode in MODES:
-        row[f"{mode}_forward_s"] = best_time(lambda: workload.render(mode, grad=False), device, args.repeats)
-        row[f"{mode}_forward_backward_s"] = best_time(lambda: workload.forward_backward(mode), device, args.repeats)
+    # Alternating rounds (batched, loop, batched, ...): a burst of the host's own load then
+    # slows both sides of a round, not one case.
+    for kind, run in (("forward", lambda mode: workload.render(mode, grad=False)),
+                      ("forward_backward", workload.forward_backward)):
+        for mode in MODES:
+            row[f"{mode}_{kind}_s"] = float("inf")
+            run(mode)  # warm up
+        for _ in range(args.repeats):
+            for mode in MODES:
+                row[f"{mode}_{kind}_s"] = min(row[f"{mode}_{kind}_s"], best_time_once(lambda: run(mode), device))
     for mode in MODES:
         row[f"{mode}_peak_bytes"] = (cpu_peak_bytes(args, num_objects, mode) if device.type == "cpu"
                                      else cuda_peak_bytes(workload, mode))
@@ -184,14 +183,14 @@ def print_table(rows) -> None:
     header = (f"{'device':6s} {'objects':>7s} {'surfels':>9s} | {'fwd batched':>11s} {'fwd loop':>9s} {'ratio':>6s} | "
               f"{'f+b batched':>11s} {'f+b loop':>9s} {'ratio':>6s} | {'peak batched':>12s} {'peak loop':>10s} "
               f"{'B/surfel':>8s} | same")
-    print(header)
+    print(header, flush=True)
     print("-" * len(header))
     for r in rows:
         print(f"{r['device']:6s} {r['objects']:7d} {r['surfels']:9d} | {r['batched_forward_s']:10.3f}s "
               f"{r['loop_forward_s']:8.3f}s {r['forward_speedup']:5.2f}x | {r['batched_forward_backward_s']:10.3f}s "
               f"{r['loop_forward_backward_s']:8.3f}s {r['forward_backward_speedup']:5.2f}x | "
               f"{r['batched_peak_bytes'] / 2**20:9.0f} MiB {r['loop_peak_bytes'] / 2**20:6.0f} MiB "
-              f"{r['batched_peak_bytes'] / r['surfels']:8.0f} | {r['same_gradients']}")
+              f"{r['batched_peak_bytes'] / r['surfels']:8.0f} | {r['same_gradients']}", flush=True)
 
 
 def main() -> None:

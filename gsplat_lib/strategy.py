@@ -42,6 +42,9 @@ class DensifyReport(NamedTuple):
     pruned_by_opacity: int
     pruned_by_world_size: int
     pruned_by_screen_size: int
+    #: [num_after] int64: the old row of each surfel. Per-surfel data kept outside the model
+    #: follows with ``data[report.source]``, e.g. the scene ids of a packed multi-scene model.
+    source: Optional[torch.Tensor] = None
 
 
 def _in_plane_axes(quats: torch.Tensor):
@@ -248,6 +251,7 @@ class DefaultStrategy(Strategy):
             pruned_by_opacity=int(by_opacity.sum()),
             pruned_by_world_size=int(by_world_size.sum()),
             pruned_by_screen_size=int(by_screen_size.sum()),
+            source=plan.source,
         )
 
     # ------------------------------------------------------------------ persistence

@@ -99,6 +99,7 @@ def test_every_rule_fires_with_the_expected_counts():
 
     # Rows: survivors 0, 4, 7; the clone of 4; the two children of 5.
     source = torch.tensor([0, 4, 7, 4, 5, 5])
+    assert torch.equal(report.source, source)  # scene ids of a packed model: scene_ids[report.source]
     for name in ("quats", "opacity_logits", "sh_dc", "sh_rest"):
         assert torch.equal(model.params[name].detach(), before[name][source])
     assert torch.equal(model.params["means"].detach()[:4], before["means"][source[:4]])
