@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/huge_pages.h"
 #include "cpu/parallel.h"
 #include "ops/rasterize/cpu/tile_passes.h"
 #include "ops/rasterize/rasterize_impl.h"
@@ -127,6 +128,14 @@ void project_cpu(const ProjectArgs& args, int num_threads) {
     throw std::invalid_argument("rasterize: project takes exactly one of tile_counts and pair_ends");
   ProjectArgs a = args;
   if (a.pair_ends != nullptr) a.tile_counts = a.pair_ends;  // the counts, summed in place below
+  // Many cameras' items are large fresh buffers (a packed multi-scene call's above all).
+  cpu::advise_huge_pages(a.M, 9 * items);
+  cpu::advise_huge_pages(a.normals, 3 * items);
+  cpu::advise_huge_pages(a.means2d, 2 * items);
+  cpu::advise_huge_pages(a.depths, items);
+  cpu::advise_huge_pages(a.radii, 2 * items);
+  cpu::advise_huge_pages(a.pixel_rects, 4 * items);
+  cpu::advise_huge_pages(a.tile_counts, items);
   cpu::parallel_for(items, num_threads, 4096, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
   // One serial loop, the sum kept in a register (reading back the previous store would chain
   // every item on store forwarding).
@@ -160,6 +169,11 @@ void backward_cpu(const BackwardArgs& a, int num_threads) {
 }
 
 void reduce_cpu(const ReduceArgs& a, int num_threads) {
+  const int64_t items = a.dims.num_items;
+  cpu::advise_huge_pages(a.v_M, 9 * items);
+  cpu::advise_huge_pages(a.v_opacities_cn, items);
+  cpu::advise_huge_pages(a.v_normals, 3 * items);
+  cpu::advise_huge_pages(a.v_colors, a.dims.num_channels * items);
   cpu::parallel_for(a.dims.num_items, num_threads, 1024, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) reduce_item(a, item);
   });
