@@ -3,14 +3,14 @@
 The TRELLIS-style workload of issue 29: O objects of 10k-50k surfels each (sizes drawn with a
 fixed seed), one 128x128 view of each. "batched" renders all of them in ONE call
 (``scene_ids`` / ``camera_scene_ids``), "loop" calls ``rasterize_surfels`` once per object on
-slices of the same leaf tensors (what a trainer with one decoder output would do); both sum the
-same loss over all images and run one backward. Times are the best of ``--repeats`` runs of the
-forward (no grad) and of forward+backward, the two ways alternating run by run. Peak memory of one forward+backward: on the CPU the
-process's resident high-water mark above what it held before the step (each measured in a fresh
-process whose large allocations are mappings of their own, ``/proc/self/clear_refs`` resets
-the mark after the inputs are built and one warm-up step), on CUDA
-``torch.cuda.max_memory_allocated`` above the inputs. Also checks once that both give the same
-images and gradients (bit for bit).
+``torch.split`` parts of the same leaf tensors (what a trainer with one decoder output would
+do); both sum the same loss over all images and run one backward. Times are the best of
+``--repeats`` runs of the forward (no grad) and of forward+backward, the two ways alternating
+run by run. Peak memory of one forward+backward: on the CPU the process's resident high-water
+mark above what it held before the step (each measured in a fresh process whose large
+allocations are mappings of their own, ``/proc/self/clear_refs`` resets the mark after the
+inputs are built and one warm-up step), on CUDA ``torch.cuda.max_memory_allocated`` above the
+inputs. Also checks once that both give the same images and gradients (bit for bit).
 
     python benchmarks/bench_batch.py [--objects 64,256] [--quick] [--repeats 3] [--out bench_batch.json]
 """
@@ -73,6 +73,7 @@ class Workload:
             num_objects, min_surfels, max_surfels, device)
         self.leaves = {k: v.requires_grad_(True) for k, v in params.items()}
         self.camera_scene_ids = torch.arange(num_objects, device=device)
+        self.counts = [b - a for a, b in zip(self.starts[:-1], self.starts[1:])]
         self.num_objects = num_objects
 
     def render(self, mode: str, grad: bool):
@@ -83,12 +84,14 @@ class Workload:
                 return image_loss(rasterize_surfels(p["means"], p["quats"], p["scales"], p["opacities"], p["colors"],
                                                    self.viewmats, self.Ks, SIZE, SIZE, scene_ids=self.scene_ids,
                                                    camera_scene_ids=self.camera_scene_ids))
+            # One split per tensor (its backward is one concatenation; slicing each object out
+            # would make every slice's backward a full-size zero tensor: O(objects x surfels)).
+            parts = {k: torch.split(v, self.counts) for k, v in p.items()}
             loss = torch.zeros((), device=self.device)
             for o in range(self.num_objects):
-                rows = slice(self.starts[o], self.starts[o + 1])
                 loss = loss + image_loss(rasterize_surfels(
-                    p["means"][rows], p["quats"][rows], p["scales"][rows], p["opacities"][rows], p["colors"][rows],
-                    self.viewmats[o:o + 1], self.Ks[o:o + 1], SIZE, SIZE))
+                    parts["means"][o], parts["quats"][o], parts["scales"][o], parts["opacities"][o],
+                    parts["colors"][o], self.viewmats[o:o + 1], self.Ks[o:o + 1], SIZE, SIZE))
             return loss
 
     def forward_backward(self, mode: str) -> None:
