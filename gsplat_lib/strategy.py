@@ -42,9 +42,11 @@ class DensifyReport(NamedTuple):
     pruned_by_opacity: int
     pruned_by_world_size: int
     pruned_by_screen_size: int
-    #: [num_after] int64: the old row of each surfel. Per-surfel data kept outside the model
-    #: follows with ``data[report.source]``, e.g. the scene ids of a packed multi-scene model.
-    source: Optional[torch.Tensor] = None
+
+
+def _finite_pairs(grad: torch.Tensor) -> torch.Tensor:
+    """``grad`` [..., 2] with every pair holding NaN or Inf set to (0, 0)."""
+    return torch.where(torch.isfinite(grad).all(-1, keepdim=True), grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
 
 
 def _in_plane_axes(quats: torch.Tensor):
@@ -64,7 +66,8 @@ class DefaultStrategy(Strategy):
     - every step: accumulate, per surfel, the norm of the screen-space gradient in NDC
       units (``gsplat_lib.ops.densify.accumulate_screen_stats``), its absolute variant, the
       number of (step, camera) pairs where it was visible, and its largest screen radius
-      ``max_radii2D`` (pixels), over all cameras of the batched render;
+      ``max_radii2D`` (pixels), over all cameras of the batched render; a camera whose
+      gradient holds NaN or Inf adds 0 (the surfel still counts as seen);
     - when ``step > refine_start`` and ``step % refine_every == 0``: densify and prune, then
       reset the accumulators;
     - when ``step % reset_every == 0``: opacity = min(opacity, ``reset_opacity_value``) and
@@ -113,6 +116,10 @@ class DefaultStrategy(Strategy):
     absgrad_acc: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
     count: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
     max_radii2D: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
+    #: [M] int64 after a densification: the old row of each surfel. Per-surfel data kept outside
+    #: the model follows with ``data[strategy.last_source]``, e.g. the scene ids of a packed
+    #: multi-scene model. Not part of the state: read it right after the step.
+    last_source: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
     generator: torch.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -178,6 +185,9 @@ class DefaultStrategy(Strategy):
                 "DefaultStrategy.step_post_backward: result.screen_grad.grad is None; call "
                 "loss.backward() on a loss of this render first"
             )
+        # A non-finite gradient (a blown-up step) adds nothing: the surfel's mean would stay NaN,
+        # and NaN >= threshold never densifies it again.
+        screen_grad, screen_absgrad = _finite_pairs(screen_grad), _finite_pairs(screen_absgrad)
         num_cameras, height, width = result.colors.shape[:3]
         if self.loss_is_batch_mean and num_cameras > 1:
             screen_grad = screen_grad * num_cameras
@@ -242,6 +252,7 @@ class DefaultStrategy(Strategy):
             override_rows=plan.is_split_child,
         )
         self._reset_accumulators(model.num_surfels, model.device)
+        self.last_source = plan.source
         return DensifyReport(
             num_before=num_before,
             num_after=model.num_surfels,
@@ -251,7 +262,6 @@ class DefaultStrategy(Strategy):
             pruned_by_opacity=int(by_opacity.sum()),
             pruned_by_world_size=int(by_world_size.sum()),
             pruned_by_screen_size=int(by_screen_size.sum()),
-            source=plan.source,
         )
 
     # ------------------------------------------------------------------ persistence

@@ -249,3 +249,10 @@ def test_rejects_bad_scene_ids():
         gsplat_lib.knn(points, 2, scene_ids=[0] * 5)
     with pytest.raises(ValueError, match="scene_ids must be on cpu"):
         gsplat_lib.knn(points, 2, scene_ids=torch.zeros(5, dtype=torch.int64, device="meta"))
+
+
+def test_k_whose_outputs_cannot_fit_is_refused():
+    with pytest.raises(ValueError, match=r"k=2147483647 neighbours of 10 points.*GiB"):
+        gsplat_lib.knn(torch.rand(10, 3), 2**31 - 1)
+    indices, sq_dists = gsplat_lib.knn(torch.rand(0, 3), 2**31 - 1)  # nothing to hold
+    assert indices.shape == (0, 2**31 - 1) and sq_dists.numel() == 0

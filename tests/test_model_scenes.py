@@ -52,8 +52,8 @@ def test_a_packed_model_trains_and_densifies_with_its_scene_ids():
             reports.append(report)
             survivors_and_clones = slice(0, report.num_after - 2 * report.num_split)
             assert torch.equal(model.means.detach()[survivors_and_clones],
-                               before[report.source[survivors_and_clones]])
-            scene_ids = scene_ids[report.source]
+                               before[strategy.last_source[survivors_and_clones]])
+            scene_ids = scene_ids[strategy.last_source]
             assert scene_ids.shape == (model.num_surfels,)
     assert len(reports) == 2 and any(r.num_after > r.num_before for r in reports)
     assert set(scene_ids.tolist()) == {0, 1}

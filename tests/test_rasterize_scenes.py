@@ -30,7 +30,8 @@ def packed_scenes(surfels_per_scene, cameras_per_scene, channels=3, seed=0):
     return params, scene_ids, viewmats, Ks, camera_scene_ids, backgrounds
 
 
-def render(params, viewmats, Ks, backgrounds, cotangents, sh_degree=None, device="cpu", **scene_ids):
+def render(params, viewmats, Ks, backgrounds, cotangents, sh_degree=None, device="cpu", semantics="gsplat_lib",
+           **scene_ids):
     """A render on ``device``, its loss sum(output * cotangent) backpropagated: outputs, per-item
     outputs, gradients (on the CPU)."""
     leaves = {k: v.to(device).clone().requires_grad_(True) for k, v in params.items()}
@@ -42,11 +43,13 @@ def render(params, viewmats, Ks, backgrounds, cotangents, sh_degree=None, device
                                                                                 sh_degree=sh_degree)
     out = rasterize_surfels(leaves["means"], leaves["quats"], leaves["scales"], leaves["opacities"],
                             viewmats=viewmats, Ks=Ks, width=WIDTH, height=HEIGHT, near=0.3, far=20.0,
-                            backgrounds=bg, **color_args, **scene_ids)
+                            backgrounds=bg, semantics=semantics, **color_args, **scene_ids)
     loss = sum((getattr(out, k) * cotangents[k]).sum() for k in IMAGE_OUTPUTS)
     loss.backward()
     result = {k: getattr(out, k).detach() for k in IMAGE_OUTPUTS + ITEM_OUTPUTS}
     result.update({f"grad_{k}": leaves[k].grad for k in PARAMS})
+    if out.center_grad is not None:
+        result["center_grad"] = out.center_grad.grad
     result.update(grad_backgrounds=bg.grad, screen_grad=out.screen_grad.grad, screen_absgrad=out.screen_absgrad.grad,
                   item_cameras=out.item_cameras, item_surfels=out.item_surfels)
     return {k: None if v is None else v.cpu() for k, v in result.items()}
@@ -59,10 +62,10 @@ def image_cotangents(num_cameras, channels, seed=5):
 
 
 def assert_scenes_match(params, scene_ids, viewmats, Ks, camera_scene_ids, backgrounds, sh_degree=None,
-                        bitwise_colors=True, device="cpu"):
+                        bitwise_colors=True, device="cpu", semantics="gsplat_lib"):
     channels = backgrounds.shape[1]
     cotangents = image_cotangents(viewmats.shape[0], channels)
-    packed = render(params, viewmats, Ks, backgrounds, cotangents, sh_degree, device, scene_ids=scene_ids,
+    packed = render(params, viewmats, Ks, backgrounds, cotangents, sh_degree, device, semantics, scene_ids=scene_ids,
                     camera_scene_ids=camera_scene_ids)
     assert packed["item_cameras"].shape == packed["item_surfels"].shape == packed["radii"].shape[:1]
     covered = torch.zeros(scene_ids.shape[0], dtype=torch.bool)
@@ -73,14 +76,16 @@ def assert_scenes_match(params, scene_ids, viewmats, Ks, camera_scene_ids, backg
             continue
         covered[surfels] = True
         alone = render({k: v[surfels] for k, v in params.items()}, viewmats[cameras], Ks[cameras],
-                       backgrounds[cameras], {k: v[cameras] for k, v in cotangents.items()}, sh_degree, device)
+                       backgrounds[cameras], {k: v[cameras] for k, v in cotangents.items()}, sh_degree, device,
+                       semantics)
         for k in IMAGE_OUTPUTS:
             assert torch.equal(packed[k][cameras], alone[k]), (s, k)
         assert torch.equal(packed["grad_backgrounds"][cameras], alone["grad_backgrounds"]), s
         for j, c in enumerate(cameras.tolist()):
             rows = packed["item_cameras"] == c
             assert torch.equal(packed["item_surfels"][rows], surfels), (s, c)
-            for k in ITEM_OUTPUTS + ["screen_grad", "screen_absgrad"]:
+            for k in ITEM_OUTPUTS + ["screen_grad", "screen_absgrad"] + (["center_grad"] if "center_grad" in packed
+                                                                           else []):
                 assert torch.equal(packed[k][rows], alone[k][j]), (s, c, k)
         for k in PARAMS:
             expected, actual = alone[f"grad_{k}"], packed[f"grad_{k}"][surfels]
@@ -98,6 +103,10 @@ def test_each_camera_equals_a_call_with_only_its_scene():
     scenes = packed_scenes([30, 0, 45, 20, 1, 60], [2, 1, 4, 0, 1, 1], seed=1)
     packed = assert_scenes_match(*scenes)
     assert packed["radii"].shape[0] == 30 * 2 + 45 * 4 + 1 + 60  # items, not C x N
+
+
+def test_upstream_semantics_too():
+    assert_scenes_match(*packed_scenes([30, 0, 45, 20, 1], [2, 1, 3, 0, 1], seed=14), semantics="upstream")
 
 
 def test_sh_colours_and_other_channel_counts():

@@ -21,6 +21,11 @@ def test_cuda_each_camera_equals_a_cuda_call_with_only_its_scene():
     assert_scenes_match(*packed_scenes([30, 0, 45, 20, 1, 60], [2, 1, 4, 0, 1, 1], seed=1), device="cuda")
 
 
+def test_cuda_upstream_semantics_too():
+    assert_scenes_match(*packed_scenes([30, 0, 45, 20, 1], [2, 1, 3, 0, 1], seed=14), semantics="upstream",
+                        device="cuda")
+
+
 def test_cuda_sh_colours_and_other_channel_counts():
     params, *rest = packed_scenes([25, 40, 15], [1, 3, 2], channels=3, seed=2)
     params["colors"] = torch.randn(params["means"].shape[0], 9, 3, generator=torch.Generator().manual_seed(3)) * 0.3

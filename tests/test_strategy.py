@@ -99,7 +99,7 @@ def test_every_rule_fires_with_the_expected_counts():
 
     # Rows: survivors 0, 4, 7; the clone of 4; the two children of 5.
     source = torch.tensor([0, 4, 7, 4, 5, 5])
-    assert torch.equal(report.source, source)  # scene ids of a packed model: scene_ids[report.source]
+    assert torch.equal(strategy.last_source, source)  # scene ids of a packed model: scene_ids[last_source]
     for name in ("quats", "opacity_logits", "sh_dc", "sh_rest"):
         assert torch.equal(model.params[name].detach(), before[name][source])
     assert torch.equal(model.params["means"].detach()[:4], before["means"][source[:4]])
@@ -156,6 +156,21 @@ def test_statistics_of_a_packed_multi_scene_render_equal_the_per_camera_ones():
     packed.step_post_backward(model, result, 1)
     for name in ("grad_acc", "absgrad_acc", "count", "max_radii2D"):
         assert torch.equal(getattr(packed, name), getattr(per_camera, name)), name
+
+
+def test_non_finite_gradients_add_nothing_and_the_surfel_still_densifies_later():
+    model = make_model([[0.005, 0.005]] * 2, [0.5] * 2)
+    strategy = DefaultStrategy(refine_start=1, refine_every=3, reset_every=1000, loss_is_batch_mean=False)
+    radii = torch.full((1, 2, 2), 5, dtype=torch.int32)
+    blown_up = torch.tensor([[[float("nan"), 0.0], [float("inf"), 1.0]]])
+    strategy.step_post_backward(model, fake_result(blown_up, radii, blown_up), 1)
+    assert strategy.grad_acc.tolist() == [0.0, 0.0] and strategy.absgrad_acc.tolist() == [0.0, 0.0]
+    assert strategy.count.tolist() == [1, 1]
+    high = torch.full((1, 2, 2), 10 * HIGH_GRAD_NDC / (WIDTH / 2))
+    strategy.step_post_backward(model, fake_result(high, radii), 2)
+    report = strategy.step_post_backward(model, fake_result(high, radii), 3)
+    assert report is not None and report.num_cloned == 2  # mean 2/3 of ten times the threshold
+    assert torch.isfinite(strategy.grad_acc).all()
 
 
 def test_batch_mean_loss_gradients_are_scaled_back_by_the_camera_count():

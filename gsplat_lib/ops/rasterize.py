@@ -32,6 +32,10 @@ CPU_TILE_WIDTH: Optional[int] = None
 # else 4); 1 runs the scalar form of the math that the CUDA backend compiles. Every width
 # gives the same forward bits; tests set this to compare them.
 CPU_LANES = 0
+# The rasterizer's semantics: gsplat_lib's own (docs/design.md, "Rasterizer semantics") or
+# upstream 2DGS's (hbb1/diff-surfel-rasterization e0ed020; "Faithful mode"), which the compat
+# layer renders with by default.
+SEMANTICS = ("gsplat_lib", "upstream")
 
 
 @dataclass
@@ -50,13 +54,17 @@ class RasterResult:
     normals: torch.Tensor          # [C, H, W, 3] camera frame, alpha-weighted (not normalised)
     distortions: torch.Tensor      # [C, H, W, 1]
     radii: torch.Tensor            # [C, N, 2] (or [I, 2]) int32 half extents of the screen box, 0 = culled
-    means2d: torch.Tensor          # [C, N, 2] (or [I, 2]) projected centres (pixels)
+    means2d: torch.Tensor          # [C, N, 2] (or [I, 2]) projected centres (pixels); upstream semantics: e
     depths_surfel: torch.Tensor    # [C, N] (or [I]) camera-space depth of the centres
     screen_grad: torch.Tensor      # [C, N, 2] (or [I, 2]) leaf: .grad = dL/d(screen translation) after backward
     screen_absgrad: torch.Tensor   # [C, N, 2] (or [I, 2]) leaf: .grad = sum of |per-pixel| translation gradients
     evaluated_pairs: torch.Tensor  # [C, H, W] int32 (pixel, surfel) pairs the forward evaluated
     backward_pairs: torch.Tensor   # [C, H, W] int32 pairs the backward evaluated (filled by backward)
     viewmats: torch.Tensor         # [C, 4, 4] the cameras (for normals_world)
+    # [C, N, 2] (or [I, 2]) leaf in upstream semantics (None in gsplat_lib's): .grad = dL/d(means2d),
+    # the gradient through the screen fallback's centre e (upstream's dL/dmean2D before it is
+    # chained into the surfel).
+    center_grad: Optional[torch.Tensor] = None
     item_cameras: Optional[torch.Tensor] = None  # [I] int64 with scene ids: the camera of each row
     item_surfels: Optional[torch.Tensor] = None  # [I] int64 with scene ids: the surfel of each row
 
@@ -96,6 +104,7 @@ def rasterize_surfels(
     backgrounds: Optional[torch.Tensor] = None,
     scale_modifier: float = 1.0,
     deterministic: bool = True,
+    semantics: str = "gsplat_lib",
     scene_ids: Optional[torch.Tensor] = None,
     camera_scene_ids: Optional[torch.Tensor] = None,
 ) -> RasterResult:
@@ -122,6 +131,14 @@ def rasterize_surfels(
             atomically, in no fixed order: one gradient record per (camera, surfel) instead of
             one per (tile, surfel) pair, so less memory on large images, but gradients that may
             differ in the last bits from run to run. The CPU backend is deterministic either way.
+        semantics: ``"gsplat_lib"`` (docs/design.md, "Rasterizer semantics") or ``"upstream"``:
+            upstream 2DGS's rules (hbb1/diff-surfel-rasterization e0ed020; docs/design.md,
+            "Faithful mode"): no 3-sigma cut within upstream's 16x16 tiles, the screen fallback
+            centred on the ellipse-box centre e (``means2d``) with the ray-splat depth, stop at
+            T < 1e-4, far does not cull, upstream's radii (``radii[..., 0] == radii[..., 1]``), alpha's
+            0.99 clamp passed through by the backward, and upstream's statistic in
+            ``screen_grad`` (dL/dM02, dL/dM12 over the ray-splat pixels times the centre depth,
+            pixels) and ``screen_absgrad`` (sum of |dL/de| over the fallback pixels).
         scene_ids: ``[N]`` int64 >= 0, the scene of each surfel; with ``camera_scene_ids``
             ``[C]`` int64, the scene each camera sees. Each camera then renders only its scene's
             surfels (in any order in the inputs; a scene may have no surfels, or several cameras,
@@ -150,9 +167,10 @@ def rasterize_surfels(
     near, far = _check_planes(near, far)
     if not (isinstance(scale_modifier, (int, float)) and math.isfinite(scale_modifier) and scale_modifier > 0):
         raise ValueError(f"scale_modifier must be a finite number > 0, got {scale_modifier!r}")
-    _check_cameras(viewmats, Ks)
     if not isinstance(deterministic, bool):
         raise TypeError(f"deterministic must be a bool, got {type(deterministic).__name__}")
+    if semantics not in SEMANTICS:
+        raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
 
     checked_ids = check_scene_ids(scene_ids, camera_scene_ids, num_surfels, num_cameras, device)
     scenes: Optional[SceneItems] = None
@@ -183,10 +201,12 @@ def rasterize_surfels(
     num_channels = item_colors.shape[-1]
     if backgrounds is not None:
         backgrounds = check_tensor("backgrounds", backgrounds, (num_cameras, num_channels), device=device)
+    _check_cameras(viewmats, Ks, backgrounds)
 
     check_image_memory(num_cameras, width, height, num_channels, device)
     settings = raster_settings(num_cameras, num_surfels, num_channels, width, height, near, far, device,
-                               scale_modifier=float(scale_modifier), deterministic=deterministic, scenes=scenes)
+                               scale_modifier=float(scale_modifier), deterministic=deterministic,
+                               semantics=semantics, scenes=scenes)
     num_items = settings["num_items"]
 
     track = torch.is_grad_enabled()
@@ -195,18 +215,19 @@ def rasterize_surfels(
     item_shape = (num_cameras, num_surfels) if scenes is None else (num_items,)
     screen_grad = zero_view(*item_shape, 2, device=device).requires_grad_(track)
     screen_absgrad = zero_view(*item_shape, 2, device=device).requires_grad_(track)
+    center_grad = zero_view(*item_shape, 2, device=device).requires_grad_(track) if semantics == "upstream" else None
     # A diagnostic the backward fills in place (zeros until it runs).
     backward_pairs = zeros(num_cameras, height, width, dtype=torch.int32, device=device)
     (out_colors, out_alphas, out_depths, out_median_depths, out_normals, out_distortions, radii, means2d, depths,
      evaluated_pairs) = RasterizeSurfels.apply(
         means, quats, scales, opacities, item_colors, viewmats, Ks, backgrounds,
-        screen_grad, screen_absgrad, backward_pairs, settings, scenes,
+        screen_grad, screen_absgrad, center_grad, backward_pairs, settings, scenes,
     )
     return RasterResult(
         colors=out_colors, alphas=out_alphas, depths=out_depths, median_depths=out_median_depths,
         normals=out_normals, distortions=out_distortions, radii=radii, means2d=means2d, depths_surfel=depths,
         screen_grad=screen_grad, screen_absgrad=screen_absgrad, evaluated_pairs=evaluated_pairs,
-        backward_pairs=backward_pairs, viewmats=viewmats,
+        backward_pairs=backward_pairs, viewmats=viewmats, center_grad=center_grad,
         item_cameras=None if scenes is None else scenes.item_cameras,
         item_surfels=None if scenes is None else scenes.item_surfels,
     )
@@ -214,7 +235,8 @@ def rasterize_surfels(
 
 def raster_settings(num_cameras: int, num_surfels: int, num_channels: int, width: int, height: int, near: float,
                     far: float, device: torch.device, *, scale_modifier: float = 1.0,
-                    deterministic: bool = True, scenes: Optional[SceneItems] = None) -> Dict[str, object]:
+                    deterministic: bool = True, semantics: str = "gsplat_lib",
+                    scenes: Optional[SceneItems] = None) -> Dict[str, object]:
     """The sizes and settings every compiled pass of one call takes (the fields of the core's
     ``Dims``); ``num_pairs`` is set once the projection has counted the pairs. ``scenes``: the
     packed items of a call with scene ids."""
@@ -234,7 +256,7 @@ def raster_settings(num_cameras: int, num_surfels: int, num_channels: int, width
         num_items=num_cameras * num_surfels if scenes is None else scenes.num_items,
         num_scenes=0 if scenes is None else scenes.num_scenes,
         tile_width=tile_width, tiles_x=tiles_x, tiles_y=tiles_y, near_plane=near, far_plane=far,
-        scale_modifier=scale_modifier, cpu_lanes=CPU_LANES, num_pairs=0,
+        scale_modifier=scale_modifier, cpu_lanes=CPU_LANES, semantics=core().SEMANTICS[semantics], num_pairs=0,
         # The CPU gives each tile to one thread, which writes its pairs' records: no atomics to save.
         item_records=not deterministic and device.type == "cuda",
     )
@@ -257,19 +279,33 @@ def _check_planes(near: float, far: float):
     return float(near), float(far)
 
 
-def _check_cameras(viewmats: torch.Tensor, Ks: torch.Tensor) -> None:
+def _color_limit() -> float:
+    """The largest colour magnitude the rasterizer keeps (larger ones are culled)."""
+    return float(np.float32(3.4028235e38) / np.float32(core().COLOR_CULL_SCALE))
+
+
+def _check_cameras(viewmats: torch.Tensor, Ks: torch.Tensor, backgrounds: Optional[torch.Tensor]) -> None:
+    """The cameras and backgrounds are finite (they are not culled like surfels: a NaN there
+    would reach every pixel) and Ks are pinhole intrinsics."""
     # Few torch ops: on small renders each one's dispatch cost shows. On the CPU, numpy's
     # checks of these few values cost less still.
+    given = {"viewmats": viewmats, "Ks": Ks}
+    if backgrounds is not None:
+        given["backgrounds"] = backgrounds
     if viewmats.device.type == "cpu":
-        finite = {"viewmats": viewmats.detach().numpy(), "Ks": Ks.detach().numpy()}
+        finite = {name: value.detach().numpy() for name, value in given.items()}
         for name, values in finite.items():
             if not np.isfinite(values).all():
                 raise ValueError(f"{name} contains NaN or Inf")
+        backgrounds_usable = backgrounds is None or bool((np.abs(finite["backgrounds"]) <= _color_limit()).all())
         last_rows = finite["Ks"][:, 2, :].tolist()
     else:
-        if not bool(torch.isfinite(torch.cat((viewmats.reshape(-1), Ks.reshape(-1)))).all()):
-            name = "viewmats" if not bool(torch.isfinite(viewmats).all()) else "Ks"
+        if not bool(torch.isfinite(torch.cat([value.detach().reshape(-1) for value in given.values()])).all()):
+            name = next(name for name, value in given.items() if not bool(torch.isfinite(value).all()))
             raise ValueError(f"{name} contains NaN or Inf")
+        backgrounds_usable = backgrounds is None or bool((backgrounds.detach().abs() <= _color_limit()).all())
         last_rows = Ks[:, 2, :].tolist()
+    if not backgrounds_usable:  # colours that large are culled; a background cannot be
+        raise ValueError(f"backgrounds holds values beyond +-{_color_limit():.3g}, where float32 gradients overflow")
     if any(row != [0.0, 0.0, 1.0] for row in last_rows):
         raise ValueError("Ks must be pinhole intrinsics whose last row is (0, 0, 1)")

@@ -35,10 +35,17 @@ MAX_SH_DEGREE = 3
 
 # Squared distances below this (or non-finite ones) give no usable direction: the
 # surfel sits on the camera centre (and is culled by the rasterizer, z < near) or its
-# mean is not finite. Its direction is replaced by the camera's optical axis so that
-# neither the colour nor any gradient becomes NaN. 1e-20 keeps 1/|d|^3 in the
-# normalisation's backward far below float32's maximum.
+# mean is not finite. Its direction is replaced by a fixed unit vector (the camera's own
+# axis may be zero: viewmats are only required to be finite) so that neither the colour nor
+# any gradient becomes NaN. 1e-20 keeps 1/|d|^3 in the normalisation's backward far below
+# float32's maximum.
 _MIN_DIRECTION_NORM2 = 1e-20
+
+# A surfel whose evaluated coefficients are non-finite or beyond this magnitude gets a NaN
+# colour, which the rasterizer culls; its coefficients are replaced by zeros before the
+# evaluation, so that its zero colour gradient meets no Inf (0 * Inf is NaN) on its way to
+# the means. Colours this large are culled by the core anyway (docs/design.md, culling).
+_MAX_SH_COEFFICIENT = 1e18
 
 
 def num_sh_bases(degree: int) -> int:
@@ -112,33 +119,48 @@ def _add_sh_bands(degree: int, result: torch.Tensor, coeffs: torch.Tensor, dirs:
     )
 
 
-def _centres_and_axes(viewmats: torch.Tensor):
-    """Camera centres ``-R^T t`` ``[C, 3]`` and optical axes (third rows of R) ``[C, 3]``."""
+def _camera_centres(viewmats: torch.Tensor) -> torch.Tensor:
+    """Camera centres ``-R^T t``: ``[C, 3]``."""
     rotations = viewmats[:, :3, :3]  # [C, 3, 3]
     translations = viewmats[:, :3, 3]  # [C, 3]
-    return -torch.einsum("cji,cj->ci", rotations, translations), rotations[:, 2, :]
+    return -torch.einsum("cji,cj->ci", rotations, translations)
 
 
-def _unit_directions(offsets: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
+def _unit_directions(offsets: torch.Tensor) -> torch.Tensor:
     """``offsets / |offsets|``; where that is unusable (a mean on the camera centre, or not
-    finite), the camera's optical axis instead, through a double ``torch.where`` so the
-    gradient stays finite."""
+    finite), (0, 0, 1) instead, through a double ``torch.where`` so the gradient stays finite."""
     with torch.no_grad():
         norm2 = (offsets * offsets).sum(-1, keepdim=True)
         usable = torch.isfinite(norm2) & (norm2 > _MIN_DIRECTION_NORM2)
-    safe_offsets = torch.where(usable, offsets, axes)
+    fallback = torch.tensor((0.0, 0.0, 1.0), dtype=offsets.dtype, device=offsets.device).expand_as(offsets)
+    safe_offsets = torch.where(usable, offsets, fallback)
     return safe_offsets / torch.linalg.vector_norm(safe_offsets, dim=-1, keepdim=True)
 
 
 def view_directions(means: torch.Tensor, viewmats: torch.Tensor) -> torch.Tensor:
     """Unit vectors from each camera centre ``-R^T t`` to each mean: ``[C, N, 3]``.
 
-    A mean on a camera centre or a non-finite mean gets the camera's optical axis (the
-    third row of R) instead.
+    A mean on a camera centre or a non-finite mean gets the direction (0, 0, 1) instead,
+    through a double ``torch.where`` so the gradient stays finite.
     """
-    centres, axes = _centres_and_axes(viewmats)
-    offsets = means[None, :, :] - centres[:, None, :]  # [C, N, 3]
-    return _unit_directions(offsets, axes[:, None, :].expand_as(offsets))
+    offsets = means[None, :, :] - _camera_centres(viewmats)[:, None, :]  # [C, N, 3]
+    return _unit_directions(offsets)
+
+
+def _usable_sh(sh: torch.Tensor, needed: int):
+    """``(usable [N], safe_sh)``: whether a surfel's evaluated coefficients are all finite and
+    within 1e18, and the coefficients with the unusable surfels' replaced by zeros."""
+    with torch.no_grad():
+        evaluated = sh[:, :needed]
+        usable = (torch.isfinite(evaluated) & (evaluated.abs() <= _MAX_SH_COEFFICIENT)).flatten(1).all(1)  # [N]
+    return usable, torch.where(usable[:, None, None], sh, torch.zeros((), dtype=sh.dtype, device=sh.device))
+
+
+def _colors_of(values: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
+    """max(values + 0.5, 0), NaN (the rasterizer culls it) where not ``usable``."""
+    colors = torch.clamp_min(values + 0.5, 0.0)
+    return torch.where(usable[..., None], colors, torch.full((), float("nan"), dtype=values.dtype,
+                                                             device=values.device))
 
 
 def sh_to_colors(
@@ -153,7 +175,9 @@ def sh_to_colors(
         viewmats: ``[C, 4, 4]`` world-to-camera matrices (OpenCV).
 
     Returns:
-        ``[C, N, 3]``: ``max(eval_sh(sh_degree, sh, normalize(mean - campos_c)) + 0.5, 0)``.
+        ``[C, N, 3]``: ``max(eval_sh(sh_degree, sh, normalize(mean - campos_c)) + 0.5, 0)``;
+        NaN (the rasterizer culls it) for a surfel whose first ``(sh_degree + 1)^2``
+        coefficients are not all finite and within 1e18 in magnitude.
     """
     if not isinstance(sh, torch.Tensor) or sh.dim() != 3 or sh.shape[-1] != 3:
         shape = tuple(sh.shape) if isinstance(sh, torch.Tensor) else type(sh).__name__
@@ -168,8 +192,9 @@ def sh_to_colors(
     if viewmats.dim() != 3 or viewmats.shape[1:] != (4, 4):
         raise ValueError(f"viewmats must have shape [C, 4, 4], got {tuple(viewmats.shape)}")
     dirs = view_directions(means, viewmats.to(means.dtype))  # [C, N, 3]
-    values = eval_sh(sh_degree, sh[None], dirs)  # [C, N, 3]
-    return torch.clamp_min(values + 0.5, 0.0)
+    usable, safe_sh = _usable_sh(sh, needed)
+    values = eval_sh(sh_degree, safe_sh[None], dirs)  # [C, N, 3]
+    return _colors_of(values, usable[None, :])
 
 
 def sh_to_item_colors(sh: torch.Tensor, sh_degree: int, means: torch.Tensor, viewmats: torch.Tensor,
@@ -186,10 +211,10 @@ def sh_to_item_colors(sh: torch.Tensor, sh_degree: int, means: torch.Tensor, vie
         raise ValueError(
             f"sh has K={sh.shape[1]} coefficients but sh_degree={sh_degree} needs at least {needed}"
         )
-    centres, axes = _centres_and_axes(viewmats.to(means.dtype))
-    offsets = means[item_surfels] - centres[item_cameras]  # [I, 3]
-    dirs = _unit_directions(offsets, axes[item_cameras])
-    base = (SH_C0 * sh[:, 0, :])[item_surfels]
-    coeffs = sh[:, :needed][item_surfels] if sh_degree > 0 else sh[:0, :1]  # [I, needed, 3]
+    offsets = means[item_surfels] - _camera_centres(viewmats.to(means.dtype))[item_cameras]  # [I, 3]
+    dirs = _unit_directions(offsets)
+    usable, safe_sh = _usable_sh(sh, needed)
+    base = (SH_C0 * safe_sh[:, 0, :])[item_surfels]
+    coeffs = safe_sh[:, :needed][item_surfels] if sh_degree > 0 else safe_sh[:0, :1]  # [I, needed, 3]
     values = _add_sh_bands(sh_degree, base, coeffs, dirs)  # [I, 3]
-    return torch.clamp_min(values + 0.5, 0.0)
+    return _colors_of(values, usable[item_surfels])

@@ -50,6 +50,8 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Dict, Optional, Tuple
 
+import torch
+
 __all__ = ["TrainConfig", "Schedule", "NON_RESULT_FIELDS", "add_arguments", "config_from_args"]
 
 #: The number of steps the 2DGS recipe's step numbers refer to.
@@ -63,6 +65,31 @@ def _option(default, help_text: str, **extra):
 def _is_bool(spec) -> bool:
     """Whether a TrainConfig field is a bool (annotations are strings under postponed evaluation)."""
     return spec.type in ("bool", bool)
+
+
+# Float options: the values that mean something (a negative rate, a NaN threshold or an
+# opacity cut of 1 would train garbage or prune everything without saying why).
+_NUMBER_RANGES = {
+    "init_opacity": ("in (0, 1)", lambda x: 0 < x < 1),
+    "lambda_dssim": ("in [0, 1]", lambda x: 0 <= x <= 1),
+    "lambda_normal": (">= 0", lambda x: x >= 0),
+    "lambda_distortion": (">= 0", lambda x: x >= 0),
+    "depth_ratio": ("in [0, 1]", lambda x: 0 <= x <= 1),
+    "grad_threshold": (">= 0", lambda x: x >= 0),
+    "percent_dense": (">= 0", lambda x: x >= 0),
+    "prune_opacity": ("in [0, 1)", lambda x: 0 <= x < 1),
+    "prune_world_size": ("> 0", lambda x: x > 0),
+    "prune_screen_size": ("> 0", lambda x: x > 0),
+    "lr_means_init": ("> 0", lambda x: x > 0),
+    "lr_means_final": ("> 0", lambda x: x > 0),
+    "lr_sh_dc": (">= 0", lambda x: x >= 0),
+    "lr_sh_rest": (">= 0", lambda x: x >= 0),
+    "lr_opacity": (">= 0", lambda x: x >= 0),
+    "lr_scales": (">= 0", lambda x: x >= 0),
+    "lr_quats": (">= 0", lambda x: x >= 0),
+    "near": ("> 0", lambda x: x > 0),
+    "far": ("> 0", lambda x: x > 0),
+}
 
 
 @dataclass
@@ -88,7 +115,7 @@ class TrainConfig:
     white_background: bool = _option(
         False, "Composite NeRF-synthetic alpha over white (default black) and render over the same colour."
     )
-    sh_degree: int = _option(3, "Maximal spherical-harmonics degree (0 to 4).")
+    sh_degree: int = _option(3, "Maximal spherical-harmonics degree (0 to 3).")
     sh_degree_interval: Optional[int] = _option(
         None, "Steps between SH degree increases (2DGS: 1000). Default: ~3.3%% of the run."
     )
@@ -140,7 +167,7 @@ class TrainConfig:
     )
     keep_checkpoints: int = _option(2, "How many of the latest step checkpoints to keep (older ones are deleted).")
     force: bool = _option(False, "Discard everything in OUTPUT (checkpoints, markers, settings) and start over.")
-    progress: bool = _option(True, "Show a progress bar.", negative="--no-progress")
+    progress: bool = _option(True, "Do not show a progress bar.", negative="--no-progress")
     device: str = _option("cpu", "Torch device: cpu, cuda or cuda:N.")
     deterministic: bool = _option(
         True,
@@ -180,19 +207,19 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {spec.name} must be a bool, got {getattr(self, spec.name)!r}")
         if self.test_every < 0:
             raise ValueError(f"TrainConfig: test_every must be >= 0, got {self.test_every}")
-        if not 0 <= self.sh_degree <= 4:
-            raise ValueError(f"TrainConfig: sh_degree must be in [0, 4], got {self.sh_degree}")
-        if not 0.0 < self.init_opacity < 1.0:
-            raise ValueError(f"TrainConfig: init_opacity must be in (0, 1), got {self.init_opacity}")
-        if not 0.0 <= self.lambda_dssim <= 1.0:
-            raise ValueError(f"TrainConfig: lambda_dssim must be in [0, 1], got {self.lambda_dssim}")
-        if not 0.0 <= self.depth_ratio <= 1.0:
-            raise ValueError(f"TrainConfig: depth_ratio must be in [0, 1], got {self.depth_ratio}")
-        for name in ("lambda_normal", "lambda_distortion"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0.0):
-                raise ValueError(f"TrainConfig: {name} must be a finite number >= 0")
+        if not 0 <= self.sh_degree <= 3:
+            raise ValueError(f"TrainConfig: sh_degree must be in [0, 3], got {self.sh_degree}")
+        for name, (allowed, holds) in _NUMBER_RANGES.items():
+            value = getattr(self, name)
+            usable = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not (usable and holds(value)):
+                raise ValueError(f"TrainConfig: {name} must be a finite number {allowed}, got {value!r}")
         if self.mesh_voxel_size is not None and not (math.isfinite(self.mesh_voxel_size) and self.mesh_voxel_size > 0):
             raise ValueError(f"TrainConfig: mesh_voxel_size must be a finite number > 0, got {self.mesh_voxel_size!r}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"TrainConfig: device {self.device!r} is not a torch device (cpu, cuda, cuda:N): {error}") from None
         if not 0.0 < self.near < self.far:
             raise ValueError(f"TrainConfig: need 0 < near < far, got near={self.near}, far={self.far}")
 

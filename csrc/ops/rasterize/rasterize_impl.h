@@ -87,23 +87,29 @@ GSL_HD void load_surfel_shapes(const Args& a, int64_t n0, int count, SurfelLanes
   }
 }
 
-// Whether the n floats from p are all finite: x - x is 0 for a finite x and NaN otherwise,
+// Whether the n colour values from p are all usable: finite and within kColorLimit in
+// magnitude (beyond it, their products with weights and cotangents in the backward overflow
+// float32). x * s - x * s is 0 when x * s is finite and NaN otherwise (s = kColorCullScale),
 // and a NaN makes the sum NaN. In lanes F, without a branch per value.
 template <class F>
-GSL_HD bool all_finite(const float* p, int64_t n) {
+GSL_HD bool all_colors_usable(const float* p, int64_t n) {
   float tail = 0.f;
   int64_t i = 0;
 #if !defined(__CUDACC__)  // vector lanes exist on the host only
   if constexpr (constexpr int W = Lanes<F>::kWidth; W > 1) {
+    const F scale = broadcast<F>(kColorCullScale);
     F sum = broadcast<F>(0.f);
     for (; i + W <= n; i += W) {
-      const F v = load_lanes<F>(p + i);
+      const F v = load_lanes<F>(p + i) * scale;
       sum = sum + (v - v);
     }
     tail = sum_lanes(sum);
   }
 #endif
-  for (; i < n; ++i) tail += p[i] - p[i];
+  for (; i < n; ++i) {
+    const float v = p[i] * kColorCullScale;
+    tail += v - v;
+  }
   return tail == 0.f;
 }
 
@@ -120,28 +126,36 @@ GSL_HD SurfelLanes<F> load_surfels(const ProjectArgs& a, int64_t item0, int64_t 
     set_lane(s.opacity, lane, a.opacities[lane_surfel(surfels, n0, count, lane)]);
   // The lanes' colours are consecutive: one test for all of them, lane by lane only if it fails.
   const float* colors = a.colors + item0 * D;
-  const bool all = all_finite<F>(colors, int64_t(count) * D);
+  const bool all = all_colors_usable<F>(colors, int64_t(count) * D);
   for (int lane = 0; lane < Lanes<F>::kWidth; ++lane)
-    set_mask_lane(s.finite_color, lane, all || all_finite<float>(colors + (lane < count ? lane : 0) * D, D));
+    set_mask_lane(s.usable_color, lane, all || all_colors_usable<float>(colors + (lane < count ? lane : 0) * D, D));
   return s;
 }
 
 // Writes a projection's lanes [0, count) as the outputs of items item0, item0 + 1, ...: the
 // values are made in lanes (zeros where a surfel reaches no tile), then copied item by item.
-template <class F>
+template <Semantics S, class F>
 GSL_HD void store_projection(const ProjectArgs& a, int64_t item0, const ProjectionLanes<F>& p, int count) {
   using Int = typename Lanes<F>::Int;
   using Mask = typename Lanes<F>::Mask;
   constexpr int W = Lanes<F>::kWidth;
   const Dims& d = a.dims;
-  const RectLanes<F> rect = pixel_rect_lanes(p.box_lo, p.box_hi, d.width, d.height, TileColumns(d.tile_width));
+  const TileColumns tiles(d.tile_width);
+  const RectLanes<F> rect = S == Semantics::kUpstream
+                                ? upstream_rect_lanes(p.center, p.radius, d.width, d.height, tiles)
+                                : pixel_rect_lanes(p.box_lo, p.box_hi, d.width, d.height, tiles);
   const Int zero_int = broadcast_int_lanes<F>(0);
   const Mask kept = p.visible & Mask(rect.tiles > 0);
   const F zero = broadcast<F>(0.f);
   // Half extents around the projected centre, so means2d +- radii covers the box (never 0
-  // for a visible surfel: the box covers the fallback filter).
-  const F half[2] = {fmax_lanes(p.box_hi[0] - p.center[0], p.center[0] - p.box_lo[0]),
-                     fmax_lanes(p.box_hi[1] - p.center[1], p.center[1] - p.box_lo[1])};
+  // for a visible surfel: the box covers the fallback filter). Upstream semantics: its radius.
+  F half[2];
+  if constexpr (S == Semantics::kUpstream) {
+    half[0] = half[1] = p.radius;
+  } else {
+    half[0] = fmax_lanes(p.box_hi[0] - p.center[0], p.center[0] - p.box_lo[0]);
+    half[1] = fmax_lanes(p.box_hi[1] - p.center[1], p.center[1] - p.box_lo[1]);
+  }
   enum { kM = 0, kNormal = 9, kCenter = 12, kDepth = 14, kFloats = 15 };
   enum { kRect = 0, kRadii = 4, kTiles = 6, kInts = 7 };
   float floats[kFloats][W];
@@ -170,12 +184,12 @@ GSL_HD void store_projection(const ProjectArgs& a, int64_t item0, const Projecti
 
 // Projection of items [item0, item0 + count) of camera cam (count <= the lane width; surfels
 // as load_surfels takes them), one per lane; unused lanes repeat the first and are not stored.
-template <class F>
+template <class F, Semantics S>
 GSL_HD void project_items(const ProjectArgs& a, const Camera& cam, int64_t item0, int64_t n0, int count) {
   const Dims& d = a.dims;
   const SurfelLanes<F> s = load_surfels<F>(a, item0, n0, count);
-  const ProjectionLanes<F> p = project_lanes(s, cam, d.scale_modifier, d.near_plane, d.far_plane);
-  store_projection(a, item0, p, count);
+  const ProjectionLanes<F> p = project_lanes<S>(s, cam, d.scale_modifier, d.near_plane, d.far_plane);
+  store_projection<S>(a, item0, p, count);
 }
 
 // Writes the (tile, depth) keys of the pairs of an item of `camera`; positive depths sort like their bits.
@@ -291,21 +305,26 @@ GSL_HD PixelBackward<F> load_pixels_backward(const BackwardArgs& a, int64_t came
 }
 
 // Sums the pair gradient records of (camera, surfel) item in emission order.
+//
+// Upstream semantics: the screen statistic is upstream's, dL/dM02 and dL/dM12 (which only the
+// ray-splat pixels touch there: the fallback's reach M through e alone) times M22, in pixels;
+// dL/de goes to center_grad and is chained into v_M (e depends on M only).
+template <Semantics S>
 GSL_HD void reduce_item(const ReduceArgs& a, int64_t item) {
+  constexpr int kColor = kPairGradColorOf<S>;
   const int D = a.dims.num_channels;
-  const int width = pair_grad_width(D);
+  const int width = kColor + D;
   const int64_t end = a.record_ends[item];
   const int64_t begin = item == 0 ? 0 : a.record_ends[item - 1];
-  float sums[kPairGradColor];
-  for (int k = 0; k < kPairGradColor; ++k) sums[k] = 0.f;
+  float sums[kColor];
+  for (int k = 0; k < kColor; ++k) sums[k] = 0.f;
   float* v_colors = a.v_colors + item * D;
   for (int ch = 0; ch < D; ++ch) v_colors[ch] = 0.f;
   for (int64_t p = begin; p < end; ++p) {
     const float* g = a.pair_grads + p * width;
-    for (int k = 0; k < kPairGradColor; ++k) sums[k] += g[k];
-    for (int ch = 0; ch < D; ++ch) v_colors[ch] += g[kPairGradColor + ch];
+    for (int k = 0; k < kColor; ++k) sums[k] += g[k];
+    for (int ch = 0; ch < D; ++ch) v_colors[ch] += g[kColor + ch];
   }
-  for (int k = 0; k < 9; ++k) a.v_M[9 * item + k] = sums[kPairGradM + k];
   a.v_opacities_cn[item] = sums[kPairGradOpacity];
   for (int k = 0; k < 3; ++k) a.v_normals[3 * item + k] = sums[kPairGradNormal + k];
   a.screen_absgrad[2 * item + 0] = sums[kPairGradAbsStat + 0];
@@ -313,7 +332,18 @@ GSL_HD void reduce_item(const ReduceArgs& a, int64_t item) {
   mat3 M;
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 3; ++j) M.m[i][j] = a.M[9 * item + 3 * i + j];
-  screen_translation_grad(M, sums + kPairGradM, a.screen_grad[2 * item + 0], a.screen_grad[2 * item + 1]);
+  if constexpr (S == Semantics::kUpstream) {
+    a.screen_grad[2 * item + 0] = sums[kPairGradM + 2] * M.m[2][2];
+    a.screen_grad[2 * item + 1] = sums[kPairGradM + 5] * M.m[2][2];
+    const float* v_e = sums + kPairGradCenter;
+    a.center_grad[2 * item + 0] = v_e[0];
+    a.center_grad[2 * item + 1] = v_e[1];
+    // Only visible items have a fallback pixel (culled ones have M = 0: no e to differentiate).
+    if (v_e[0] != 0.f || v_e[1] != 0.f) ellipse_centre_vjp(M, v_e, sums + kPairGradM);
+  } else {
+    screen_translation_grad(M, sums + kPairGradM, a.screen_grad[2 * item + 0], a.screen_grad[2 * item + 1]);
+  }
+  for (int k = 0; k < 9; ++k) a.v_M[9 * item + k] = sums[kPairGradM + k];
 }
 
 // Gradients of one lane group of surfels (n0 + lane, or surfels[lane] when that list is given;
