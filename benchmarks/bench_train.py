@@ -38,26 +38,47 @@ def _scene():
     return synthetic_scene_data()
 
 
-def _worker_recipe(device: str, steps: int, batch_size: int) -> dict:
-    """gsplat-train's training stage (the full 2DGS recipe, scaled to ``steps``)."""
+def _worker_recipe(device: str, steps: int, batch_size: int, scene=None, warmup_steps: int = 0,
+                   intermediate_checkpoints: bool = True) -> dict:
+    """gsplat-train's training stage (the full 2DGS recipe, scaled to ``steps``) on ``scene``
+    (default: the built-in scene). ``seconds`` is the whole stage (setup and the final
+    checkpoint included); ``steady_steps_per_second`` counts the steps after ``warmup_steps``."""
     import torch
 
     from gsplat_lib.train import TrainConfig, Trainer
+    from gsplat_lib.train.monitor import TrainingMonitor
 
-    scene = _scene()
+    cuda = device.startswith("cuda")
+
+    class StepClock(TrainingMonitor):
+        def __init__(self):
+            self.finished_at = {}
+
+        def started(self, model, scene, config, first_step):
+            self.finished_at[first_step - 1] = time.perf_counter()
+
+        def step_finished(self, step, model):
+            if cuda:
+                torch.cuda.synchronize()
+            self.finished_at[step] = time.perf_counter()
+
+    scene = _scene() if scene is None else scene
+    clock = StepClock()
     with tempfile.TemporaryDirectory() as output:
         config = TrainConfig(
-            output=output, iterations=steps, batch_size=batch_size, device=device, progress=False
+            output=output, iterations=steps, batch_size=batch_size, device=device, progress=False,
+            checkpoint_every=None if intermediate_checkpoints else steps,
         )
-        trainer = Trainer(config, scene=scene, log=lambda message: None)
+        trainer = Trainer(config, scene=scene, log=lambda message: None, monitor=clock)
         trainer.run_dir.claim(config.result_settings(), config.to_dict())
-        if device.startswith("cuda"):
+        if cuda:
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         model, _ = trainer.train()
-        if device.startswith("cuda"):
+        if cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
+    steady_seconds = clock.finished_at[steps] - clock.finished_at[warmup_steps]
     peak = (
         torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -65,22 +86,25 @@ def _worker_recipe(device: str, steps: int, batch_size: int) -> dict:
     return {
         "steps_per_second": steps / seconds,
         "seconds": seconds,
+        "steady_steps_per_second": (steps - warmup_steps) / steady_seconds,
         "peak_memory_mib": peak,
         "memory_kind": "cuda max_memory_allocated" if device.startswith("cuda") else "process peak RSS",
         "final_surfels": model.num_surfels,
     }
 
 
-def _worker_fixed_loop(library: str, device: str, steps: int, batch_size: int) -> dict:
+def _worker_fixed_loop(library: str, device: str, steps: int, batch_size: int, scene=None,
+                       warmup_steps: int = 0) -> dict:
     """A plain loop without densification (same initial surfels, L1 + D-SSIM, Adam with the
-    2DGS learning rates) through gsplat_lib's or nerfstudio gsplat's 2DGS rasterizer."""
+    2DGS learning rates) through gsplat_lib's or nerfstudio gsplat's 2DGS rasterizer, on
+    ``scene`` (default: the built-in scene); ``warmup_steps`` more run before the clock starts."""
     import numpy as np
     import torch
 
     from gsplat_lib import GaussianModel
     from gsplat_lib.train import losses
 
-    scene = _scene()
+    scene = _scene() if scene is None else scene
     model = GaussianModel.from_points(
         torch.from_numpy(scene.points).to(device), torch.from_numpy(scene.point_colors).to(device),
         scene_extent=scene.scene_extent, max_steps=steps,
@@ -108,7 +132,11 @@ def _worker_fixed_loop(library: str, device: str, steps: int, batch_size: int) -
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    for _ in range(steps):
+    for step in range(warmup_steps + steps):
+        if step == warmup_steps:
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
         batch = torch.randperm(len(scene.train), generator=generator)[:batch_size].to(device)
         colors = render(batch)
         loss = 0.8 * losses.l1_loss(colors, targets[batch]) + 0.2 * losses.dssim_loss(colors, targets[batch])

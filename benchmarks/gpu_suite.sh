@@ -9,6 +9,8 @@
 # that limits each command's time runs them one call each, e.g. `gpu_suite.sh out build`,
 # then `gpu_suite.sh out test`, then `gpu_suite.sh out bench_rasterize`: the build step
 # installs into the Python environment, which the later steps use.
+# The real-size benchmark fits with the build in one 10-minute call: `gpu_suite.sh out build
+# bench_scale`.
 #
 # It needs no network: the build uses the environment's scikit-build-core, pybind11, cmake
 # and ninja (no build isolation) and installs no dependencies. Without plyfile there, the PLY

@@ -248,17 +248,9 @@ def case_knn(rng: random.Random, workdir: Path) -> str:
 
 
 def _random_params(rng: random.Random, count: int, degree: int):
-    import torch
+    from random_params import random_params
 
-    generator = torch.Generator().manual_seed(rng.randrange(2**31))
-    return {
-        "means": torch.randn(count, 3, generator=generator),
-        "log_scales": torch.randn(count, 2, generator=generator) - 3.0,
-        "quats": torch.randn(count, 4, generator=generator),
-        "opacity_logits": torch.randn(count, generator=generator),
-        "sh_dc": torch.randn(count, 1, 3, generator=generator),
-        "sh_rest": torch.randn(count, (degree + 1) ** 2 - 1, 3, generator=generator),
-    }
+    return random_params(count, degree, rng.randrange(2**31))
 
 
 def case_ply(rng: random.Random, workdir: Path) -> str:

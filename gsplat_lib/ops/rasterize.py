@@ -286,26 +286,27 @@ def _color_limit() -> float:
 
 def _check_cameras(viewmats: torch.Tensor, Ks: torch.Tensor, backgrounds: Optional[torch.Tensor]) -> None:
     """The cameras and backgrounds are finite (they are not culled like surfels: a NaN there
-    would reach every pixel) and Ks are pinhole intrinsics."""
-    # Few torch ops: on small renders each one's dispatch cost shows. On the CPU, numpy's
-    # checks of these few values cost less still.
-    given = {"viewmats": viewmats, "Ks": Ks}
+    would reach every pixel), backgrounds within the colour limit, and Ks pinhole intrinsics."""
+    given = {"viewmats": viewmats.detach(), "Ks": Ks.detach()}
     if backgrounds is not None:
-        given["backgrounds"] = backgrounds
-    if viewmats.device.type == "cpu":
-        finite = {name: value.detach().numpy() for name, value in given.items()}
-        for name, values in finite.items():
-            if not np.isfinite(values).all():
-                raise ValueError(f"{name} contains NaN or Inf")
-        backgrounds_usable = backgrounds is None or bool((np.abs(finite["backgrounds"]) <= _color_limit()).all())
-        last_rows = finite["Ks"][:, 2, :].tolist()
-    else:
-        if not bool(torch.isfinite(torch.cat([value.detach().reshape(-1) for value in given.values()])).all()):
-            name = next(name for name, value in given.items() if not bool(torch.isfinite(value).all()))
+        given["backgrounds"] = backgrounds.detach()
+    if viewmats.device.type == "cpu":  # numpy: on small renders each torch op's dispatch cost shows
+        arrays = {name: value.numpy() for name, value in given.items()}
+        finite = [bool(np.isfinite(values).all()) for values in arrays.values()]
+        pinhole = bool((arrays["Ks"][:, 2, :] == (0.0, 0.0, 1.0)).all())
+        usable = backgrounds is None or bool((np.abs(arrays["backgrounds"]) <= _color_limit()).all())
+    else:  # every check on the device, then one transfer to the host
+        last_row = given["Ks"][:, 2, :]
+        flags = [torch.isfinite(value).all() for value in given.values()]
+        flags.append(((last_row[:, 0] == 0) & (last_row[:, 1] == 0) & (last_row[:, 2] == 1)).all())
+        if backgrounds is not None:
+            flags.append((given["backgrounds"].abs() <= _color_limit()).all())
+        values = torch.stack(flags).tolist()
+        finite, pinhole, usable = values[: len(given)], values[len(given)], backgrounds is None or values[-1]
+    for name, ok in zip(given, finite):
+        if not ok:
             raise ValueError(f"{name} contains NaN or Inf")
-        backgrounds_usable = backgrounds is None or bool((backgrounds.detach().abs() <= _color_limit()).all())
-        last_rows = Ks[:, 2, :].tolist()
-    if not backgrounds_usable:  # colours that large are culled; a background cannot be
+    if not usable:  # colours that large are culled; a background cannot be
         raise ValueError(f"backgrounds holds values beyond +-{_color_limit():.3g}, where float32 gradients overflow")
-    if any(row != [0.0, 0.0, 1.0] for row in last_rows):
+    if not pinhole:
         raise ValueError("Ks must be pinhole intrinsics whose last row is (0, 0, 1)")
