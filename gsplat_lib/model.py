@@ -150,6 +150,7 @@ class GaussianModel:
         learning_rates: Optional[LearningRates] = None,
         sh_degree_interval: int = 1000,
         fused_adam: Optional[bool] = None,
+        scene_ids: Optional[torch.Tensor] = None,
     ) -> "GaussianModel":
         """Surfels initialised from a point cloud, as 2DGS does.
 
@@ -162,6 +163,8 @@ class GaussianModel:
             sh_degree: maximal SH degree; the active degree starts at 0.
             seed: seeds the torch.Generator that draws the random rotations.
             init_opacity: initial opacity of every surfel, in (0, 1).
+            scene_ids: [N] int64 or None: the scene of each point in a packed multi-scene model;
+                the nearest points are then taken within each scene only.
         Both scales start at sqrt(mean squared distance to the 3 nearest other points)
         (``gsplat_lib.knn_dist2``).
         """
@@ -183,7 +186,7 @@ class GaussianModel:
         device = xyz.device
         generator = torch.Generator(device="cpu")
         generator.manual_seed(int(seed))
-        log_scale = 0.5 * torch.log(knn_dist2(xyz.contiguous()))
+        log_scale = 0.5 * torch.log(knn_dist2(xyz.contiguous(), scene_ids=scene_ids))
         params = {
             "means": xyz.clone(),
             "log_scales": log_scale[:, None].repeat(1, 2),

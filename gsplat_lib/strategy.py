@@ -116,6 +116,10 @@ class DefaultStrategy(Strategy):
     absgrad_acc: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
     count: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
     max_radii2D: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
+    #: [M] int64 after a densification: the old row of each surfel. Per-surfel data kept outside
+    #: the model follows with ``data[strategy.last_source]``, e.g. the scene ids of a packed
+    #: multi-scene model. Not part of the state: read it right after the step.
+    last_source: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
     generator: torch.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -198,6 +202,7 @@ class DefaultStrategy(Strategy):
             result.radii.contiguous(),
             int(width),
             int(height),
+            item_surfels=getattr(result, "item_surfels", None),  # packed items of a multi-scene render
         )
 
     # ------------------------------------------------------------------ densification
@@ -247,6 +252,7 @@ class DefaultStrategy(Strategy):
             override_rows=plan.is_split_child,
         )
         self._reset_accumulators(model.num_surfels, model.device)
+        self.last_source = plan.source
         return DensifyReport(
             num_before=num_before,
             num_after=model.num_surfels,

@@ -43,9 +43,9 @@ REDUCE_WRONG_FIELDS = wrong_fields("rasterize_reduce", reduce_fields, [
     (lambda f: f.pop("v_M"), "missing field 'v_M'"),
     (lambda f: f.pop("num_pairs"), "missing field 'num_pairs'"),
     (lambda f: f.update(v_opacities=f.pop("v_opacities_cn")), "unknown field 'v_opacities'"),
-    (lambda f: f.update(M=(f["M"][0], f["M"][1] - 9, f["M"][2])), r"M \[C, N, 9\] must have 54 elements, got 45"),
+    (lambda f: f.update(M=(f["M"][0], f["M"][1] - 9, f["M"][2])), r"M \[I, 9\] must have 54 elements, got 45"),
     (lambda f: f.update(record_ends=f["record_ends"][:2] + ("f",)), "record_ends: dtype code 'f', expected 'l'"),
-    (lambda f: f.update(screen_grad=None), r"screen_grad \[C, N, 2\] is required"),
+    (lambda f: f.update(screen_grad=None), r"screen_grad \[I, 2\] is required"),
     (lambda f: f.update(num_pairs=5), r"pair_grads \[R, G\] must have 90 elements, got 72"),
 ])
 

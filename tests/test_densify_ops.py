@@ -116,8 +116,11 @@ def test_remap_rows_argument_errors_name_the_argument():
     source = torch.tensor([0, 1])
     with pytest.raises(ValueError, match=r"tensors\[1\] must have 4 rows"):
         remap_rows([torch.zeros(4, 3), torch.zeros(5)], source)
-    with pytest.raises(TypeError, match=r"tensors\[1\] must have dtype torch.float32"):
+    with pytest.raises(TypeError, match=r"tensors\[1\] must have dtype torch.float32, torch.int32 or torch.int64"):
         remap_rows([torch.zeros(4, 3), torch.zeros(4, dtype=torch.float64)], source)
+    with pytest.raises(TypeError, match=r"overrides\[1\] must have dtype torch.int64 like the tensor it replaces"):
+        remap_rows([torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64)], source, is_new=torch.tensor([False, True]),
+                   overrides={1: torch.zeros(2)})
     with pytest.raises(ValueError, match=r"tensors\[0\] must be contiguous"):
         remap_rows([torch.zeros(3, 4).t()], source)
     with pytest.raises(ValueError, match=r"tensors\[0\] must be on cpu"):
@@ -162,6 +165,45 @@ def test_remap_rows_is_thread_count_independent():
         torch.set_num_threads(previous)
     for a, b in zip(single, multi):
         assert torch.equal(a, b)
+
+
+def test_remap_rows_moves_integer_rows_as_they_are():
+    generator = torch.Generator().manual_seed(9)
+    ids64 = torch.randint(-2**62, 2**62, (50,), generator=generator)
+    ids32 = torch.randint(-2**31, 2**31 - 1, (50, 3), generator=generator, dtype=torch.int32)
+    floats = torch.randn(50, 2, generator=generator)
+    source = torch.randint(0, 50, (80,), generator=generator)
+    is_new = torch.rand(80, generator=generator) < 0.3
+    override = torch.randint(0, 9, (80,), generator=generator)
+    out64, out32, out_floats = remap_rows([ids64, ids32, floats], source, [False, True, True], is_new,
+                                          {0: override})
+    assert out64.dtype == torch.int64 and out32.dtype == torch.int32
+    assert torch.equal(out64, torch.where(is_new, override, ids64[source]))
+    assert torch.equal(out32, torch.where(is_new[:, None], 0, ids32[source]))
+    assert torch.equal(out_floats, torch.where(is_new[:, None], 0.0, floats[source]))
+
+
+def test_scene_ids_of_a_packed_model_follow_clones_splits_and_prunes():
+    # One densify step of three scenes packed together: the rows of each scene in the result are
+    # the rows of that scene densified alone, in the same order, scene ids and all.
+    generator = torch.Generator().manual_seed(10)
+    n = 600
+    scene_ids = torch.randint(0, 3, (n,), generator=generator)
+    means, moment = torch.randn(n, 3, generator=generator), torch.rand(n, 3, generator=generator)
+    keep = torch.rand(n, generator=generator) > 0.1
+    choice = torch.rand(n, generator=generator)
+    clone, split = choice < 0.1, choice > 0.9
+    plan = densify_plan(keep, clone, split)
+    new_ids, new_means, new_moment = remap_rows([scene_ids, means, moment], plan.source, [False, False, True],
+                                                plan.is_new)
+    for s in range(3):
+        rows = scene_ids == s
+        alone = densify_plan(keep[rows], clone[rows], split[rows])
+        alone_means, alone_moment = remap_rows([means[rows], moment[rows]], alone.source, [False, True],
+                                               alone.is_new)
+        mine = new_ids == s
+        assert torch.equal(new_means[mine], alone_means) and torch.equal(new_moment[mine], alone_moment), s
+        assert torch.equal(plan.is_split_child[mine], alone.is_split_child), s
 
 
 def test_densify_plan_order_and_counts():
@@ -320,3 +362,50 @@ def test_accumulate_screen_stats_argument_errors():
         accumulate_screen_stats(acc(), acc(), count, acc(), grads, grads, radii, 0, 8)
     with pytest.raises(TypeError, match="height must be an int"):
         accumulate_screen_stats(acc(), acc(), count, acc(), grads, grads, radii, 8, 8.0)
+
+
+def packed_stats_case(generator, num_items, num_surfels):
+    """Packed items in any order and the same items laid out per 'camera' for reference_stats:
+    slot (r, n) holds surfel n's r-th item (in item order), unused slots are culled."""
+    accumulators, screen_grad, screen_absgrad, radii = random_stats_case(generator, 1, num_items)
+    screen_grad, screen_absgrad, radii = screen_grad[0], screen_absgrad[0], radii[0]
+    accumulators = tuple(a[:num_surfels].clone() for a in random_stats_case(generator, 0, num_surfels)[0])
+    item_surfels = torch.randint(0, num_surfels, (num_items,), generator=generator)
+    rank = torch.zeros(num_items, dtype=torch.int64)
+    seen = {}
+    for i, n in enumerate(item_surfels.tolist()):
+        rank[i] = seen.get(n, 0)
+        seen[n] = rank[i] + 1
+    slots = int(rank.max()) + 1 if num_items else 0
+    dense = [torch.zeros(slots, num_surfels, 2, dtype=t.dtype) for t in (screen_grad, screen_absgrad, radii)]
+    for d, t in zip(dense, (screen_grad, screen_absgrad, radii)):
+        d[rank, item_surfels] = t
+    return accumulators, (screen_grad, screen_absgrad, radii, item_surfels), dense
+
+
+@pytest.mark.parametrize("num_items, num_surfels", [(5000, 700), (40, 1), (0, 5), (3, 10)])
+def test_accumulate_screen_stats_of_packed_items_sums_each_surfels_items_in_order(num_items, num_surfels):
+    generator = torch.Generator().manual_seed(8)
+    accumulators, (grad, absgrad, radii, item_surfels), dense = packed_stats_case(generator, num_items, num_surfels)
+    expected = reference_stats(*[a.clone() for a in accumulators], *dense, 128, 96)
+    accumulate_screen_stats(*accumulators, grad, absgrad, radii, 128, 96, item_surfels=item_surfels)
+    for got, want in zip(accumulators, expected):
+        assert torch.equal(got, want)
+
+
+def test_accumulate_screen_stats_of_packed_items_argument_errors():
+    acc, count = torch.zeros(4), torch.zeros(4, dtype=torch.int32)
+    grads, radii = torch.zeros(6, 2), torch.ones(6, 2, dtype=torch.int32)
+    items = torch.tensor([0, 1, 2, 3, 3, 0])
+    with pytest.raises(ValueError, match=r"item_surfels must hold surfel indices in \[0, 4\)"):
+        accumulate_screen_stats(acc, acc.clone(), count, acc.clone(), grads, grads, radii, 8, 8,
+                                item_surfels=items + 1)
+    with pytest.raises(ValueError, match="item_surfels must have shape"):
+        accumulate_screen_stats(acc, acc.clone(), count, acc.clone(), grads, grads, radii, 8, 8,
+                                item_surfels=items[:5])
+    with pytest.raises(TypeError, match="item_surfels must have dtype torch.int64"):
+        accumulate_screen_stats(acc, acc.clone(), count, acc.clone(), grads, grads, radii, 8, 8,
+                                item_surfels=items.int())
+    with pytest.raises(ValueError, match="screen_grad must have shape"):  # per-camera tensors with packed items
+        accumulate_screen_stats(acc, acc.clone(), count, acc.clone(), grads[None], grads, radii, 8, 8,
+                                item_surfels=items)

@@ -86,3 +86,16 @@ def test_accumulate_screen_stats_cuda_equals_cpu(num_cameras, num_surfels):
     )
     for a, b in zip(accumulators, gpu_accumulators):
         assert torch.equal(a, b.cpu())
+
+
+def test_remap_rows_cuda_moves_integer_rows_like_the_cpu():
+    generator = torch.Generator().manual_seed(12)
+    tensors = [torch.randint(-2**62, 2**62, (300,), generator=generator),
+               torch.randint(-2**31, 2**31 - 1, (300, 3), generator=generator, dtype=torch.int32),
+               torch.randn(300, 2, generator=generator)]
+    source = torch.randint(0, 300, (500,), generator=generator)
+    is_new = torch.rand(500, generator=generator) < 0.3
+    cpu = remap_rows(tensors, source, [False, True, True], is_new)
+    gpu = remap_rows(on_cuda(tensors), source.cuda(), [False, True, True], is_new.cuda())
+    for a, b in zip(cpu, gpu):
+        assert b.dtype == a.dtype and torch.equal(a, b.cpu())

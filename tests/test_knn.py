@@ -196,6 +196,61 @@ def test_rejects_bad_min_dist2(min_dist2):
         gsplat_lib.knn_dist2(torch.rand(5, 3), min_dist2=min_dist2)
 
 
+def brute_force_scene_knn(points: torch.Tensor, k: int, scene_ids: torch.Tensor):
+    """brute_force_knn with the distances between scenes made infinite (those are never neighbours)."""
+    diff = points[:, None, :] - points[None, :, :]
+    sq = diff[..., 0] * diff[..., 0] + diff[..., 1] * diff[..., 1] + diff[..., 2] * diff[..., 2]
+    sq.fill_diagonal_(float("inf"))
+    sq[scene_ids[:, None] != scene_ids[None, :]] = float("inf")
+    ranked = torch.sort(sq, dim=1, stable=True)
+    indices, sq_dists = ranked.indices[:, :k].clone(), ranked.values[:, :k].clone()
+    indices[sq_dists == float("inf")] = -1
+    return indices, sq_dists
+
+
+def scene_cloud(seed=12):
+    """Scenes that overlap in space (so a search across scenes would find other neighbours), of
+    sizes 300, 1, 0, 2, 150, with duplicate points and shuffled ids."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.tensor([300, 1, 0, 2, 150])
+    scene_ids = torch.repeat_interleave(torch.arange(5), sizes) * 3 + 1  # sparse ids
+    scene_ids = scene_ids[torch.randperm(scene_ids.numel(), generator=g)]
+    points = torch.rand(scene_ids.numel(), 3, generator=g)
+    points[10:20] = points[0]
+    return points, scene_ids
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_scene_ids_keep_neighbours_within_a_scene(k):
+    points, scene_ids = scene_cloud()
+    indices, sq_dists = gsplat_lib.knn(points, k, scene_ids=scene_ids)
+    expected_indices, expected_sq = brute_force_scene_knn(points, k, scene_ids)
+    assert torch.equal(indices, expected_indices) and torch.equal(sq_dists, expected_sq)
+    found = indices >= 0
+    assert torch.equal(scene_ids[indices[found]], scene_ids[:, None].expand(-1, k)[found])
+
+
+def test_knn_dist2_with_scene_ids_equals_a_loop_over_scenes():
+    points, scene_ids = scene_cloud(seed=13)
+    packed = gsplat_lib.knn_dist2(points, scene_ids=scene_ids, min_dist2=1e-6)
+    for s in torch.unique(scene_ids).tolist():
+        rows = scene_ids == s
+        assert torch.equal(packed[rows], gsplat_lib.knn_dist2(points[rows], min_dist2=1e-6)), s
+    assert gsplat_lib.knn_dist2(points[:0], scene_ids=scene_ids[:0]).shape == (0,)
+
+
+def test_rejects_bad_scene_ids():
+    points = torch.rand(5, 3)
+    with pytest.raises(TypeError, match="scene_ids must have dtype torch.int64"):
+        gsplat_lib.knn(points, 2, scene_ids=torch.zeros(5, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"scene_ids must have shape \[5\]"):
+        gsplat_lib.knn_dist2(points, scene_ids=torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(TypeError, match="scene_ids must be a torch.Tensor"):
+        gsplat_lib.knn(points, 2, scene_ids=[0] * 5)
+    with pytest.raises(ValueError, match="scene_ids must be on cpu"):
+        gsplat_lib.knn(points, 2, scene_ids=torch.zeros(5, dtype=torch.int64, device="meta"))
+
+
 def test_k_whose_outputs_cannot_fit_is_refused():
     with pytest.raises(ValueError, match=r"k=2147483647 neighbours of 10 points.*GiB"):
         gsplat_lib.knn(torch.rand(10, 3), 2**31 - 1)

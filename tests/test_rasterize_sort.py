@@ -74,6 +74,35 @@ def test_cpu_binning_is_thread_invariant(threads):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_cpu_binning_of_packed_items_camera_by_camera_equals_emit_and_torch_sort(threads):
+    # 13 cameras, each with its own number of items (some none): at these thread counts (4 or
+    # more cameras a thread) the CPU bins camera by camera; emit_pairs + torch.sort sees all
+    # items at once.
+    num_cameras, num_surfels = 13, 400
+    depths, rects, _, _, settings = _items(num_cameras, num_surfels, 96, 64, 32, 21, 6, 30)
+    counts = torch.randint(0, num_surfels + 1, (num_cameras,), generator=torch.Generator().manual_seed(3))
+    counts[[2, 7]] = 0
+    keep = torch.arange(num_surfels)[None, :] < counts[:, None]
+    depths, rects = depths[keep].contiguous(), rects[keep].contiguous()
+    x0, y0, x1, y1 = rects.long().unbind(-1)
+    tile_width = settings["tile_width"]
+    tiles = ((x1 - 1) // tile_width - x0 // tile_width + 1) * ((y1 - 1) // TILE_SIZE - y0 // TILE_SIZE + 1)
+    pair_ends = torch.cumsum(torch.where((x1 <= x0) | (y1 <= y0), 0, tiles), dim=0)
+    camera_items = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(counts, 0)])
+    num_items = int(camera_items[-1])
+    settings = dict(settings, num_items=num_items, num_scenes=num_cameras, num_pairs=int(pair_ends[-1]))
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        actual = bin_pairs(depths, rects, pair_ends, settings, use_torch=False, camera_items=camera_items)
+    finally:
+        torch.set_num_threads(previous)
+    expected = bin_pairs(depths, rects, pair_ends, settings, use_torch=True, camera_items=camera_items)
+    for label, e, a in zip(["tile_starts", "pair_items", "pair_emit_index"], expected, actual):
+        assert torch.equal(e, a), label
+
+
 def test_cpu_binning_rejects_a_wrong_pair_count():
     depths, rects, pair_ends, num_pairs, settings = _items(1, 100, 64, 64, 16, 5, 9, 20)
     with pytest.raises(ValueError, match="num_pairs"):

@@ -99,6 +99,7 @@ def test_every_rule_fires_with_the_expected_counts():
 
     # Rows: survivors 0, 4, 7; the clone of 4; the two children of 5.
     source = torch.tensor([0, 4, 7, 4, 5, 5])
+    assert torch.equal(strategy.last_source, source)  # scene ids of a packed model: scene_ids[last_source]
     for name in ("quats", "opacity_logits", "sh_dc", "sh_rest"):
         assert torch.equal(model.params[name].detach(), before[name][source])
     assert torch.equal(model.params["means"].detach()[:4], before["means"][source[:4]])
@@ -141,6 +142,20 @@ def test_statistics_accumulate_ndc_norms_counts_and_max_radii():
     torch.testing.assert_close(strategy.grad_acc, torch.tensor([30.0, 20.0, 0.0]))
     assert strategy.count.tolist() == [4, 2, 0]
     assert strategy.max_radii2D.tolist() == [9.0, 2.0, 0.0]
+
+
+def test_statistics_of_a_packed_multi_scene_render_equal_the_per_camera_ones():
+    # The same (camera, surfel) pairs as above, packed: only the visible items, with their surfels.
+    model = make_model([[0.01, 0.01]] * 3, [0.5] * 3)
+    per_camera, packed = (DefaultStrategy(refine_start=100, loss_is_batch_mean=False) for _ in range(2))
+    screen_grad = torch.tensor([[[0.3, 0.4], [1.0, 0.0], [0.0, 2.0]], [[0.6, 0.8], [0.0, 0.0], [0.0, 0.0]]])
+    radii = torch.tensor([[[4, 7], [2, 2], [0, 0]], [[9, 1], [0, 0], [0, 0]]], dtype=torch.int32)
+    per_camera.step_post_backward(model, fake_result(screen_grad, radii), 1)
+    result = fake_result(screen_grad.reshape(6, 2)[[0, 1, 3]], radii.reshape(6, 2)[[0, 1, 3]])
+    result.colors, result.item_surfels = torch.zeros(2, HEIGHT, WIDTH, 3), torch.tensor([0, 1, 0])
+    packed.step_post_backward(model, result, 1)
+    for name in ("grad_acc", "absgrad_acc", "count", "max_radii2D"):
+        assert torch.equal(getattr(packed, name), getattr(per_camera, name)), name
 
 
 def test_non_finite_gradients_add_nothing_and_the_surfel_still_densifies_later():

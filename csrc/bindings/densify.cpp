@@ -16,19 +16,34 @@ namespace gsl::bindings {
 namespace {
 
 struct Sizes {
-  int64_t C, N;
+  int64_t C, N, I;  // I: the items, C N per camera
 };
-#define GSL_SIZE_NAMES(s) \
-  const auto [C, N] = s;  \
-  (void)C, (void)N
+#define GSL_SIZE_NAMES(s)   \
+  const auto [C, N, I] = s; \
+  (void)C, (void)N, (void)I
+
+// Per camera, the items are C N; packed items come with their surfels (empty lists arrive as null).
+void check_screen_stats(const densify::ScreenStatsParams& a) {
+  const bool packed = a.item_surfels != nullptr || a.surfel_items != nullptr || a.surfel_item_starts != nullptr;
+  if (!packed && a.num_items != a.num_cameras * a.num_surfels && a.num_items != 0)
+    throw std::invalid_argument("accumulate_screen_stats: num_items is not num_cameras * num_surfels, so packed "
+                                "items need item_surfels (CPU) or surfel_items (CUDA)");
+  if (packed && a.num_cameras != 0)
+    throw std::invalid_argument("accumulate_screen_stats: packed items take num_cameras 0");
+  if ((a.surfel_items == nullptr) != (a.surfel_item_starts == nullptr) && a.num_items > 0)
+    throw std::invalid_argument("accumulate_screen_stats: give surfel_items with surfel_item_starts");
+}
 
 GSL_FIELD_LIST(accumulate_screen_stats, densify::ScreenStatsParams, "accumulate_screen_stats",
-               [](const Args& a) { return Sizes{a.num_cameras, a.num_surfels}; },
+               [](const Args& a) { return Sizes{a.num_cameras, a.num_surfels, a.num_items}; },
                {GSL_SCALAR(num_cameras, num_cameras), GSL_SCALAR(num_surfels, num_surfels),
-                GSL_SCALAR(half_width, half_width), GSL_SCALAR(half_height, half_height),
-                GSL_BUFFER(screen_grad, false, C, N, 2), GSL_BUFFER(screen_absgrad, false, C, N, 2),
-                GSL_BUFFER(radii, false, C, N, 2), GSL_BUFFER(grad_acc, false, N), GSL_BUFFER(absgrad_acc, false, N),
-                GSL_BUFFER(count, false, N), GSL_BUFFER(max_radii, false, N)})
+                GSL_SCALAR(num_items, num_items), GSL_SCALAR(half_width, half_width),
+                GSL_SCALAR(half_height, half_height), GSL_BUFFER(screen_grad, false, I, 2),
+                GSL_BUFFER(screen_absgrad, false, I, 2), GSL_BUFFER(radii, false, I, 2),
+                GSL_BUFFER(item_surfels, true, I), GSL_BUFFER(surfel_items, true, I),
+                GSL_BUFFER(surfel_item_starts, true, N + 1), GSL_BUFFER(grad_acc, false, N),
+                GSL_BUFFER(absgrad_acc, false, N), GSL_BUFFER(count, false, N), GSL_BUFFER(max_radii, false, N)},
+               &check_screen_stats)
 
 // inputs[i]: [num_inputs, row_floats[i]], outputs[i] and overrides[i] (None: absent): [num_rows, ...].
 densify::RemapParams remap_params(const py::list& inputs, const py::list& outputs, const py::list& overrides,

@@ -21,22 +21,64 @@ using namespace gsl::rasterize;
 // The sizes the shapes below are written in.
 struct Sizes {
   int64_t C, N, D, H, W;
-  int64_t P;  // (tile, surfel) pairs
+  int64_t I;  // (camera, surfel) items: C N, or the packed items of a call with scene ids
+  int64_t S;  // scenes (0 without scene ids)
+  int64_t P;  // (tile, item) pairs
   int64_t T;  // tiles of all cameras
-  int64_t R;  // pair gradient records: one per pair, or per (camera, surfel) with item_records
+  int64_t R;  // pair gradient records: one per pair, or per item with item_records
   int64_t G;  // floats per record
 };
-#define GSL_SIZE_NAMES(s)                                                          \
-  const auto [C, N, D, H, W, P, T, R, G] = s;                                      \
-  (void)C, (void)N, (void)D, (void)H, (void)W, (void)P, (void)T, (void)R, (void)G
+#define GSL_SIZE_NAMES(s)                                                                  \
+  const auto [C, N, D, H, W, I, S, P, T, R, G] = s;                                        \
+  (void)C, (void)N, (void)D, (void)H, (void)W, (void)I, (void)S, (void)P, (void)T, (void)R, (void)G
 
 template <class Args>
 Sizes sizes_of(const Args& a) {
   const Dims& d = a.dims;
-  const int64_t items = d.num_cameras * d.num_surfels;
-  return {d.num_cameras, d.num_surfels, d.num_channels, d.height, d.width, d.num_pairs,
-          d.num_cameras * int64_t(d.tiles_x) * d.tiles_y, d.item_records ? items : d.num_pairs,
+  return {d.num_cameras, d.num_surfels, d.num_channels, d.height, d.width, d.num_items, d.num_scenes, d.num_pairs,
+          d.num_cameras * int64_t(d.tiles_x) * d.tiles_y, d.item_records ? d.num_items : d.num_pairs,
           pair_grad_width(d.num_channels, Semantics(d.semantics))};
+}
+
+// A dense call's items are c * N + n; packed items come with their lists (rasterize.h). An empty
+// list arrives as null, so a list is required only where it has elements.
+void check_items(const Dims& d, bool packed, const char* op) {
+  if (!packed && d.num_items != d.num_cameras * d.num_surfels && d.num_items != 0)
+    throw std::invalid_argument(std::string(op) + ": num_items " + std::to_string(d.num_items) +
+                                " is not num_cameras * num_surfels, so the packed items' lists are required");
+  if (packed && d.num_scenes < 1)
+    throw std::invalid_argument(std::string(op) + ": packed items need num_scenes >= 1");
+}
+void require_list(const void* list, int64_t size, const char* op, const char* name) {
+  if (list == nullptr && size > 0)
+    throw std::invalid_argument(std::string(op) + ": packed items need " + name);
+}
+void check_project(const ProjectArgs& a) {
+  if (a.camera_items == nullptr && a.item_surfels != nullptr)
+    throw std::invalid_argument("rasterize project: item_surfels needs camera_items");
+  if (a.camera_items != nullptr) require_list(a.item_surfels, a.dims.num_items, "rasterize project", "item_surfels");
+  check_items(a.dims, a.camera_items != nullptr, "rasterize project");
+}
+void check_emit(const EmitArgs& a) { check_items(a.dims, a.camera_items != nullptr, "rasterize emit_pairs"); }
+void check_bin(const BinPairsArgs& a) { check_items(a.dims, a.camera_items != nullptr, "rasterize bin_pairs"); }
+void check_pixels(const PixelPassInputs& a) {
+  check_items(a.dims, a.item_surfels != nullptr, "rasterize forward/backward");
+}
+void check_forward(const ForwardArgs& a) { check_pixels(a); }
+void check_backward(const BackwardArgs& a) { check_pixels(a); }
+void check_project_backward(const ProjectBackwardArgs& a) {
+  const char* op = "rasterize project_backward";
+  const Dims& d = a.dims;
+  if (a.camera_items == nullptr) {
+    if (a.scene_surfels || a.scene_surfel_starts || a.scene_cameras || a.scene_camera_starts)
+      throw std::invalid_argument(std::string(op) + ": the scene lists need camera_items");
+  } else {
+    require_list(a.scene_surfels, d.num_surfels, op, "scene_surfels");
+    require_list(a.scene_surfel_starts, d.num_scenes + 1, op, "scene_surfel_starts");
+    require_list(a.scene_cameras, d.num_cameras, op, "scene_cameras");
+    require_list(a.scene_camera_starts, d.num_scenes + 1, op, "scene_camera_starts");
+  }
+  check_items(d, a.camera_items != nullptr, op);
 }
 
 // Every pass takes the call's Dims.
@@ -44,6 +86,7 @@ template <class Args>
 std::vector<Field<Args, Sizes>> with_dims(const std::vector<Field<Args, Sizes>>& buffers) {
   return joined<Args, Sizes>(
       {GSL_SCALAR(dims.num_cameras, num_cameras), GSL_SCALAR(dims.num_surfels, num_surfels),
+       GSL_SCALAR(dims.num_items, num_items), GSL_SCALAR(dims.num_scenes, num_scenes),
        GSL_SCALAR(dims.num_channels, num_channels), GSL_SCALAR(dims.width, width),
        GSL_SCALAR(dims.height, height), GSL_SCALAR(dims.tile_width, tile_width),
        GSL_SCALAR(dims.tiles_x, tiles_x), GSL_SCALAR(dims.tiles_y, tiles_y),
@@ -58,32 +101,37 @@ std::vector<Field<Args, Sizes>> with_dims(const std::vector<Field<Args, Sizes>>&
 template <class Args>
 std::vector<Field<Args, Sizes>> with_pixel_inputs(const std::vector<Field<Args, Sizes>>& buffers) {
   return with_dims(joined<Args, Sizes>(
-      {GSL_BUFFER(tile_starts, false, T + 1), GSL_BUFFER(pair_items, false, P), GSL_BUFFER(M, false, C, N, 9),
-       GSL_BUFFER(means2d, false, C, N, 2), GSL_BUFFER(normals, false, C, N, 3), GSL_BUFFER(opacities, false, N),
-       GSL_BUFFER(colors, false, C, N, D), GSL_BUFFER(backgrounds, true, C, D),
-       GSL_BUFFER(pixel_rects, false, C, N, 4)},
+      {GSL_BUFFER(tile_starts, false, T + 1), GSL_BUFFER(pair_items, false, P), GSL_BUFFER(M, false, I, 9),
+       GSL_BUFFER(means2d, false, I, 2), GSL_BUFFER(normals, false, I, 3), GSL_BUFFER(opacities, false, N),
+       GSL_BUFFER(colors, false, I, D), GSL_BUFFER(backgrounds, true, C, D), GSL_BUFFER(pixel_rects, false, I, 4),
+       GSL_BUFFER(item_surfels, true, I)},
       buffers));
 }
 
 GSL_FIELD_LIST(project, ProjectArgs, "rasterize project", &sizes_of<Args>,
                with_dims<Args>({GSL_BUFFER(means, false, N, 3), GSL_BUFFER(quats, false, N, 4),
                                 GSL_BUFFER(scales, false, N, 2), GSL_BUFFER(opacities, false, N),
-                                GSL_BUFFER(colors, false, C, N, D), GSL_BUFFER(viewmats, false, C, 4, 4),
-                                GSL_BUFFER(Ks, false, C, 3, 3), GSL_BUFFER(M, false, C, N, 9),
-                                GSL_BUFFER(normals, false, C, N, 3), GSL_BUFFER(means2d, false, C, N, 2),
-                                GSL_BUFFER(depths, false, C, N), GSL_BUFFER(radii, false, C, N, 2),
-                                GSL_BUFFER(pixel_rects, false, C, N, 4), GSL_BUFFER(tile_counts, true, C, N),
-                                GSL_BUFFER(pair_ends, true, C, N)}))
+                                GSL_BUFFER(colors, false, I, D), GSL_BUFFER(viewmats, false, C, 4, 4),
+                                GSL_BUFFER(Ks, false, C, 3, 3), GSL_BUFFER(M, false, I, 9),
+                                GSL_BUFFER(normals, false, I, 3), GSL_BUFFER(means2d, false, I, 2),
+                                GSL_BUFFER(depths, false, I), GSL_BUFFER(radii, false, I, 2),
+                                GSL_BUFFER(camera_items, true, C + 1), GSL_BUFFER(item_surfels, true, I),
+                                GSL_BUFFER(pixel_rects, false, I, 4), GSL_BUFFER(tile_counts, true, I),
+                                GSL_BUFFER(pair_ends, true, I)}),
+               &check_project)
 
 GSL_FIELD_LIST(emit_pairs, EmitArgs, "rasterize emit_pairs", &sizes_of<Args>,
-               with_dims<Args>({GSL_BUFFER(depths, false, C, N), GSL_BUFFER(pixel_rects, false, C, N, 4),
-                                GSL_BUFFER(pair_ends, false, C, N), GSL_BUFFER(emitted_keys, false, P),
-                                GSL_BUFFER(emitted_items, false, P)}))
+               with_dims<Args>({GSL_BUFFER(depths, false, I), GSL_BUFFER(pixel_rects, false, I, 4),
+                                GSL_BUFFER(pair_ends, false, I), GSL_BUFFER(camera_items, true, C + 1),
+                                GSL_BUFFER(emitted_keys, false, P), GSL_BUFFER(emitted_items, false, P)}),
+               &check_emit)
 
 GSL_FIELD_LIST(bin_pairs, BinPairsArgs, "rasterize bin_pairs", &sizes_of<Args>,
-               with_dims<Args>({GSL_BUFFER(depths, false, C, N), GSL_BUFFER(pixel_rects, false, C, N, 4),
-                                GSL_BUFFER(pair_ends, false, C, N), GSL_BUFFER(tile_starts, false, T + 1),
-                                GSL_BUFFER(pair_emit_index, false, P), GSL_BUFFER(pair_items, false, P)}))
+               with_dims<Args>({GSL_BUFFER(depths, false, I), GSL_BUFFER(pixel_rects, false, I, 4),
+                                GSL_BUFFER(pair_ends, false, I), GSL_BUFFER(camera_items, true, C + 1),
+                                GSL_BUFFER(tile_starts, false, T + 1), GSL_BUFFER(pair_emit_index, false, P),
+                                GSL_BUFFER(pair_items, false, P)}),
+               &check_bin)
 
 GSL_FIELD_LIST(forward, ForwardArgs, "rasterize forward", &sizes_of<Args>,
                with_pixel_inputs<Args>(
@@ -92,7 +140,8 @@ GSL_FIELD_LIST(forward, ForwardArgs, "rasterize forward", &sizes_of<Args>,
                     GSL_BUFFER(out_normals, false, C, H, W, 3), GSL_BUFFER(out_distortions, false, C, H, W, 1),
                     GSL_BUFFER(saved_T, false, C, H, W), GSL_BUFFER(saved_last, false, C, H, W),
                     GSL_BUFFER(saved_median, false, C, H, W), GSL_BUFFER(saved_sums, false, C, H, W, 3),
-                    GSL_BUFFER(evaluated_pairs, false, C, H, W)}))
+                    GSL_BUFFER(evaluated_pairs, false, C, H, W)}),
+               &check_forward)
 
 GSL_FIELD_LIST(backward, BackwardArgs, "rasterize backward", &sizes_of<Args>,
                with_pixel_inputs<Args>(
@@ -102,23 +151,39 @@ GSL_FIELD_LIST(backward, BackwardArgs, "rasterize backward", &sizes_of<Args>,
                     GSL_BUFFER(v_out_depths, true, C, H, W, 1), GSL_BUFFER(v_out_median_depths, true, C, H, W, 1),
                     GSL_BUFFER(v_out_normals, true, C, H, W, 3), GSL_BUFFER(v_out_distortions, true, C, H, W, 1),
                     GSL_BUFFER(pair_emit_index, false, P), GSL_BUFFER(pair_grads, false, R, G),
-                    GSL_BUFFER(backward_pairs, false, C, H, W)}))
+                    GSL_BUFFER(backward_pairs, false, C, H, W)}),
+               &check_backward)
 
 GSL_FIELD_LIST(reduce, ReduceArgs, "rasterize reduce", &sizes_of<Args>,
-               with_dims<Args>({GSL_BUFFER(record_ends, false, C, N), GSL_BUFFER(pair_grads, false, R, G),
-                                GSL_BUFFER(M, false, C, N, 9), GSL_BUFFER(v_M, false, C, N, 9),
-                                GSL_BUFFER(v_opacities_cn, false, C, N), GSL_BUFFER(v_normals, false, C, N, 3),
-                                GSL_BUFFER(v_colors, false, C, N, D), GSL_BUFFER(screen_grad, false, C, N, 2),
-                                GSL_BUFFER(screen_absgrad, false, C, N, 2), GSL_BUFFER(center_grad, true, C, N, 2)}))
+               with_dims<Args>({GSL_BUFFER(record_ends, false, I), GSL_BUFFER(pair_grads, false, R, G),
+                                GSL_BUFFER(M, false, I, 9), GSL_BUFFER(v_M, false, I, 9),
+                                GSL_BUFFER(v_opacities_cn, false, I), GSL_BUFFER(v_normals, false, I, 3),
+                                GSL_BUFFER(v_colors, false, I, D), GSL_BUFFER(screen_grad, false, I, 2),
+                                GSL_BUFFER(screen_absgrad, false, I, 2), GSL_BUFFER(center_grad, true, I, 2)}))
 
 GSL_FIELD_LIST(project_backward, ProjectBackwardArgs, "rasterize project_backward", &sizes_of<Args>,
                with_dims<Args>({GSL_BUFFER(means, false, N, 3), GSL_BUFFER(quats, false, N, 4),
                                 GSL_BUFFER(scales, false, N, 2), GSL_BUFFER(viewmats, false, C, 4, 4),
-                                GSL_BUFFER(Ks, false, C, 3, 3), GSL_BUFFER(radii, false, C, N, 2),
-                                GSL_BUFFER(v_M, false, C, N, 9), GSL_BUFFER(v_normals, false, C, N, 3),
-                                GSL_BUFFER(v_opacities_cn, false, C, N), GSL_BUFFER(v_means, false, N, 3),
-                                GSL_BUFFER(v_quats, false, N, 4), GSL_BUFFER(v_scales, false, N, 2),
-                                GSL_BUFFER(v_opacities, false, N)}))
+                                GSL_BUFFER(Ks, false, C, 3, 3), GSL_BUFFER(radii, false, I, 2),
+                                GSL_BUFFER(v_M, false, I, 9), GSL_BUFFER(v_normals, false, I, 3),
+                                GSL_BUFFER(v_opacities_cn, false, I), GSL_BUFFER(camera_items, true, C + 1),
+                                GSL_BUFFER(scene_surfels, true, N), GSL_BUFFER(scene_surfel_starts, true, S + 1),
+                                GSL_BUFFER(scene_cameras, true, C), GSL_BUFFER(scene_camera_starts, true, S + 1),
+                                GSL_BUFFER(v_means, false, N, 3), GSL_BUFFER(v_quats, false, N, 4),
+                                GSL_BUFFER(v_scales, false, N, 2), GSL_BUFFER(v_opacities, false, N)}),
+               &check_project_backward)
+
+Sizes plan_sizes(const ScenePlanArgs& a) {
+  return {a.num_cameras, a.num_surfels, 0, 0, 0, a.num_items, a.num_scenes, 0, 0, 0, 0};
+}
+
+GSL_FIELD_LIST(plan_scenes, ScenePlanArgs, "rasterize plan_scenes", &plan_sizes,
+               {GSL_SCALAR(num_surfels, num_surfels), GSL_SCALAR(num_cameras, num_cameras),
+                GSL_SCALAR(num_items, num_items), GSL_SCALAR(num_scenes, num_scenes),
+                GSL_BUFFER(scene_ids, false, N), GSL_BUFFER(camera_scene_ids, false, C),
+                GSL_BUFFER(scene_surfel_starts, false, S + 1), GSL_BUFFER(camera_items, false, C + 1),
+                GSL_BUFFER(scene_surfels, false, N), GSL_BUFFER(item_cameras, false, I),
+                GSL_BUFFER(item_surfels, false, I)})
 
 #if GSPLAT_LIB_WITH_CUDA
 #define GSL_PASS(name)                                             \
@@ -134,6 +199,7 @@ void bind_rasterize(py::module_& m) {
   GSL_PASS(project);
   GSL_PASS(emit_pairs);
   bind_cpu(m, "rasterize_bin_pairs", bin_pairs_fields(), &bin_pairs_cpu);  // CUDA sorts with torch.sort
+  bind_cpu(m, "rasterize_plan_scenes", plan_scenes_fields(), &plan_scenes_cpu);  // CUDA: torch.sort too
   GSL_PASS(forward);
   GSL_PASS(backward);
   GSL_PASS(reduce);

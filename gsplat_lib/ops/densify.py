@@ -33,12 +33,21 @@ def _check_mask(name: str, value: object, rows: Optional[int], device: Optional[
     return value.contiguous()
 
 
-def _check_rows_tensor(name: str, value: object, device: torch.device) -> torch.Tensor:
-    """A float32, contiguous tensor of at least one dimension (rows first) on ``device``."""
+# Integer rows (scene ids) are moved as their bits, viewed as float32 words: remap_rows copies
+# bytes and never computes with them.
+_ROW_DTYPES = (torch.float32, torch.int32, torch.int64)
+
+
+def _check_rows_tensor(name: str, value: object, device: torch.device,
+                       dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """A contiguous tensor of at least one dimension (rows first) on ``device``: float32, int32
+    or int64, or ``dtype`` when given."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.dtype != torch.float32:
-        raise TypeError(f"{name} must have dtype torch.float32, got {value.dtype}")
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype} like the tensor it replaces, got {value.dtype}")
+    if value.dtype not in _ROW_DTYPES:
+        raise TypeError(f"{name} must have dtype torch.float32, torch.int32 or torch.int64, got {value.dtype}")
     if value.dim() == 0:
         raise ValueError(f"{name} must have a row dimension, got a 0-d tensor")
     if value.device != device:
@@ -47,6 +56,13 @@ def _check_rows_tensor(name: str, value: object, device: torch.device) -> torch.
         # Copying silently would double the memory traffic this op exists to save.
         raise ValueError(f"{name} must be contiguous; call .contiguous() on it first")
     return value
+
+
+def _as_words(tensor: torch.Tensor) -> torch.Tensor:
+    """The same memory as float32 words, rows first (an int64 value is two words)."""
+    if tensor.dtype == torch.int64:
+        return tensor.unsqueeze(-1).view(torch.float32)
+    return tensor.view(torch.float32)
 
 
 def remap_rows(
@@ -60,9 +76,10 @@ def remap_rows(
     """Gathers rows of many tensors at once: ``out_i[r] = tensors[i][source[r]]``.
 
     Args:
-        tensors: float32 contiguous tensors ``[N, *feat_i]`` on one device; each may have
-            its own row shape (means ``[N, 3]``, opacities ``[N]``, sh ``[N, 15, 3]``, and
-            each one's ``exp_avg`` / ``exp_avg_sq``).
+        tensors: contiguous tensors ``[N, *feat_i]`` on one device; each may have its own row
+            shape (means ``[N, 3]``, opacities ``[N]``, sh ``[N, 15, 3]``, and each one's
+            ``exp_avg`` / ``exp_avg_sq``). float32, or int32 / int64 (the scene ids of a packed
+            multi-scene model follow their surfels through clones, splits and prunes).
         source: ``[M]`` int64, values in ``[0, N)``: the input row of each output row.
         zero_new: one bool per tensor (default all False): on rows where ``is_new`` is True
             the output of such a tensor is 0 instead of a copy (Adam moments of new surfels).
@@ -129,7 +146,7 @@ def remap_rows(
         if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < len(checked):
             raise ValueError(f"overrides keys must be tensor indices in [0, {len(checked)}), got {key!r}")
         name = f"overrides[{key}]"
-        values = _check_rows_tensor(name, values, device)
+        values = _check_rows_tensor(name, values, device, checked[key].dtype)
         want = (num_rows, *checked[key].shape[1:])
         if tuple(values.shape) != want:
             raise ValueError(f"{name} must have shape {list(want)}, got {list(values.shape)}")
@@ -142,14 +159,14 @@ def remap_rows(
             _check_source_range(source, num_inputs)
 
     with torch.no_grad():
-        outputs = [torch.empty((num_rows, *t.shape[1:]), dtype=torch.float32, device=device) for t in checked]
+        outputs = [torch.empty((num_rows, *t.shape[1:]), dtype=t.dtype, device=device) for t in checked]
     if num_rows == 0 or not checked:
         return outputs
-    row_floats = [math.prod(t.shape[1:]) for t in checked]
+    row_floats = [math.prod(_as_words(t).shape[1:]) for t in checked]
     args = (
-        [_backend.buffer(t) for t in checked],
-        [_backend.buffer(o) for o in outputs],
-        [_backend.buffer(v) for v in override_values],
+        [_backend.buffer(_as_words(t)) for t in checked],
+        [_backend.buffer(_as_words(o)) for o in outputs],
+        [None if v is None else _backend.buffer(_as_words(v)) for v in override_values],
         row_floats,
         list(zero_new),
         _backend.buffer(source),
@@ -256,6 +273,7 @@ def accumulate_screen_stats(
     radii: torch.Tensor,
     width: int,
     height: int,
+    item_surfels: Optional[torch.Tensor] = None,
 ) -> None:
     """Adds one step's densification statistics to the accumulators, in place.
 
@@ -272,6 +290,11 @@ def accumulate_screen_stats(
     single-camera training. Cameras are summed in a fixed order per surfel, so the result is
     bit-identical for any thread count and on CPU and CUDA.
 
+    Packed items (a call with scene ids, ``RasterResult.item_surfels``): ``screen_grad``,
+    ``screen_absgrad`` and ``radii`` are ``[I, 2]``, row i belongs to surfel ``item_surfels[i]``
+    and each surfel's rows are summed in row order, so a packed multi-scene render accumulates
+    exactly what a render of each scene alone would.
+
     Args:
         grad_acc: ``[N]`` float32, sum of gradient norms (NDC units), updated.
         absgrad_acc: ``[N]`` float32, sum of absolute-gradient norms (NDC units), updated.
@@ -282,6 +305,7 @@ def accumulate_screen_stats(
         radii: ``[C, N, 2]`` int32, the rasterizer's radii (0 where culled).
         width: image width in pixels.
         height: image height in pixels.
+        item_surfels: ``[I]`` int64 in ``[0, N)`` for packed items, else None.
     """
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -294,20 +318,41 @@ def accumulate_screen_stats(
     absgrad_acc = _check_accumulator("absgrad_acc", absgrad_acc, torch.float32, dims, device)
     count = _check_accumulator("count", count, torch.int32, dims, device)
     max_radii = _check_accumulator("max_radii", max_radii, torch.float32, dims, device)
-    screen_grad = _backend.check_tensor("screen_grad", screen_grad, ("C", "N", 2), dims=dims, device=device)
-    screen_absgrad = _backend.check_tensor(
-        "screen_absgrad", screen_absgrad, ("C", "N", 2), dims=dims, device=device
-    )
-    radii = _backend.check_tensor("radii", radii, ("C", "N", 2), dtype=torch.int32, dims=dims, device=device)
+    item_shape = ("C", "N", 2) if item_surfels is None else ("I", 2)
+    screen_grad = _backend.check_tensor("screen_grad", screen_grad, item_shape, dims=dims, device=device)
+    screen_absgrad = _backend.check_tensor("screen_absgrad", screen_absgrad, item_shape, dims=dims, device=device)
+    radii = _backend.check_tensor("radii", radii, item_shape, dtype=torch.int32, dims=dims, device=device)
     num_surfels = dims["N"]
-    num_cameras = dims["C"]
-    if num_surfels == 0 or num_cameras == 0:
-        return
-    _backend.launch("accumulate_screen_stats", device, dict(
-        num_cameras=num_cameras, num_surfels=num_surfels, half_width=width / 2.0, half_height=height / 2.0,
-        screen_grad=_backend.buffer(screen_grad), screen_absgrad=_backend.buffer(screen_absgrad),
-        radii=_backend.buffer(radii), grad_acc=_backend.buffer(grad_acc), absgrad_acc=_backend.buffer(absgrad_acc),
-        count=_backend.buffer(count), max_radii=_backend.buffer(max_radii)))
+    fields = dict(num_surfels=num_surfels, half_width=width / 2.0, half_height=height / 2.0,
+                  screen_grad=_backend.buffer(screen_grad), screen_absgrad=_backend.buffer(screen_absgrad),
+                  radii=_backend.buffer(radii), grad_acc=_backend.buffer(grad_acc),
+                  absgrad_acc=_backend.buffer(absgrad_acc), count=_backend.buffer(count),
+                  max_radii=_backend.buffer(max_radii), item_surfels=None, surfel_items=None,
+                  surfel_item_starts=None)
+    if item_surfels is None:
+        num_cameras = dims["C"]
+        if num_surfels == 0 or num_cameras == 0:
+            return
+        fields.update(num_cameras=num_cameras, num_items=num_cameras * num_surfels)
+    else:
+        item_surfels = _backend.check_tensor("item_surfels", item_surfels, ("I",), dtype=torch.int64, dims=dims,
+                                             device=device)
+        num_items = dims["I"]
+        if num_items == 0:
+            return
+        lowest, highest = (int(v) for v in torch.aminmax(item_surfels))
+        if lowest < 0 or highest >= num_surfels:
+            raise ValueError(f"item_surfels must hold surfel indices in [0, {num_surfels}), got values in "
+                             f"[{lowest}, {highest}]")
+        fields.update(num_cameras=0, num_items=num_items)
+        if device.type == "cpu":
+            fields.update(item_surfels=_backend.buffer(item_surfels))
+        else:  # one thread per surfel: each walks its items, in item order (a stable sort keeps it)
+            surfel_items = torch.sort(item_surfels, stable=True).indices
+            starts = torch.zeros(num_surfels + 1, dtype=torch.int64, device=device)
+            torch.cumsum(torch.bincount(item_surfels, minlength=num_surfels), dim=0, out=starts[1:])
+            fields.update(surfel_items=_backend.buffer(surfel_items), surfel_item_starts=_backend.buffer(starts))
+    _backend.launch("accumulate_screen_stats", device, fields)
 
 
 def _check_accumulator(

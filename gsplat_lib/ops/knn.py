@@ -17,7 +17,7 @@ points closer than that were already merged when they were stored as float32.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -58,12 +58,26 @@ def _check_k(k: object) -> int:
     return k
 
 
-def knn(points: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _check_scene_ids(scene_ids: object, points: torch.Tensor) -> torch.Tensor:
+    if not isinstance(scene_ids, torch.Tensor):
+        raise TypeError(f"scene_ids must be a torch.Tensor, got {type(scene_ids).__name__}")
+    if scene_ids.dtype != torch.int64:
+        raise TypeError(f"scene_ids must have dtype torch.int64, got {scene_ids.dtype}")
+    if tuple(scene_ids.shape) != (points.shape[0],):
+        raise ValueError(f"scene_ids must have shape [{points.shape[0]}] (one per point), got {list(scene_ids.shape)}")
+    if scene_ids.device != points.device:
+        raise ValueError(f"scene_ids must be on {points.device} like points, got {scene_ids.device}")
+    return scene_ids
+
+
+def knn(points: torch.Tensor, k: int, scene_ids: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` nearest other points of every point, exactly.
 
     Args:
         points: ``[N, 3]`` float32, finite, on the CPU or a CUDA device.
         k: neighbours per point, ``>= 1``.
+        scene_ids: ``[N]`` int64 or None: with it a point's neighbours are only the points of
+            its own scene (equal id), as if each scene were searched alone; indices stay global.
 
     Returns:
         ``(indices, sq_dists)``: ``indices [N, k]`` int64 and ``sq_dists [N, k]`` float32 on
@@ -89,7 +103,26 @@ def knn(points: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
             f"k={k} neighbours of {points.shape[0]} points need [N, k] outputs of {needed / 2**30:.1f} GiB, but "
             f"only {available / 2**30:.1f} GiB is available on {points.device}: ask for fewer neighbours"
         )
-    return _search(points, k, "kd" if points.device.type == "cpu" else "morton")
+    order = "kd" if points.device.type == "cpu" else "morton"
+    if scene_ids is None:
+        return _search(points, k, order)
+    return _search_by_scene(points, k, order, _check_scene_ids(scene_ids, points))
+
+
+def _search_by_scene(points: torch.Tensor, k: int, order: str,
+                     scene_ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One search per scene, over that scene's points in index order (so ties still go to the
+    lower global index). An initialisation runs this once; the scenes' sizes sync once."""
+    num_points = points.shape[0]
+    indices = torch.empty((num_points, k), dtype=torch.int64, device=points.device)
+    sq_dists = torch.empty((num_points, k), dtype=torch.float32, device=points.device)
+    by_scene = torch.sort(scene_ids, stable=True).indices
+    sizes = torch.unique_consecutive(scene_ids[by_scene], return_counts=True)[1].tolist()
+    for rows in torch.split(by_scene, sizes):
+        scene_indices, scene_sq_dists = _search(points[rows].contiguous(), k, order)
+        indices[rows] = torch.where(scene_indices >= 0, rows[scene_indices.clamp_min(0)], -1)
+        sq_dists[rows] = scene_sq_dists
+    return indices, sq_dists
 
 
 def _tree_order(points: torch.Tensor, order: str) -> torch.Tensor:
@@ -138,7 +171,8 @@ def _search(points: torch.Tensor, k: int, order: str) -> Tuple[torch.Tensor, tor
     return indices, sq_dists
 
 
-def knn_dist2(points: torch.Tensor, k: int = 3, min_dist2: float = 1e-7) -> torch.Tensor:
+def knn_dist2(points: torch.Tensor, k: int = 3, min_dist2: float = 1e-7,
+              scene_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean squared distance of every point to its ``k`` nearest other points, floored.
 
     This is what 3DGS / 2DGS take ``log(sqrt(.))`` of to initialise scales. The mean runs
@@ -150,6 +184,8 @@ def knn_dist2(points: torch.Tensor, k: int = 3, min_dist2: float = 1e-7) -> torc
         points: ``[N, 3]`` float32, finite, on the CPU or a CUDA device.
         k: neighbours per point, ``>= 1``.
         min_dist2: floor of the result, a finite number ``> 0``.
+        scene_ids: ``[N]`` int64 or None: neighbours only within a point's scene (a packed
+            multi-scene model; a point alone in its scene gets ``min_dist2``).
 
     Returns:
         ``[N]`` float32 on the device of ``points`` (``[0]`` when ``N = 0``).
@@ -158,7 +194,7 @@ def knn_dist2(points: torch.Tensor, k: int = 3, min_dist2: float = 1e-7) -> torc
         raise ValueError(f"min_dist2 must be a finite number > 0, got {min_dist2!r}")
     if not (0.0 < float(min_dist2) < float("inf")):
         raise ValueError(f"min_dist2 must be a finite number > 0, got {min_dist2!r}")
-    indices, sq_dists = knn(points, k)
+    indices, sq_dists = knn(points, k, scene_ids)
     exists = indices >= 0
     count = exists.sum(dim=1)
     total = torch.where(exists, sq_dists, torch.zeros((), dtype=sq_dists.dtype, device=sq_dists.device)).sum(dim=1)

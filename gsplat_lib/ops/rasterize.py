@@ -19,7 +19,8 @@ import torch
 from gsplat_lib._backend import check_tensor, core
 from gsplat_lib.ops.rasterize_autograd import RasterizeSurfels, zero_view, zeros
 from gsplat_lib.ops.rasterize_memory import check_image_memory
-from gsplat_lib.ops.sh import sh_to_colors
+from gsplat_lib.ops.rasterize_scenes import SceneItems, check_scene_ids, plan_scene_items
+from gsplat_lib.ops.sh import sh_to_colors, sh_to_item_colors
 
 # Tiles are core().TILE_SIZE rows high. CUDA runs one square thread block per tile; the CPU takes
 # wider tiles (core().CPU_TILE_WIDTH): a splat's rows are then split between tiles less often,
@@ -39,7 +40,12 @@ SEMANTICS = ("gsplat_lib", "upstream")
 
 @dataclass
 class RasterResult:
-    """Images are channels-last ``[C, H, W, ...]``; per-surfel tensors are ``[C, N, ...]``."""
+    """Images are channels-last ``[C, H, W, ...]``; per-(camera, surfel) tensors are ``[C, N, ...]``.
+
+    With scene ids the per-(camera, surfel) tensors are packed instead: ``[I, ...]``, one row per
+    item (a camera and a surfel of its scene), by camera, then surfel; ``item_cameras`` and
+    ``item_surfels`` say whose each row is (both None without scene ids).
+    """
 
     colors: torch.Tensor           # [C, H, W, D]
     alphas: torch.Tensor           # [C, H, W, 1]
@@ -47,18 +53,20 @@ class RasterResult:
     median_depths: torch.Tensor    # [C, H, W, 1]
     normals: torch.Tensor          # [C, H, W, 3] camera frame, alpha-weighted (not normalised)
     distortions: torch.Tensor      # [C, H, W, 1]
-    radii: torch.Tensor            # [C, N, 2] int32 half extents of the screen box, 0 = culled
-    means2d: torch.Tensor          # [C, N, 2] projected centres (pixels); upstream semantics: e (below)
-    depths_surfel: torch.Tensor    # [C, N] camera-space depth of the centres
-    screen_grad: torch.Tensor      # [C, N, 2] leaf: .grad = dL/d(screen translation) after backward
-    screen_absgrad: torch.Tensor   # [C, N, 2] leaf: .grad = sum of |per-pixel| translation gradients
+    radii: torch.Tensor            # [C, N, 2] (or [I, 2]) int32 half extents of the screen box, 0 = culled
+    means2d: torch.Tensor          # [C, N, 2] (or [I, 2]) projected centres (pixels); upstream semantics: e
+    depths_surfel: torch.Tensor    # [C, N] (or [I]) camera-space depth of the centres
+    screen_grad: torch.Tensor      # [C, N, 2] (or [I, 2]) leaf: .grad = dL/d(screen translation) after backward
+    screen_absgrad: torch.Tensor   # [C, N, 2] (or [I, 2]) leaf: .grad = sum of |per-pixel| translation gradients
     evaluated_pairs: torch.Tensor  # [C, H, W] int32 (pixel, surfel) pairs the forward evaluated
     backward_pairs: torch.Tensor   # [C, H, W] int32 pairs the backward evaluated (filled by backward)
     viewmats: torch.Tensor         # [C, 4, 4] the cameras (for normals_world)
-    # [C, N, 2] leaf in upstream semantics (None in gsplat_lib's): .grad = dL/d(means2d), the
-    # gradient through the screen fallback's centre e (upstream's dL/dmean2D before it is chained
-    # into the surfel).
+    # [C, N, 2] (or [I, 2]) leaf in upstream semantics (None in gsplat_lib's): .grad = dL/d(means2d),
+    # the gradient through the screen fallback's centre e (upstream's dL/dmean2D before it is
+    # chained into the surfel).
     center_grad: Optional[torch.Tensor] = None
+    item_cameras: Optional[torch.Tensor] = None  # [I] int64 with scene ids: the camera of each row
+    item_surfels: Optional[torch.Tensor] = None  # [I] int64 with scene ids: the surfel of each row
 
     # Derived outputs, computed on first use: a caller that never reads them never pays.
     @functools.cached_property
@@ -74,7 +82,7 @@ class RasterResult:
 
     @functools.cached_property
     def visible(self) -> torch.Tensor:
-        """[C, N] bool: the surfel survived culling in that camera."""
+        """[C, N] (or [I]) bool: the surfel survived culling in that camera."""
         return (self.radii > 0).any(dim=-1)
 
 
@@ -97,8 +105,10 @@ def rasterize_surfels(
     scale_modifier: float = 1.0,
     deterministic: bool = True,
     semantics: str = "gsplat_lib",
+    scene_ids: Optional[torch.Tensor] = None,
+    camera_scene_ids: Optional[torch.Tensor] = None,
 ) -> RasterResult:
-    """Renders N surfels into C cameras in one call.
+    """Renders N surfels into C cameras in one call; with scene ids, many scenes at once.
 
     Args:
         means: ``[N, 3]`` centres.
@@ -129,6 +139,13 @@ def rasterize_surfels(
             0.99 clamp passed through by the backward, and upstream's statistic in
             ``screen_grad`` (dL/dM02, dL/dM12 over the ray-splat pixels times the centre depth,
             pixels) and ``screen_absgrad`` (sum of |dL/de| over the fallback pixels).
+        scene_ids: ``[N]`` int64 >= 0, the scene of each surfel; with ``camera_scene_ids``
+            ``[C]`` int64, the scene each camera sees. Each camera then renders only its scene's
+            surfels (in any order in the inputs; a scene may have no surfels, or several cameras,
+            or none): its image and the gradients equal a call with only that scene's surfels and
+            cameras. The per-(camera, surfel) outputs come packed, one row per camera and surfel
+            of its scene (``RasterResult.item_cameras`` / ``item_surfels``), so the work and the
+            memory grow with those pairs, not with C x N. ``colors`` is then ``[N, D]`` (or ``sh``).
 
     Bad surfels (non-finite, zero or negative scale, zero quaternion, behind the camera, edge-on
     outlines through the camera plane, off screen) are culled; bad cameras and wrong shapes,
@@ -155,20 +172,33 @@ def rasterize_surfels(
     if semantics not in SEMANTICS:
         raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
 
+    checked_ids = check_scene_ids(scene_ids, camera_scene_ids, num_surfels, num_cameras, device)
+    scenes: Optional[SceneItems] = None
+    if checked_ids is not None:
+        scenes = plan_scene_items(*checked_ids)
+
     if (colors is None) == (sh is None):
         raise ValueError("give exactly one of colors [N, D] / [C, N, D] or sh [N, K, 3] with sh_degree")
     if sh is not None:
         sh = check_tensor("sh", sh, ("N", None, 3), dims=dims, device=device)
         if not isinstance(sh_degree, int):
             raise TypeError(f"sh_degree must be an int when sh is given, got {type(sh_degree).__name__}")
-        colors_per_camera = sh_to_colors(sh, sh_degree, means, viewmats)
+        if scenes is None:
+            item_colors = sh_to_colors(sh, sh_degree, means, viewmats)
+        else:
+            item_colors = sh_to_item_colors(sh, sh_degree, means, viewmats, scenes.item_cameras, scenes.item_surfels)
     elif isinstance(colors, torch.Tensor) and colors.dim() == 3:
-        colors_per_camera = check_tensor("colors", colors, ("C", "N", None), dims=dims, device=device)
+        if scenes is not None:
+            raise ValueError("colors: with scene ids give colors [N, D] (or sh), not per camera [C, N, D]")
+        item_colors = check_tensor("colors", colors, ("C", "N", None), dims=dims, device=device)
     else:
         colors = check_tensor("colors", colors, ("N", None), dims=dims, device=device)
-        colors_per_camera = colors.unsqueeze(0).expand(num_cameras, -1, -1)
-    colors_per_camera = colors_per_camera.contiguous()
-    num_channels = colors_per_camera.shape[-1]
+        # Packed: indexing, whose backward sums each surfel's items in order (so does the dense
+        # expand's, up to 4 cameras: docs/design.md).
+        item_colors = (colors.unsqueeze(0).expand(num_cameras, -1, -1) if scenes is None
+                       else colors[scenes.item_surfels])
+    item_colors = item_colors.contiguous()
+    num_channels = item_colors.shape[-1]
     if backgrounds is not None:
         backgrounds = check_tensor("backgrounds", backgrounds, (num_cameras, num_channels), device=device)
     _check_cameras(viewmats, Ks, backgrounds)
@@ -176,35 +206,40 @@ def rasterize_surfels(
     check_image_memory(num_cameras, width, height, num_channels, device)
     settings = raster_settings(num_cameras, num_surfels, num_channels, width, height, near, far, device,
                                scale_modifier=float(scale_modifier), deterministic=deterministic,
-                               semantics=semantics)
+                               semantics=semantics, scenes=scenes)
+    num_items = settings["num_items"]
 
     track = torch.is_grad_enabled()
     # Leaves whose .grad the backward sets to the densification statistics; their values are
-    # never read, so one zero viewed as [C, N, 2] serves (no memory to fill).
-    screen_grad = zero_view(num_cameras, num_surfels, 2, device=device).requires_grad_(track)
-    screen_absgrad = zero_view(num_cameras, num_surfels, 2, device=device).requires_grad_(track)
-    center_grad = (zero_view(num_cameras, num_surfels, 2, device=device).requires_grad_(track)
-                   if semantics == "upstream" else None)
+    # never read, so one zero viewed as [C, N, 2] (or [I, 2]) serves (no memory to fill).
+    item_shape = (num_cameras, num_surfels) if scenes is None else (num_items,)
+    screen_grad = zero_view(*item_shape, 2, device=device).requires_grad_(track)
+    screen_absgrad = zero_view(*item_shape, 2, device=device).requires_grad_(track)
+    center_grad = zero_view(*item_shape, 2, device=device).requires_grad_(track) if semantics == "upstream" else None
     # A diagnostic the backward fills in place (zeros until it runs).
     backward_pairs = zeros(num_cameras, height, width, dtype=torch.int32, device=device)
     (out_colors, out_alphas, out_depths, out_median_depths, out_normals, out_distortions, radii, means2d, depths,
      evaluated_pairs) = RasterizeSurfels.apply(
-        means, quats, scales, opacities, colors_per_camera, viewmats, Ks, backgrounds,
-        screen_grad, screen_absgrad, center_grad, backward_pairs, settings,
+        means, quats, scales, opacities, item_colors, viewmats, Ks, backgrounds,
+        screen_grad, screen_absgrad, center_grad, backward_pairs, settings, scenes,
     )
     return RasterResult(
         colors=out_colors, alphas=out_alphas, depths=out_depths, median_depths=out_median_depths,
         normals=out_normals, distortions=out_distortions, radii=radii, means2d=means2d, depths_surfel=depths,
         screen_grad=screen_grad, screen_absgrad=screen_absgrad, evaluated_pairs=evaluated_pairs,
         backward_pairs=backward_pairs, viewmats=viewmats, center_grad=center_grad,
+        item_cameras=None if scenes is None else scenes.item_cameras,
+        item_surfels=None if scenes is None else scenes.item_surfels,
     )
 
 
 def raster_settings(num_cameras: int, num_surfels: int, num_channels: int, width: int, height: int, near: float,
                     far: float, device: torch.device, *, scale_modifier: float = 1.0,
-                    deterministic: bool = True, semantics: str = "gsplat_lib") -> Dict[str, object]:
+                    deterministic: bool = True, semantics: str = "gsplat_lib",
+                    scenes: Optional[SceneItems] = None) -> Dict[str, object]:
     """The sizes and settings every compiled pass of one call takes (the fields of the core's
-    ``Dims``); ``num_pairs`` is set once the projection has counted the pairs."""
+    ``Dims``); ``num_pairs`` is set once the projection has counted the pairs. ``scenes``: the
+    packed items of a call with scene ids."""
     tile_size = core().TILE_SIZE
     cpu_tile_width = core().CPU_TILE_WIDTH if CPU_TILE_WIDTH is None else CPU_TILE_WIDTH
     tile_width = tile_size if device.type == "cuda" else cpu_tile_width
@@ -218,6 +253,8 @@ def raster_settings(num_cameras: int, num_surfels: int, num_channels: int, width
         )
     return dict(
         num_cameras=num_cameras, num_surfels=num_surfels, num_channels=num_channels, width=width, height=height,
+        num_items=num_cameras * num_surfels if scenes is None else scenes.num_items,
+        num_scenes=0 if scenes is None else scenes.num_scenes,
         tile_width=tile_width, tiles_x=tiles_x, tiles_y=tiles_y, near_plane=near, far_plane=far,
         scale_modifier=scale_modifier, cpu_lanes=CPU_LANES, semantics=core().SEMANTICS[semantics], num_pairs=0,
         # The CPU gives each tile to one thread, which writes its pairs' records: no atomics to save.

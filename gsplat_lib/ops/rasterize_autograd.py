@@ -2,7 +2,8 @@
 
 Every buffer goes to the core under the name of the C++ field it fills
 (csrc/ops/rasterize/rasterize.h); ``v_<name>`` is the gradient of buffer ``<name>``. An item
-is a (camera, surfel) pair ``c * N + n``; a pair is a (tile, item).
+is a (camera, surfel) pair, ``c * N + n`` in a dense call, packed by camera with scene ids
+(:mod:`gsplat_lib.ops.rasterize_scenes`); a pair is a (tile, item).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ def launch(name: str, device: torch.device, settings: dict, **buffers: Optional[
 
 
 def bin_pairs(depths: torch.Tensor, pixel_rects: torch.Tensor, pair_ends: torch.Tensor, settings: dict,
-              use_torch: Optional[bool] = None):
+              use_torch: Optional[bool] = None, camera_items: Optional[torch.Tensor] = None):
     """The (tile, item) pairs sorted by key (tile, then depth; stable): (tile_starts, pair_items,
-    pair_emit_index), for ``settings["num_pairs"]`` pairs.
+    pair_emit_index), for ``settings["num_pairs"]`` pairs. ``camera_items``: where each camera's
+    items start, for packed items.
 
     CUDA emits the keys and sorts them with torch.sort; the CPU runs its own pass, which gives
     the same result without the keys (tested).
@@ -44,7 +46,7 @@ def bin_pairs(depths: torch.Tensor, pixel_rects: torch.Tensor, pair_ends: torch.
         emitted_keys = torch.empty(num_pairs, **i64)
         emitted_items = torch.empty(num_pairs, **i64)
         launch("emit_pairs", device, settings, depths=depths, pixel_rects=pixel_rects, pair_ends=pair_ends,
-               emitted_keys=emitted_keys, emitted_items=emitted_items)
+               camera_items=camera_items, emitted_keys=emitted_keys, emitted_items=emitted_items)
         sorted_keys, pair_emit_index = torch.sort(emitted_keys, stable=True)
         tile_starts = torch.searchsorted(sorted_keys >> 32, torch.arange(num_tiles + 1, **i64))
         return tile_starts, emitted_items[pair_emit_index], pair_emit_index
@@ -52,7 +54,7 @@ def bin_pairs(depths: torch.Tensor, pixel_rects: torch.Tensor, pair_ends: torch.
     pair_emit_index = torch.empty(num_pairs, **i64)
     pair_items = torch.empty(num_pairs, **i64)
     launch("bin_pairs", device, settings, depths=depths, pixel_rects=pixel_rects, pair_ends=pair_ends,
-           tile_starts=tile_starts, pair_emit_index=pair_emit_index, pair_items=pair_items)
+           camera_items=camera_items, tile_starts=tile_starts, pair_emit_index=pair_emit_index, pair_items=pair_items)
     return tile_starts, pair_items, pair_emit_index
 
 
@@ -86,6 +88,17 @@ def _zeros_if_none(grad: Optional[torch.Tensor], like: torch.Tensor) -> torch.Te
     return torch.zeros_like(like) if grad is None else grad.contiguous()
 
 
+# The packed items' lists each pass takes (all None in a dense call).
+_PROJECT_LISTS = ("camera_items", "item_surfels")
+_PROJECT_BACKWARD_LISTS = ("camera_items", "scene_surfels", "scene_surfel_starts", "scene_cameras",
+                           "scene_camera_starts")
+
+
+def _lists(scenes, *names: str) -> Dict[str, Optional[torch.Tensor]]:
+    buffers = scenes.buffers() if scenes is not None else {}
+    return {name: buffers.get(name) for name in names}
+
+
 def pair_grad_width(settings: dict) -> int:
     """Floats per pair gradient record: the geometry part of the call's semantics, then D colours."""
     upstream = settings["semantics"] == _backend.core().SEMANTICS["upstream"]
@@ -94,42 +107,46 @@ def pair_grad_width(settings: dict) -> int:
 
 
 class RasterizeSurfels(torch.autograd.Function):
-    """Inputs: means, quats, scales, opacities, colors [C, N, D], viewmats, Ks, backgrounds,
-    the screen_grad / screen_absgrad / center_grad leaves, the backward_pairs counter and the settings.
+    """Inputs: means, quats, scales, opacities, colors [I, D] (I = C N when dense), viewmats, Ks,
+    backgrounds, the screen_grad / screen_absgrad / center_grad leaves, the backward_pairs counter,
+    the settings and the packed items (a SceneItems, or None).
     Outputs: the six images, then radii, means2d, depths (of the centres), evaluated_pairs."""
 
     @staticmethod
     def forward(ctx, means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, screen_grad,
-                screen_absgrad, center_grad, backward_pairs, settings):
+                screen_absgrad, center_grad, backward_pairs, settings, scenes=None):
         device = means.device
         C, N, D = settings["num_cameras"], settings["num_surfels"], settings["num_channels"]
         H, W = settings["height"], settings["width"]
         f32 = dict(dtype=torch.float32, device=device)
         i32 = dict(dtype=torch.int32, device=device)
         i64 = dict(dtype=torch.int64, device=device)
+        # Per-item buffers: [C, N, ...] in a dense call, [I, ...] with packed items.
+        items = (C, N) if scenes is None else (settings["num_items"],)
 
-        M = torch.empty(C, N, 9, **f32)
-        normals = torch.empty(C, N, 3, **f32)
-        means2d = torch.empty(C, N, 2, **f32)
-        depths = torch.empty(C, N, **f32)
-        radii = torch.empty(C, N, 2, **i32)
-        pixel_rects = torch.empty(C, N, 4, **i32)
+        M = torch.empty(*items, 9, **f32)
+        normals = torch.empty(*items, 3, **f32)
+        means2d = torch.empty(*items, 2, **f32)
+        depths = torch.empty(*items, **f32)
+        radii = torch.empty(*items, 2, **i32)
+        pixel_rects = torch.empty(*items, 4, **i32)
         # Each item's tile count, and their inclusive running sum: where each item's pairs end.
         # The CPU projection writes the running sum itself; on CUDA torch.cumsum makes it.
-        counts = torch.empty(C * N, **i64)
+        counts = torch.empty(settings["num_items"], **i64)
         on_cpu = device.type == "cpu"
         launch("project", device, settings, means=means, quats=quats, scales=scales, opacities=opacities,
-               colors=colors, viewmats=viewmats, Ks=Ks, M=M, normals=normals, means2d=means2d, depths=depths,
-               radii=radii, pixel_rects=pixel_rects, tile_counts=None if on_cpu else counts,
-               pair_ends=counts if on_cpu else None)
+               colors=colors, viewmats=viewmats, Ks=Ks, **_lists(scenes, *_PROJECT_LISTS), M=M, normals=normals,
+               means2d=means2d, depths=depths, radii=radii, pixel_rects=pixel_rects,
+               tile_counts=None if on_cpu else counts, pair_ends=counts if on_cpu else None)
 
         # Two phases (decision 1): count the pairs, read the total, allocate, fill.
         pair_ends = counts if on_cpu else torch.cumsum(counts, dim=0)
         num_pairs = int(pair_ends[-1]) if pair_ends.numel() else 0
-        check_pair_memory(num_pairs, C * N, D, settings["item_records"], device,
+        check_pair_memory(num_pairs, settings["num_items"], D, settings["item_records"], device,
                           record_width=pair_grad_width(settings))
         settings = dict(settings, num_pairs=num_pairs)
-        tile_starts, pair_items, pair_emit_index = bin_pairs(depths, pixel_rects, pair_ends, settings)
+        tile_starts, pair_items, pair_emit_index = bin_pairs(depths, pixel_rects, pair_ends, settings,
+                                                             **_lists(scenes, "camera_items"))
 
         out_colors = new_pass_output(C, H, W, D, device=device)
         out_alphas = torch.empty(C, H, W, 1, **f32)
@@ -143,13 +160,15 @@ class RasterizeSurfels(torch.autograd.Function):
         saved_sums = torch.empty(C, H, W, 3, **f32)
         evaluated_pairs = torch.empty(C, H, W, **i32)
         pixel_inputs = dict(tile_starts=tile_starts, pair_items=pair_items, M=M, means2d=means2d, normals=normals,
-                            opacities=opacities, colors=colors, backgrounds=backgrounds, pixel_rects=pixel_rects)
+                            opacities=opacities, colors=colors, backgrounds=backgrounds, pixel_rects=pixel_rects,
+                            **_lists(scenes, "item_surfels"))
         launch("forward", device, settings, **pixel_inputs, out_colors=out_colors, out_alphas=out_alphas,
                out_depths=out_depths, out_median_depths=out_median_depths, out_normals=out_normals,
                out_distortions=out_distortions, saved_T=saved_T, saved_last=saved_last, saved_median=saved_median,
                saved_sums=saved_sums, evaluated_pairs=evaluated_pairs)
 
         ctx.settings = settings
+        ctx.scenes = scenes
         ctx.has_backgrounds = backgrounds is not None
         ctx.save_for_backward(means, quats, scales, opacities, colors, viewmats, Ks,
                               backgrounds if backgrounds is not None else torch.empty(0, device=device),
@@ -171,10 +190,12 @@ class RasterizeSurfels(torch.autograd.Function):
         (means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, M, normals, means2d, radii,
          pixel_rects, pair_ends, tile_starts, pair_items, pair_emit_index, saved_T, saved_last, saved_median,
          saved_sums) = ctx.saved_tensors
-        settings = ctx.settings
+        settings, scenes = ctx.settings, ctx.scenes
         device = means.device
         C, N, D = settings["num_cameras"], settings["num_surfels"], settings["num_channels"]
         H, W = settings["height"], settings["width"]
+        num_items = settings["num_items"]
+        items = (C, N) if scenes is None else (num_items,)
         f32 = dict(dtype=torch.float32, device=device)
         backgrounds = backgrounds if ctx.has_backgrounds else None
         # An unused output's cotangent stays None: the compiled backward reads it as zero.
@@ -186,8 +207,8 @@ class RasterizeSurfels(torch.autograd.Function):
         record_width = pair_grad_width(settings)
         if settings["item_records"]:
             # A record per (camera, surfel) that its pairs add to: each item's records end one further.
-            pair_grads = torch.zeros(C * N, record_width, **f32)
-            record_ends = torch.arange(1, C * N + 1, dtype=torch.int64, device=device)
+            pair_grads = torch.zeros(num_items, record_width, **f32)
+            record_ends = torch.arange(1, num_items + 1, dtype=torch.int64, device=device)
         elif device.type == "cpu":
             pair_grads = pair_grad_records(settings["num_pairs"], record_width)
             record_ends = pair_ends
@@ -200,16 +221,16 @@ class RasterizeSurfels(torch.autograd.Function):
                v_out_colors=v_out_colors, v_out_alphas=v_out_alphas, v_out_depths=v_out_depths,
                v_out_median_depths=v_out_median_depths, v_out_normals=v_out_normals,
                v_out_distortions=v_out_distortions, pair_emit_index=pair_emit_index, pair_grads=pair_grads,
-               backward_pairs=ctx.backward_pairs)
+               backward_pairs=ctx.backward_pairs, **_lists(scenes, "item_surfels"))
 
-        v_M = torch.empty(C, N, 9, **f32)
-        v_opacities_cn = torch.empty(C, N, **f32)
-        v_normals = torch.empty(C, N, 3, **f32)
-        v_colors = torch.empty(C, N, D, **f32)
-        screen_grad = torch.empty(C, N, 2, **f32)
-        screen_absgrad = torch.empty(C, N, 2, **f32)
+        v_M = torch.empty(*items, 9, **f32)
+        v_opacities_cn = torch.empty(*items, **f32)
+        v_normals = torch.empty(*items, 3, **f32)
+        v_colors = torch.empty(*items, D, **f32)
+        screen_grad = torch.empty(*items, 2, **f32)
+        screen_absgrad = torch.empty(*items, 2, **f32)
         upstream = settings["semantics"] == _backend.core().SEMANTICS["upstream"]
-        center_grad = torch.empty(C, N, 2, **f32) if upstream else None
+        center_grad = torch.empty(*items, 2, **f32) if upstream else None
         launch("reduce", device, settings, record_ends=record_ends, pair_grads=pair_grads, M=M, v_M=v_M,
                v_opacities_cn=v_opacities_cn, v_normals=v_normals, v_colors=v_colors, screen_grad=screen_grad,
                screen_absgrad=screen_absgrad, center_grad=center_grad)
@@ -220,12 +241,13 @@ class RasterizeSurfels(torch.autograd.Function):
         v_scales = torch.empty(N, 2, **f32)
         v_opacities = torch.empty(N, **f32)
         launch("project_backward", device, settings, means=means, quats=quats, scales=scales, viewmats=viewmats,
-               Ks=Ks, radii=radii, v_M=v_M, v_normals=v_normals, v_opacities_cn=v_opacities_cn, v_means=v_means,
-               v_quats=v_quats, v_scales=v_scales, v_opacities=v_opacities)
+               Ks=Ks, radii=radii, v_M=v_M, v_normals=v_normals, v_opacities_cn=v_opacities_cn,
+               **_lists(scenes, *_PROJECT_BACKWARD_LISTS), v_means=v_means, v_quats=v_quats, v_scales=v_scales,
+               v_opacities=v_opacities)
 
         v_backgrounds = None
         if backgrounds is not None and ctx.needs_input_grad[7]:
             # colour = ... + T_final bg.
             v_backgrounds = (v_out_colors * saved_T.unsqueeze(-1)).sum(dim=(1, 2))
         return (v_means, v_quats, v_scales, v_opacities, v_colors, None, None, v_backgrounds, screen_grad,
-                screen_absgrad, center_grad, None, None)
+                screen_absgrad, center_grad, None, None, None)

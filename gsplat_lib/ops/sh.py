@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SH_C0", "SH_C1", "SH_C2", "SH_C3", "num_sh_bases", "eval_sh", "sh_to_colors"]
+__all__ = ["SH_C0", "SH_C1", "SH_C2", "SH_C3", "num_sh_bases", "eval_sh", "sh_to_colors", "sh_to_item_colors"]
 
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
@@ -80,10 +80,15 @@ def eval_sh(degree: int, coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tens
     if dirs.shape[-1] != 3:
         raise ValueError(f"dirs must have shape [..., 3], got {tuple(dirs.shape)}")
 
+    return _add_sh_bands(degree, SH_C0 * coeffs[..., 0, :], coeffs, dirs)
+
+
+def _add_sh_bands(degree: int, result: torch.Tensor, coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """``result`` (the degree-0 term) plus the bands 1..degree of ``coeffs`` at ``dirs``."""
+
     def term(index: int, basis: torch.Tensor) -> torch.Tensor:
         return basis[..., None] * coeffs[..., index, :]
 
-    result = SH_C0 * coeffs[..., 0, :]
     if degree == 0:
         return result.expand(torch.broadcast_shapes(result.shape, dirs.shape))
     x, y, z = dirs[..., 0], dirs[..., 1], dirs[..., 2]
@@ -114,22 +119,48 @@ def eval_sh(degree: int, coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tens
     )
 
 
+def _camera_centres(viewmats: torch.Tensor) -> torch.Tensor:
+    """Camera centres ``-R^T t``: ``[C, 3]``."""
+    rotations = viewmats[:, :3, :3]  # [C, 3, 3]
+    translations = viewmats[:, :3, 3]  # [C, 3]
+    return -torch.einsum("cji,cj->ci", rotations, translations)
+
+
+def _unit_directions(offsets: torch.Tensor) -> torch.Tensor:
+    """``offsets / |offsets|``; where that is unusable (a mean on the camera centre, or not
+    finite), (0, 0, 1) instead, through a double ``torch.where`` so the gradient stays finite."""
+    with torch.no_grad():
+        norm2 = (offsets * offsets).sum(-1, keepdim=True)
+        usable = torch.isfinite(norm2) & (norm2 > _MIN_DIRECTION_NORM2)
+    fallback = torch.tensor((0.0, 0.0, 1.0), dtype=offsets.dtype, device=offsets.device).expand_as(offsets)
+    safe_offsets = torch.where(usable, offsets, fallback)
+    return safe_offsets / torch.linalg.vector_norm(safe_offsets, dim=-1, keepdim=True)
+
+
 def view_directions(means: torch.Tensor, viewmats: torch.Tensor) -> torch.Tensor:
     """Unit vectors from each camera centre ``-R^T t`` to each mean: ``[C, N, 3]``.
 
     A mean on a camera centre or a non-finite mean gets the direction (0, 0, 1) instead,
     through a double ``torch.where`` so the gradient stays finite.
     """
-    rotations = viewmats[:, :3, :3]  # [C, 3, 3]
-    translations = viewmats[:, :3, 3]  # [C, 3]
-    centres = -torch.einsum("cji,cj->ci", rotations, translations)  # [C, 3]
-    offsets = means[None, :, :] - centres[:, None, :]  # [C, N, 3]
+    offsets = means[None, :, :] - _camera_centres(viewmats)[:, None, :]  # [C, N, 3]
+    return _unit_directions(offsets)
+
+
+def _usable_sh(sh: torch.Tensor, needed: int):
+    """``(usable [N], safe_sh)``: whether a surfel's evaluated coefficients are all finite and
+    within 1e18, and the coefficients with the unusable surfels' replaced by zeros."""
     with torch.no_grad():
-        norm2 = (offsets * offsets).sum(-1, keepdim=True)  # [C, N, 1]
-        usable = torch.isfinite(norm2) & (norm2 > _MIN_DIRECTION_NORM2)
-    fallback = torch.tensor((0.0, 0.0, 1.0), dtype=offsets.dtype, device=offsets.device).expand_as(offsets)
-    safe_offsets = torch.where(usable, offsets, fallback)
-    return safe_offsets / torch.linalg.vector_norm(safe_offsets, dim=-1, keepdim=True)
+        evaluated = sh[:, :needed]
+        usable = (torch.isfinite(evaluated) & (evaluated.abs() <= _MAX_SH_COEFFICIENT)).flatten(1).all(1)  # [N]
+    return usable, torch.where(usable[:, None, None], sh, torch.zeros((), dtype=sh.dtype, device=sh.device))
+
+
+def _colors_of(values: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
+    """max(values + 0.5, 0), NaN (the rasterizer culls it) where not ``usable``."""
+    colors = torch.clamp_min(values + 0.5, 0.0)
+    return torch.where(usable[..., None], colors, torch.full((), float("nan"), dtype=values.dtype,
+                                                             device=values.device))
 
 
 def sh_to_colors(
@@ -161,10 +192,29 @@ def sh_to_colors(
     if viewmats.dim() != 3 or viewmats.shape[1:] != (4, 4):
         raise ValueError(f"viewmats must have shape [C, 4, 4], got {tuple(viewmats.shape)}")
     dirs = view_directions(means, viewmats.to(means.dtype))  # [C, N, 3]
-    with torch.no_grad():
-        evaluated = sh[:, :needed]
-        usable = (torch.isfinite(evaluated) & (evaluated.abs() <= _MAX_SH_COEFFICIENT)).flatten(1).all(1)  # [N]
-    safe_sh = torch.where(usable[:, None, None], sh, torch.zeros((), dtype=sh.dtype, device=sh.device))
+    usable, safe_sh = _usable_sh(sh, needed)
     values = eval_sh(sh_degree, safe_sh[None], dirs)  # [C, N, 3]
-    colors = torch.clamp_min(values + 0.5, 0.0)
-    return torch.where(usable[None, :, None], colors, torch.full((), float("nan"), dtype=sh.dtype, device=sh.device))
+    return _colors_of(values, usable[None, :])
+
+
+def sh_to_item_colors(sh: torch.Tensor, sh_degree: int, means: torch.Tensor, viewmats: torch.Tensor,
+                      item_cameras: torch.Tensor, item_surfels: torch.Tensor) -> torch.Tensor:
+    """:func:`sh_to_colors` of (camera, surfel) items: ``[I, 3]``, row i the colour of surfel
+    ``item_surfels[i]`` seen from camera ``item_cameras[i]`` (the same values, op for op).
+
+    Only the coefficients of ``sh_degree`` are gathered per item (``[I, (sh_degree + 1)^2, 3]``).
+    The degree-0 term is made per surfel and then gathered, as :func:`sh_to_colors` broadcasts
+    it, so its gradient is summed over the cameras before the constant multiplies it there too.
+    """
+    needed = num_sh_bases(sh_degree)
+    if sh.shape[1] < needed:
+        raise ValueError(
+            f"sh has K={sh.shape[1]} coefficients but sh_degree={sh_degree} needs at least {needed}"
+        )
+    offsets = means[item_surfels] - _camera_centres(viewmats.to(means.dtype))[item_cameras]  # [I, 3]
+    dirs = _unit_directions(offsets)
+    usable, safe_sh = _usable_sh(sh, needed)
+    base = (SH_C0 * safe_sh[:, 0, :])[item_surfels]
+    coeffs = safe_sh[:, :needed][item_surfels] if sh_degree > 0 else safe_sh[:0, :1]  # [I, needed, 3]
+    values = _add_sh_bands(sh_degree, base, coeffs, dirs)  # [I, 3]
+    return _colors_of(values, usable[item_surfels])

@@ -25,17 +25,24 @@ struct RemapParams {
   int64_t num_rows = 0;                 // M
 };
 
-// Screen statistics of one densification step, accumulated in place.
+// Screen statistics of one densification step, accumulated in place: per camera ([C, N, 2],
+// item c * N + n), or of packed (camera, surfel) items ([I, 2], item i of surfel
+// item_surfels[i]), each surfel's items summed in item order. The CPU walks the items in order;
+// CUDA takes each surfel's items from surfel_items (item_surfels sorted stably by torch).
 struct ScreenStatsParams {
-  const float* screen_grad = nullptr;     // [C, N, 2], pixels
-  const float* screen_absgrad = nullptr;  // [C, N, 2], pixels
-  const int32_t* radii = nullptr;         // [C, N, 2]
+  const float* screen_grad = nullptr;     // [C, N, 2] or [I, 2], pixels
+  const float* screen_absgrad = nullptr;  // [C, N, 2] or [I, 2], pixels
+  const int32_t* radii = nullptr;         // [C, N, 2] or [I, 2]
+  const int64_t* item_surfels = nullptr;  // [I] packed items (CPU), else null
+  const int64_t* surfel_items = nullptr;  // [I] packed items (CUDA): the items by surfel, in item order
+  const int64_t* surfel_item_starts = nullptr;  // [N + 1] packed items (CUDA): where each surfel's start
   float* grad_acc = nullptr;              // [N]
   float* absgrad_acc = nullptr;           // [N]
   int32_t* count = nullptr;               // [N]
   float* max_radii = nullptr;             // [N], pixels
-  int64_t num_cameras = 0;                // C
+  int64_t num_cameras = 0;                // C (0 for packed items)
   int64_t num_surfels = 0;                // N
+  int64_t num_items = 0;                  // I (packed items; C N per camera)
   float half_width = 0.0f;                // width / 2
   float half_height = 0.0f;               // height / 2
 };

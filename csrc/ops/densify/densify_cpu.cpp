@@ -5,11 +5,8 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include "core/densify.h"
+#include "cpu/huge_pages.h"
 #include "cpu/parallel.h"
 #include "ops/densify/densify.h"
 
@@ -63,33 +60,13 @@ void copy_runs(const RemapTensor& t, const std::vector<RowRun>& runs) {
   }
 }
 
-// The outputs are fresh torch allocations that nothing has touched yet. At a million surfels
-// their first-touch page faults (4 KiB pages) cost more than the copy itself; asking for
-// transparent huge pages before the first write cuts that cost about 4x on Linux, whose
-// usual THP mode ("madvise") gives huge pages only on request. Only the 2 MiB-aligned
-// interior of the buffer is advised, so no neighbouring allocation is affected. It is advice:
-// where it is refused nothing changes.
-void advise_huge_pages(float* data, int64_t num_floats) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr std::uintptr_t kHugePage = std::uintptr_t{2} << 20;
-  const std::uintptr_t begin = reinterpret_cast<std::uintptr_t>(data);
-  const std::uintptr_t end = begin + static_cast<std::uintptr_t>(num_floats) * sizeof(float);
-  const std::uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1);
-  const std::uintptr_t last = end & ~(kHugePage - 1);
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-#else
-  (void)data;
-  (void)num_floats;
-#endif
-}
-
 }  // namespace
 
 void remap_rows_cpu(const RemapParams& params, int num_threads) {
   // Chunks of a few thousand rows: every tensor's slice of a chunk is copied while the
   // chunk's runs are hot, and there are enough chunks to balance the threads.
   constexpr int64_t kRowsPerChunk = 4096;
-  for (const RemapTensor& t : params.tensors) advise_huge_pages(t.output, params.num_rows * t.row_floats);
+  for (const RemapTensor& t : params.tensors) cpu::advise_huge_pages(t.output, params.num_rows * t.row_floats);
   cpu::parallel_for(params.num_rows, num_threads, kRowsPerChunk, [&](int64_t begin, int64_t end) {
     std::vector<RowRun> runs;
     runs.reserve(static_cast<size_t>(end - begin));
@@ -100,6 +77,16 @@ void remap_rows_cpu(const RemapParams& params, int num_threads) {
 }
 
 void accumulate_screen_stats_cpu(const ScreenStatsParams& p, int num_threads) {
+  if (p.item_surfels != nullptr) {
+    // Packed items, in order: one pass, each item added to its surfel as it comes.
+    for (int64_t i = 0; i < p.num_items; ++i) {
+      const int64_t n = p.item_surfels[i];
+      SurfelScreenStats s = load_screen_stats(n, p.grad_acc, p.absgrad_acc, p.count, p.max_radii);
+      add_item_screen_stats(i, p.screen_grad, p.screen_absgrad, p.radii, p.half_width, p.half_height, s);
+      store_screen_stats(n, s, p.grad_acc, p.absgrad_acc, p.count, p.max_radii);
+    }
+    return;
+  }
   cpu::parallel_for(p.num_surfels, num_threads, 16384, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n)
       accumulate_surfel_screen_stats(n, p.num_surfels, p.num_cameras, p.screen_grad, p.screen_absgrad, p.radii,

@@ -55,6 +55,14 @@ __global__ void remap_rows_kernel(RemapBatch batch, const int64_t* __restrict__ 
 __global__ void accumulate_screen_stats_kernel(ScreenStatsParams p) {
   const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (n >= p.num_surfels) return;
+  if (p.surfel_items != nullptr) {  // packed items: this surfel's, in item order
+    SurfelScreenStats s = load_screen_stats(n, p.grad_acc, p.absgrad_acc, p.count, p.max_radii);
+    for (int64_t k = p.surfel_item_starts[n]; k < p.surfel_item_starts[n + 1]; ++k)
+      add_item_screen_stats(p.surfel_items[k], p.screen_grad, p.screen_absgrad, p.radii, p.half_width,
+                            p.half_height, s);
+    store_screen_stats(n, s, p.grad_acc, p.absgrad_acc, p.count, p.max_radii);
+    return;
+  }
   accumulate_surfel_screen_stats(n, p.num_surfels, p.num_cameras, p.screen_grad, p.screen_absgrad, p.radii,
                                  p.half_width, p.half_height, p.grad_acc, p.absgrad_acc, p.count, p.max_radii);
 }

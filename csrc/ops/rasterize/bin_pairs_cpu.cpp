@@ -17,6 +17,7 @@
 #include "cpu/parallel.h"
 #include "cpu/scratch.h"
 #include "ops/rasterize/rasterize.h"
+#include "ops/rasterize/rasterize_impl.h"
 
 namespace gsl::rasterize {
 
@@ -100,11 +101,10 @@ const uint64_t* sort_by_depth(uint64_t* values, int64_t n, int chunks, BinScratc
 // Prefetch distance of the passes over the sorted items: their spans are scattered in memory.
 constexpr int64_t kAhead = 16;
 
-}  // namespace
-
-void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
+// Bins all of a's items at once, over num_threads threads.
+void bin_all_items(const BinPairsArgs& a, int num_threads) {
   const Dims& d = a.dims;
-  const int64_t items = d.num_cameras * d.num_surfels;
+  const int64_t items = d.num_items;
   const int64_t per_camera = int64_t(d.tiles_x) * d.tiles_y;
   const int64_t num_tiles = d.num_cameras * per_camera;
   if (items >= (int64_t{1} << 32) || num_tiles >= (int64_t{1} << 31))
@@ -145,7 +145,9 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
   for_each_chunk(items, chunks, [&](int64_t k, int64_t begin, int64_t end) {
     uint64_t* out = order + begin;
     int64_t* counts = cursors + k * num_tiles;
-    int64_t camera = begin / d.num_surfels, n = begin % d.num_surfels;
+    if (begin == end) return;
+    int64_t camera = camera_of_item(d, a.camera_items, begin);
+    int64_t camera_end = first_item(d, a.camera_items, camera + 1);  // where the camera's items end
     int64_t camera_tile = camera * per_camera;
     const TileColumns tiles(d.tile_width);
     for (int64_t i = begin; i < end; ++i) {
@@ -161,8 +163,9 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
         count_pairs(span, counts);
         *out++ = (uint64_t(float_bits(a.depths[i])) << 32) | uint64_t(i);
       }
-      if (++n == d.num_surfels) {
-        n = 0;
+      while (i + 1 == camera_end && camera + 1 < d.num_cameras) {  // cameras without items are skipped
+        ++camera;
+        camera_end = first_item(d, a.camera_items, camera + 1);
         camera_tile += per_camera;
       }
     }
@@ -242,6 +245,56 @@ void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
     else
       scatter(begin, end, cursor, std::false_type{});
   });
+}
+
+}  // namespace
+
+// Packed items of many cameras: no pair of one camera mixes with another's (a tile's key starts
+// with its camera), so each camera is binned alone by one thread, its items and tiles staying in
+// cache: the same pairs in the same order as binning all items at once. Dense calls and calls
+// with few cameras a thread bin all items at once.
+void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
+  const Dims& d = a.dims;
+  constexpr int64_t kCamerasPerThread = 4;  // fewer would leave threads idle at the end
+  if (a.camera_items == nullptr || d.num_cameras < kCamerasPerThread * num_threads) {
+    bin_all_items(a, num_threads);
+    return;
+  }
+  const int64_t per_camera = int64_t(d.tiles_x) * d.tiles_y;
+  const int64_t all_pairs = d.num_items > 0 ? a.pair_ends[d.num_items - 1] : 0;
+  if (all_pairs != d.num_pairs)
+    throw std::invalid_argument("rasterize: bin_pairs got num_pairs " + std::to_string(d.num_pairs) +
+                                " but pair_ends sums to " + std::to_string(all_pairs));
+  cpu::parallel_for(d.num_cameras, num_threads, 1, [&](int64_t c0, int64_t c1) {
+    thread_local cpu::ScratchBuffer<int64_t> camera_tile_starts;
+    int64_t* starts = camera_tile_starts.get(static_cast<size_t>(per_camera + 1));
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t begin = a.camera_items[c], end = a.camera_items[c + 1];
+      const int64_t pair_begin = begin > 0 ? a.pair_ends[begin - 1] : 0;
+      const int64_t pair_end = end > begin ? a.pair_ends[end - 1] : pair_begin;
+      if (end > begin) {
+        // The camera's items as a dense one-camera call; pair_ends stay global, so the emission
+        // positions (pair_emit_index) do too, and its pairs go to its own range of the output.
+        BinPairsArgs camera = a;
+        camera.dims.num_cameras = 1;
+        camera.dims.num_surfels = camera.dims.num_items = end - begin;
+        camera.dims.num_pairs = pair_end - pair_begin;
+        camera.depths += begin;
+        camera.pixel_rects += 4 * begin;
+        camera.pair_ends += begin;
+        camera.camera_items = nullptr;
+        camera.tile_starts = starts;
+        camera.pair_items += pair_begin;
+        camera.pair_emit_index += pair_begin;
+        bin_all_items(camera, 1);
+        for (int64_t p = pair_begin; p < pair_end; ++p) a.pair_items[p] += begin;  // its items, globally
+      } else {
+        std::fill_n(starts, per_camera, 0);
+      }
+      for (int64_t t = 0; t < per_camera; ++t) a.tile_starts[c * per_camera + t] = starts[t] + pair_begin;
+    }
+  });
+  a.tile_starts[d.num_cameras * per_camera] = d.num_pairs;
 }
 
 }  // namespace gsl::rasterize

@@ -21,6 +21,10 @@ constexpr int kMaxCpuTileWidth = 64;
 struct Dims {
   int64_t num_cameras;   // C
   int64_t num_surfels;   // N
+  // I, the (camera, surfel) items: C N in a dense call; with scene ids, the pairs that share a
+  // scene (each camera's items are its scene's surfels in index order: camera_items below).
+  int64_t num_items;
+  int64_t num_scenes;    // S: scene ids are in [0, S); 0 in a dense call
   int32_t num_channels;  // D
   int32_t width, height;
   int32_t tile_width;  // pixels; tiles are kTileSize rows high (16 x 16 on CUDA, wider on the CPU)
@@ -34,33 +38,39 @@ struct Dims {
   bool item_records;
 };
 
+// An item is a (camera, surfel) pair; a pair is a (tile, item). In a dense call item c * N + n
+// is camera c and surfel n, and the item lists below are null. With scene ids the items come
+// packed, by camera, then surfel: camera c's are [camera_items[c], camera_items[c + 1]), and
+// item i draws surfel item_surfels[i]. Per-item buffers are [I, ...] ([C, N, ...] when dense).
 struct ProjectArgs {
   Dims dims;
   const float* means;      // [N, 3]
   const float* quats;      // [N, 4]
   const float* scales;     // [N, 2]
   const float* opacities;  // [N]
-  const float* colors;     // [C, N, D]
+  const float* colors;     // [I, D]
   const float* viewmats;   // [C, 4, 4]
   const float* Ks;         // [C, 3, 3]
-  float* M;                // [C, N, 9] out
-  float* normals;          // [C, N, 3] out, camera frame
-  float* means2d;          // [C, N, 2] out
-  float* depths;           // [C, N] out
-  int32_t* radii;          // [C, N, 2] out, 0 when culled
-  int32_t* pixel_rects;    // [C, N, 4] out, pixels (x0, y0, x1, y1) the splat can reach
-  int64_t* tile_counts;    // [C, N] out: each item's tile count, or null when pair_ends is given
-  // [C, N] out (CPU only; CUDA takes tile_counts and torch.cumsum): the inclusive running sum of
+  const int64_t* camera_items;  // [C + 1] or null (dense)
+  const int64_t* item_surfels;  // [I] or null (dense)
+  float* M;                // [I, 9] out
+  float* normals;          // [I, 3] out, camera frame
+  float* means2d;          // [I, 2] out
+  float* depths;           // [I] out
+  int32_t* radii;          // [I, 2] out, 0 when culled
+  int32_t* pixel_rects;    // [I, 4] out, pixels (x0, y0, x1, y1) the splat can reach
+  int64_t* tile_counts;    // [I] out: each item's tile count, or null when pair_ends is given
+  // [I] out (CPU only; CUDA takes tile_counts and torch.cumsum): the inclusive running sum of
   // the tile counts, which emit_pairs and bin_pairs take.
   int64_t* pair_ends;
 };
 
-// An item is a (camera, surfel) pair c * N + n; a pair is a (tile, item).
 struct EmitArgs {
   Dims dims;
-  const float* depths;         // [C, N]
-  const int32_t* pixel_rects;  // [C, N, 4]
-  const int64_t* pair_ends;    // [C, N] inclusive cumulative sum of tile_counts
+  const float* depths;         // [I]
+  const int32_t* pixel_rects;  // [I, 4]
+  const int64_t* pair_ends;    // [I] inclusive cumulative sum of tile_counts
+  const int64_t* camera_items; // [C + 1] or null (dense)
   int64_t* emitted_keys;       // [P] out: (camera * tiles + tile) << 32 | depth bits
   int64_t* emitted_items;      // [P] out: the item of each pair, in emission order
 };
@@ -69,9 +79,10 @@ struct EmitArgs {
 // sort of its keys give, without the keys (CPU; CUDA runs emit_pairs and torch.sort).
 struct BinPairsArgs {
   Dims dims;
-  const float* depths;          // [C, N]
-  const int32_t* pixel_rects;   // [C, N, 4]
-  const int64_t* pair_ends;     // [C, N] inclusive cumulative sum of tile_counts
+  const float* depths;          // [I]
+  const int32_t* pixel_rects;   // [I, 4]
+  const int64_t* pair_ends;     // [I] inclusive cumulative sum of tile_counts
+  const int64_t* camera_items;  // [C + 1] or null (dense)
   int64_t* tile_starts;         // [C * tiles + 1] out: first sorted pair of each tile
   int64_t* pair_emit_index;     // [P] out: sorted position -> emission position
   int64_t* pair_items;          // [P] out: the item of each pair, in sorted order
@@ -82,13 +93,14 @@ struct PixelPassInputs {
   Dims dims;
   const int64_t* tile_starts;   // [C * tiles + 1] first sorted pair of each tile
   const int64_t* pair_items;    // [P] the item of each pair, sorted
-  const float* M;               // [C, N, 9]
-  const float* means2d;         // [C, N, 2]
-  const float* normals;         // [C, N, 3]
+  const float* M;               // [I, 9]
+  const float* means2d;         // [I, 2]
+  const float* normals;         // [I, 3]
   const float* opacities;       // [N]
-  const float* colors;          // [C, N, D]
+  const float* colors;          // [I, D]
   const float* backgrounds;     // [C, D] or null
-  const int32_t* pixel_rects;   // [C, N, 4]
+  const int32_t* pixel_rects;   // [I, 4]
+  const int64_t* item_surfels;  // [I] or null (dense)
 };
 
 struct ForwardArgs : PixelPassInputs {
@@ -120,7 +132,8 @@ struct BackwardArgs : PixelPassInputs {
   const float* v_out_distortions;    // [C, H, W, 1]
   const int64_t* pair_emit_index;    // [P] sorted position -> emission position
   // [P, G] out (G = pair_grad_width: kPairGradColor + D, or kPairGradColorUpstream + D), a record
-  // per pair by emission position; or, with dims.item_records, [C N, G]: a record per item that each of its pairs adds
+  // per pair by emission position; or, with dims.item_records, [I, G]: a record per item that each
+  // of its pairs adds
   // to atomically, in no fixed order. Zeroed by the caller on CUDA.
   float* pair_grads;
   int32_t* backward_pairs;  // [C, H, W] out: splats the backward evaluated
@@ -128,20 +141,25 @@ struct BackwardArgs : PixelPassInputs {
 
 struct ReduceArgs {
   Dims dims;
-  const int64_t* record_ends;  // [C, N] where each item's pair_grads records end (inclusive sums)
+  const int64_t* record_ends;  // [I] where each item's pair_grads records end (inclusive sums)
   const float* pair_grads;     // [records, G]
-  const float* M;              // [C, N, 9]
-  float* v_M;                  // [C, N, 9] out
-  float* v_opacities_cn;       // [C, N] out: each camera's part of v_opacities
-  float* v_normals;            // [C, N, 3] out
-  float* v_colors;             // [C, N, D] out
-  float* screen_grad;          // [C, N, 2] out
-  float* screen_absgrad;       // [C, N, 2] out
-  // [C, N, 2] out, upstream semantics only (else null): dL/d(means2d), the fallback centre e
+  const float* M;              // [I, 9]
+  float* v_M;                  // [I, 9] out
+  float* v_opacities_cn;       // [I] out: each camera's part of v_opacities
+  float* v_normals;            // [I, 3] out
+  float* v_colors;             // [I, D] out
+  float* screen_grad;          // [I, 2] out
+  float* screen_absgrad;       // [I, 2] out
+  // [I, 2] out, upstream semantics only (else null): dL/d(means2d), the fallback centre e
   // (chained into v_M here); the compat layer adds it to the statistic for cov3D_precomp.
   float* center_grad;
 };
 
+// Sums each surfel's item gradients over its cameras in camera order. With scene ids a
+// surfel's items are found through its scene: scene s holds surfels
+// scene_surfels[scene_surfel_starts[s] .. scene_surfel_starts[s + 1]) (in index order; a
+// surfel's rank there is its place among camera c's items) and cameras
+// scene_cameras[scene_camera_starts[s] .. scene_camera_starts[s + 1]) (in order).
 struct ProjectBackwardArgs {
   Dims dims;
   const float* means;           // [N, 3]
@@ -149,14 +167,32 @@ struct ProjectBackwardArgs {
   const float* scales;          // [N, 2]
   const float* viewmats;        // [C, 4, 4]
   const float* Ks;              // [C, 3, 3]
-  const int32_t* radii;         // [C, N, 2]
-  const float* v_M;             // [C, N, 9]
-  const float* v_normals;       // [C, N, 3]
-  const float* v_opacities_cn;  // [C, N]
+  const int32_t* radii;         // [I, 2]
+  const float* v_M;             // [I, 9]
+  const float* v_normals;       // [I, 3]
+  const float* v_opacities_cn;  // [I]
+  const int64_t* camera_items;         // [C + 1] or null (dense; then the four below are null too)
+  const int64_t* scene_surfels;        // [N]
+  const int64_t* scene_surfel_starts;  // [S + 1]
+  const int64_t* scene_cameras;        // [C]
+  const int64_t* scene_camera_starts;  // [S + 1]
   float* v_means;               // [N, 3] out
   float* v_quats;               // [N, 4] out
   float* v_scales;              // [N, 2] out
   float* v_opacities;           // [N] out
+};
+
+// The packed items of a call with scene ids, from the scenes' sizes (CPU; CUDA builds the
+// same with torch.sort): each scene's surfels in index order, and each camera's items.
+struct ScenePlanArgs {
+  int64_t num_surfels, num_cameras, num_items, num_scenes;  // N, C, I, S
+  const int64_t* scene_ids;            // [N] in [0, S)
+  const int64_t* camera_scene_ids;     // [C] in [0, S)
+  const int64_t* scene_surfel_starts;  // [S + 1] where each scene's surfels start (exclusive sums)
+  const int64_t* camera_items;         // [C + 1] where each camera's items start
+  int64_t* scene_surfels;              // [N] out: the surfels by scene, each scene's in index order
+  int64_t* item_cameras;               // [I] out
+  int64_t* item_surfels;               // [I] out
 };
 
 // The call's semantics; std::invalid_argument naming the field for any other value (host only).
@@ -188,6 +224,7 @@ void forward_cpu(const ForwardArgs& args, int num_threads);
 void backward_cpu(const BackwardArgs& args, int num_threads);
 void reduce_cpu(const ReduceArgs& args, int num_threads);
 void project_backward_cpu(const ProjectBackwardArgs& args, int num_threads);
+void plan_scenes_cpu(const ScenePlanArgs& args, int num_threads);
 
 #if GSPLAT_LIB_WITH_CUDA
 void project_cuda(const ProjectArgs& args, int device, std::uintptr_t stream);

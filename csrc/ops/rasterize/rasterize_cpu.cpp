@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/huge_pages.h"
 #include "cpu/parallel.h"
 #include "ops/rasterize/cpu/tile_passes.h"
 #include "ops/rasterize/rasterize_impl.h"
@@ -73,14 +74,23 @@ Pass pick_schedule(int lanes, Pass scalar, Pass sse, Pass avx2) {
 
 // The tiles of a tile pass in the order the threads take them: with several threads the
 // heaviest first (by pair count, then by index), so they finish together instead of one
-// rendering a heavy tile taken last. Which thread renders a tile never changes its bits.
+// rendering a heavy tile taken last. Packed items (many scenes) go camera by camera, each
+// camera's heaviest first: the threads then share one camera's splats in cache, and the many
+// cameras balance the load. Which thread renders a tile never changes its bits.
 std::vector<int64_t> tile_order(const PixelPassInputs& in, int num_threads) {
-  const int64_t num_tiles = in.dims.num_cameras * tiles_per_camera(in.dims);
+  const int64_t per_camera = tiles_per_camera(in.dims);
+  const int64_t num_tiles = in.dims.num_cameras * per_camera;
   std::vector<int64_t> order(num_tiles);
   for (int64_t t = 0; t < num_tiles; ++t) order[t] = t;
   const auto pairs = [&](int64_t t) { return in.tile_starts[t + 1] - in.tile_starts[t]; };
-  if (num_threads > 1)
+  if (num_threads == 1) return order;
+  if (in.item_surfels == nullptr) {
     std::stable_sort(order.begin(), order.end(), [&](int64_t s, int64_t t) { return pairs(s) > pairs(t); });
+  } else {
+    for (int64_t first = 0; first < num_tiles; first += per_camera)
+      std::stable_sort(order.begin() + first, order.begin() + first + per_camera,
+                       [&](int64_t s, int64_t t) { return pairs(s) > pairs(t); });
+  }
   return order;
 }
 
@@ -114,12 +124,20 @@ int max_cpu_lanes() {
 void project_cpu(const ProjectArgs& args, int num_threads) {
   check_cpu_tiles(args.dims);
   const auto pass = pick_schedule<ItemPass<ProjectArgs>>(args.dims.cpu_lanes, GSL_SCHEDULES(project_range));
-  const int64_t items = args.dims.num_cameras * args.dims.num_surfels;
+  const int64_t items = args.dims.num_items;
   if (items == 0) return;  // empty buffers come as null pointers
   if ((args.tile_counts == nullptr) == (args.pair_ends == nullptr))
     throw std::invalid_argument("rasterize: project takes exactly one of tile_counts and pair_ends");
   ProjectArgs a = args;
   if (a.pair_ends != nullptr) a.tile_counts = a.pair_ends;  // the counts, summed in place below
+  // Many cameras' items are large fresh buffers (a packed multi-scene call's above all).
+  cpu::advise_huge_pages(a.M, 9 * items);
+  cpu::advise_huge_pages(a.normals, 3 * items);
+  cpu::advise_huge_pages(a.means2d, 2 * items);
+  cpu::advise_huge_pages(a.depths, items);
+  cpu::advise_huge_pages(a.radii, 2 * items);
+  cpu::advise_huge_pages(a.pixel_rects, 4 * items);
+  cpu::advise_huge_pages(a.tile_counts, items);
   cpu::parallel_for(items, num_threads, 4096, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
   // One serial loop, the sum kept in a register (reading back the previous store would chain
   // every item on store forwarding).
@@ -131,10 +149,9 @@ void project_cpu(const ProjectArgs& args, int num_threads) {
 
 void emit_pairs_cpu(const EmitArgs& a, int num_threads) {
   check_cpu_tiles(a.dims);
-  const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
-  cpu::parallel_for(items, num_threads, 4096, [&](int64_t begin, int64_t end) {
-    for_each_camera(a.dims, begin, end, [&](int64_t c, int64_t n0, int64_t n1) {
-      for (int64_t n = n0; n < n1; ++n) emit_item(a, c, c * a.dims.num_surfels + n);
+  cpu::parallel_for(a.dims.num_items, num_threads, 4096, [&](int64_t begin, int64_t end) {
+    for_each_camera(a.dims, a.camera_items, begin, end, [&](int64_t c, int64_t item0, int64_t item1) {
+      for (int64_t item = item0; item < item1; ++item) emit_item(a, c, item);
     });
   });
 }
@@ -154,10 +171,14 @@ void backward_cpu(const BackwardArgs& a, int num_threads) {
 }
 
 void reduce_cpu(const ReduceArgs& a, int num_threads) {
-  const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
+  const int64_t items = a.dims.num_items;
+  cpu::advise_huge_pages(a.v_M, 9 * items);
+  cpu::advise_huge_pages(a.v_opacities_cn, items);
+  cpu::advise_huge_pages(a.v_normals, 3 * items);
+  cpu::advise_huge_pages(a.v_colors, a.dims.num_channels * items);
   with_semantics(a.dims, [&](auto semantics) {
     constexpr Semantics S = decltype(semantics)::value;
-    if (S == Semantics::kUpstream && a.center_grad == nullptr)
+    if (S == Semantics::kUpstream && a.center_grad == nullptr && items > 0)  // empty buffers come as null
       throw std::invalid_argument("rasterize reduce: center_grad is required in upstream semantics");
     cpu::parallel_for(items, num_threads, 1024, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) reduce_item<S>(a, item);
@@ -168,7 +189,45 @@ void reduce_cpu(const ReduceArgs& a, int num_threads) {
 void project_backward_cpu(const ProjectBackwardArgs& a, int num_threads) {
   const auto pass =
       pick_schedule<ItemPass<ProjectBackwardArgs>>(a.dims.cpu_lanes, GSL_SCHEDULES(project_backward_range));
+  // Packed items: the range is over scene_surfels, which holds every surfel once.
   cpu::parallel_for(a.dims.num_surfels, num_threads, 1024, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
+}
+
+void plan_scenes_cpu(const ScenePlanArgs& a, int num_threads) {
+  const ScenePlanArgs& d = a;
+  const int64_t S = d.num_scenes;
+  // A stable counting sort of the surfels by scene. The scenes' sizes are counted again
+  // first, so ids out of range or starts that do not match them never index out of bounds.
+  std::vector<int64_t> cursor(static_cast<size_t>(S), 0);
+  for (int64_t n = 0; n < d.num_surfels; ++n) {
+    const int64_t s = a.scene_ids[n];
+    if (s < 0 || s >= S)
+      throw std::invalid_argument("rasterize plan_scenes: scene_ids[" + std::to_string(n) + "] = " +
+                                  std::to_string(s) + " is outside [0, " + std::to_string(S) + ")");
+    ++cursor[s];
+  }
+  for (int64_t s = 0; s < S; ++s) {
+    if (a.scene_surfel_starts[s + 1] - a.scene_surfel_starts[s] != cursor[s])
+      throw std::invalid_argument("rasterize plan_scenes: scene_surfel_starts does not match scene_ids");
+    cursor[s] = a.scene_surfel_starts[s];
+  }
+  for (int64_t n = 0; n < d.num_surfels; ++n) a.scene_surfels[cursor[a.scene_ids[n]]++] = n;
+  // Camera c's items: its scene's surfels, in order.
+  for (int64_t c = 0; c < d.num_cameras; ++c) {
+    const int64_t s = a.camera_scene_ids[c];
+    const int64_t begin = a.camera_items[c], count = a.camera_items[c + 1] - begin;
+    if (s < 0 || s >= S || count != a.scene_surfel_starts[s + 1] - a.scene_surfel_starts[s] || begin < 0 ||
+        a.camera_items[c + 1] > d.num_items)
+      throw std::invalid_argument("rasterize plan_scenes: camera_items does not match camera_scene_ids");
+  }
+  cpu::parallel_for(d.num_cameras, num_threads, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t begin = a.camera_items[c], end = a.camera_items[c + 1];
+      std::copy(a.scene_surfels + a.scene_surfel_starts[a.camera_scene_ids[c]],
+                a.scene_surfels + a.scene_surfel_starts[a.camera_scene_ids[c]] + (end - begin), a.item_surfels + begin);
+      std::fill(a.item_cameras + begin, a.item_cameras + end, c);
+    }
+  });
 }
 
 }  // namespace gsl::rasterize

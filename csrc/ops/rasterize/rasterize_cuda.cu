@@ -40,13 +40,13 @@ template <Semantics S>
 __global__ void project_kernel(const ProjectArgs a, int64_t items) {
   const int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (item >= items) return;
-  const int64_t c = item / a.dims.num_surfels, n = item % a.dims.num_surfels;
-  project_items<float, S>(a, camera_of(a, c), c, n, 1);
+  const int64_t c = camera_of_item(a.dims, a.camera_items, item);
+  project_items<float, S>(a, camera_of(a, c), item, item - first_item(a.dims, a.camera_items, c), 1);
 }
 
 __global__ void emit_kernel(const EmitArgs a, int64_t items) {
   const int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (item < items) emit_item(a, item / a.dims.num_surfels, item);
+  if (item < items) emit_item(a, camera_of_item(a.dims, a.camera_items, item), item);
 }
 
 template <Semantics S>
@@ -58,6 +58,13 @@ __global__ void reduce_kernel(const ReduceArgs a, int64_t items) {
 __global__ void project_backward_kernel(const ProjectBackwardArgs a) {
   const int64_t n = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (n < a.dims.num_surfels) project_backward_items<float>(a, n, 1);
+}
+
+// Packed items: thread k takes the surfel at scene_surfels[k].
+__global__ void project_backward_scenes_kernel(const ProjectBackwardArgs a) {
+  const int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (k < a.dims.num_surfels)
+    project_backward_scene_items<float>(a, segment_of(a.scene_surfel_starts, a.dims.num_scenes, k), k, 1);
 }
 
 struct TilePixel {
@@ -302,7 +309,7 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a, 
 
 void project_cuda(const ProjectArgs& a, int device, std::uintptr_t stream) {
   check_cuda_tiles(a.dims);
-  const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
+  const int64_t items = a.dims.num_items;
   if (items == 0) return;
   if (a.tile_counts == nullptr || a.pair_ends != nullptr)
     throw std::invalid_argument("rasterize: the CUDA projection writes tile_counts (torch.cumsum sums them), not pair_ends");
@@ -316,7 +323,7 @@ void project_cuda(const ProjectArgs& a, int device, std::uintptr_t stream) {
 
 void emit_pairs_cuda(const EmitArgs& a, int device, std::uintptr_t stream) {
   check_cuda_tiles(a.dims);
-  const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
+  const int64_t items = a.dims.num_items;
   if (items == 0) return;
   cuda::DeviceGuard guard(device);
   emit_kernel<<<cuda::blocks_for(items, kItemThreads), kItemThreads, 0, cuda::as_stream(stream)>>>(a, items);
@@ -399,7 +406,7 @@ void backward_cuda(const BackwardArgs& a, int device, std::uintptr_t stream) {
 }
 
 void reduce_cuda(const ReduceArgs& a, int device, std::uintptr_t stream) {
-  const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
+  const int64_t items = a.dims.num_items;
   if (items == 0) return;
   cuda::DeviceGuard guard(device);
   with_semantics(a.dims, [&](auto semantics) {
@@ -414,8 +421,13 @@ void reduce_cuda(const ReduceArgs& a, int device, std::uintptr_t stream) {
 void project_backward_cuda(const ProjectBackwardArgs& a, int device, std::uintptr_t stream) {
   if (a.dims.num_surfels == 0) return;
   cuda::DeviceGuard guard(device);
-  project_backward_kernel<<<cuda::blocks_for(a.dims.num_surfels, kItemThreads), kItemThreads, 0,
-                            cuda::as_stream(stream)>>>(a);
+  const unsigned int blocks = cuda::blocks_for(a.dims.num_surfels, kItemThreads);
+  if (a.camera_items != nullptr) {
+    project_backward_scenes_kernel<<<blocks, kItemThreads, 0, cuda::as_stream(stream)>>>(a);
+    cuda::check_launch("rasterize project_backward_scenes_kernel");
+    return;
+  }
+  project_backward_kernel<<<blocks, kItemThreads, 0, cuda::as_stream(stream)>>>(a);
   cuda::check_launch("rasterize project_backward_kernel");
 }
 

@@ -15,19 +15,63 @@ GSL_HD int64_t surfel_of(const Dims& d, int64_t item) {
   return item < d.num_surfels ? item : item % d.num_surfels;
 }
 
+// The surfel an item draws, dense or packed (rasterize.h).
+GSL_HD int64_t surfel_of_item(const PixelPassInputs& in, int64_t item) {
+  return in.item_surfels != nullptr ? in.item_surfels[item] : surfel_of(in.dims, item);
+}
+
+// Where camera c's items start: c * N in a dense call (camera_items null), else camera_items[c].
+GSL_HD int64_t first_item(const Dims& d, const int64_t* camera_items, int64_t c) {
+  return camera_items != nullptr ? camera_items[c] : c * d.num_surfels;
+}
+
+// Of the `count` segments that start at starts[0], ..., starts[count - 1] (starts[count]: the end),
+// the one holding `index`: the last s with starts[s] <= index (an empty segment starts where the
+// next one does, so the last is the one that holds it).
+GSL_HD int64_t segment_of(const int64_t* starts, int64_t count, int64_t index) {
+  int64_t lo = 0, hi = count - 1;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (starts[mid] <= index)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
+
+GSL_HD int64_t camera_of_item(const Dims& d, const int64_t* camera_items, int64_t item) {
+  return camera_items != nullptr ? segment_of(camera_items, d.num_cameras, item) : item / d.num_surfels;
+}
+
 // Camera c of the projection's arguments (ProjectArgs or ProjectBackwardArgs).
 template <class Args>
 GSL_HD Camera camera_of(const Args& a, int64_t c) {
   return load_camera(a.viewmats + 16 * c, a.Ks + 9 * c);
 }
 
-// Loads the means, quats and scales of surfels [n0, n0 + count), one per lane; the lanes from
-// count on repeat surfel n0 (Args: ProjectArgs or ProjectBackwardArgs).
+// Surfel of lane `lane` of a group of `count`: surfels[lane] when a list is given, else n0 + lane;
+// the lanes from count on repeat the first.
+GSL_HD int64_t lane_surfel(const int64_t* surfels, int64_t n0, int count, int lane) {
+  const int l = lane < count ? lane : 0;
+  return surfels != nullptr ? surfels[l] : n0 + l;
+}
+
+// Loads the means, quats and scales of surfels [n0, n0 + count), or surfels[0, count) when that
+// list is given, one per lane; the lanes from count on repeat the first (Args: ProjectArgs or
+// ProjectBackwardArgs).
 template <class F, class Args>
-GSL_HD void load_surfel_shapes(const Args& a, int64_t n0, int count, SurfelLanes<F>& s) {
+GSL_HD void load_surfel_shapes(const Args& a, int64_t n0, int count, SurfelLanes<F>& s,
+                               const int64_t* surfels = nullptr) {
 #if !defined(__CUDACC__)  // vector lanes exist on the host only
   if constexpr (Lanes<F>::kWidth > 1) {
-    if (count == Lanes<F>::kWidth) {
+    // A listed group of consecutive surfels (lists ascend, so first + W - 1 == last says it)
+    // loads as an unlisted one.
+    if (count == Lanes<F>::kWidth && surfels != nullptr && surfels[count - 1] - surfels[0] == count - 1) {
+      n0 = surfels[0];
+      surfels = nullptr;
+    }
+    if (count == Lanes<F>::kWidth && surfels == nullptr) {
       for (int i = 0; i < 3; ++i) s.mean[i] = load_strided<F>(a.means + 3 * n0 + i, 3);
       for (int i = 0; i < 4; ++i) s.quat[i] = load_strided<F>(a.quats + 4 * n0 + i, 4);
       for (int i = 0; i < 2; ++i) s.scale[i] = load_strided<F>(a.scales + 2 * n0 + i, 2);
@@ -36,7 +80,7 @@ GSL_HD void load_surfel_shapes(const Args& a, int64_t n0, int count, SurfelLanes
   }
 #endif
   for (int lane = 0; lane < Lanes<F>::kWidth; ++lane) {
-    const int64_t n = lane < count ? n0 + lane : n0;
+    const int64_t n = lane_surfel(surfels, n0, count, lane);
     for (int i = 0; i < 3; ++i) set_lane(s.mean[i], lane, a.means[3 * n + i]);
     for (int i = 0; i < 4; ++i) set_lane(s.quat[i], lane, a.quats[4 * n + i]);
     for (int i = 0; i < 2; ++i) set_lane(s.scale[i], lane, a.scales[2 * n + i]);
@@ -69,17 +113,19 @@ GSL_HD bool all_colors_usable(const float* p, int64_t n) {
   return tail == 0.f;
 }
 
-// Loads the inputs of pairs (camera c, surfels [n0, n0 + count)), one per lane; the lanes
-// from count on repeat surfel n0.
+// Loads the inputs of items [item0, item0 + count) of one camera, one per lane: surfels
+// [n0, n0 + count) in a dense call, their item_surfels when packed. The lanes from count on
+// repeat the first.
 template <class F>
-GSL_HD SurfelLanes<F> load_surfels(const ProjectArgs& a, int64_t c, int64_t n0, int count) {
+GSL_HD SurfelLanes<F> load_surfels(const ProjectArgs& a, int64_t item0, int64_t n0, int count) {
   const int D = a.dims.num_channels;
+  const int64_t* surfels = a.item_surfels != nullptr ? a.item_surfels + item0 : nullptr;
   SurfelLanes<F> s;
-  load_surfel_shapes(a, n0, count, s);
+  load_surfel_shapes(a, n0, count, s, surfels);
   for (int lane = 0; lane < Lanes<F>::kWidth; ++lane)
-    set_lane(s.opacity, lane, a.opacities[lane < count ? n0 + lane : n0]);
+    set_lane(s.opacity, lane, a.opacities[lane_surfel(surfels, n0, count, lane)]);
   // The lanes' colours are consecutive: one test for all of them, lane by lane only if it fails.
-  const float* colors = a.colors + (c * a.dims.num_surfels + n0) * D;
+  const float* colors = a.colors + item0 * D;
   const bool all = all_colors_usable<F>(colors, int64_t(count) * D);
   for (int lane = 0; lane < Lanes<F>::kWidth; ++lane)
     set_mask_lane(s.usable_color, lane, all || all_colors_usable<float>(colors + (lane < count ? lane : 0) * D, D));
@@ -136,17 +182,17 @@ GSL_HD void store_projection(const ProjectArgs& a, int64_t item0, const Projecti
   }
 }
 
-// Projection of surfels [n0, n0 + count) for camera c (count <= the lane width), one per
-// lane; unused lanes repeat surfel n0 and are not stored. cam is camera c.
+// Projection of items [item0, item0 + count) of camera cam (count <= the lane width; surfels
+// as load_surfels takes them), one per lane; unused lanes repeat the first and are not stored.
 template <class F, Semantics S>
-GSL_HD void project_items(const ProjectArgs& a, const Camera& cam, int64_t c, int64_t n0, int count) {
+GSL_HD void project_items(const ProjectArgs& a, const Camera& cam, int64_t item0, int64_t n0, int count) {
   const Dims& d = a.dims;
-  const SurfelLanes<F> s = load_surfels<F>(a, c, n0, count);
+  const SurfelLanes<F> s = load_surfels<F>(a, item0, n0, count);
   const ProjectionLanes<F> p = project_lanes<S>(s, cam, d.scale_modifier, d.near_plane, d.far_plane);
-  store_projection<S>(a, c * d.num_surfels + n0, p, count);
+  store_projection<S>(a, item0, p, count);
 }
 
-// Writes the (tile, depth) keys of pair item = camera * N + n; positive depths sort like their bits.
+// Writes the (tile, depth) keys of the pairs of an item of `camera`; positive depths sort like their bits.
 GSL_HD void emit_item(const EmitArgs& a, int64_t camera, int64_t item) {
   const Dims& d = a.dims;
   const int32_t* r = a.pixel_rects + 4 * item;
@@ -172,7 +218,7 @@ GSL_HD Splat load_splat(const PixelPassInputs& in, int64_t surfel_item) {
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 3; ++j) s.M.m[i][j] = M[3 * i + j];
   s.center = {in.means2d[2 * surfel_item], in.means2d[2 * surfel_item + 1]};
-  s.opacity = in.opacities[surfel_of(in.dims, surfel_item)];
+  s.opacity = in.opacities[surfel_of_item(in, surfel_item)];
   return s;
 }
 
@@ -300,28 +346,33 @@ GSL_HD void reduce_item(const ReduceArgs& a, int64_t item) {
   for (int k = 0; k < 9; ++k) a.v_M[9 * item + k] = sums[kPairGradM + k];
 }
 
-// Gradients of surfels [n0, n0 + count) (count <= the lane width, one per lane), summed over
-// the cameras in order. Unused lanes repeat surfel n0 and are not stored.
+// Gradients of one lane group of surfels (n0 + lane, or surfels[lane] when that list is given;
+// count <= the lane width), summed over the cameras j = 0 .. num_cameras - 1 in that order:
+// camera cameras[j] (or j, without a list), where lane l's item is first_item(c) + first + l.
+// Unused lanes repeat the first and are not stored.
 template <class F>
-GSL_HD void project_backward_items(const ProjectBackwardArgs& a, int64_t n0, int count) {
+GSL_HD void project_backward_lanes(const ProjectBackwardArgs& a, const int64_t* surfels, int64_t n0, int count,
+                                   const int64_t* cameras, int64_t num_cameras, int64_t first) {
   using Mask = typename Lanes<F>::Mask;
   const Dims& d = a.dims;
   constexpr int W = Lanes<F>::kWidth;
   SurfelLanes<F> s;
-  load_surfel_shapes(a, n0, count, s);
+  load_surfel_shapes(a, n0, count, s, surfels);
   const RotationLanes<F> R = rotation_lanes(s.quat, squared_norm4(s.quat));
   const F zero = broadcast<F>(0.f);
   F v_mean[3] = {zero, zero, zero}, v_quat[4] = {zero, zero, zero, zero}, v_scale[2] = {zero, zero};
   F v_opacity = zero;
-  for (int64_t c = 0; c < d.num_cameras; ++c) {
+  for (int64_t j = 0; j < num_cameras; ++j) {
+    const int64_t c = cameras != nullptr ? cameras[j] : j;
+    const int64_t item0 = first_item(d, a.camera_items, c) + first;
     Mask on{};
     F v_M[3][3], v_opacity_c;
     Vec3Lanes<F> v_normal;
     for (int lane = 0; lane < W; ++lane) {
-      const int64_t item = c * d.num_surfels + (lane < count ? n0 + lane : n0);
+      const int64_t item = item0 + (lane < count ? lane : 0);
       set_mask_lane(on, lane, lane < count && (a.radii[2 * item] != 0 || a.radii[2 * item + 1] != 0));
       for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) set_lane(v_M[i][j], lane, a.v_M[9 * item + 3 * i + j]);
+        for (int k = 0; k < 3; ++k) set_lane(v_M[i][k], lane, a.v_M[9 * item + 3 * i + k]);
       set_lane(v_normal.x, lane, a.v_normals[3 * item + 0]);
       set_lane(v_normal.y, lane, a.v_normals[3 * item + 1]);
       set_lane(v_normal.z, lane, a.v_normals[3 * item + 2]);
@@ -334,12 +385,27 @@ GSL_HD void project_backward_items(const ProjectBackwardArgs& a, int64_t n0, int
     v_opacity = select(on, v_opacity + v_opacity_c, v_opacity);
   }
   for (int lane = 0; lane < count; ++lane) {
-    const int64_t n = n0 + lane;
+    const int64_t n = lane_surfel(surfels, n0, count, lane);
     for (int i = 0; i < 3; ++i) a.v_means[3 * n + i] = get_lane(v_mean[i], lane);
     for (int i = 0; i < 4; ++i) a.v_quats[4 * n + i] = get_lane(v_quat[i], lane);
     for (int i = 0; i < 2; ++i) a.v_scales[2 * n + i] = get_lane(v_scale[i], lane);
     a.v_opacities[n] = get_lane(v_opacity, lane);
   }
+}
+
+// Gradients of surfels [n0, n0 + count) of a dense call, summed over all cameras in order.
+template <class F>
+GSL_HD void project_backward_items(const ProjectBackwardArgs& a, int64_t n0, int count) {
+  project_backward_lanes<F>(a, nullptr, n0, count, nullptr, a.dims.num_cameras, n0);
+}
+
+// Gradients of the surfels at scene_surfels[k0, k0 + count), all of scene s (packed items),
+// summed over the scene's cameras in order.
+template <class F>
+GSL_HD void project_backward_scene_items(const ProjectBackwardArgs& a, int64_t s, int64_t k0, int count) {
+  const int64_t cameras_begin = a.scene_camera_starts[s];
+  project_backward_lanes<F>(a, a.scene_surfels + k0, 0, count, a.scene_cameras + cameras_begin,
+                            a.scene_camera_starts[s + 1] - cameras_begin, k0 - a.scene_surfel_starts[s]);
 }
 
 }  // namespace gsl::rasterize

@@ -32,7 +32,7 @@ GSL_CPU_INLINE void prefetch_item(const PixelPassInputs& in, int64_t item) {
   __builtin_prefetch(in.normals + 3 * item);
   __builtin_prefetch(in.pixel_rects + 4 * item);
   __builtin_prefetch(in.colors + item * in.dims.num_channels);
-  __builtin_prefetch(in.opacities + surfel_of(in.dims, item));
+  __builtin_prefetch(in.opacities + surfel_of_item(in, item));
 }
 
 // The colour channels D of a pass: kChannels when it is fixed at compile time (the passes are
@@ -277,15 +277,17 @@ GSL_CPU_INLINE void backward_tiles(const BackwardArgs& a, const int64_t* tiles, 
   });
 }
 
-// Splits items [begin, end) (item = c * N + n) by camera: body(c, n0, n1) for each camera's
-// surfels [n0, n1), so a loop over items divides once per camera, not once per item.
+// Splits items [begin, end) by camera: body(c, item0, item1) for each camera's items
+// [item0, item1) there (none for a camera without items), so a loop over items finds the
+// camera once per camera, not once per item.
 template <class Body>
-GSL_CPU_INLINE void for_each_camera(const Dims& d, int64_t begin, int64_t end, Body&& body) {
-  for (int64_t item = begin; item < end;) {
-    const int64_t c = item / d.num_surfels, n0 = item % d.num_surfels;
-    const int64_t n1 = std::min(d.num_surfels, n0 + (end - item));
-    body(c, n0, n1);
-    item += n1 - n0;
+GSL_CPU_INLINE void for_each_camera(const Dims& d, const int64_t* camera_items, int64_t begin, int64_t end,
+                                    Body&& body) {
+  if (begin >= end) return;
+  for (int64_t c = camera_of_item(d, camera_items, begin), item = begin; item < end; ++c) {
+    const int64_t next = std::min(end, first_item(d, camera_items, c + 1));
+    if (next > item) body(c, item, next);
+    item = std::max(item, next);
   }
 }
 
@@ -295,19 +297,33 @@ GSL_CPU_INLINE void project_range(const ProjectArgs& a, int64_t begin, int64_t e
   constexpr int W = Lanes<F>::kWidth;
   with_semantics(a.dims, [&](auto semantics) GSL_CPU_INLINE_LAMBDA {
     constexpr Semantics S = decltype(semantics)::value;
-    for_each_camera(a.dims, begin, end, [&](int64_t c, int64_t n0, int64_t n1) GSL_CPU_INLINE_LAMBDA {
+    for_each_camera(a.dims, a.camera_items, begin, end, [&](int64_t c, int64_t item0, int64_t item1)
+                                                            GSL_CPU_INLINE_LAMBDA {
       const Camera cam = camera_of(a, c);
-      for (int64_t n = n0; n < n1; n += W)
-        project_items<F, S>(a, cam, c, n, static_cast<int>(std::min<int64_t>(W, n1 - n)));
+      const int64_t n_offset = a.item_surfels != nullptr ? 0 : c * a.dims.num_surfels;  // dense: n = item - c N
+      for (int64_t item = item0; item < item1; item += W)
+        project_items<F, S>(a, cam, item, item - n_offset, static_cast<int>(std::min<int64_t>(W, item1 - item)));
     });
   });
 }
 
+// Dense: surfels [begin, end). Packed: the surfels at scene_surfels[begin, end), a lane group
+// never spanning two scenes (its lanes then share their cameras).
 template <class F>
 GSL_CPU_INLINE void project_backward_range(const ProjectBackwardArgs& a, int64_t begin, int64_t end) {
   constexpr int W = Lanes<F>::kWidth;
-  for (int64_t n = begin; n < end; n += W)
-    project_backward_items<F>(a, n, static_cast<int>(std::min<int64_t>(W, end - n)));
+  if (a.camera_items == nullptr) {
+    for (int64_t n = begin; n < end; n += W)
+      project_backward_items<F>(a, n, static_cast<int>(std::min<int64_t>(W, end - n)));
+    return;
+  }
+  if (begin >= end) return;
+  for (int64_t s = segment_of(a.scene_surfel_starts, a.dims.num_scenes, begin), k0 = begin; k0 < end; ++s) {
+    const int64_t scene_end = std::min(end, a.scene_surfel_starts[s + 1]);
+    for (int64_t k = k0; k < scene_end; k += W)
+      project_backward_scene_items<F>(a, s, k, static_cast<int>(std::min<int64_t>(W, scene_end - k)));
+    k0 = std::max(k0, scene_end);
+  }
 }
 
 }  // namespace gsl::rasterize::cpu_tiles
