@@ -35,13 +35,27 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
 import numpy as np
 
 from .cameras import Camera, PathLike, SceneData, scene_extent, split_indices
+from .raytraced import (
+    HIT_EPS,
+    NearestHits,
+    RayHits,
+    RayProducts,
+    box_hits,
+    box_rotation,
+    intrinsics,
+    look_at_viewmat,
+    render_view,
+    sample_surface_pixels,
+    sphere_hits,
+    write_ground_truth,
+    write_scene_folder,
+)
 
 __all__ = [
     "DEFAULT_SCENE_NUM_VIEWS",
@@ -108,41 +122,7 @@ _GROUND_ID = 0
 _SPHERE_IDS = 1 + np.arange(len(_SPHERE_RADII))
 _BOX_IDS = 1 + len(_SPHERE_RADII) + np.arange(len(_BOX_CENTERS))
 
-# Self-intersection guard for shadow rays (scene units).
-_EPS = 1e-6
-
-
-def _box_rotation(angle_deg: float) -> np.ndarray:
-    """[3, 3] rotation about z: box-local to world."""
-    angle = math.radians(angle_deg)
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-_BOX_ROTATIONS = np.stack([_box_rotation(angle) for angle in _BOX_ANGLES_DEG])
-
-
-@dataclass
-class RayHits:
-    """First hits of N rays.
-
-    Attributes:
-        t: [N] float64 ray parameter of the hit (inf on a miss); with the
-            direction's camera-space z equal to 1, ``t`` is the depth.
-        points: [N, 3] float64 world hit points (0 on a miss).
-        normals: [N, 3] float64 world unit normals facing the ray (0 on a miss).
-        primitive: [N] int64 primitive id, -1 on a miss.
-    """
-
-    t: np.ndarray
-    points: np.ndarray
-    normals: np.ndarray
-    primitive: np.ndarray
-
-    @property
-    def hit(self) -> np.ndarray:
-        """[N] bool."""
-        return self.primitive >= 0
+_BOX_ROTATIONS = np.stack([box_rotation(angle) for angle in _BOX_ANGLES_DEG])
 
 
 def trace_rays(origins: np.ndarray, directions: np.ndarray) -> RayHits:
@@ -154,78 +134,24 @@ def trace_rays(origins: np.ndarray, directions: np.ndarray) -> RayHits:
     """
     origins = np.asarray(origins, dtype=np.float64)
     directions = np.asarray(directions, dtype=np.float64)
-    count = len(origins)
-    best_t = np.full(count, np.inf)
-    best_normal = np.zeros((count, 3))
-    best_id = np.full(count, -1, dtype=np.int64)
-
-    def keep(rays, t, normal, primitive_id):
-        """Record hits at ``t`` [M] (inf = miss) of the rays ``rays`` [M] that
-        are nearer than what was found so far."""
-        closer = t < best_t[rays]
-        rays, t, normal = rays[closer], t[closer], normal[closer]
-        best_t[rays] = t
-        best_normal[rays] = normal
-        best_id[rays] = primitive_id
-
-    all_rays = np.arange(count)
+    nearest = NearestHits(len(origins))
     with np.errstate(divide="ignore", invalid="ignore"):
         # Ground: seen from above only (cameras are above it, the light too).
         t = -origins[:, 2] / directions[:, 2]
         hit_xy = origins[:, :2] + t[:, None] * directions[:, :2]
         inside = np.all(np.abs(hit_xy) <= _GROUND_HALF_SIZE, axis=1)
-        valid = (directions[:, 2] < 0.0) & (t > _EPS) & inside
-        rays = all_rays[valid]
-        keep(rays, t[valid], np.broadcast_to([0.0, 0.0, 1.0], (len(rays), 3)), _GROUND_ID)
-
-        # Dot products shared by every sphere test: |o - c|^2 and (o - c).d
-        # expand into these plus two mat-vec products per sphere, instead of
-        # an [N, 3] temporary per sphere.
-        dd = np.einsum("ij,ij->i", directions, directions)
-        oo = np.einsum("ij,ij->i", origins, origins)
-        od = np.einsum("ij,ij->i", origins, directions)
-
-        def sphere_hits(center, radius):
-            """(rays, t) of the rays that enter the sphere ahead of their origin."""
-            b = od - directions @ center
-            c = oo - 2.0 * (origins @ center) + (center @ center - radius * radius)
-            discriminant = b * b - dd * c
-            valid = discriminant >= 0.0
-            rays = all_rays[valid]
-            t = (-b[valid] - np.sqrt(discriminant[valid])) / dd[valid]
-            ahead = t > _EPS
-            return rays[ahead], t[ahead]
-
-        for center, radius, primitive_id in zip(_SPHERE_CENTERS, _SPHERE_RADII, _SPHERE_IDS):
-            rays, t = sphere_hits(center, radius)
-            normal = (origins[rays] + t[:, None] * directions[rays] - center) / radius
-            keep(rays, t, normal, primitive_id)
-
-        for center, half, rotation, primitive_id in zip(_BOX_CENTERS, _BOX_HALF_SIZES, _BOX_ROTATIONS, _BOX_IDS):
-            # Only rays that meet the bounding sphere can hit the box; the
-            # sphere test is much cheaper than the slab test below.
-            candidates = sphere_hits(center, float(np.linalg.norm(half)))[0]
-            if len(candidates) == 0:
-                continue
-            # Slab test in the box frame; rotation.T maps world to local.
-            local_origin = (origins[candidates] - center) @ rotation
-            local_direction = directions[candidates] @ rotation
-            safe = np.where(np.abs(local_direction) < 1e-300, 1e-300, local_direction)
-            t1 = (-half - local_origin) / safe
-            t2 = (half - local_origin) / safe
-            t_near_axis = np.minimum(t1, t2)
-            t_near = t_near_axis.max(axis=1)
-            t_far = np.maximum(t1, t2).min(axis=1)
-            valid = (t_near <= t_far) & (t_near > _EPS)
-            rays = candidates[valid]
-            axis = t_near_axis[valid].argmax(axis=1)
-            local_normal = np.zeros((len(rays), 3))
-            local_normal[np.arange(len(rays)), axis] = -np.sign(local_direction[valid, axis])
-            keep(rays, t_near[valid], local_normal @ rotation.T, primitive_id)
-
-    hit = best_id >= 0
-    points = np.where(hit[:, None], origins + np.where(hit, best_t, 0.0)[:, None] * directions, 0.0)
-    return RayHits(best_t, points, np.where(hit[:, None], best_normal, 0.0), best_id)
+        valid = (directions[:, 2] < 0.0) & (t > HIT_EPS) & inside
+        rays = np.flatnonzero(valid)
+        nearest.offer(rays, t[valid], np.broadcast_to([0.0, 0.0, 1.0], (len(rays), 3)), _GROUND_ID)
+    products = RayProducts(origins, directions)
+    for center, radius, primitive_id in zip(_SPHERE_CENTERS, _SPHERE_RADII, _SPHERE_IDS):
+        rays, t = sphere_hits(products, center, radius)
+        normal = (origins[rays] + t[:, None] * directions[rays] - center) / radius
+        nearest.offer(rays, t, normal, primitive_id)
+    for center, half, rotation, primitive_id in zip(_BOX_CENTERS, _BOX_HALF_SIZES, _BOX_ROTATIONS, _BOX_IDS):
+        rays, t, normal = box_hits(products, center, half, rotation)
+        nearest.offer(rays, t, normal, primitive_id)
+    return nearest.result(origins, directions)
 
 
 def _albedo(points: np.ndarray, primitive: np.ndarray) -> np.ndarray:
@@ -307,55 +233,8 @@ def synthetic_scene_viewmats(
         eye = target + radius * np.array(
             [math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)]
         )
-        forward = (target - eye) / np.linalg.norm(target - eye)
-        right = np.cross(forward, [0.0, 0.0, 1.0])
-        right /= np.linalg.norm(right)
-        down = np.cross(forward, right)
-        rotation = np.stack([right, down, forward])  # rows: camera axes in world
-        viewmats[view, :3, :3] = rotation
-        viewmats[view, :3, 3] = -rotation @ eye
-        viewmats[view, 3, 3] = 1.0
+        viewmats[view] = look_at_viewmat(eye, target)
     return viewmats
-
-
-def _intrinsics(width: int, height: int, fov_x_deg: float) -> np.ndarray:
-    focal = 0.5 * width / math.tan(0.5 * math.radians(fov_x_deg))
-    return np.array([[focal, 0.0, 0.5 * width], [0.0, focal, 0.5 * height], [0.0, 0.0, 1.0]])
-
-
-def _pixel_rays(viewmat: np.ndarray, K: np.ndarray, u: np.ndarray, v: np.ndarray):
-    """World rays through continuous pixel coordinates u, v ([N] each).
-
-    The directions have camera-space z = 1, so the hit parameter t is the
-    camera-space depth."""
-    rotation, translation = viewmat[:3, :3], viewmat[:3, 3]
-    camera_dirs = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=1)
-    origins = np.broadcast_to(-rotation.T @ translation, camera_dirs.shape)
-    return origins, camera_dirs @ rotation  # rows of R^T d
-
-
-def _render_view(
-    viewmat: np.ndarray, K: np.ndarray, width: int, height: int, supersample: int, rng: np.random.Generator
-):
-    """(colour sum [H, W, 3] over hit samples, hit fraction [H, W, 1],
-    depth [H, W, 1], normal [H, W, 3]) of one view."""
-    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    # Stratified jitter: sample (a, b) of a pixel lies in sub-cell (a, b) of an S x S grid.
-    strata = np.arange(supersample, dtype=np.float64)[None, None, :, None]
-    jitter = rng.random((height, width, supersample, supersample, 2))
-    u = cols[:, :, None, None] + (strata.transpose(0, 1, 3, 2) + jitter[..., 0]) / supersample
-    v = rows[:, :, None, None] + (strata + jitter[..., 1]) / supersample
-    origins, directions = _pixel_rays(viewmat, K, u.ravel(), v.ravel())
-    hits = trace_rays(origins, directions)
-    samples = supersample * supersample
-    color = shade(hits).reshape(height, width, samples, 3).sum(axis=2) / samples
-    coverage = hits.hit.reshape(height, width, samples).mean(axis=2)[:, :, None]
-
-    origins, directions = _pixel_rays(viewmat, K, cols.ravel() + 0.5, rows.ravel() + 0.5)
-    centre = trace_rays(origins, directions)
-    depth = np.where(centre.hit, centre.t, 0.0).reshape(height, width, 1)
-    normal = centre.normals.reshape(height, width, 3)
-    return color, coverage, depth, normal
 
 
 def synthetic_scene_cameras(
@@ -382,11 +261,13 @@ def synthetic_scene_cameras(
             f"{num_views}, {width}, {height}, {supersample}"
         )
     rng = np.random.default_rng(seed)
-    K = _intrinsics(width, height, fov_x_deg)
+    K = intrinsics(width, height, fov_x_deg)
     background = np.asarray(background, dtype=np.float64).reshape(1, 1, 3)
     cameras = []
     for view, viewmat in enumerate(synthetic_scene_viewmats(num_views)):
-        color, coverage, depth, normal = _render_view(viewmat, K, width, height, supersample, rng)
+        color, coverage, depth, normal = render_view(
+            viewmat, K, width, height, supersample, rng, trace_rays, lambda directions, hits: shade(hits)
+        )
         image = color + (1.0 - coverage) * background
         cameras.append(
             Camera(
@@ -415,29 +296,9 @@ def synthetic_scene_points(
     the surfaces. Returns (points [P, 3], colors [P, 3] in [0, 1]) float32.
     """
     rng = np.random.default_rng([seed, 1])  # independent of the jitter stream
-    hits = [np.flatnonzero(camera.depth.reshape(-1) > 0.0) for camera in cameras]
-    counts = np.array([len(pixel_ids) for pixel_ids in hits])
-    if counts.sum() == 0:
-        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)
-    chosen = np.sort(rng.choice(counts.sum(), size=min(num_points, counts.sum()), replace=False))
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    points, colors = [], []
-    for view, camera in enumerate(cameras):
-        in_view = chosen[(chosen >= offsets[view]) & (chosen < offsets[view + 1])] - offsets[view]
-        if len(in_view) == 0:
-            continue
-        pixel_ids = hits[view][in_view]
-        rows, cols = np.divmod(pixel_ids, camera.width)
-        origins, directions = _pixel_rays(
-            camera.viewmat.astype(np.float64), camera.K.astype(np.float64), cols + 0.5, rows + 0.5
-        )
-        traced = trace_rays(origins, directions)
-        points.append(traced.points)
-        colors.append(shade(traced))
-    return (
-        np.concatenate(points).astype(np.float32),
-        np.clip(np.concatenate(colors), 0.0, 1.0).astype(np.float32),
-    )
+    origins, directions, _ = sample_surface_pixels(cameras, num_points, rng)
+    traced = trace_rays(origins, directions)
+    return traced.points.astype(np.float32), np.clip(shade(traced), 0.0, 1.0).astype(np.float32)
 
 
 def synthetic_scene_data(
@@ -490,7 +351,6 @@ def make_synthetic_scene(
     ``gt/view_XXX_normal.npy`` [H, W, 3] (float32), which the loaders attach
     to the cameras as ``depth`` and ``normal``. Returns ``folder``.
     """
-    from .colmap import write_colmap
     from .nerf_synthetic import write_nerf_synthetic
 
     if fmt not in ("colmap", "nerf"):
@@ -499,7 +359,7 @@ def make_synthetic_scene(
     cameras = synthetic_scene_cameras(num_views, width, height, seed=seed, supersample=supersample)
     if fmt == "colmap":
         points, colors = synthetic_scene_points(cameras, num_points, seed=seed)
-        write_colmap(folder, cameras, points, colors, binary=binary)
+        write_scene_folder(folder, cameras, points, colors, binary=binary)
     else:
         train_ids, test_ids = split_indices(len(cameras), DEFAULT_SCENE_TEST_EVERY)
         write_nerf_synthetic(
@@ -508,12 +368,7 @@ def make_synthetic_scene(
             [cameras[index] for index in test_ids],
             background=DEFAULT_SCENE_BACKGROUND,
         )
-    gt_dir = folder / "gt"
-    gt_dir.mkdir(parents=True, exist_ok=True)
-    for camera in cameras:
-        stem = Path(camera.name).stem
-        np.save(gt_dir / f"{stem}_depth.npy", camera.depth)
-        np.save(gt_dir / f"{stem}_normal.npy", camera.normal)
+        write_ground_truth(folder, cameras)
     return folder
 
 
