@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -29,6 +29,7 @@ __all__ = [
     "box_hits",
     "box_rotation",
     "render_view",
+    "render_cameras",
     "sample_surface_pixels",
     "write_scene_folder",
     "write_ground_truth",
@@ -213,6 +214,52 @@ def render_view(
     depth = np.where(centre.hit, centre.t, 0.0).reshape(height, width, 1)
     normal = centre.normals.reshape(height, width, 3)
     return color, coverage, depth, normal
+
+
+def render_cameras(
+    viewmats: np.ndarray,
+    K: np.ndarray,
+    width: int,
+    height: int,
+    supersample: int,
+    rng: np.random.Generator,
+    trace: Callable[[np.ndarray, np.ndarray], RayHits],
+    radiance: Callable[[np.ndarray, RayHits], np.ndarray],
+    background: Optional[Sequence[float]] = None,
+) -> List[Camera]:
+    """Renders every view (:func:`render_view`, in order, drawing the jitter from ``rng``) as
+    cameras named ``view_000.png`` ... with float32 ``image``, ground-truth ``depth`` and
+    world ``normal``.
+
+    With a ``background`` the image is composited over it by sample coverage, which becomes
+    the camera's ``alpha`` (``radiance`` must then be 0 on misses); without one, misses keep
+    their radiance (an environment) and there is no alpha, as in a photo.
+    """
+    if len(viewmats) < 1 or width < 1 or height < 1 or supersample < 1:
+        raise ValueError(
+            f"num_views, width, height and supersample must be >= 1, got "
+            f"{len(viewmats)}, {width}, {height}, {supersample}"
+        )
+    if background is not None:
+        background = np.asarray(background, dtype=np.float64).reshape(1, 1, 3)
+    cameras = []
+    for view, viewmat in enumerate(viewmats):
+        color, coverage, depth, normal = render_view(viewmat, K, width, height, supersample, rng, trace, radiance)
+        image = color if background is None else color + (1.0 - coverage) * background
+        cameras.append(
+            Camera(
+                name=f"view_{view:03d}.png",
+                viewmat=viewmat.astype(np.float32),
+                K=K.astype(np.float32),
+                width=width,
+                height=height,
+                image=np.clip(image, 0.0, 1.0).astype(np.float32),
+                alpha=None if background is None else coverage.astype(np.float32),
+                depth=depth.astype(np.float32),
+                normal=normal.astype(np.float32),
+            )
+        )
+    return cameras
 
 
 def sample_surface_pixels(

@@ -50,7 +50,7 @@ from .raytraced import (
     box_rotation,
     intrinsics,
     look_at_viewmat,
-    render_view,
+    render_cameras,
     sample_surface_pixels,
     sphere_hits,
     write_ground_truth,
@@ -255,34 +255,10 @@ def synthetic_scene_cameras(
     [H, W, 3] of the pixel-centre ray. The seed drives only the sub-pixel
     jitter; identical seeds give identical arrays.
     """
-    if num_views < 1 or width < 1 or height < 1 or supersample < 1:
-        raise ValueError(
-            f"num_views, width, height and supersample must be >= 1, got "
-            f"{num_views}, {width}, {height}, {supersample}"
-        )
-    rng = np.random.default_rng(seed)
-    K = intrinsics(width, height, fov_x_deg)
-    background = np.asarray(background, dtype=np.float64).reshape(1, 1, 3)
-    cameras = []
-    for view, viewmat in enumerate(synthetic_scene_viewmats(num_views)):
-        color, coverage, depth, normal = render_view(
-            viewmat, K, width, height, supersample, rng, trace_rays, lambda directions, hits: shade(hits)
-        )
-        image = color + (1.0 - coverage) * background
-        cameras.append(
-            Camera(
-                name=f"view_{view:03d}.png",
-                viewmat=viewmat.astype(np.float32),
-                K=K.astype(np.float32),
-                width=width,
-                height=height,
-                image=np.clip(image, 0.0, 1.0).astype(np.float32),
-                alpha=coverage.astype(np.float32),
-                depth=depth.astype(np.float32),
-                normal=normal.astype(np.float32),
-            )
-        )
-    return cameras
+    return render_cameras(
+        synthetic_scene_viewmats(num_views), intrinsics(width, height, fov_x_deg), width, height, supersample,
+        np.random.default_rng(seed), trace_rays, lambda directions, hits: shade(hits), background,
+    )
 
 
 def synthetic_scene_points(
