@@ -400,6 +400,8 @@ class Trainer:
         cameras, split = (scene.test, "test") if scene.test else (scene.train, "train")
         self.log(f"stage evaluate: {len(cameras)} {split} views")
         render_dir = self.run_dir.root / "renders" / split
+        gt_depths = [float(camera.depth.max()) for camera in cameras if camera.depth is not None]
+        sky_depth = max(gt_depths) if gt_depths else 0.0
         per_view = []
         for camera in cameras:
             rendered = render_camera(
@@ -413,7 +415,9 @@ class Trainer:
                 "ssim": metrics.ssim_metric(rendered["rgb"], target),
             }
             if camera.depth is not None:
-                entry["depth"] = metrics.depth_errors(rendered["depth"], torch.from_numpy(camera.depth).to(self.device))
+                gt_depth = torch.from_numpy(camera.depth).to(self.device)
+                entry["depth"] = metrics.depth_errors(rendered["depth"], gt_depth)
+                entry["fog"] = metrics.fog_counts(rendered["depth"], rendered["alpha"], gt_depth, sky_depth)
             if camera.normal is not None:
                 entry["normal"] = metrics.normal_angle_errors(
                     rendered["normal"], torch.from_numpy(camera.normal).to(self.device)
@@ -427,6 +431,7 @@ class Trainer:
             "depth_abs_rel": _mean(view["depth"]["abs_rel"] for view in per_view if view.get("depth")),
             "depth_rmse": _mean(view["depth"]["rmse"] for view in per_view if view.get("depth")),
             "normal_error_deg": _mean(view["normal"]["mean_deg"] for view in per_view if view.get("normal")),
+            **_fog_fractions([view["fog"] for view in per_view if view.get("fog")]),
             "num_views": len(per_view),
             "num_surfels": model.num_surfels,
             "iterations": train_results["iterations"],
@@ -438,7 +443,10 @@ class Trainer:
         }
         write_json_atomically(self.run_dir.root / "metrics.json", results)
         self.run_dir.mark_finished("evaluate", results)
-        self.log(f"stage evaluate: PSNR {results['psnr']:.2f} dB, SSIM {results['ssim']:.4f}")
+        fog = "" if results["fog_fraction"] is None else f", fog {100 * results['fog_fraction']:.1f}% of surface pixels"
+        if results["sky_fog_fraction"] is not None:
+            fog += f", {100 * results['sky_fog_fraction']:.1f}% of sky pixels"
+        self.log(f"stage evaluate: PSNR {results['psnr']:.2f} dB, SSIM {results['ssim']:.4f}{fog}")
         return results
 
     # ------------------------------------------------------------------ stage: export
@@ -519,6 +527,20 @@ def _progress_bar(config: TrainConfig, first_step: int):
     from tqdm import tqdm
 
     return tqdm(total=config.iterations, initial=first_step - 1, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _fog_fractions(counts: List[Dict[str, int]]) -> Dict[str, Optional[float]]:
+    """``fog_fraction`` (of the held-out pixels that see geometry) and ``sky_fog_fraction`` (of
+    those that see none), pooled over views (:func:`metrics.fog_counts`); None without them."""
+
+    def fraction(flagged: str, total: str) -> Optional[float]:
+        pixels = sum(view[total] for view in counts)
+        return sum(view[flagged] for view in counts) / pixels if pixels else None
+
+    return {
+        "fog_fraction": fraction("surface_fog", "surface_pixels"),
+        "sky_fog_fraction": fraction("sky_fog", "sky_pixels"),
+    }
 
 
 def _mean(values) -> Optional[float]:
