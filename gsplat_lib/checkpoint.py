@@ -34,6 +34,7 @@ import torch
 
 from gsplat_lib.model import GaussianModel
 from gsplat_lib.strategy import DefaultStrategy
+from gsplat_lib.strategy_mcmc import MCMCStrategy
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -51,7 +52,7 @@ CHECKPOINT_FORMAT = "gsplat_lib.checkpoint"
 CHECKPOINT_VERSION = 1
 
 #: Strategies a checkpoint can restore, by class name.
-_STRATEGIES = {"DefaultStrategy": DefaultStrategy}
+_STRATEGIES = {"DefaultStrategy": DefaultStrategy, "MCMCStrategy": MCMCStrategy}
 
 PathLike = Union[str, os.PathLike]
 
@@ -336,7 +337,8 @@ def _restore_strategy(state: Optional[Mapping[str, object]], model: GaussianMode
     if strategy_class is None:
         raise ValueError(f"unknown strategy {state.get('name')!r}; known: {sorted(_STRATEGIES)}")
     strategy = strategy_class.from_state_dict(state, device=device)
-    if strategy.grad_acc is not None and strategy.grad_acc.shape[0] != model.num_surfels:
+    statistics = getattr(strategy, "grad_acc", None)  # per-surfel state, where the strategy keeps some
+    if statistics is not None and statistics.shape[0] != model.num_surfels:
         raise ValueError(
             f"strategy statistics cover {strategy.grad_acc.shape[0]} surfels, the model has {model.num_surfels}"
         )
