@@ -21,8 +21,10 @@ gradient away on densification steps; here the step is taken first and nothing i
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field, fields
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -73,7 +75,10 @@ class DefaultStrategy:
     - prune when opacity < ``prune_opacity``, or, once the first opacity reset has happened
       (``step > reset_every``), when ``s > prune_world_size * scene_extent`` or
       ``max_radii2D > prune_screen_size`` (the statistic of the steps since the last
-      densification; unlike 2DGS, it is not zeroed before the test, so this rule fires);
+      densification; unlike 2DGS, it is not zeroed before the test, so this rule fires).
+      With a ``cameras_center``, the world-size bound grows with the distance ``d`` from it:
+      ``s > prune_world_size * max(scene_extent, d)``, a bound on the angle a surfel subtends
+      from the cameras, so the large surfels of a far background (hills, buildings) stay;
     - a pruned surfel is neither cloned nor split;
     - clone when ``g >= grad_threshold`` and ``s <= percent_dense * scene_extent``: the copy
       is appended, its Adam moments zero;
@@ -99,6 +104,7 @@ class DefaultStrategy:
     prune_opacity: float = 0.05
     prune_world_size: float = 0.1
     prune_screen_size: float = 20.0
+    cameras_center: Optional[Tuple[float, float, float]] = None
     percent_dense: float = 0.01
     split_children: int = 2
     split_scale_divisor: float = 1.6
@@ -122,6 +128,11 @@ class DefaultStrategy:
             raise ValueError(
                 f"DefaultStrategy: reset_opacity_value must be in (0, 1), got {self.reset_opacity_value}"
             )
+        if self.cameras_center is not None:
+            center = tuple(float(value) for value in self.cameras_center)
+            if len(center) != 3 or not all(math.isfinite(value) for value in center):
+                raise ValueError(f"DefaultStrategy: cameras_center must be 3 finite numbers, got {self.cameras_center!r}")
+            self.cameras_center = center
         if self.split_scale_divisor <= 0:
             raise ValueError(f"DefaultStrategy: split_scale_divisor must be > 0, got {self.split_scale_divisor}")
         self.generator = torch.Generator(device="cpu")
@@ -207,7 +218,11 @@ class DefaultStrategy:
 
         by_opacity = model.opacities < self.prune_opacity
         if prune_large:
-            by_world_size = max_scale > self.prune_world_size * extent
+            bound = torch.full_like(max_scale, extent)
+            if self.cameras_center is not None:
+                center = torch.tensor(self.cameras_center, dtype=torch.float32, device=model.device)
+                bound = torch.maximum(bound, (model.means - center).norm(dim=1))
+            by_world_size = max_scale > self.prune_world_size * bound
             by_screen_size = self.max_radii2D > self.prune_screen_size
         else:
             by_world_size = torch.zeros_like(by_opacity)

@@ -130,6 +130,27 @@ def test_size_rules_wait_for_the_first_opacity_reset():
     assert report.num_pruned == 2 and report.num_after == 8 - 2 - 1 + 1 + 2
 
 
+def test_world_size_bound_grows_with_the_distance_from_the_cameras():
+    # Three surfels of largest scale 0.5 (extent 1: the plain bound is 0.1), at distances
+    # 2, 6 and 8 from the cameras' centre: with the centre, the bound is 0.1 x max(1, d).
+    model = make_model([[0.5, 0.1]] * 3, [0.5] * 3)
+    with torch.no_grad():
+        model.params["means"].copy_(torch.tensor([[2.0, 0.0, 1.0], [0.0, 6.0, 1.0], [0.0, 0.0, 9.0]]))
+    result = fake_result(torch.zeros(1, 3, 2), torch.full((1, 3, 2), 5, dtype=torch.int32))
+    strategy = DefaultStrategy(
+        refine_start=0, refine_every=1, reset_every=1, reset_opacity_value=0.6, cameras_center=(0.0, 0.0, 1.0),
+        loss_is_batch_mean=False,
+    )
+    report = strategy.step_post_backward(model, result, 2)
+    assert report.pruned_by_world_size == 1  # only the one at distance 2 (bound 0.2)
+    assert torch.equal(model.params["means"].detach()[:, 2], torch.tensor([1.0, 9.0]))
+    plain = DefaultStrategy(refine_start=0, refine_every=1, reset_every=1, reset_opacity_value=0.6, loss_is_batch_mean=False)
+    assert plain.step_post_backward(make_model([[0.5, 0.1]] * 3, [0.5] * 3), result, 2).pruned_by_world_size == 3
+    assert DefaultStrategy.from_state_dict(strategy.state_dict()).cameras_center == (0.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="cameras_center"):
+        DefaultStrategy(cameras_center=(0.0, float("nan"), 0.0))
+
+
 def test_statistics_accumulate_ndc_norms_counts_and_max_radii():
     model = make_model([[0.01, 0.01]] * 3, [0.5] * 3)
     strategy = DefaultStrategy(refine_start=100, loss_is_batch_mean=False)
