@@ -87,12 +87,14 @@ def fog_counts(
     gt_depth``). Where the true ray sees nothing (sky, background at infinity), it is fog when
     a surface renders nearer than ``FOG_DEPTH_RATIO x sky_depth``, ``sky_depth`` being the
     farthest true geometry of the evaluation (so a sky modelled by surfels beyond all geometry
-    is not fog, but a haze in front of the sky is).
+    is not fog, but a haze in front of the sky is). Pixels that see geometry but render no
+    surface (alpha < 0.5: a hole, what an environment map behind the surfels may fill) are
+    counted as ``surface_holes``.
 
     Args:
         depth, alpha, gt_depth: ``[H, W, 1]``.
         sky_depth: the farthest true depth of the evaluated views (> 0).
-    Returns ``surface_pixels``, ``surface_fog``, ``sky_pixels``, ``sky_fog`` (counts).
+    Returns ``surface_pixels``, ``surface_fog``, ``surface_holes``, ``sky_pixels``, ``sky_fog`` (counts).
     """
     covered = alpha >= 0.5
     surface = gt_depth > 0
@@ -100,6 +102,7 @@ def fog_counts(
     return {
         "surface_pixels": int(surface.sum()),
         "surface_fog": int((surface & covered & (depth < FOG_DEPTH_RATIO * gt_depth)).sum()),
+        "surface_holes": int((surface & ~covered).sum()),
         "sky_pixels": int(sky.sum()),
         "sky_fog": int((sky & covered & (depth < FOG_DEPTH_RATIO * sky_depth)).sum()),
     }

@@ -40,9 +40,12 @@ import torch
 from gsplat_lib.data import Camera, SceneData, detect_format, load_scene
 from gsplat_lib.model import GaussianModel, LearningRates
 from gsplat_lib.strategy import DefaultStrategy
+from gsplat_lib.strategy_mcmc import MCMCStrategy
 from gsplat_lib.train import images, losses, metrics
 from gsplat_lib.train.config import Schedule, TrainConfig
+from gsplat_lib.train.environment import EnvironmentMap, face_resolution_for
 from gsplat_lib.train.run_dir import RunDirectory, write_json_atomically
+from gsplat_lib.train.scene_defaults import SceneDefaults, resolve_scene_defaults
 
 __all__ = ["Trainer", "TrainingInterrupted", "CameraOrder", "BUILTIN_SCENE_DIR"]
 
@@ -140,6 +143,8 @@ class Trainer:
         self.run_dir = RunDirectory(config.output, config.fingerprint())
         self.log = log
         self._scene = scene
+        self._scene_defaults: Optional[SceneDefaults] = None
+        self.environment: Optional[EnvironmentMap] = None
 
     # ------------------------------------------------------------------ entry point
 
@@ -187,11 +192,19 @@ class Trainer:
             self._scene = self._load_scene()
         return self._scene
 
+    @property
+    def scene_defaults(self) -> SceneDefaults:
+        """The data-dependent settings of this run (logged once, when first resolved)."""
+        if self._scene_defaults is None:
+            self._scene_defaults = resolve_scene_defaults(self.config, self.scene)
+            self.log(self._scene_defaults.describe())
+        return self._scene_defaults
+
     def _load_scene(self) -> SceneData:
         config = self.config
         background = (1.0, 1.0, 1.0) if config.white_background else (0.0, 0.0, 0.0)
         if config.data is None:
-            path = ensure_builtin_scene(self.run_dir.root / BUILTIN_SCENE_DIR, self.log)
+            path = ensure_builtin_scene(self.run_dir.root / BUILTIN_SCENE_DIR, self.log, config.scene)
         else:
             path = Path(config.data)
         return load_scene(
@@ -211,7 +224,7 @@ class Trainer:
     # ------------------------------------------------------------------ stage: train
 
     def _new_run(self):
-        config, scene = self.config, self.scene
+        config, scene, defaults = self.config, self.scene, self.scene_defaults
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
         random.seed(config.seed)
@@ -237,19 +250,35 @@ class Trainer:
             learning_rates=learning_rates,
             sh_degree_interval=self.schedule.sh_degree_interval,
         )
-        strategy = DefaultStrategy(
-            refine_start=self.schedule.densify_start,
-            refine_stop=self.schedule.densify_stop,
-            refine_every=self.schedule.densify_every,
-            reset_every=self.schedule.reset_every,
-            grad_threshold=config.grad_threshold,
-            prune_opacity=config.prune_opacity,
-            prune_world_size=config.prune_world_size,
-            prune_screen_size=config.prune_screen_size,
-            percent_dense=config.percent_dense,
-            seed=config.seed,
-        )
-        return model, strategy
+        if config.strategy == "mcmc":
+            strategy = MCMCStrategy(
+                cap_max=config.cap_max if config.cap_max is not None else 8 * len(scene.points),
+                refine_start=self.schedule.densify_start,
+                # 3DGS-MCMC refines until 25k of 30k steps, 2DGS densifies until 15k.
+                refine_stop=self.schedule.densify_stop if config.densify_stop is not None else round(config.iterations * 5 / 6),
+                refine_every=self.schedule.densify_every,
+                noise_lr=config.noise_lr,
+                seed=config.seed,
+            )
+        else:
+            strategy = DefaultStrategy(
+                refine_start=self.schedule.densify_start,
+                refine_stop=self.schedule.densify_stop,
+                refine_every=self.schedule.densify_every,
+                reset_every=self.schedule.reset_every,
+                grad_threshold=config.grad_threshold,
+                prune_opacity=config.prune_opacity,
+                prune_world_size=config.prune_world_size,
+                prune_screen_size=config.prune_screen_size,
+                cameras_center=defaults.cameras_center if defaults.prune_world_size_by == "distance" else None,
+                percent_dense=config.percent_dense,
+                seed=config.seed,
+            )
+        environment = None
+        if self.scene_defaults.background == "environment":
+            environment = EnvironmentMap(face_resolution_for(scene.train), lr=config.lr_environment, device=self.device)
+            environment.initialize_from_images(scene.train)
+        return model, strategy, environment
 
     def train(self):
         """Trains from scratch or from the latest complete checkpoint; returns (model, results)."""
@@ -262,24 +291,44 @@ class Trainer:
                 f"--batch-size {config.batch_size} needs training images of one size; this dataset has "
                 f"{len(sizes)} sizes ({sorted(sizes)[:3]}...): use --batch-size 1"
             )
+        defaults = self.scene_defaults
         order = CameraOrder(len(train_cameras), config.seed)
+        # Random backgrounds come from their own generator (its state is checkpointed).
+        background_generator = torch.Generator(device="cpu")
+        background_generator.manual_seed(config.seed + 1)
         latest = self.run_dir.latest_checkpoint(device=self.device)
         if latest is None:
-            model, strategy = self._new_run()
+            model, strategy, self.environment = self._new_run()
             first_step, seconds_before = 1, 0.0
             self.log(f"stage train: {config.iterations} steps, {model.num_surfels} initial surfels")
         else:
             path, checkpoint = latest
             model, strategy = checkpoint.model, checkpoint.strategy
+            self.environment = environment_of(checkpoint.trainer_state, self.device)
             order.load_state_dict(checkpoint.trainer_state["camera_order"])
+            if "background_generator" in checkpoint.trainer_state:
+                background_generator.set_state(checkpoint.trainer_state["background_generator"].clone())
             first_step = checkpoint.step + 1
             seconds_before = float(checkpoint.trainer_state["train_seconds"])
             self.log(f"stage train: resuming from {path} (step {checkpoint.step} of {config.iterations})")
 
         viewmats, Ks = self._camera_tensors(train_cameras)
         targets = [torch.from_numpy(camera.image).to(self.device) for camera in train_cameras]
+        alphas = [None if camera.alpha is None else torch.from_numpy(camera.alpha).to(self.device) for camera in train_cameras]
         background = torch.from_numpy(np.asarray(scene.background, dtype=np.float32)).to(self.device)
-        backgrounds = background.expand(config.batch_size, 3).contiguous()
+
+        def batch_targets(batch: List[int]):
+            """(targets [C, H, W, 3], render backgrounds [C, 3]) of a batch of training cameras."""
+            if defaults.background != "random":
+                return torch.stack([targets[index] for index in batch]), background.expand(len(batch), 3).contiguous()
+            colors = torch.rand(len(batch), 3, generator=background_generator).to(self.device)
+            # Images with alpha are composited over the new colour; without, the colour only
+            # shows through transparent surfels.
+            recomposited = [
+                targets[index] if alphas[index] is None else targets[index] + (1.0 - alphas[index]) * (color - background)
+                for index, color in zip(batch, colors)
+            ]
+            return torch.stack(recomposited), colors
 
         progress = _progress_bar(config, first_step)
         session_start = time.perf_counter()
@@ -295,7 +344,13 @@ class Trainer:
                 path,
                 step=step,
                 strategy=strategy,
-                trainer_state={"camera_order": order.state_dict(), "train_seconds": elapsed()},
+                trainer_state={
+                    "camera_order": order.state_dict(),
+                    "train_seconds": elapsed(),
+                    "background_generator": background_generator.get_state(),
+                    "environment": None if self.environment is None else self.environment.state_dict(),
+                    "scene_defaults": defaults.to_dict(),
+                },
                 config={"fingerprint": self.run_dir.fingerprint, **config.result_settings()},
             )
             self.run_dir.prune_checkpoints(config.keep_checkpoints)
@@ -306,10 +361,7 @@ class Trainer:
             with _StopFlag() as stop:
                 for step in range(first_step, config.iterations + 1):
                     batch = order.next(config.batch_size)
-                    loss, batch_psnr = self.train_step(
-                        model, strategy, step, viewmats[batch], Ks[batch],
-                        torch.stack([targets[index] for index in batch]), backgrounds,
-                    )
+                    loss, batch_psnr = self.train_step(model, strategy, step, viewmats[batch], Ks[batch], *batch_targets(batch))
                     smoothed_loss = loss if smoothed_loss is None else 0.9 * smoothed_loss + 0.1 * loss
                     if progress is not None:
                         progress.update(1)
@@ -356,30 +408,45 @@ class Trainer:
         """One optimisation step on a batch of C cameras; returns (loss, PSNR of the batch).
 
         Args:
-            viewmats: [C, 4, 4]; Ks: [C, 3, 3]; targets: [C, H, W, 3]; backgrounds: [C, 3].
+            viewmats: [C, 4, 4]; Ks: [C, 3, 3]; targets: [C, H, W, 3]; backgrounds: [C, 3], the
+                colour behind the surfels (ignored with an environment map, which is behind them).
         """
-        config, schedule = self.config, self.schedule
+        config, schedule, defaults = self.config, self.schedule, self.scene_defaults
+        environment = self.environment
         if model.num_surfels == 0:
             raise RuntimeError(f"step {step}: every surfel was pruned; lower --prune-opacity or --grad-threshold")
         model.update_learning_rate(step)
         model.maybe_increase_sh_degree(step)
         height, width = targets.shape[1:3]
+        if environment is not None:
+            backgrounds = torch.zeros_like(backgrounds)
         result = model.render(
             viewmats, Ks, int(width), int(height), backgrounds=backgrounds[: len(viewmats)],
             near=config.near, far=config.far, deterministic=config.deterministic,
         )
         colors = result.colors
+        if environment is not None:
+            colors = colors + (1.0 - result.alphas) * environment.render(viewmats, Ks, int(width), int(height))
         loss = (1.0 - config.lambda_dssim) * losses.l1_loss(colors, targets)
         if config.lambda_dssim > 0:
             loss = loss + config.lambda_dssim * losses.dssim_loss(colors, targets)
         if config.lambda_normal > 0 and step >= schedule.normal_start:
-            depth = losses.surface_depth(result.expected_depths, result.median_depths, config.depth_ratio)
+            depth = losses.surface_depth(result.expected_depths, result.median_depths, defaults.depth_ratio)
             loss = loss + config.lambda_normal * losses.normal_consistency_loss(result.normals, depth, result.alphas, Ks)
-        if config.lambda_distortion > 0 and step >= schedule.distortion_start:
-            loss = loss + config.lambda_distortion * losses.distortion_loss(result.distortions)
+        if defaults.lambda_distortion > 0 and step >= schedule.distortion_start:
+            loss = loss + defaults.lambda_distortion * losses.distortion_loss(result.distortions)
+        mcmc = config.strategy == "mcmc"
+        opacity_reg = config.opacity_reg if config.opacity_reg is not None else (0.01 if mcmc else 0.0)
+        scale_reg = config.scale_reg if config.scale_reg is not None else (0.01 if mcmc else 0.0)
+        if opacity_reg > 0:
+            loss = loss + opacity_reg * model.opacities.mean()
+        if scale_reg > 0:
+            loss = loss + scale_reg * model.scales.mean()
         loss.backward()
         model.optimizer.step()
         model.optimizer.zero_grad(set_to_none=True)
+        if environment is not None:
+            environment.step()
         strategy.step_post_backward(model, result, step)
         with torch.no_grad():
             mse = float(((colors.detach().clamp(0.0, 1.0) - targets) ** 2).mean())
@@ -389,7 +456,9 @@ class Trainer:
         from gsplat_lib.checkpoint import load_checkpoint
 
         path = self.run_dir.root / train_results["final_checkpoint"]
-        return load_checkpoint(path, device=self.device, restore_rng=False).model
+        checkpoint = load_checkpoint(path, device=self.device, restore_rng=False)
+        self.environment = environment_of(checkpoint.trainer_state, self.device)
+        return checkpoint.model
 
     # ------------------------------------------------------------------ stage: evaluate
 
@@ -405,8 +474,8 @@ class Trainer:
         per_view = []
         for camera in cameras:
             rendered = render_camera(
-                model, camera, scene.background,
-                near=self.config.near, far=self.config.far, depth_ratio=self.config.depth_ratio,
+                model, camera, scene.background, near=self.config.near, far=self.config.far,
+                depth_ratio=self.scene_defaults.depth_ratio, environment=self.environment,
             )
             target = torch.from_numpy(camera.image).to(self.device)
             entry = {
@@ -438,6 +507,7 @@ class Trainer:
             "train_seconds": train_results["train_seconds"],
             "steps_per_second": train_results["steps_per_second"],
             "fingerprint": self.run_dir.fingerprint,
+            "scene_defaults": self.scene_defaults.to_dict(),
             "renders": str(render_dir.relative_to(self.run_dir.root)),
             "per_view": per_view,
         }
@@ -457,6 +527,9 @@ class Trainer:
         model.save_ply(root / "point_cloud.ply")
         model.save_ply(root / "point_cloud_viewer.ply", three_scales=True)
         results = {"ply": "point_cloud.ply", "viewer_ply": "point_cloud_viewer.ply", "num_surfels": model.num_surfels}
+        if self.environment is not None:
+            images.write_rgb(root / "environment.png", self.environment.to_image())
+            results["environment"] = "environment.png"
         self.run_dir.mark_finished("export", results)
         self.log(f"stage export: wrote {root / 'point_cloud.ply'} and {root / 'point_cloud_viewer.ply'}")
         return results
@@ -465,22 +538,27 @@ class Trainer:
 # ---------------------------------------------------------------------- helpers shared with gsplat-render
 
 
-def ensure_builtin_scene(folder: Path, log: Callable[[str], None] = print) -> Path:
-    """Generates the built-in scene (COLMAP layout) into ``folder`` once; returns ``folder``.
+def ensure_builtin_scene(folder: Path, log: Callable[[str], None] = print, scene: str = "synthetic") -> Path:
+    """Generates a built-in scene (``"synthetic"`` or ``"capture"``, COLMAP layout) into
+    ``folder`` once; returns ``folder``.
 
     It is written into a temporary sibling and renamed into place, so a run killed while
     writing it leaves no half scene behind.
     """
+    from gsplat_lib.data.capture_scene import make_capture_scene
     from gsplat_lib.data.synthetic_scene import make_synthetic_scene
 
+    makers = {"synthetic": make_synthetic_scene, "capture": make_capture_scene}
+    if scene not in makers:
+        raise ValueError(f"scene must be one of {sorted(makers)}, got {scene!r}")
     folder = Path(folder)
     if folder.is_dir():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    log(f"generating the built-in synthetic scene into {folder}")
+    log(f"generating the built-in {scene} scene into {folder}")
     temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
     try:
-        make_synthetic_scene(temporary)
+        makers[scene](temporary)
         temporary.rename(folder)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -497,17 +575,23 @@ def render_camera(
     near: float = 0.01,
     far: float = 1000.0,
     depth_ratio: float = 0.0,
+    environment: Optional[EnvironmentMap] = None,
 ) -> Dict[str, torch.Tensor]:
     """Renders one camera: ``rgb`` [H, W, 3], ``depth`` [H, W, 1] (surface depth, see
     :func:`losses.surface_depth`), ``alpha`` [H, W, 1] and world ``normal`` [H, W, 3], on the
-    model's device. ``background`` is an RGB triple."""
+    model's device. ``background`` is an RGB triple; an ``environment`` replaces it."""
     device = model.device
     viewmat = torch.from_numpy(camera.viewmat).to(device)[None]
     K = torch.from_numpy(camera.K).to(device)[None]
     background = torch.as_tensor(np.asarray(background, dtype=np.float32), device=device)[None]
+    if environment is not None:
+        background = torch.zeros_like(background)
     result = model.render(viewmat, K, camera.width, camera.height, backgrounds=background, near=near, far=far)
+    colors = result.colors
+    if environment is not None:
+        colors = colors + (1.0 - result.alphas) * environment.render(viewmat, K, camera.width, camera.height)
     depth = losses.surface_depth(result.expected_depths, result.median_depths, depth_ratio)
-    return {"rgb": result.colors[0], "depth": depth[0], "alpha": result.alphas[0], "normal": result.normals_world[0]}
+    return {"rgb": colors[0], "depth": depth[0], "alpha": result.alphas[0], "normal": result.normals_world[0]}
 
 
 def write_view_images(folder: Path, name: str, rendered: Dict[str, torch.Tensor], target: Optional[np.ndarray]) -> None:
@@ -521,6 +605,12 @@ def write_view_images(folder: Path, name: str, rendered: Dict[str, torch.Tensor]
         images.write_rgb(folder / f"{stem}_gt.png", target)
 
 
+def environment_of(trainer_state: Dict[str, object], device) -> Optional[EnvironmentMap]:
+    """The environment map a checkpoint's trainer state holds, or None."""
+    state = trainer_state.get("environment")
+    return None if state is None else EnvironmentMap.from_state_dict(state, device=device)
+
+
 def _progress_bar(config: TrainConfig, first_step: int):
     if not config.progress:
         return None
@@ -530,8 +620,9 @@ def _progress_bar(config: TrainConfig, first_step: int):
 
 
 def _fog_fractions(counts: List[Dict[str, int]]) -> Dict[str, Optional[float]]:
-    """``fog_fraction`` (of the held-out pixels that see geometry) and ``sky_fog_fraction`` (of
-    those that see none), pooled over views (:func:`metrics.fog_counts`); None without them."""
+    """``fog_fraction`` and ``hole_fraction`` (of the held-out pixels that see geometry) and
+    ``sky_fog_fraction`` (of those that see none), pooled over views
+    (:func:`metrics.fog_counts`); None without them."""
 
     def fraction(flagged: str, total: str) -> Optional[float]:
         pixels = sum(view[total] for view in counts)
@@ -539,6 +630,7 @@ def _fog_fractions(counts: List[Dict[str, int]]) -> Dict[str, Optional[float]]:
 
     return {
         "fog_fraction": fraction("surface_fog", "surface_pixels"),
+        "hole_fraction": fraction("surface_holes", "surface_pixels"),
         "sky_fog_fraction": fraction("sky_fog", "sky_pixels"),
     }
 
