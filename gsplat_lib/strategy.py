@@ -288,11 +288,7 @@ class DefaultStrategy:
     @classmethod
     def from_state_dict(cls, state: Dict[str, object], device="cpu") -> "DefaultStrategy":
         """A strategy with the config, accumulators and generator state of :meth:`state_dict`."""
-        if state.get("name") != cls.__name__:
-            raise ValueError(f"strategy state is of {state.get('name')!r}, not {cls.__name__}")
-        strategy = cls(**state["config"])
-        strategy.load_state_dict(state, device=device)
-        return strategy
+        return strategy_from_state(cls, state, device)
 
     def load_state_dict(self, state: Dict[str, object], device="cpu") -> None:
         """Restores accumulators and generator state (the config stays this object's)."""
@@ -313,8 +309,24 @@ class DefaultStrategy:
             self.grad_acc, self.absgrad_acc, self.count, self.max_radii2D = (
                 value.to(device).clone() for value in values
             )
-        generator_state = state.get("generator_state")
-        if not isinstance(generator_state, torch.Tensor) or generator_state.dtype != torch.uint8:
-            raise ValueError("strategy state: generator_state must be a uint8 tensor")
-        self.generator.set_state(generator_state.clone())
+        restore_generator(self.generator, state)
+
+
+def strategy_from_state(cls, state: Dict[str, object], device="cpu"):
+    """An instance of the strategy class ``cls`` built from the ``config`` of its
+    ``state_dict()``, then given the rest of that state (``load_state_dict``)."""
+    if state.get("name") != cls.__name__:
+        raise ValueError(f"strategy state is of {state.get('name')!r}, not {cls.__name__}")
+    strategy = cls(**state["config"])
+    strategy.load_state_dict(state, device=device)
+    return strategy
+
+
+def restore_generator(generator: torch.Generator, state: Dict[str, object]) -> None:
+    """Sets ``generator`` to the ``generator_state`` of a strategy's state dict (ValueError if
+    it is not a uint8 tensor)."""
+    generator_state = state.get("generator_state")
+    if not isinstance(generator_state, torch.Tensor) or generator_state.dtype != torch.uint8:
+        raise ValueError("strategy state: generator_state must be a uint8 tensor")
+    generator.set_state(generator_state.clone())
 

@@ -32,7 +32,7 @@ from typing import Dict, NamedTuple, Optional
 import torch
 
 from gsplat_lib.model import GaussianModel
-from gsplat_lib.strategy import _in_plane_axes
+from gsplat_lib.strategy import _in_plane_axes, restore_generator, strategy_from_state
 
 __all__ = ["MCMCStrategy", "RelocationReport", "relocated_opacity_and_scale"]
 
@@ -214,14 +214,8 @@ class MCMCStrategy:
 
     @classmethod
     def from_state_dict(cls, state: Dict[str, object], device="cpu") -> "MCMCStrategy":
-        if state.get("name") != cls.__name__:
-            raise ValueError(f"strategy state is of {state.get('name')!r}, not {cls.__name__}")
-        strategy = cls(**state["config"])
-        strategy.load_state_dict(state, device=device)
-        return strategy
+        return strategy_from_state(cls, state, device)
 
     def load_state_dict(self, state: Dict[str, object], device="cpu") -> None:
-        generator_state = state.get("generator_state")
-        if not isinstance(generator_state, torch.Tensor) or generator_state.dtype != torch.uint8:
-            raise ValueError("strategy state: generator_state must be a uint8 tensor")
-        self.generator.set_state(generator_state.clone())
+        """Restores the generator state (the only state besides the config)."""
+        restore_generator(self.generator, state)

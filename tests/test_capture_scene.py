@@ -18,6 +18,7 @@ from gsplat_lib.data.capture_scene import (
     sky_radiance,
     trace_rays,
 )
+from ground_truth import back_project
 
 # Small enough to keep the file fast; the geometry does not depend on size.
 VIEWS, WIDTH, HEIGHT = 16, 48, 32
@@ -30,17 +31,6 @@ def cameras():
 
 def camera_centre(viewmat):
     return -viewmat[:3, :3].T.astype(np.float64) @ viewmat[:3, 3].astype(np.float64)
-
-
-def back_project(camera):
-    """World points [M, 3] of the pixel centres whose ray hits, and the mask [H, W]."""
-    hit = camera.depth[..., 0] > 0
-    rows, cols = np.nonzero(hit)
-    depth = camera.depth[rows, cols, 0].astype(np.float64)
-    K = camera.K.astype(np.float64)
-    cam = np.stack([(cols + 0.5 - K[0, 2]) / K[0, 0] * depth, (rows + 0.5 - K[1, 2]) / K[1, 1] * depth, depth], 1)
-    R, t = camera.viewmat[:3, :3].astype(np.float64), camera.viewmat[:3, 3].astype(np.float64)
-    return (cam - t) @ R, hit
 
 
 def test_deterministic_for_a_seed(cameras):

@@ -7,13 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from gsplat_lib.data import load_scene
 from gsplat_lib.data.capture_scene import make_capture_scene
 from gsplat_lib.data.synthetic_scene import synthetic_scene_data
 from gsplat_lib.train import TrainConfig, cli
 from gsplat_lib.train.scene_defaults import resolve_scene_defaults
+from run_checks import assert_identical, final_content
 
 # The quality run: `gsplat-train --scene capture` (48 views at 120 x 80, the built-in size)
 # for QUALITY_ITERATIONS steps of the default recipe. Measured (2-core VM, shared): PSNR
@@ -88,27 +88,6 @@ def test_gsplat_render_uses_the_environment(trained, tmp_path):
     assert np.array_equal(rendered, evaluated)  # the sky comes from the environment in both
 
 
-def _final_content(output, iterations):
-    path = output / "checkpoints" / f"step_{iterations:06d}.ckpt"
-    return torch.load(path, map_location="cpu", weights_only=True)["content"]
-
-
-def _assert_identical(a, b, where="content"):
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert set(a) == set(b), where
-        for key in a:
-            if key != "train_seconds":  # wall time, not state
-                _assert_identical(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for index, (x, y) in enumerate(zip(a, b)):
-            _assert_identical(x, y, f"{where}[{index}]")
-    else:
-        assert a == b, where
-
-
 RESUME_ITERATIONS = 60
 
 
@@ -131,7 +110,7 @@ def test_resume_is_bit_identical(small_capture, tmp_path, options, capsys):
     reference = tmp_path / "reference"
     assert cli.main([*arguments, "--output", str(reference)]) == 0
     assert "scene: unbounded" in capsys.readouterr().out
-    content = _final_content(reference, RESUME_ITERATIONS)
+    content = final_content(reference, RESUME_ITERATIONS)
     if "mcmc" in options:
         assert content["strategy"]["name"] == "MCMCStrategy"
         assert content["model"]["params"]["means"].shape[0] > 800  # it grew
@@ -148,7 +127,7 @@ def test_resume_is_bit_identical(small_capture, tmp_path, options, capsys):
             checkpoint.unlink()
     assert cli.main([*arguments, "--output", str(resumed)]) == 0
     assert "resuming from" in capsys.readouterr().out
-    _assert_identical(content, _final_content(resumed, RESUME_ITERATIONS))
+    assert_identical(content, final_content(resumed, RESUME_ITERATIONS))
     first = json.loads((reference / "metrics.json").read_text())
     second = json.loads((resumed / "metrics.json").read_text())
     assert first["psnr"] == second["psnr"] and first["fog_fraction"] == second["fog_fraction"]

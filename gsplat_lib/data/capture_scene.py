@@ -48,19 +48,18 @@ from typing import List, Tuple
 
 import numpy as np
 
-from .cameras import Camera, PathLike, SceneData, scene_extent, split_indices
+from .cameras import Camera, PathLike, SceneData
 from .raytraced import (
-    HIT_EPS,
-    NearestHits,
     RayHits,
-    RayProducts,
-    box_hits,
+    add_scene_arguments,
     box_rotation,
     intrinsics,
     look_at_viewmat,
     render_cameras,
     sample_surface_pixels,
-    sphere_hits,
+    split_scene,
+    sun_visibility,
+    trace_scene,
     write_scene_folder,
 )
 
@@ -241,26 +240,14 @@ def trace_rays(origins: np.ndarray, directions: np.ndarray) -> RayHits:
         origins: [N, 3] ray origins above the ground and outside every solid.
         directions: [N, 3] ray directions, any non-zero length.
     """
-    origins = np.asarray(origins, dtype=np.float64)
-    directions = np.asarray(directions, dtype=np.float64)
-    nearest = NearestHits(len(origins))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = -origins[:, 2] / directions[:, 2]
-        hit_xy = origins[:, :2] + t[:, None] * directions[:, :2]
-        inside = (hit_xy**2).sum(axis=1) <= GROUND_RADIUS**2
-        valid = (directions[:, 2] < 0.0) & (t > HIT_EPS) & inside
-        rays = np.flatnonzero(valid)
-        nearest.offer(rays, t[valid], np.broadcast_to([0.0, 0.0, 1.0], (len(rays), 3)), _GROUND_ID)
-    products = RayProducts(origins, directions)
-    for sphere, primitive_id in zip(_SPHERES, _SPHERE_IDS):
-        center, radius = sphere[:3], sphere[3]
-        rays, t = sphere_hits(products, center, radius)
-        normal = (origins[rays] + t[:, None] * directions[rays] - center) / radius
-        nearest.offer(rays, t, normal, primitive_id)
-    for box, rotation, primitive_id in zip(_BOXES, _BOX_ROTATIONS, _BOX_IDS):
-        rays, t, normal = box_hits(products, box[:3], box[3:6], rotation)
-        nearest.offer(rays, t, normal, primitive_id)
-    return nearest.result(origins, directions)
+    return trace_scene(
+        origins,
+        directions,
+        lambda xy: (xy**2).sum(axis=1) <= GROUND_RADIUS**2,
+        [(sphere[:3], sphere[3], primitive_id) for sphere, primitive_id in zip(_SPHERES, _SPHERE_IDS)],
+        [(box[:3], box[3:6], rotation, primitive_id) for box, rotation, primitive_id in zip(_BOXES, _BOX_ROTATIONS, _BOX_IDS)],
+        _GROUND_ID,
+    )
 
 
 def _ground_albedo(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -316,12 +303,7 @@ def _albedo(points: np.ndarray, primitive: np.ndarray) -> np.ndarray:
 def shade(hits: RayHits) -> np.ndarray:
     """[N, 3] float64 colour of each hit: albedo * (ambient + sky light * n_z + diffuse * lit *
     max(0, n . sun)), with a shadow ray towards the sun; 0 for misses."""
-    cosine = np.maximum(hits.normals @ SUN_DIRECTION, 0.0)
-    lit = hits.hit & (cosine > 0.0)
-    shadow_origins = hits.points[lit] + 1e-5 * hits.normals[lit]
-    shadow = trace_rays(shadow_origins, np.broadcast_to(SUN_DIRECTION, shadow_origins.shape))
-    visible = np.zeros(len(cosine), dtype=bool)
-    visible[np.flatnonzero(lit)[~shadow.hit]] = True
+    cosine, visible = sun_visibility(hits, SUN_DIRECTION, trace_rays)
     intensity = _AMBIENT + _SKY_LIGHT * np.maximum(hits.normals[:, 2], 0.0) + _DIFFUSE * cosine * visible
     return np.where(hits.hit[:, None], _albedo(hits.points, hits.primitive) * intensity[:, None], 0.0)
 
@@ -516,16 +498,7 @@ def capture_scene_data(
     would give it after :func:`make_capture_scene` (without 8-bit rounding of the images)."""
     cameras = capture_scene_cameras(num_views, width, height, seed=seed, supersample=supersample)
     points, colors = capture_scene_points(cameras, num_points, seed=seed)
-    train_ids, test_ids = split_indices(len(cameras), test_every)
-    train = [cameras[index] for index in train_ids]
-    return SceneData(
-        train=train,
-        test=[cameras[index] for index in test_ids],
-        points=points,
-        point_colors=colors,
-        scene_extent=scene_extent(train if train else cameras),
-        background=np.zeros(3, dtype=np.float32),
-    )
+    return split_scene(cameras, points, colors, test_every, (0.0, 0.0, 0.0))
 
 
 def make_capture_scene(
@@ -552,12 +525,7 @@ def main(argv=None) -> None:
         prog="python -m gsplat_lib.data.capture_scene",
         description="Write the built-in capture-like scene (images, cameras, sparse points, ground truth).",
     )
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--views", type=int, default=DEFAULT_CAPTURE_NUM_VIEWS)
-    parser.add_argument("--width", type=int, default=DEFAULT_CAPTURE_WIDTH)
-    parser.add_argument("--height", type=int, default=DEFAULT_CAPTURE_HEIGHT)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--binary", action="store_true", help="binary COLMAP model instead of text")
+    add_scene_arguments(parser, DEFAULT_CAPTURE_NUM_VIEWS, DEFAULT_CAPTURE_WIDTH, DEFAULT_CAPTURE_HEIGHT)
     args = parser.parse_args(argv)
     folder = make_capture_scene(
         args.out_dir, num_views=args.views, width=args.width, height=args.height, seed=args.seed, binary=args.binary

@@ -15,7 +15,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cameras import Camera, PathLike
+from .cameras import Camera, PathLike, SceneData, scene_extent, split_indices
 
 __all__ = [
     "HIT_EPS",
@@ -28,11 +28,15 @@ __all__ = [
     "sphere_hits",
     "box_hits",
     "box_rotation",
+    "trace_scene",
+    "sun_visibility",
+    "split_scene",
     "render_view",
     "render_cameras",
     "sample_surface_pixels",
     "write_scene_folder",
     "write_ground_truth",
+    "add_scene_arguments",
 ]
 
 # Self-intersection guard (scene units): hits closer than this to the ray origin are ignored.
@@ -142,6 +146,73 @@ def box_hits(
     local_normal = np.zeros((len(hit_rays), 3))
     local_normal[np.arange(len(hit_rays)), axis] = -np.sign(local_direction[valid, axis])
     return hit_rays, t_near[valid], local_normal @ rotation.T
+
+
+def trace_scene(
+    origins: np.ndarray,
+    directions: np.ndarray,
+    ground_footprint: Callable[[np.ndarray], np.ndarray],
+    spheres: Sequence[Tuple[np.ndarray, float, int]],
+    boxes: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray, int]],
+    ground_id: int = 0,
+) -> RayHits:
+    """The nearest hit of each ray among a ground plane z = 0 (seen from above only, where
+    ``ground_footprint(xy [M, 2]) -> [M] bool``), spheres ``(center, radius, id)`` and
+    oriented boxes ``(center, half sizes, rotation, id)``.
+
+    Args:
+        origins: [N, 3] ray origins above the ground and outside every solid.
+        directions: [N, 3] ray directions, any non-zero length.
+    """
+    origins = np.asarray(origins, dtype=np.float64)
+    directions = np.asarray(directions, dtype=np.float64)
+    nearest = NearestHits(len(origins))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = -origins[:, 2] / directions[:, 2]
+        hit_xy = origins[:, :2] + t[:, None] * directions[:, :2]
+        valid = (directions[:, 2] < 0.0) & (t > HIT_EPS) & ground_footprint(hit_xy)
+        rays = np.flatnonzero(valid)
+        nearest.offer(rays, t[valid], np.broadcast_to([0.0, 0.0, 1.0], (len(rays), 3)), ground_id)
+    products = RayProducts(origins, directions)
+    for center, radius, primitive_id in spheres:
+        rays, t = sphere_hits(products, center, radius)
+        normal = (origins[rays] + t[:, None] * directions[rays] - center) / radius
+        nearest.offer(rays, t, normal, primitive_id)
+    for center, half, rotation, primitive_id in boxes:
+        rays, t, normal = box_hits(products, center, half, rotation)
+        nearest.offer(rays, t, normal, primitive_id)
+    return nearest.result(origins, directions)
+
+
+def sun_visibility(
+    hits: RayHits, light: np.ndarray, trace: Callable[[np.ndarray, np.ndarray], RayHits]
+) -> Tuple[np.ndarray, np.ndarray]:
+    """(max(0, n . light) [N], lit [N] bool) of hits under a directional light: lit where
+    the surface faces the light and a shadow ray towards it hits nothing."""
+    cosine = np.maximum(hits.normals @ light, 0.0)
+    facing = hits.hit & (cosine > 0.0)
+    shadow_origins = hits.points[facing] + 1e-5 * hits.normals[facing]
+    shadow = trace(shadow_origins, np.broadcast_to(light, shadow_origins.shape))
+    lit = np.zeros(len(cosine), dtype=bool)
+    lit[np.flatnonzero(facing)[~shadow.hit]] = True
+    return cosine, lit
+
+
+def split_scene(
+    cameras: Sequence[Camera], points: np.ndarray, colors: np.ndarray, test_every: int, background: Sequence[float]
+) -> SceneData:
+    """:class:`SceneData` of rendered views split as ``load_scene`` splits them (every
+    ``test_every``-th view held out), with the 3DGS extent of the training cameras."""
+    train_ids, test_ids = split_indices(len(cameras), test_every)
+    train = [cameras[index] for index in train_ids]
+    return SceneData(
+        train=train,
+        test=[cameras[index] for index in test_ids],
+        points=points,
+        point_colors=colors,
+        scene_extent=scene_extent(train if train else cameras),
+        background=np.asarray(background, dtype=np.float32),
+    )
 
 
 def intrinsics(width: int, height: int, fov_x_deg: float) -> np.ndarray:
@@ -287,6 +358,17 @@ def sample_surface_pixels(
         directions.append(view_directions)
         views.append(np.full(len(in_view), view))
     return np.concatenate(origins), np.concatenate(directions), np.concatenate(views)
+
+
+def add_scene_arguments(parser, num_views: int, width: int, height: int) -> None:
+    """The command-line arguments every built-in scene's writer takes: the output folder,
+    ``--views``, ``--width``, ``--height`` (defaults given), ``--seed`` and ``--binary``."""
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--views", type=int, default=num_views)
+    parser.add_argument("--width", type=int, default=width)
+    parser.add_argument("--height", type=int, default=height)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--binary", action="store_true", help="binary COLMAP model instead of text")
 
 
 def write_scene_folder(

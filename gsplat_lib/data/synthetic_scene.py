@@ -40,19 +40,18 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from .cameras import Camera, PathLike, SceneData, scene_extent, split_indices
+from .cameras import Camera, PathLike, SceneData, split_indices
 from .raytraced import (
-    HIT_EPS,
-    NearestHits,
     RayHits,
-    RayProducts,
-    box_hits,
+    add_scene_arguments,
     box_rotation,
     intrinsics,
     look_at_viewmat,
     render_cameras,
     sample_surface_pixels,
-    sphere_hits,
+    split_scene,
+    sun_visibility,
+    trace_scene,
     write_ground_truth,
     write_scene_folder,
 )
@@ -132,26 +131,14 @@ def trace_rays(origins: np.ndarray, directions: np.ndarray) -> RayHits:
         origins: [N, 3] ray origins (outside every primitive).
         directions: [N, 3] ray directions, any non-zero length.
     """
-    origins = np.asarray(origins, dtype=np.float64)
-    directions = np.asarray(directions, dtype=np.float64)
-    nearest = NearestHits(len(origins))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # Ground: seen from above only (cameras are above it, the light too).
-        t = -origins[:, 2] / directions[:, 2]
-        hit_xy = origins[:, :2] + t[:, None] * directions[:, :2]
-        inside = np.all(np.abs(hit_xy) <= _GROUND_HALF_SIZE, axis=1)
-        valid = (directions[:, 2] < 0.0) & (t > HIT_EPS) & inside
-        rays = np.flatnonzero(valid)
-        nearest.offer(rays, t[valid], np.broadcast_to([0.0, 0.0, 1.0], (len(rays), 3)), _GROUND_ID)
-    products = RayProducts(origins, directions)
-    for center, radius, primitive_id in zip(_SPHERE_CENTERS, _SPHERE_RADII, _SPHERE_IDS):
-        rays, t = sphere_hits(products, center, radius)
-        normal = (origins[rays] + t[:, None] * directions[rays] - center) / radius
-        nearest.offer(rays, t, normal, primitive_id)
-    for center, half, rotation, primitive_id in zip(_BOX_CENTERS, _BOX_HALF_SIZES, _BOX_ROTATIONS, _BOX_IDS):
-        rays, t, normal = box_hits(products, center, half, rotation)
-        nearest.offer(rays, t, normal, primitive_id)
-    return nearest.result(origins, directions)
+    return trace_scene(
+        origins,
+        directions,
+        lambda xy: np.all(np.abs(xy) <= _GROUND_HALF_SIZE, axis=1),
+        list(zip(_SPHERE_CENTERS, _SPHERE_RADII, _SPHERE_IDS)),
+        list(zip(_BOX_CENTERS, _BOX_HALF_SIZES, _BOX_ROTATIONS, _BOX_IDS)),
+        _GROUND_ID,
+    )
 
 
 def _albedo(points: np.ndarray, primitive: np.ndarray) -> np.ndarray:
@@ -185,12 +172,7 @@ def _albedo(points: np.ndarray, primitive: np.ndarray) -> np.ndarray:
 def shade(hits: RayHits) -> np.ndarray:
     """[N, 3] float64 colour of each hit: albedo * (ambient + diffuse * lit * max(0, n.l)),
     with a shadow ray towards the light; 0 for misses."""
-    cosine = np.maximum(hits.normals @ _LIGHT_DIR, 0.0)
-    lit = hits.hit & (cosine > 0.0)
-    shadow_origins = hits.points[lit] + 1e-5 * hits.normals[lit]
-    shadow = trace_rays(shadow_origins, np.broadcast_to(_LIGHT_DIR, shadow_origins.shape))
-    visible = np.zeros(len(cosine), dtype=bool)
-    visible[np.flatnonzero(lit)[~shadow.hit]] = True
+    cosine, visible = sun_visibility(hits, _LIGHT_DIR, trace_rays)
     intensity = _AMBIENT + _DIFFUSE * cosine * visible
     return np.where(hits.hit[:, None], _albedo(hits.points, hits.primitive) * intensity[:, None], 0.0)
 
@@ -291,16 +273,7 @@ def synthetic_scene_data(
     without 8-bit rounding of the images)."""
     cameras = synthetic_scene_cameras(num_views, width, height, seed=seed)
     points, colors = synthetic_scene_points(cameras, num_points, seed=seed)
-    train_ids, test_ids = split_indices(len(cameras), test_every)
-    train = [cameras[index] for index in train_ids]
-    return SceneData(
-        train=train,
-        test=[cameras[index] for index in test_ids],
-        points=points,
-        point_colors=colors,
-        scene_extent=scene_extent(train if train else cameras),
-        background=np.asarray(DEFAULT_SCENE_BACKGROUND, dtype=np.float32),
-    )
+    return split_scene(cameras, points, colors, test_every, DEFAULT_SCENE_BACKGROUND)
 
 
 def make_synthetic_scene(
@@ -353,13 +326,8 @@ def main(argv=None) -> None:
         prog="python -m gsplat_lib.data.synthetic_scene",
         description="Write the built-in synthetic scene (images, cameras, points, ground truth).",
     )
-    parser.add_argument("out_dir", type=Path)
+    add_scene_arguments(parser, DEFAULT_SCENE_NUM_VIEWS, DEFAULT_SCENE_WIDTH, DEFAULT_SCENE_HEIGHT)
     parser.add_argument("--format", choices=("colmap", "nerf"), default="colmap")
-    parser.add_argument("--views", type=int, default=DEFAULT_SCENE_NUM_VIEWS)
-    parser.add_argument("--width", type=int, default=DEFAULT_SCENE_WIDTH)
-    parser.add_argument("--height", type=int, default=DEFAULT_SCENE_HEIGHT)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--binary", action="store_true", help="binary COLMAP model instead of text")
     args = parser.parse_args(argv)
     folder = make_synthetic_scene(
         args.out_dir,
