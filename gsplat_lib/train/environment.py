@@ -13,7 +13,8 @@ direction is singular and no "up" axis of the scene is needed. The colour is the
 pyramid of such maps (``R``, ``R / 2``, ... down to 4 texels a face): the coarse levels,
 which many pixels train, carry the smooth gradient and fill directions that no training
 pixel saw (the top of a held-out view that looks higher than its neighbours); the fine
-levels add what the images resolve. The texels are trained by their own Adam optimizer. Its state (texels, moments, step count) is part of the training
+levels add what the images resolve. It starts grey (0.5 on the coarsest level, 0 on the
+others), and its texels are trained by their own Adam optimizer. Its state (texels, moments, step count) is part of the training
 checkpoint, so a resumed run continues it exactly.
 """
 
@@ -146,42 +147,7 @@ class EnvironmentMap:
         """The environment behind every pixel of C cameras, ``[C, H, W, 3]``."""
         return self(pixel_directions(viewmats, Ks, width, height))
 
-    # ------------------------------------------------------------------ construction and training
-
-    @torch.no_grad()
-    def initialize_from_images(self, cameras: Sequence[Camera]) -> None:
-        """Starts from the images: level by level, coarse to fine, each texel takes the mean
-        colour of the training pixels whose centre rays fall on it, less what the coarser
-        levels already give there (texels no ray reaches add nothing; the coarsest level
-        fills them with the mean of all pixels). A start, not a sky mask: pixels that see
-        geometry count too, and training moves them behind the surfels."""
-        device = self.texels.device
-        directions, colors = [], []
-        for camera in cameras:
-            viewmat = torch.from_numpy(camera.viewmat).to(device)[None]
-            K = torch.from_numpy(camera.K).to(device)[None]
-            directions.append(pixel_directions(viewmat, K, camera.width, camera.height).reshape(-1, 3))
-            colors.append(torch.from_numpy(camera.image).to(device).reshape(-1, 3).to(torch.float64))
-        directions, colors = torch.cat(directions), torch.cat(colors)
-        self.texels.zero_()
-        for level in reversed(range(len(self.levels))):
-            resolution, offset = self.levels[level], self.offsets[level]
-            count = 6 * resolution * resolution
-            indices, weights = _texel_weights(directions, resolution)
-            nearest = indices.gather(1, weights.argmax(dim=1, keepdim=True))[:, 0]
-            sums = torch.zeros(count, 3, dtype=torch.float64, device=device).index_add_(0, nearest, colors)
-            counts = torch.zeros(count, dtype=torch.float64, device=device).index_add_(
-                0, nearest, torch.ones_like(nearest, dtype=torch.float64)
-            )
-            seen = counts > 0
-            means = sums / counts.clamp_min(1.0)[:, None]
-            if level == len(self.levels) - 1:
-                fill = colors.mean(dim=0) if len(colors) else torch.full((3,), 0.5, dtype=torch.float64, device=device)
-                values = torch.where(seen[:, None], means, fill)
-            else:
-                coarser = self(_texel_directions(resolution, device)).to(torch.float64)
-                values = torch.where(seen[:, None], means - coarser, torch.zeros_like(means))
-            self.texels[offset : offset + count] = values.to(torch.float32)
+    # ------------------------------------------------------------------ training
 
     def step(self) -> None:
         """One Adam step of the texels (after ``loss.backward()``), then clears their gradient."""

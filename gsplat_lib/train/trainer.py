@@ -277,7 +277,6 @@ class Trainer:
         environment = None
         if self.scene_defaults.background == "environment":
             environment = EnvironmentMap(face_resolution_for(scene.train), lr=config.lr_environment, device=self.device)
-            environment.initialize_from_images(scene.train)
         return model, strategy, environment
 
     def train(self):
