@@ -99,6 +99,12 @@ class TrainConfig:
         None, "Steps between SH degree increases (2DGS: 1000). Default: ~3.3%% of the run."
     )
     init_opacity: float = _option(0.1, "Opacity of the initial surfels.")
+    init_rotations: str = _option(
+        "planes",
+        "Initial surfel rotations: 'planes' (each surfel in the plane of its point's 8 nearest neighbours) or "
+        "'random' (2DGS).",
+        choices=("planes", "random"),
+    )
     lambda_dssim: float = _option(0.2, "Weight of D-SSIM in the colour loss: (1 - w) L1 + w (1 - SSIM).")
     lambda_normal: float = _option(0.05, "Weight of the normal-consistency loss (rendered vs depth normals).")
     normal_start: Optional[int] = _option(

@@ -44,6 +44,7 @@ from gsplat_lib.strategy_mcmc import MCMCStrategy
 from gsplat_lib.train import images, losses, metrics
 from gsplat_lib.train.config import Schedule, TrainConfig
 from gsplat_lib.train.environment import EnvironmentMap, face_resolution_for
+from gsplat_lib.train.point_normals import plane_rotations
 from gsplat_lib.train.run_dir import RunDirectory, write_json_atomically
 from gsplat_lib.train.scene_defaults import SceneDefaults, resolve_scene_defaults
 
@@ -51,6 +52,8 @@ __all__ = ["Trainer", "TrainingInterrupted", "CameraOrder", "BUILTIN_SCENE_DIR"]
 
 #: Where the built-in scene is generated inside the output directory.
 BUILTIN_SCENE_DIR = "data"
+#: Neighbours whose plane orients an initial surfel (--init-rotations planes).
+PLANE_NEIGHBOURS = 8
 
 
 class TrainingInterrupted(Exception):
@@ -250,6 +253,9 @@ class Trainer:
             learning_rates=learning_rates,
             sh_degree_interval=self.schedule.sh_degree_interval,
         )
+        if config.init_rotations == "planes" and len(scene.points) > PLANE_NEIGHBOURS:
+            with torch.no_grad():
+                model.params["quats"].copy_(plane_rotations(model.means.detach(), PLANE_NEIGHBOURS))
         if config.strategy == "mcmc":
             strategy = MCMCStrategy(
                 cap_max=config.cap_max if config.cap_max is not None else 8 * len(scene.points),
