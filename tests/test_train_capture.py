@@ -15,13 +15,15 @@ from gsplat_lib.train import TrainConfig, cli
 from gsplat_lib.train.scene_defaults import resolve_scene_defaults
 from run_checks import assert_identical, final_content
 
-# The quality run: `gsplat-train --scene capture` (48 views at 120 x 80, the built-in size)
-# for QUALITY_ITERATIONS steps of the default recipe. Measured (2-core VM, shared): PSNR
-# 28.9 dB, fog 3.6% of surface pixels, 0.7% of sky pixels, 25-60 s; asserted with margins.
+# The quality run: the capture scene at 32 views of 90 x 60 (the built-in has 48 of 120 x 80,
+# about twice the pixels), QUALITY_ITERATIONS steps of the default recipe: 1.5 min of CPU.
+# Measured: PSNR 29.42 dB, fog 4.0% of surface pixels, 1.1% of sky pixels (the recipe before
+# the capture scene, on the same data: 16.14 dB, 22.5%, 100%). Asserted with margins.
+QUALITY_VIEWS, QUALITY_WIDTH, QUALITY_HEIGHT = 32, 90, 60
 QUALITY_ITERATIONS = 300
-MIN_PSNR = 27.0
+MIN_PSNR = 27.5
 MAX_FOG = 0.08
-MAX_SKY_FOG = 0.04
+MAX_SKY_FOG = 0.03
 
 
 @pytest.fixture(scope="module")
@@ -58,33 +60,42 @@ def test_bad_choices_are_refused(capsys):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    data = make_capture_scene(
+        tmp_path_factory.mktemp("quality_capture"), num_views=QUALITY_VIEWS, width=QUALITY_WIDTH, height=QUALITY_HEIGHT
+    )
     output = tmp_path_factory.mktemp("capture_run")
-    assert cli.main(["--scene", "capture", "--output", str(output), "--iterations", str(QUALITY_ITERATIONS), "--no-progress"]) == 0
+    assert cli.main(["--data", str(data), "--output", str(output), "--iterations", str(QUALITY_ITERATIONS), "--no-progress"]) == 0
     return output
 
 
 @pytest.mark.slow
 def test_capture_scene_trains_to_the_measured_quality_without_fog(trained):
     metrics = json.loads((trained / "metrics.json").read_text())
-    assert metrics["split"] == "test" and metrics["num_views"] == 6
+    assert metrics["split"] == "test" and metrics["num_views"] == 4
     assert metrics["scene_defaults"]["unbounded"] and metrics["scene_defaults"]["background"] == "environment"
     assert metrics["psnr"] >= MIN_PSNR, metrics["psnr"]
     assert metrics["fog_fraction"] <= MAX_FOG, metrics["fog_fraction"]
     assert metrics["sky_fog_fraction"] <= MAX_SKY_FOG, metrics["sky_fog_fraction"]
-    assert 0.0 <= metrics["hole_fraction"] <= 1.0
     assert (trained / "environment.png").is_file()
-    assert (trained / "data" / "sparse" / "0").is_dir()
 
 
 @pytest.mark.slow
-def test_gsplat_render_uses_the_environment(trained, tmp_path):
+def test_gsplat_train_scene_capture_and_gsplat_render(tmp_path):
+    """The built-in capture scene through the command line (a few steps: the plumbing), and
+    gsplat-render drawing its sky from the run's environment map."""
     from PIL import Image
 
     from gsplat_lib.train import render_cli
 
-    assert render_cli.main([str(trained), "--output", str(tmp_path)]) == 0
-    rendered = np.asarray(Image.open(tmp_path / "view_008_rgb.png"))
-    evaluated = np.asarray(Image.open(trained / "renders" / "test" / "view_008_rgb.png"))
+    output = tmp_path / "run"
+    assert cli.main(["--scene", "capture", "--output", str(output), "--iterations", "20", "--no-progress"]) == 0
+    assert (output / "data" / "sparse" / "0").is_dir() and (output / "data" / "gt").is_dir()
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["num_views"] == 6 and metrics["fog_fraction"] is not None and metrics["hole_fraction"] is not None
+    assert render_cli.main([str(output), "--output", str(tmp_path / "render")]) == 0
+    rendered = np.asarray(Image.open(tmp_path / "render" / "view_008_rgb.png"))
+    evaluated = np.asarray(Image.open(output / "renders" / "test" / "view_008_rgb.png"))
+    assert rendered.shape == (80, 120, 3)
     assert np.array_equal(rendered, evaluated)  # the sky comes from the environment in both
 
 
