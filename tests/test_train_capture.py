@@ -34,16 +34,18 @@ def small_capture(tmp_path_factory):
 def test_scene_defaults_from_the_data(small_capture):
     capture = resolve_scene_defaults(TrainConfig(output="x"), load_scene(small_capture))
     assert capture.unbounded and capture.background == "environment"
-    assert capture.prune_world_size_by == "distance" and capture.depth_ratio == 0.0
+    assert capture.prune_world_size_by == "distance" and capture.depth_ratio == 0.0 and not capture.opacity_reset
     assert capture.point_radius > 2.0 * capture.camera_radius
     synthetic = resolve_scene_defaults(TrainConfig(output="x"), synthetic_scene_data(8, 24, 18, num_points=200))
     assert not synthetic.unbounded and synthetic.background == "constant" and synthetic.prune_world_size_by == "extent"
+    assert synthetic.opacity_reset
     # What the config sets wins over the data.
     chosen = resolve_scene_defaults(
         TrainConfig(output="x", background="random", depth_ratio=1.0, lambda_distortion=5.0, prune_world_size_by="extent"),
         load_scene(small_capture),
     )
     assert (chosen.background, chosen.depth_ratio, chosen.lambda_distortion) == ("random", 1.0, 5.0)
+    assert chosen.opacity_reset  # resets stay on without an environment map
     assert chosen.prune_world_size_by == "extent"
     assert "unbounded" in capture.describe() and "environment" in capture.describe()
 

@@ -158,6 +158,13 @@ class TrainConfig:
     prune_opacity: float = _option(0.05, "Surfels below this opacity are pruned at each densification.")
     prune_world_size: float = _option(0.1, "Surfels larger than this fraction of the scene extent are pruned.")
     prune_screen_size: float = _option(20.0, "Surfels with a screen radius above this (pixels) are pruned.")
+    opacity_reset: str = _option(
+        "auto",
+        "Reset opacities every --reset-every steps (2DGS: on). 'off' also leaves out the world- and screen-size "
+        "prunes, which start after the first reset. auto: off under an environment map (a reset hands distant "
+        "geometry to the map), else on.",
+        choices=("auto", "on", "off"),
+    )
     prune_world_size_by: str = _option(
         "auto",
         "What --prune-world-size is a fraction of: 'extent' (the scene extent, as 2DGS) or 'distance' (the "

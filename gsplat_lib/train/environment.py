@@ -14,8 +14,8 @@ pyramid of such maps (``R``, ``R / 2``, ... down to 4 texels a face): the coarse
 which many pixels train, carry the smooth gradient and fill directions that no training
 pixel saw (the top of a held-out view that looks higher than its neighbours); the fine
 levels add what the images resolve. It starts grey (0.5 on the coarsest level, 0 on the
-others), and its texels are trained by their own Adam optimizer. Its state (texels, moments, step count) is part of the training
-checkpoint, so a resumed run continues it exactly.
+others), and its texels are trained by their own Adam optimizer. Its state (texels, moments,
+step count) is part of the training checkpoint, so a resumed run continues it exactly.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ class SceneDefaults:
     camera_radius: float
     point_radius: float
     background: str
+    opacity_reset: bool
     prune_world_size_by: str
     cameras_center: Tuple[float, float, float]
     lambda_distortion: float
@@ -44,6 +45,7 @@ class SceneDefaults:
         return (
             f"scene: {kind} (90% of the points within {self.point_radius:.2f} of the cameras' centre, "
             f"cameras within {self.camera_radius:.2f}): background {self.background}, "
+            f"opacity reset {'on' if self.opacity_reset else 'off'}, "
             f"world-size prune by {self.prune_world_size_by}, "
             f"lambda_distortion {self.lambda_distortion:g}, depth_ratio {self.depth_ratio:g}"
         )
@@ -66,6 +68,7 @@ def resolve_scene_defaults(config, scene: SceneData) -> SceneDefaults:
     background = config.background
     if background == "auto":
         background = "environment" if unbounded and not has_alpha else "constant"
+    opacity_reset = config.opacity_reset == "on" or (config.opacity_reset == "auto" and background != "environment")
     prune_world_size_by = config.prune_world_size_by
     if prune_world_size_by == "auto":
         prune_world_size_by = "distance" if unbounded else "extent"
@@ -80,6 +83,7 @@ def resolve_scene_defaults(config, scene: SceneData) -> SceneDefaults:
         camera_radius=camera_radius,
         point_radius=point_radius,
         background=background,
+        opacity_reset=opacity_reset,
         prune_world_size_by=prune_world_size_by,
         cameras_center=tuple(float(value) for value in centre),
         lambda_distortion=float(lambda_distortion),

@@ -5,17 +5,23 @@
     from gsplat_lib.train import TrainConfig, Trainer
     metrics = Trainer(TrainConfig(data="my_colmap_scene", output="runs/scene")).run()
 
-One step (steps count from 1, like the 2DGS trainer):
+Before the first step the data decides what the config leaves on auto
+(:mod:`gsplat_lib.train.scene_defaults`: bounded or unbounded, background, prune, loss
+weights); the choice is logged. One step (steps count from 1, like the 2DGS trainer):
 
 1. position learning rate of the step; one more SH band every ``sh_degree_interval`` steps;
-2. the next ``batch_size`` training cameras of a seeded permutation (a new one each epoch);
-3. one batched render; loss = (1 - l) L1 + l D-SSIM, plus ``lambda_normal`` x normal
-   consistency from ``normal_start`` and ``lambda_distortion`` x distortion from
-   ``distortion_start``;
-4. backward, Adam step, then :class:`DefaultStrategy` (densify, prune, reset opacity).
+2. the next ``batch_size`` training cameras of a seeded permutation (a new one each epoch),
+   and their backgrounds (constant, random, or black under an environment map);
+3. one batched render, composited over the environment map when there is one; loss =
+   (1 - l) L1 + l D-SSIM, plus ``lambda_normal`` x normal consistency from ``normal_start``,
+   ``lambda_distortion`` x distortion from ``distortion_start``, and MCMC's opacity and
+   scale regularisers;
+4. backward, Adam steps (surfels, environment), then the strategy: :class:`DefaultStrategy`
+   (densify, prune, reset opacity) or :class:`MCMCStrategy` (relocate, grow, noise).
 
-Resumption: a checkpoint holds the model, optimizer, strategy, global RNG states and the
-camera order (generator state and the rest of the current permutation), so a run resumed
+Resumption: a checkpoint holds the model, optimizer, strategy, environment map, global and
+background RNG states and the camera order (generator state and the rest of the current
+permutation), so a run resumed
 from any checkpoint ends bit-identical (CPU) to one that never stopped. SIGINT and SIGTERM
 set a flag; the loop finishes its step, saves a checkpoint and raises
 :class:`TrainingInterrupted`. Each finished stage leaves a marker with its results
@@ -32,7 +38,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -271,7 +277,8 @@ class Trainer:
                 refine_start=self.schedule.densify_start,
                 refine_stop=self.schedule.densify_stop,
                 refine_every=self.schedule.densify_every,
-                reset_every=self.schedule.reset_every,
+                # Without resets the step of the first one never comes (nor the size prunes).
+                reset_every=self.schedule.reset_every if defaults.opacity_reset else config.iterations + 1,
                 grad_threshold=config.grad_threshold,
                 prune_opacity=config.prune_opacity,
                 prune_world_size=config.prune_world_size,
@@ -403,7 +410,7 @@ class Trainer:
     def train_step(
         self,
         model: GaussianModel,
-        strategy: DefaultStrategy,
+        strategy: Union[DefaultStrategy, MCMCStrategy],
         step: int,
         viewmats: torch.Tensor,
         Ks: torch.Tensor,
