@@ -3,8 +3,8 @@ analytically with exact ground truth.
 
 Unlike the synthetic scene (objects over black), every pixel here shows something: a sky at
 infinity, distant background geometry, and the foreground objects the cameras walk around.
-It is deterministic for a seed, fast (vectorised numpy: a few seconds at the default size on
-two cores) and independent of any rasterizer.
+It is deterministic for a seed, fast enough to generate at the start of a run (vectorised
+numpy) and independent of any rasterizer.
 
 The world (z up, scene units):
 
