@@ -26,7 +26,7 @@ from pathlib import Path
 
 #: What every variant measured before the last two changes of the recipe shares: 2DGS's
 #: random initial rotations and opacity resets.
-_EARLIER = {"init_rotations": "random", "opacity_reset": "on"}
+_EARLIER = {"init_rotations": "random", "opacity_reset": "on", "prune_faint_opacity": 0.0}
 _ENVIRONMENT = {**_EARLIER, "background": "environment"}
 _SKY_SPHERE = {**_EARLIER, "background": "random", "prune_world_size_by": "extent"}
 
@@ -51,7 +51,9 @@ VARIANTS = {
     "environment_distortion_1e4": ({**_ENVIRONMENT, "lambda_distortion": 10000.0}, None),
     "environment_depth_ratio_1": ({**_ENVIRONMENT, "depth_ratio": 1.0}, None),
     "environment_mcmc": ({**_ENVIRONMENT, "strategy": "mcmc"}, None),
-    "planes_opacity_reset": ({"opacity_reset": "on"}, None),
+    "planes_opacity_reset": ({"opacity_reset": "on", "prune_faint_opacity": 0.0}, None),
+    "planes_no_faint_prune": ({"prune_faint_opacity": 0.0}, None),
+    "planes_faint_prune_0.3": ({"prune_faint_opacity": 0.3}, None),
     "planes_mcmc": ({"strategy": "mcmc"}, None),
     "auto": ({}, None),
 }

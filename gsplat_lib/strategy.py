@@ -78,7 +78,9 @@ class DefaultStrategy:
       densification; unlike 2DGS, it is not zeroed before the test, so this rule fires).
       With a ``cameras_center``, the world-size bound grows with the distance ``d`` from it:
       ``s > prune_world_size * max(scene_extent, d)``, a bound on the angle a surfel subtends
-      from the cameras, so the large surfels of a far background (hills, buildings) stay;
+      from the cameras, so the large surfels of a far background (hills, buildings) stay.
+      Before the first reset the screen-size rule prunes only surfels fainter than
+      ``prune_faint_opacity`` (0: none): large faint surfels in front of a camera, a haze;
     - a pruned surfel is neither cloned nor split;
     - clone when ``g >= grad_threshold`` and ``s <= percent_dense * scene_extent``: the copy
       is appended, its Adam moments zero;
@@ -104,6 +106,7 @@ class DefaultStrategy:
     prune_opacity: float = 0.05
     prune_world_size: float = 0.1
     prune_screen_size: float = 20.0
+    prune_faint_opacity: float = 0.0
     cameras_center: Optional[Tuple[float, float, float]] = None
     percent_dense: float = 0.01
     split_children: int = 2
@@ -217,16 +220,18 @@ class DefaultStrategy:
         extent = model.scene_extent
 
         by_opacity = model.opacities < self.prune_opacity
+        large_on_screen = self.max_radii2D > self.prune_screen_size
         if prune_large:
             bound = torch.full_like(max_scale, extent)
             if self.cameras_center is not None:
                 center = torch.tensor(self.cameras_center, dtype=torch.float32, device=model.device)
                 bound = torch.maximum(bound, (model.means - center).norm(dim=1))
             by_world_size = max_scale > self.prune_world_size * bound
-            by_screen_size = self.max_radii2D > self.prune_screen_size
+            by_screen_size = large_on_screen
         else:
             by_world_size = torch.zeros_like(by_opacity)
-            by_screen_size = torch.zeros_like(by_opacity)
+            # Faint and large on screen: haze in front of a camera, pruned from the start.
+            by_screen_size = large_on_screen & (model.opacities < self.prune_faint_opacity)
         keep = ~(by_opacity | by_world_size | by_screen_size)
         high_grad = mean_grad >= self.grad_threshold
         small = max_scale <= self.percent_dense * extent

@@ -151,6 +151,19 @@ def test_world_size_bound_grows_with_the_distance_from_the_cameras():
         DefaultStrategy(cameras_center=(0.0, float("nan"), 0.0))
 
 
+def test_faint_surfels_large_on_screen_are_pruned_before_the_first_reset():
+    # Opacities 0.08 (faint), 0.5, 0.08, 0.5; the first two reach 30 px on screen.
+    model = make_model([[0.005, 0.005]] * 4, [0.08, 0.5, 0.08, 0.5])
+    radii = torch.full((1, 4, 2), 5, dtype=torch.int32)
+    radii[0, :2] = 30
+    result = fake_result(torch.zeros(1, 4, 2), radii)
+    strategy = DefaultStrategy(refine_start=0, refine_every=1, reset_every=100, prune_faint_opacity=0.1, loss_is_batch_mean=False)
+    report = strategy.step_post_backward(model, result, 1)
+    assert report.pruned_by_screen_size == 1 and report.num_after == 3  # only the faint large one
+    off = DefaultStrategy(refine_start=0, refine_every=1, reset_every=100, loss_is_batch_mean=False)
+    assert off.step_post_backward(make_model([[0.005, 0.005]] * 4, [0.08, 0.5, 0.08, 0.5]), result, 1).num_pruned == 0
+
+
 def test_statistics_accumulate_ndc_norms_counts_and_max_radii():
     model = make_model([[0.01, 0.01]] * 3, [0.5] * 3)
     strategy = DefaultStrategy(refine_start=100, loss_is_batch_mean=False)

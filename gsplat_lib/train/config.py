@@ -158,6 +158,11 @@ class TrainConfig:
     prune_opacity: float = _option(0.05, "Surfels below this opacity are pruned at each densification.")
     prune_world_size: float = _option(0.1, "Surfels larger than this fraction of the scene extent are pruned.")
     prune_screen_size: float = _option(20.0, "Surfels with a screen radius above this (pixels) are pruned.")
+    prune_faint_opacity: Optional[float] = _option(
+        None, "Surfels fainter than this and larger on screen than --prune-screen-size are pruned at every "
+        "densification, also before the first opacity reset (haze in front of the cameras); 0: off. auto: 0.1 "
+        "without opacity resets (then 2DGS's screen-size prune never comes), else 0."
+    )
     opacity_reset: str = _option(
         "auto",
         "Reset opacities every --reset-every steps (2DGS: on). 'off' also leaves out the world- and screen-size "
@@ -231,7 +236,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: lambda_dssim must be in [0, 1], got {self.lambda_dssim}")
         if self.depth_ratio is not None and not 0.0 <= self.depth_ratio <= 1.0:
             raise ValueError(f"TrainConfig: depth_ratio must be in [0, 1] or None, got {self.depth_ratio}")
-        for name in ("lambda_normal", "lambda_distortion", "opacity_reg", "scale_reg", "noise_lr"):
+        for name in ("lambda_normal", "lambda_distortion", "opacity_reg", "scale_reg", "noise_lr", "prune_faint_opacity"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0.0):
                 raise ValueError(f"TrainConfig: {name} must be a finite number >= 0")

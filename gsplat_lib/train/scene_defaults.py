@@ -32,6 +32,7 @@ class SceneDefaults:
     point_radius: float
     background: str
     opacity_reset: bool
+    prune_faint_opacity: float
     prune_world_size_by: str
     cameras_center: Tuple[float, float, float]
     lambda_distortion: float
@@ -45,7 +46,7 @@ class SceneDefaults:
         return (
             f"scene: {kind} (90% of the points within {self.point_radius:.2f} of the cameras' centre, "
             f"cameras within {self.camera_radius:.2f}): background {self.background}, "
-            f"opacity reset {'on' if self.opacity_reset else 'off'}, "
+            f"opacity reset {'on' if self.opacity_reset else 'off'}, prune faint below {self.prune_faint_opacity:g}, "
             f"world-size prune by {self.prune_world_size_by}, "
             f"lambda_distortion {self.lambda_distortion:g}, depth_ratio {self.depth_ratio:g}"
         )
@@ -69,6 +70,9 @@ def resolve_scene_defaults(config, scene: SceneData) -> SceneDefaults:
     if background == "auto":
         background = "environment" if unbounded and not has_alpha else "constant"
     opacity_reset = config.opacity_reset == "on" or (config.opacity_reset == "auto" and background != "environment")
+    prune_faint_opacity = config.prune_faint_opacity
+    if prune_faint_opacity is None:
+        prune_faint_opacity = 0.0 if opacity_reset else 0.1
     prune_world_size_by = config.prune_world_size_by
     if prune_world_size_by == "auto":
         prune_world_size_by = "distance" if unbounded else "extent"
@@ -84,6 +88,7 @@ def resolve_scene_defaults(config, scene: SceneData) -> SceneDefaults:
         point_radius=point_radius,
         background=background,
         opacity_reset=opacity_reset,
+        prune_faint_opacity=float(prune_faint_opacity),
         prune_world_size_by=prune_world_size_by,
         cameras_center=tuple(float(value) for value in centre),
         lambda_distortion=float(lambda_distortion),

@@ -283,6 +283,7 @@ class Trainer:
                 prune_opacity=config.prune_opacity,
                 prune_world_size=config.prune_world_size,
                 prune_screen_size=config.prune_screen_size,
+                prune_faint_opacity=defaults.prune_faint_opacity,
                 cameras_center=defaults.cameras_center if defaults.prune_world_size_by == "distance" else None,
                 percent_dense=config.percent_dense,
                 seed=config.seed,
