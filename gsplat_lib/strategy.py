@@ -121,10 +121,7 @@ class DefaultStrategy:
     generator: torch.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("refine_start", "refine_stop", "refine_every", "reset_every", "split_children", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"DefaultStrategy: {name} must be an int, got {type(value).__name__}")
+        check_int_fields(self, ("refine_start", "refine_stop", "refine_every", "reset_every", "split_children", "seed"))
         if self.refine_every < 1 or self.reset_every < 1 or self.split_children < 1:
             raise ValueError("DefaultStrategy: refine_every, reset_every and split_children must be >= 1")
         if not 0.0 < self.reset_opacity_value < 1.0:
@@ -272,7 +269,7 @@ class DefaultStrategy:
 
     def config(self) -> Dict[str, object]:
         """The constructor arguments (weights_only-safe values)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        return strategy_config(self)
 
     def state_dict(self) -> Dict[str, object]:
         """Config, accumulators (CPU copies; None before the first step) and generator state."""
@@ -315,6 +312,19 @@ class DefaultStrategy:
                 value.to(device).clone() for value in values
             )
         restore_generator(self.generator, state)
+
+
+def check_int_fields(strategy, names) -> None:
+    """TypeError naming the first of ``names`` whose value on the (dataclass) strategy is not an int."""
+    for name in names:
+        value = getattr(strategy, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{type(strategy).__name__}: {name} must be an int, got {type(value).__name__}")
+
+
+def strategy_config(strategy) -> Dict[str, object]:
+    """The constructor arguments of a dataclass strategy (its init fields)."""
+    return {f.name: getattr(strategy, f.name) for f in fields(strategy) if f.init}
 
 
 def strategy_from_state(cls, state: Dict[str, object], device="cpu"):

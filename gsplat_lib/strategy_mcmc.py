@@ -26,13 +26,13 @@ optimizer step.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Dict, NamedTuple, Optional
 
 import torch
 
 from gsplat_lib.model import GaussianModel
-from gsplat_lib.strategy import _in_plane_axes, restore_generator, strategy_from_state
+from gsplat_lib.strategy import _in_plane_axes, check_int_fields, restore_generator, strategy_config, strategy_from_state
 
 __all__ = ["MCMCStrategy", "RelocationReport", "relocated_opacity_and_scale"]
 
@@ -104,10 +104,7 @@ class MCMCStrategy:
     generator: torch.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("cap_max", "refine_start", "refine_stop", "refine_every", "noise_stop", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"MCMCStrategy: {name} must be an int, got {type(value).__name__}")
+        check_int_fields(self, ("cap_max", "refine_start", "refine_stop", "refine_every", "noise_stop", "seed"))
         if self.refine_every < 1 or self.cap_max < 1:
             raise ValueError("MCMCStrategy: refine_every and cap_max must be >= 1")
         if not 0.0 < self.min_opacity < 1.0:
@@ -207,7 +204,7 @@ class MCMCStrategy:
 
     def config(self) -> Dict[str, object]:
         """The constructor arguments (weights_only-safe values)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        return strategy_config(self)
 
     def state_dict(self) -> Dict[str, object]:
         return {"name": type(self).__name__, "config": self.config(), "generator_state": self.generator.get_state()}
