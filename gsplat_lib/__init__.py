@@ -5,6 +5,7 @@ from gsplat_lib.ops.knn import knn, knn_dist2
 from gsplat_lib.ops.rasterize import RasterResult, rasterize_surfels
 from gsplat_lib.model import GaussianModel, LearningRates
 from gsplat_lib.strategy import DefaultStrategy, DensifyReport
+from gsplat_lib.strategy_mcmc import MCMCStrategy, RelocationReport
 from gsplat_lib.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from gsplat_lib.io import load_ply, save_ply
 
@@ -21,6 +22,8 @@ __all__ = [
     "LearningRates",
     "DefaultStrategy",
     "DensifyReport",
+    "MCMCStrategy",
+    "RelocationReport",
     "Checkpoint",
     "load_checkpoint",
     "save_checkpoint",

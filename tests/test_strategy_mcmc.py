@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from gsplat_lib import GaussianModel
+from gsplat_lib import GaussianModel, MCMCStrategy
 from gsplat_lib.checkpoint import load_checkpoint, save_checkpoint
 from gsplat_lib.model import PARAM_NAMES
 from gsplat_lib.strategy import _in_plane_axes
-from gsplat_lib.strategy_mcmc import MAX_SHARES, MCMCStrategy, relocated_opacity_and_scale
+from gsplat_lib.strategy_mcmc import MAX_SHARES, relocated_opacity_and_scale
 
 
 def make_model(opacities, seed=0):
