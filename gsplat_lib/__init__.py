@@ -2,7 +2,7 @@
 
 Layers, bottom to top (a module imports only from its own layer or below; docs/design.md):
 backend and ops; small shared modules (cameras, param_schema, learning_rates, atomic_file,
-checkpoint, strategy_base); model and PLY I/O; strategy; data; train.
+checkpoint, strategy_base); model and PLY I/O; strategy (default, MCMC); data; mesh; train.
 """
 
 from gsplat_lib._backend import build_info
@@ -16,6 +16,7 @@ from gsplat_lib.ops.knn import knn, knn_dist2
 from gsplat_lib.ops.rasterize import RasterResult, rasterize_surfels
 from gsplat_lib.strategy import DefaultStrategy, DensifyReport
 from gsplat_lib.strategy_base import Strategy
+from gsplat_lib.strategy_mcmc import MCMCStrategy, RelocationReport
 
 #: Loads a checkpoint of :func:`save_checkpoint`: ``GaussianModel.load_checkpoint``.
 load_checkpoint = GaussianModel.load_checkpoint
@@ -33,6 +34,8 @@ __all__ = [
     "DefaultStrategy",
     "DensifyReport",
     "Strategy",
+    "MCMCStrategy",
+    "RelocationReport",
     "Checkpoint",
     "load_checkpoint",
     "save_checkpoint",

@@ -90,6 +90,16 @@ def buffer(tensor: Optional[torch.Tensor]) -> Optional[Tuple[int, int, str]]:
     return (tensor.data_ptr() if count else 0, count, _DTYPE_CODES[tensor.dtype])
 
 
+def address(tensor: Optional[torch.Tensor]) -> int:
+    """Raw address of a contiguous tensor, 0 for None or an empty one: what the TSDF binding
+    still takes (positional addresses) until it moves to the fields dicts of :func:`launch`."""
+    if tensor is None or tensor.numel() == 0:
+        return 0
+    if not tensor.is_contiguous():
+        raise AssertionError("internal error: compiled ops take contiguous tensors")
+    return tensor.data_ptr()
+
+
 def launch(name: str, device: torch.device, fields: Dict[str, object]) -> None:
     """Runs compiled pass ``<name>_cpu`` or ``<name>_cuda`` on ``fields`` (numbers and buffers)."""
     function = op(name, device)
