@@ -2,7 +2,7 @@
 
 Layers, bottom to top (a module imports only from its own layer or below; docs/design.md):
 backend and ops; small shared modules (cameras, param_schema, learning_rates, atomic_file,
-checkpoint, strategy_base); model and PLY I/O; strategy (default, MCMC); data; mesh; train.
+checkpoint, strategy_base, optim); model and PLY I/O; strategy (default, MCMC); data; mesh; train.
 """
 
 from gsplat_lib._backend import build_info
@@ -14,6 +14,7 @@ from gsplat_lib.learning_rates import LearningRates
 from gsplat_lib.model import GaussianModel
 from gsplat_lib.ops.knn import knn, knn_dist2
 from gsplat_lib.ops.rasterize import RasterResult, rasterize_surfels
+from gsplat_lib.optim import FusedAdam
 from gsplat_lib.strategy import DefaultStrategy, DensifyReport
 from gsplat_lib.strategy_base import Strategy
 from gsplat_lib.strategy_mcmc import MCMCStrategy, RelocationReport
@@ -31,6 +32,7 @@ __all__ = [
     "rasterize_surfels",
     "GaussianModel",
     "LearningRates",
+    "FusedAdam",
     "DefaultStrategy",
     "DensifyReport",
     "Strategy",

@@ -76,7 +76,7 @@ def device_index(device: torch.device) -> int:
 
 
 # The dtype codes of csrc/bindings/fields.h.
-_DTYPE_CODES = {torch.float32: "f", torch.int32: "i", torch.int64: "l", torch.bool: "b"}
+_DTYPE_CODES = {torch.float32: "f", torch.int32: "i", torch.int64: "l", torch.bool: "b", torch.uint8: "B"}
 
 
 def buffer(tensor: Optional[torch.Tensor]) -> Optional[Tuple[int, int, str]]:
@@ -88,16 +88,6 @@ def buffer(tensor: Optional[torch.Tensor]) -> Optional[Tuple[int, int, str]]:
         raise AssertionError("internal error: compiled ops take contiguous tensors")
     count = tensor.numel()
     return (tensor.data_ptr() if count else 0, count, _DTYPE_CODES[tensor.dtype])
-
-
-def address(tensor: Optional[torch.Tensor]) -> int:
-    """Raw address of a contiguous tensor, 0 for None or an empty one: what the TSDF binding
-    still takes (positional addresses) until it moves to the fields dicts of :func:`launch`."""
-    if tensor is None or tensor.numel() == 0:
-        return 0
-    if not tensor.is_contiguous():
-        raise AssertionError("internal error: compiled ops take contiguous tensors")
-    return tensor.data_ptr()
 
 
 def launch(name: str, device: torch.device, fields: Dict[str, object]) -> None:

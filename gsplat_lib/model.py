@@ -24,6 +24,7 @@ from gsplat_lib.ops.densify import remap_rows
 from gsplat_lib.ops.knn import knn_dist2
 from gsplat_lib.ops.rasterize import rasterize_surfels
 from gsplat_lib.ops.sh import SH_C0
+from gsplat_lib.optim.fused_adam import FusedAdam
 from gsplat_lib.param_schema import PARAM_NAMES, check_params, sh_degree_of
 from gsplat_lib.strategy_base import Strategy
 
@@ -43,6 +44,13 @@ def _logit(probability: float) -> float:
     return math.log(probability / (1.0 - probability))
 
 
+def fused_adam_by_default(device: torch.device) -> bool:
+    """Whether a model on ``device`` steps with FusedAdam unless told otherwise: on the CPU,
+    where it gives torch.optim.Adam's bits faster; not yet on CUDA, whose kernel has not run
+    on a GPU (docs/design.md, "Optimizer decisions")."""
+    return device.type == "cpu"
+
+
 class GaussianModel:
     """Trainable surfels and their optimizer.
 
@@ -56,10 +64,14 @@ class GaussianModel:
     - ``sh_dc`` [N, 1, 3] and ``sh_rest`` [N, K - 1, 3]: SH coefficients, K = (d + 1)^2 for
       the maximal degree d; colour = SH_C0 * dc + 0.5 for the zeroth order.
 
-    The optimizer is ``torch.optim.Adam`` with one param group per parameter (its ``name``
-    key is the parameter's name) and ``eps`` = 1e-15. Call :meth:`update_learning_rate`
-    once per step (the position rate follows a log-linear schedule times ``scene_extent``)
-    and :meth:`maybe_increase_sh_degree` once per step (one more SH band every
+    The optimizer is Adam with one param group per parameter (its ``name`` key is the
+    parameter's name) and ``eps`` = 1e-15: :class:`gsplat_lib.optim.FusedAdam` (one compiled
+    call for all six tensors, bit-identical to ``torch.optim.Adam`` on CPU, the same state
+    layout) when ``fused_adam`` is True, ``torch.optim.Adam`` when it is False; None (the
+    default) picks FusedAdam on CPU and ``torch.optim.Adam`` on CUDA
+    (:func:`fused_adam_by_default`). Call :meth:`update_learning_rate` once per step (the
+    position rate follows a log-linear schedule times ``scene_extent``) and
+    :meth:`maybe_increase_sh_degree` once per step (one more SH band every
     ``sh_degree_interval`` steps, up to the maximal degree).
     """
 
@@ -72,11 +84,16 @@ class GaussianModel:
         learning_rates: Optional[LearningRates] = None,
         active_sh_degree: int = 0,
         sh_degree_interval: int = 1000,
+        fused_adam: Optional[bool] = None,
     ) -> None:
         if not (isinstance(scene_extent, (int, float)) and math.isfinite(scene_extent) and scene_extent > 0):
             raise ValueError(f"GaussianModel: scene_extent must be a finite number > 0, got {scene_extent!r}")
         if sh_degree_interval < 1:
             raise ValueError(f"GaussianModel: sh_degree_interval must be >= 1, got {sh_degree_interval}")
+        if fused_adam is not None and not isinstance(fused_adam, bool):
+            raise TypeError(
+                f"GaussianModel: fused_adam must be True, False or None (the device's default), got {fused_adam!r}"
+            )
         self.check_params(params)
         self.max_sh_degree = sh_degree_of(params["sh_rest"].shape[1] + 1)
         if not 0 <= active_sh_degree <= self.max_sh_degree:
@@ -89,6 +106,7 @@ class GaussianModel:
         self.learning_rates = learning_rates if learning_rates is not None else LearningRates()
         self.active_sh_degree = int(active_sh_degree)
         self.sh_degree_interval = int(sh_degree_interval)
+        self.fused_adam = fused_adam  # as asked (config() saves it): None resolves on each load's device
         self.means_schedule = LogLinearSchedule(
             self.learning_rates.means_init * self.scene_extent,
             self.learning_rates.means_final * self.scene_extent,
@@ -97,7 +115,9 @@ class GaussianModel:
         self.params: Dict[str, torch.nn.Parameter] = {
             name: torch.nn.Parameter(params[name].detach().clone().contiguous()) for name in PARAM_NAMES
         }
-        self.optimizer = torch.optim.Adam(
+        use_fused = fused_adam_by_default(self.device) if fused_adam is None else fused_adam
+        adam = FusedAdam if use_fused else torch.optim.Adam
+        self.optimizer = adam(
             [
                 {"params": [self.params[name]], "lr": self._initial_lr(name), "name": name}
                 for name in PARAM_NAMES
@@ -129,6 +149,7 @@ class GaussianModel:
         max_steps: int = 30_000,
         learning_rates: Optional[LearningRates] = None,
         sh_degree_interval: int = 1000,
+        fused_adam: Optional[bool] = None,
     ) -> "GaussianModel":
         """Surfels initialised from a point cloud, as 2DGS does.
 
@@ -177,6 +198,7 @@ class GaussianModel:
             max_steps=max_steps,
             learning_rates=learning_rates,
             sh_degree_interval=sh_degree_interval,
+            fused_adam=fused_adam,
         )
 
     @classmethod
@@ -190,6 +212,7 @@ class GaussianModel:
         learning_rates: Optional[LearningRates] = None,
         sh_degree_interval: int = 1000,
         active_sh_degree: Optional[int] = None,
+        fused_adam: Optional[bool] = None,
     ) -> "GaussianModel":
         """A warm start from a PLY file (INRIA 2DGS or 3DGS layout, :func:`gsplat_lib.io.load_ply`).
 
@@ -207,6 +230,7 @@ class GaussianModel:
             learning_rates: Adam learning rates (default: the 2DGS recipe's).
             sh_degree_interval: steps between SH band increases.
             active_sh_degree: defaults to the file's full degree.
+            fused_adam: the optimizer (see the class); None: the device's default.
         """
         loaded = load_ply(path)
         if scene_extent is None:
@@ -220,6 +244,7 @@ class GaussianModel:
             learning_rates=learning_rates,
             active_sh_degree=degree if active_sh_degree is None else active_sh_degree,
             sh_degree_interval=sh_degree_interval,
+            fused_adam=fused_adam,
         )
 
     # ------------------------------------------------------------------ activations
@@ -406,6 +431,7 @@ class GaussianModel:
             "learning_rates": asdict(self.learning_rates),
             "active_sh_degree": self.active_sh_degree,
             "sh_degree_interval": self.sh_degree_interval,
+            "fused_adam": self.fused_adam,
         }
 
     def state_dict(self) -> Dict[str, object]:
@@ -420,6 +446,9 @@ class GaussianModel:
     def from_state_dict(cls, state: Mapping[str, object], device: Union[str, torch.device] = "cpu") -> "GaussianModel":
         """Inverse of :meth:`state_dict`: the model with its optimizer state, on ``device``."""
         config = dict(state["config"])
+        fused_adam = config.get("fused_adam")  # absent from checkpoints before FusedAdam: the default
+        if fused_adam is not None and not isinstance(fused_adam, bool):
+            raise ValueError(f"model config: fused_adam must be a bool or None, got {fused_adam!r}")
         model = cls(
             {name: value.to(device) for name, value in state["params"].items()},
             scene_extent=config["scene_extent"],
@@ -427,6 +456,7 @@ class GaussianModel:
             learning_rates=LearningRates.from_dict(config["learning_rates"]),
             active_sh_degree=config["active_sh_degree"],
             sh_degree_interval=config["sh_degree_interval"],
+            fused_adam=fused_adam,
         )
         _check_optimizer_state(state["optimizer"], model)
         model.optimizer.load_state_dict(state["optimizer"])

@@ -45,11 +45,11 @@ def scene():
     return viewmats, Ks, images
 
 
-def initial_run():
+def initial_run(fused_adam=True):
     generator = torch.Generator().manual_seed(99)
     model = GaussianModel.from_points(
         torch.rand(150, 3, generator=generator) - 0.5, torch.rand(150, 3, generator=generator),
-        scene_extent=1.0, sh_degree=3, seed=7, max_steps=MAX_STEPS, sh_degree_interval=7,
+        scene_extent=1.0, sh_degree=3, seed=7, max_steps=MAX_STEPS, sh_degree_interval=7, fused_adam=fused_adam,
     )
     strategy = DefaultStrategy(
         refine_start=3, refine_every=4, refine_stop=33, reset_every=10, reset_opacity_value=0.08,
@@ -81,17 +81,18 @@ def train(model, strategy, first_step, last_step, viewmats, Ks, images):
     return reports
 
 
-def run(until, out, resume_from=None):
+def run(until, out, resume_from=None, fused_adam=True):
     """Trains a fresh run (or continues ``resume_from``) up to step ``until``, saves it to
     ``out`` and writes its densification reports to ``out.json``, single-threaded and with
-    deterministic algorithms; the process's thread count and determinism flag are restored."""
+    deterministic algorithms; the process's thread count and determinism flag are restored.
+    A fresh run uses FusedAdam unless ``fused_adam`` is False; a resumed one, its checkpoint's."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     try:
         viewmats, Ks, images = scene()
         if resume_from is None:
-            model, strategy, last_step = initial_run()
+            model, strategy, last_step = initial_run(fused_adam)
         else:
             checkpoint = load_checkpoint(resume_from)
             model, strategy, last_step = checkpoint.model, checkpoint.strategy, checkpoint.step

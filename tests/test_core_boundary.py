@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from gsplat_lib import _backend
+from gsplat_lib.ops.adam import torch_fuses_multiply_add
 from gsplat_lib.ops.rasterize import raster_settings
+from gsplat_lib.reference.tsdf import integrate_reference
 
 
 def reduce_fields(tensors):
@@ -31,7 +33,13 @@ def test_valid_fields_run():
     assert torch.equal(tensors["v_colors"][0, 0], tensors["pair_grads"][0, -3:])
 
 
-@pytest.mark.parametrize("change,message", [
+def wrong_fields(op, make_fields, cases):
+    """Parameters of test_a_wrong_field_is_an_error_naming_it: each (change, message) of a pass
+    whose valid fields ``make_fields`` builds."""
+    return [pytest.param(op, make_fields, change, message, id=f"{op}-{i}") for i, (change, message) in enumerate(cases)]
+
+
+REDUCE_WRONG_FIELDS = wrong_fields("rasterize_reduce", reduce_fields, [
     (lambda f: f.pop("v_M"), "missing field 'v_M'"),
     (lambda f: f.pop("num_pairs"), "missing field 'num_pairs'"),
     (lambda f: f.update(v_opacities=f.pop("v_opacities_cn")), "unknown field 'v_opacities'"),
@@ -40,17 +48,153 @@ def test_valid_fields_run():
     (lambda f: f.update(screen_grad=None), r"screen_grad \[C, N, 2\] is required"),
     (lambda f: f.update(num_pairs=5), r"pair_grads \[R, G\] must have 90 elements, got 72"),
 ])
-def test_a_wrong_field_is_an_error_naming_it(change, message):
+
+
+# A bounded TSDF grid (csrc/core/tsdf.h, Grid), field by field: 2 cm voxels, a 10 cm band.
+TSDF_GRID = dict(voxel_size=0.02, truncation=0.1, contracted=0, center_x=0.0, center_y=0.0, center_z=0.0,
+                 radius=1.0, contracted_limit=1.9)
+
+
+def tsdf_integrate_fields(tensors):
+    """Valid fields of TSDF integration: 2 views of 4x3 pixels, looking down +z from the
+    origin at a wall 10 cm away, fused into 2 blocks."""
+    C, H, W, B = 2, 3, 4, 2
+    tensors.update(
+        viewmats=torch.eye(4).repeat(C, 1, 1), Ks=torch.tensor([[4.0, 0, 2], [0, 4.0, 1.5], [0, 0, 1]]).repeat(C, 1, 1),
+        depths=torch.full((C, H, W), 0.1), block_coords=torch.tensor([[0, 0, 0], [-1, -1, 0]], dtype=torch.int32),
+        tsdf=torch.ones(B, 512), weight=torch.zeros(B, 512), color=torch.zeros(B, 512, 3),
+        colors=torch.rand(C, H, W, 3))
+    return dict(TSDF_GRID, num_views=C, width=W, height=H, num_blocks=B, cpu_lanes=0,
+                **{name: _backend.buffer(t) for name, t in tensors.items()})
+
+
+def tsdf_extract_count_fields(tensors):
+    """Valid fields of marching cubes' count pass: one block, alone, cut by the plane z = 3.5 voxels."""
+    z = torch.arange(512) // 64
+    tensors.update(
+        block_coords=torch.zeros(1, 3, dtype=torch.int32), neighbours=torch.tensor([[0] + [-1] * 7], dtype=torch.int32),
+        tsdf=((z - 3.5) / 4).float()[None], weight=torch.ones(1, 512),
+        edge_masks=torch.empty(1, 512, dtype=torch.uint8), triangle_counts=torch.empty(1, 512, dtype=torch.int32))
+    return dict(TSDF_GRID, num_blocks=1, min_weight=0.0, **{name: _backend.buffer(t) for name, t in tensors.items()})
+
+
+def test_valid_tsdf_fields_run():
     tensors = {}
-    fields = reduce_fields(tensors)
+    _backend.launch("tsdf_integrate", torch.device("cpu"), tsdf_integrate_fields(tensors))
+    fused = integrate_reference(
+        tensors["block_coords"], torch.ones(2, 512), torch.zeros(2, 512), torch.zeros(2, 512, 3), tensors["viewmats"],
+        tensors["Ks"], tensors["depths"], tensors["colors"], tuple(TSDF_GRID.values()))
+    assert bool((tensors["weight"] == 2).any(dim=1).all())  # both views reach both blocks
+    assert torch.equal(tensors["weight"], fused[1])
+    torch.testing.assert_close(tensors["tsdf"], fused[0], rtol=0, atol=2e-6)
+
+    tensors = {}
+    _backend.launch("tsdf_extract_count", torch.device("cpu"), tsdf_extract_count_fields(tensors))
+    crossed_z = torch.zeros(8, 8, 8, dtype=torch.uint8)
+    crossed_z[3] = 4  # bit 2: the voxel's +z edge crosses the surface
+    assert torch.equal(tensors["edge_masks"].view(8, 8, 8), crossed_z)
+    assert int(tensors["triangle_counts"].sum()) == 2 * 7 * 7  # cubes reaching x or y = 8 need a neighbour
+
+
+TSDF_WRONG_FIELDS = wrong_fields("tsdf_integrate", tsdf_integrate_fields, [
+    (lambda f: f.pop("center_y"), "tsdf integrate: missing field 'center_y'"),
+    (lambda f: f.update(truncaton=f.pop("truncation")), "unknown field 'truncaton'"),
+    (lambda f: f.update(tsdf=(f["tsdf"][0], 1000, "f")), r"tsdf \[B, 512\] must have 1024 elements, got 1000"),
+    (lambda f: f.update(num_blocks=3), r"block_coords \[B, 3\] must have 9 elements, got 6"),
+    (lambda f: f.update(width=5), r"depths \[C, H, W\] must have 30 elements, got 24"),
+    (lambda f: f.update(block_coords=f["block_coords"][:2] + ("l",)), "block_coords: dtype code 'l', expected 'i'"),
+    (lambda f: f.update(depths=None), r"depths \[C, H, W\] is required"),
+    (lambda f: f.update(voxel_size=0.0), "voxel_size and truncation must be > 0"),
+    (lambda f: f.update(cpu_lanes=3), "cpu_lanes must be 0"),
+]) + wrong_fields("tsdf_extract_count", tsdf_extract_count_fields, [
+    (lambda f: f.update(edge_masks=f["edge_masks"][:2] + ("b",)), "edge_masks: dtype code 'b', expected 'B'"),
+    (lambda f: f.update(min_weigth=f.pop("min_weight")), "unknown field 'min_weigth'"),
+    (lambda f: f.update(neighbours=(f["neighbours"][0], 1, "i")), r"neighbours \[B, 8\] must have 8 elements, got 1"),
+    (lambda f: f.update(triangle_counts=None), r"triangle_counts \[B, 512\] is required"),
+])
+
+
+def test_marching_cubes_fill_runs_on_its_counts_and_refuses_a_short_output():
+    tensors = {}
+    fields = tsdf_extract_count_fields(tensors)
+    _backend.launch("tsdf_extract_count", torch.device("cpu"), fields)
+    vertex_counts = (tensors["edge_masks"] != 0).to(torch.int64)  # one crossed edge per voxel here
+    num_vertices, num_triangles = int(vertex_counts.sum()), int(tensors["triangle_counts"].sum())
+
+    def fill_fields(vertex_rows):
+        triangle_counts = tensors["triangle_counts"].to(torch.int64)
+        outputs = dict(
+            color=None, vertex_offsets=torch.cumsum(vertex_counts, 1) - vertex_counts,
+            triangle_offsets=torch.cumsum(triangle_counts, 1) - triangle_counts, vertices=torch.empty(vertex_rows, 3),
+            vertex_colors=None, triangles=torch.empty(num_triangles, 3, dtype=torch.int64))
+        tensors.update(outputs)
+        return dict(fields, num_vertices=num_vertices, num_triangles=num_triangles,
+                    **{name: _backend.buffer(t) for name, t in outputs.items()})
+
+    _backend.launch("tsdf_extract_fill", torch.device("cpu"), fill_fields(num_vertices))
+    assert torch.equal(tensors["vertices"][:, 2], torch.full((64,), 3.5 * 0.02))
+    assert int(tensors["triangles"].max()) < num_vertices
+    with pytest.raises(ValueError, match=r"tsdf extract_fill: vertices \[V, 3\] must have 192 elements, got 189"):
+        _backend.launch("tsdf_extract_fill", torch.device("cpu"), fill_fields(num_vertices - 1))
+
+
+ADAM_MOMENTS_PASS = 1
+# lerp weight 1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2^1), eps, -lr / (1 - beta1^1)
+ADAM_COEFFICIENTS = dict(lerp_weight=0.1, beta2=0.999, one_minus_beta2=0.001, bias_correction2_sqrt=0.001**0.5,
+                         eps=1e-15, neg_step_size=-0.01)
+
+
+def adam_fields(tensors):
+    """Valid fields of the Adam moments pass over two tensors, [4, 3] and [5] (rows of 1 float);
+    ``tensors[i]`` gets the tensors of entry i."""
+    generator = torch.Generator().manual_seed(0)
+    for i, shape in enumerate(((4, 3), (5,))):
+        tensors[i] = dict(
+            param=torch.zeros(shape), grad=torch.randn(shape, generator=generator),
+            exp_avg=torch.randn(shape, generator=generator), exp_avg_sq=torch.rand(shape, generator=generator),
+            visible_rows=None, exp_avg_sq_sqrt=None)
+    return {"pass": ADAM_MOMENTS_PASS, "fused_multiply_add": torch_fuses_multiply_add(), "tensors": [
+        dict(ADAM_COEFFICIENTS, num_rows=t["param"].shape[0], row_floats=t["param"][0].numel(),
+             **{name: _backend.buffer(value) for name, value in t.items()}) for t in tensors.values()]}
+
+
+def test_valid_adam_fields_run():
+    tensors = {}
+    fields = adam_fields(tensors)
+    expected = [  # torch.optim.Adam's moments
+        (t["exp_avg"].lerp(t["grad"], 0.1), t["exp_avg_sq"].mul(0.999).addcmul(t["grad"], t["grad"], value=0.001))
+        for t in tensors.values()]
+    _backend.launch("adam_step", torch.device("cpu"), fields)
+    for t, (exp_avg, exp_avg_sq) in zip(tensors.values(), expected):
+        assert torch.equal(t["exp_avg"], exp_avg) and torch.equal(t["exp_avg_sq"], exp_avg_sq)
+
+
+ADAM_WRONG_FIELDS = wrong_fields("adam_step", adam_fields, [
+    (lambda f: f.pop("pass"), "adam_step: missing field 'pass'"),
+    (lambda f: f.update(tensors=tuple(f["tensors"])), "tensors must be a list of fields dicts"),
+    (lambda f: f.update({"pass": 3}), r"pass must be 0 \(full\), 1 \(moments\) or 2 \(parameters\), got 3"),
+    (lambda f: f.update({"pass": 2}), r"exp_avg_sq_sqrt \[R, F\] is required by the parameters pass \(tensors\[0\]\)"),
+    (lambda f: f["tensors"][1].pop("eps"), r"adam_step tensor: missing field 'eps' \(tensors\[1\]\)"),
+    (lambda f: f["tensors"][0].update(exp_avgsq=f["tensors"][0].pop("exp_avg_sq")), "unknown field 'exp_avgsq'"),
+    (lambda f: f["tensors"][0].update(row_floats=2), r"param \[R, F\] must have 8 elements, got 12 \(tensors\[0\]\)"),
+    (lambda f: f["tensors"][1].update(grad=None), r"grad \[R, F\] is required, got None \(tensors\[1\]\)"),
+    (lambda f: f["tensors"][1].update(visible_rows=f["tensors"][1]["grad"]), "visible_rows: dtype code 'f', expected"),
+    (lambda f: f["tensors"][0].update(num_rows=-4, row_floats=-3), "num_rows and row_floats must be >= 0, got -4 and"),
+])
+
+
+@pytest.mark.parametrize("op,make_fields,change,message", REDUCE_WRONG_FIELDS + TSDF_WRONG_FIELDS + ADAM_WRONG_FIELDS)
+def test_a_wrong_field_is_an_error_naming_it(op, make_fields, change, message):
+    fields = make_fields({})
     change(fields)
     with pytest.raises(ValueError, match=message):
-        _backend.launch("rasterize_reduce", torch.device("cpu"), fields)
+        _backend.launch(op, torch.device("cpu"), fields)
 
 
 def test_buffers_are_described_by_address_count_and_dtype():
     values = torch.zeros(3, 4, dtype=torch.int32)
     assert _backend.buffer(values) == (values.data_ptr(), 12, "i")
+    assert _backend.buffer(torch.zeros(2, dtype=torch.uint8))[1:] == (2, "B")
     assert _backend.buffer(torch.zeros(0, 3)) == (0, 0, "f")
     assert _backend.buffer(None) is None
 

@@ -15,7 +15,7 @@ LAYERS = [
     ["gsplat_lib._backend", "gsplat_lib._version", "gsplat_lib._C"],
     ["gsplat_lib.ops", "gsplat_lib.reference"],
     ["gsplat_lib.param_schema", "gsplat_lib.learning_rates", "gsplat_lib.cameras", "gsplat_lib.atomic_file",
-     "gsplat_lib.checkpoint", "gsplat_lib.strategy_base"],
+     "gsplat_lib.checkpoint", "gsplat_lib.strategy_base", "gsplat_lib.optim"],
     ["gsplat_lib.model", "gsplat_lib.io"],
     ["gsplat_lib.strategy", "gsplat_lib.strategy_mcmc"],
     ["gsplat_lib.data"],

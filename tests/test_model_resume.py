@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from gsplat_lib.checkpoint import capture_rng_states, restore_rng_states
@@ -54,13 +55,14 @@ def assert_identical(a, b, where="content"):
         assert a == b and type(a) is type(b), where
 
 
-def test_resume_in_a_new_process_is_bit_exact(tmp_path):
+@pytest.mark.parametrize("fused_adam", [True, False], ids=["FusedAdam", "torch.optim.Adam"])
+def test_resume_in_a_new_process_is_bit_exact(tmp_path, fused_adam):
     half, full, resumed = tmp_path / "half.ckpt", tmp_path / "full.ckpt", tmp_path / "resumed.ckpt"
     worker = load_worker()
     rng_states = capture_rng_states()  # the runs seed the global generators; give them back
     try:
-        worker.run(FULL, full)
-        worker.run(HALF, half)
+        worker.run(FULL, full, fused_adam=fused_adam)
+        worker.run(HALF, half, fused_adam=fused_adam)
     finally:
         restore_rng_states(rng_states)
     resume_in_new_process(half, resumed, FULL)
@@ -88,4 +90,5 @@ def test_resume_in_a_new_process_is_bit_exact(tmp_path):
     for part in ("model", "strategy", "rng"):
         assert_identical(actual[part], expected[part], part)
     assert expected["model"]["config"]["active_sh_degree"] == 3
+    assert actual["model"]["config"]["fused_adam"] is fused_adam
     assert expected["model"]["params"]["means"].shape[0] != saved["model"]["params"]["means"].shape[0]

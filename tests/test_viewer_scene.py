@@ -15,7 +15,7 @@ from viewer_helpers import small_scene, train_small_run, write_mesh_ply
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     scene_dir = small_scene(tmp_path_factory.mktemp("scene"))
-    return train_small_run(tmp_path_factory.mktemp("run"), scene_dir)
+    return train_small_run(tmp_path_factory.mktemp("run"), scene_dir, 12, "--no-mesh")  # a run without a mesh
 
 
 def _final_model(run_dir):

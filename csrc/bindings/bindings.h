@@ -1,19 +1,13 @@
 // Each op registers its functions in its own csrc/bindings/<op>.cpp; module.cpp calls them.
-// Pointers cross the boundary as integers (tensor.data_ptr()); the Python layer owns
-// every allocation and check (docs/design.md, decision 1).
+// Buffers cross the boundary as fields (bindings/fields.h); the Python layer owns every
+// allocation (docs/design.md, decision 1).
 #pragma once
 
 #include <pybind11/pybind11.h>
 
-#include <cstdint>
-
 namespace gsl::bindings {
 
-template <class T>
-T* ptr(std::uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
-
+void bind_adam(pybind11::module_& m);
 void bind_densify(pybind11::module_& m);
 void bind_knn(pybind11::module_& m);
 void bind_rasterize(pybind11::module_& m);

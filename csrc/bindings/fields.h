@@ -27,6 +27,7 @@ constexpr char dtype_code() {
   if constexpr (std::is_same_v<U, int32_t>) return 'i';
   if constexpr (std::is_same_v<U, int64_t>) return 'l';
   if constexpr (std::is_same_v<U, bool>) return 'b';
+  if constexpr (std::is_same_v<U, uint8_t>) return 'B';
 }
 
 inline int64_t product(std::initializer_list<int64_t> sizes) {
@@ -141,6 +142,14 @@ class FieldList {
   void (*check_)(const Args&);
 };
 
+// The fields of `first`, then those of `rest`: how the fields several passes share are prepended.
+template <class Args, class Sizes>
+std::vector<Field<Args, Sizes>> joined(std::vector<Field<Args, Sizes>> first,
+                                       const std::vector<Field<Args, Sizes>>& rest) {
+  first.insert(first.end(), rest.begin(), rest.end());
+  return first;
+}
+
 // Binds `<name>_cpu(fields, num_threads)`: run(fields parsed into Args), without the GIL.
 template <class Args, class Sizes>
 void bind_cpu(py::module_& m, const std::string& name, const FieldList<Args, Sizes>& fields,
@@ -190,11 +199,13 @@ void bind_cuda(py::module_& m, const std::string& name, const FieldList<Args, Si
   }
 // GSL_BUFFER(member, nullable, sizes...): a.member from a buffer of shape [sizes...], an
 // expression of the names of Sizes (bound by GSL_SIZE_NAMES at the use).
-#define GSL_BUFFER(member, nullable, ...)                                                          \
-  Field<Args, Sizes> {                                                                             \
-    #member, nullptr, [](Args& a, py::handle value, const Sizes& s, const std::string& op) {       \
-      GSL_SIZE_NAMES(s);                                                                           \
-      a.member = checked_ptr<std::remove_pointer_t<decltype(a.member)>>(                           \
-          to_buffer(value, op, #member), op, #member, #__VA_ARGS__, product({__VA_ARGS__}), nullable); \
-    }                                                                                              \
+#define GSL_BUFFER(member, nullable, ...) GSL_BUFFER_AT(member, member, nullable, __VA_ARGS__)
+// GSL_BUFFER_AT(path, name, nullable, sizes...): the buffer `name` into a.path (e.g. field.tsdf).
+#define GSL_BUFFER_AT(path, name, nullable, ...)                                                 \
+  Field<Args, Sizes> {                                                                           \
+    #name, nullptr, [](Args& a, py::handle value, const Sizes& s, const std::string& op) {       \
+      GSL_SIZE_NAMES(s);                                                                         \
+      a.path = checked_ptr<std::remove_pointer_t<decltype(a.path)>>(                             \
+          to_buffer(value, op, #name), op, #name, #__VA_ARGS__, product({__VA_ARGS__}), nullable); \
+    }                                                                                            \
   }

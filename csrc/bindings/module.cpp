@@ -35,6 +35,7 @@ py::dict build_info() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "gsplat_lib compiled core: torch-free CPU and CUDA kernels";
   m.def("build_info", &build_info, "What this build of the compiled core contains");
+  gsl::bindings::bind_adam(m);
   gsl::bindings::bind_densify(m);
   gsl::bindings::bind_knn(m);
   gsl::bindings::bind_rasterize(m);

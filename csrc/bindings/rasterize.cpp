@@ -41,29 +41,27 @@ Sizes sizes_of(const Args& a) {
 
 // Every pass takes the call's Dims.
 template <class Args>
-std::vector<Field<Args, Sizes>> with_dims(std::vector<Field<Args, Sizes>> buffers) {
-  std::vector<Field<Args, Sizes>> fields = {
-      GSL_SCALAR(dims.num_cameras, num_cameras), GSL_SCALAR(dims.num_surfels, num_surfels),
-      GSL_SCALAR(dims.num_channels, num_channels), GSL_SCALAR(dims.width, width),
-      GSL_SCALAR(dims.height, height), GSL_SCALAR(dims.tile_width, tile_width),
-      GSL_SCALAR(dims.tiles_x, tiles_x), GSL_SCALAR(dims.tiles_y, tiles_y),
-      GSL_SCALAR(dims.near_plane, near_plane), GSL_SCALAR(dims.far_plane, far_plane),
-      GSL_SCALAR(dims.scale_modifier, scale_modifier), GSL_SCALAR(dims.cpu_lanes, cpu_lanes),
-      GSL_SCALAR(dims.num_pairs, num_pairs), GSL_SCALAR(dims.item_records, item_records)};
-  fields.insert(fields.end(), buffers.begin(), buffers.end());
-  return fields;
+std::vector<Field<Args, Sizes>> with_dims(const std::vector<Field<Args, Sizes>>& buffers) {
+  return joined<Args, Sizes>(
+      {GSL_SCALAR(dims.num_cameras, num_cameras), GSL_SCALAR(dims.num_surfels, num_surfels),
+       GSL_SCALAR(dims.num_channels, num_channels), GSL_SCALAR(dims.width, width),
+       GSL_SCALAR(dims.height, height), GSL_SCALAR(dims.tile_width, tile_width),
+       GSL_SCALAR(dims.tiles_x, tiles_x), GSL_SCALAR(dims.tiles_y, tiles_y),
+       GSL_SCALAR(dims.near_plane, near_plane), GSL_SCALAR(dims.far_plane, far_plane),
+       GSL_SCALAR(dims.scale_modifier, scale_modifier), GSL_SCALAR(dims.cpu_lanes, cpu_lanes),
+       GSL_SCALAR(dims.num_pairs, num_pairs), GSL_SCALAR(dims.item_records, item_records)},
+      buffers);
 }
 
 // The inputs of both pixel passes.
 template <class Args>
-std::vector<Field<Args, Sizes>> with_pixel_inputs(std::vector<Field<Args, Sizes>> buffers) {
-  std::vector<Field<Args, Sizes>> fields = {
-      GSL_BUFFER(tile_starts, false, T + 1), GSL_BUFFER(pair_items, false, P), GSL_BUFFER(M, false, C, N, 9),
-      GSL_BUFFER(means2d, false, C, N, 2),   GSL_BUFFER(normals, false, C, N, 3), GSL_BUFFER(opacities, false, N),
-      GSL_BUFFER(colors, false, C, N, D),    GSL_BUFFER(backgrounds, true, C, D),
-      GSL_BUFFER(pixel_rects, false, C, N, 4)};
-  fields.insert(fields.end(), buffers.begin(), buffers.end());
-  return with_dims(fields);
+std::vector<Field<Args, Sizes>> with_pixel_inputs(const std::vector<Field<Args, Sizes>>& buffers) {
+  return with_dims(joined<Args, Sizes>(
+      {GSL_BUFFER(tile_starts, false, T + 1), GSL_BUFFER(pair_items, false, P), GSL_BUFFER(M, false, C, N, 9),
+       GSL_BUFFER(means2d, false, C, N, 2), GSL_BUFFER(normals, false, C, N, 3), GSL_BUFFER(opacities, false, N),
+       GSL_BUFFER(colors, false, C, N, D), GSL_BUFFER(backgrounds, true, C, D),
+       GSL_BUFFER(pixel_rects, false, C, N, 4)},
+      buffers));
 }
 
 GSL_FIELD_LIST(project, ProjectArgs, "rasterize project", &sizes_of<Args>,

@@ -1,13 +1,13 @@
-// Python bindings of TSDF fusion and marching cubes (csrc/ops/tsdf). Addresses are integers
-// from tensor.data_ptr() (0 for an absent optional input); gsplat_lib/mesh/tsdf.py checks the
-// input and allocates every buffer. The grid travels as 8 numbers: voxel_size, truncation,
-// contracted (0 or 1), center x, y, z, radius, contracted_limit.
-#include <pybind11/stl.h>
+// Python entry points of TSDF fusion and marching cubes (csrc/ops/tsdf):
+// `tsdf_<pass>_cpu(fields, num_threads)` and, with CUDA, `tsdf_<pass>_cuda(fields, device, stream)`.
+// The fields of each pass are listed once below, with their shapes (bindings/fields.h checks
+// them); gsplat_lib/mesh/tsdf.py checks the input and allocates every buffer.
+#include <pybind11/pybind11.h>
 
-#include <stdexcept>
 #include <vector>
 
 #include "bindings/bindings.h"
+#include "bindings/fields.h"
 #include "ops/tsdf/tsdf.h"
 
 namespace py = pybind11;
@@ -15,195 +15,102 @@ namespace py = pybind11;
 namespace gsl::bindings {
 namespace {
 
-using Address = std::uintptr_t;
+static_assert(tsdf::kBlockVoxels == 512, "the shapes below write a block's voxels as 512");
 
-tsdf::Grid make_grid(const std::vector<double>& values) {
-  if (values.size() != 8) throw std::invalid_argument("tsdf: the grid takes 8 numbers");
-  tsdf::Grid g;
-  g.voxel_size = static_cast<float>(values[0]);
-  g.truncation = static_cast<float>(values[1]);
-  g.contracted = values[2] != 0.0 ? 1 : 0;
-  for (int a = 0; a < 3; ++a) g.center[a] = static_cast<float>(values[3 + a]);
-  g.radius = static_cast<float>(values[6]);
-  g.contracted_limit = static_cast<float>(values[7]);
-  tsdf::check_grid(g);
-  return g;
+// The sizes the shapes below are written in.
+struct Sizes {
+  int64_t C, H, W;  // views, image rows, image columns
+  int64_t B;        // voxel blocks
+  int64_t K;        // candidate blocks of the views' pixels
+  int64_t V, T;     // mesh vertices and triangles
+};
+#define GSL_SIZE_NAMES(s)               \
+  const auto [C, H, W, B, K, V, T] = s; \
+  (void)C, (void)H, (void)W, (void)B, (void)K, (void)V, (void)T
+
+// Every pass takes the grid (core/tsdf.h, Grid) as its eight numbers.
+template <class Args>
+std::vector<Field<Args, Sizes>> with_grid(const std::vector<Field<Args, Sizes>>& fields) {
+  return joined<Args, Sizes>(
+      {GSL_SCALAR(grid.voxel_size, voxel_size), GSL_SCALAR(grid.truncation, truncation),
+       GSL_SCALAR(grid.contracted, contracted), GSL_SCALAR(grid.center[0], center_x),
+       GSL_SCALAR(grid.center[1], center_y), GSL_SCALAR(grid.center[2], center_z), GSL_SCALAR(grid.radius, radius),
+       GSL_SCALAR(grid.contracted_limit, contracted_limit)},
+      fields);
 }
 
-tsdf::BlockCandidatesParams candidates_params(const std::vector<double>& grid, Address viewmats, Address Ks,
-                                              Address depths, int32_t num_views, int32_t width, int32_t height,
-                                              Address counts, Address offsets, Address blocks) {
-  tsdf::BlockCandidatesParams p;
-  p.grid = make_grid(grid);
-  p.viewmats = ptr<const float>(viewmats);
-  p.Ks = ptr<const float>(Ks);
-  p.depths = ptr<const float>(depths);
-  p.num_views = num_views;
-  p.width = width;
-  p.height = height;
-  p.counts = ptr<int64_t>(counts);
-  p.offsets = ptr<const int64_t>(offsets);
-  p.blocks = ptr<int32_t>(blocks);
-  return p;
+// The cameras and depth maps of the fusion passes.
+template <class Args>
+std::vector<Field<Args, Sizes>> with_views(const std::vector<Field<Args, Sizes>>& fields) {
+  return with_grid(joined<Args, Sizes>(
+      {GSL_SCALAR(num_views, num_views), GSL_SCALAR(width, width), GSL_SCALAR(height, height),
+       GSL_BUFFER(viewmats, false, C, 4, 4), GSL_BUFFER(Ks, false, C, 3, 3), GSL_BUFFER(depths, false, C, H, W)},
+      fields));
 }
 
-tsdf::IntegrateParams integrate_params(const std::vector<double>& grid, Address block_coords, int64_t num_blocks,
-                                       Address tsdf_values, Address weight, Address color, Address viewmats,
-                                       Address Ks, Address depths, Address colors, int32_t num_views, int32_t width,
-                                       int32_t height) {
-  tsdf::IntegrateParams p;
-  p.grid = make_grid(grid);
-  p.block_coords = ptr<const int32_t>(block_coords);
-  p.num_blocks = num_blocks;
-  p.tsdf = ptr<float>(tsdf_values);
-  p.weight = ptr<float>(weight);
-  p.color = ptr<float>(color);
-  p.viewmats = ptr<const float>(viewmats);
-  p.Ks = ptr<const float>(Ks);
-  p.depths = ptr<const float>(depths);
-  p.colors = ptr<const float>(colors);
-  p.num_views = num_views;
-  p.width = width;
-  p.height = height;
-  return p;
+// The volume as marching cubes reads it (core/marching_cubes.h, BlockField).
+template <class Args>
+std::vector<Field<Args, Sizes>> with_block_field(const std::vector<Field<Args, Sizes>>& fields) {
+  return with_grid(joined<Args, Sizes>(
+      {GSL_SCALAR(num_blocks, num_blocks), GSL_SCALAR(field.min_weight, min_weight),
+       GSL_BUFFER_AT(field.block_coords, block_coords, false, B, 3),
+       GSL_BUFFER_AT(field.neighbours, neighbours, false, B, 8), GSL_BUFFER_AT(field.tsdf, tsdf, false, B, 512),
+       GSL_BUFFER_AT(field.weight, weight, false, B, 512)},
+      fields));
 }
 
-mc::ExtractParams extract_params(const std::vector<double>& grid, Address block_coords, Address neighbours,
-                                 Address tsdf_values, Address weight, Address color, double min_weight,
-                                 int64_t num_blocks, Address edge_masks, Address triangle_counts,
-                                 Address vertex_offsets, Address triangle_offsets, Address vertices,
-                                 Address vertex_colors, Address triangles) {
-  mc::ExtractParams p;
-  p.grid = make_grid(grid);
-  p.field.block_coords = ptr<const int32_t>(block_coords);
-  p.field.neighbours = ptr<const int32_t>(neighbours);
-  p.field.tsdf = ptr<const float>(tsdf_values);
-  p.field.weight = ptr<const float>(weight);
-  p.field.color = ptr<const float>(color);
-  p.field.min_weight = static_cast<float>(min_weight);
-  p.num_blocks = num_blocks;
-  p.edge_masks = ptr<uint8_t>(edge_masks);
-  p.triangle_counts = ptr<int32_t>(triangle_counts);
-  p.vertex_offsets = ptr<const int64_t>(vertex_offsets);
-  p.triangle_offsets = ptr<const int64_t>(triangle_offsets);
-  p.vertices = ptr<float>(vertices);
-  p.vertex_colors = ptr<float>(vertex_colors);
-  p.triangles = ptr<int64_t>(triangles);
-  return p;
+Sizes candidate_sizes(const tsdf::BlockCandidatesParams& a) {
+  return {a.num_views, a.height, a.width, 0, a.num_candidates, 0, 0};
 }
+
+GSL_FIELD_LIST(block_candidates_count, tsdf::BlockCandidatesParams, "tsdf block_candidates_count", &candidate_sizes,
+               with_views<Args>({GSL_SCALAR(cpu_lanes, cpu_lanes), GSL_BUFFER(counts, false, C, H, W)}))
+
+GSL_FIELD_LIST(block_candidates_fill, tsdf::BlockCandidatesParams, "tsdf block_candidates_fill", &candidate_sizes,
+               with_views<Args>({GSL_SCALAR(num_candidates, num_candidates), GSL_BUFFER(counts, false, C, H, W),
+                                 GSL_BUFFER(offsets, false, C, H, W), GSL_BUFFER(blocks, false, K, 3)}))
+
+GSL_FIELD_LIST(integrate, tsdf::IntegrateParams, "tsdf integrate",
+               [](const Args& a) { return Sizes{a.num_views, a.height, a.width, a.num_blocks, 0, 0, 0}; },
+               with_views<Args>({GSL_SCALAR(cpu_lanes, cpu_lanes), GSL_SCALAR(num_blocks, num_blocks),
+                                 GSL_BUFFER(block_coords, false, B, 3), GSL_BUFFER(tsdf, false, B, 512),
+                                 GSL_BUFFER(weight, false, B, 512), GSL_BUFFER(color, true, B, 512, 3),
+                                 GSL_BUFFER(colors, true, C, H, W, 3)}))
+
+Sizes extract_sizes(const mc::ExtractParams& a) { return {0, 0, 0, a.num_blocks, 0, a.num_vertices, a.num_triangles}; }
+
+GSL_FIELD_LIST(extract_count, mc::ExtractParams, "tsdf extract_count", &extract_sizes,
+               with_block_field<Args>(
+                   {GSL_BUFFER(edge_masks, false, B, 512), GSL_BUFFER(triangle_counts, false, B, 512)}))
+
+GSL_FIELD_LIST(extract_fill, mc::ExtractParams, "tsdf extract_fill", &extract_sizes,
+               with_block_field<Args>(
+                   {GSL_BUFFER_AT(field.color, color, true, B, 512, 3), GSL_BUFFER(edge_masks, false, B, 512),
+                    GSL_BUFFER(triangle_counts, false, B, 512), GSL_BUFFER(vertex_offsets, false, B, 512),
+                    GSL_BUFFER(triangle_offsets, false, B, 512), GSL_SCALAR(num_vertices, num_vertices),
+                    GSL_SCALAR(num_triangles, num_triangles), GSL_BUFFER(vertices, false, V, 3),
+                    GSL_BUFFER(vertex_colors, true, V, 3), GSL_BUFFER(triangles, false, T, 3)}))
+
+#if GSPLAT_LIB_WITH_CUDA
+#define GSL_PASS(ns, name)                                       \
+  bind_cpu(m, "tsdf_" #name, name##_fields(), &ns::name##_cpu); \
+  bind_cuda(m, "tsdf_" #name, name##_fields(), &ns::name##_cuda)
+#else
+#define GSL_PASS(ns, name) bind_cpu(m, "tsdf_" #name, name##_fields(), &ns::name##_cpu)
+#endif
 
 }  // namespace
 
 void bind_tsdf(py::module_& m) {
-  using Grid = const std::vector<double>&;
-  m.def(
-      "tsdf_block_candidates_count_cpu",
-      [](Grid grid, Address viewmats, Address Ks, Address depths, int32_t C, int32_t W, int32_t H, Address counts,
-         int32_t cpu_lanes, int num_threads) {
-        auto p = candidates_params(grid, viewmats, Ks, depths, C, W, H, counts, 0, 0);
-        p.cpu_lanes = cpu_lanes;
-        py::gil_scoped_release release;
-        tsdf::block_candidates_count_cpu(p, num_threads);
-      },
-      "counts [C, H, W] = blocks each pixel's truncation band touches (-1: out of range; cpu_lanes: 0, 1, 4, 8)");
-  m.def(
-      "tsdf_block_candidates_fill_cpu",
-      [](Grid grid, Address viewmats, Address Ks, Address depths, int32_t C, int32_t W, int32_t H, Address counts,
-         Address offsets, Address blocks, int num_threads) {
-        const auto p = candidates_params(grid, viewmats, Ks, depths, C, W, H, counts, offsets, blocks);
-        py::gil_scoped_release release;
-        tsdf::block_candidates_fill_cpu(p, num_threads);
-      },
-      "blocks [sum(counts), 3] int32: the blocks counted by tsdf_block_candidates_count (given its counts)");
-  m.def(
-      "tsdf_integrate_cpu",
-      [](Grid grid, Address block_coords, int64_t B, Address tsdf_values, Address weight, Address color,
-         Address viewmats, Address Ks, Address depths, Address colors, int32_t C, int32_t W, int32_t H,
-         int32_t cpu_lanes, int num_threads) {
-        auto p = integrate_params(grid, block_coords, B, tsdf_values, weight, color, viewmats, Ks, depths, colors,
-                                  C, W, H);
-        p.cpu_lanes = cpu_lanes;
-        py::gil_scoped_release release;
-        tsdf::integrate_cpu(p, num_threads);
-      },
-      "Fuses C depth maps (and colours) into every voxel of B blocks, views in order (cpu_lanes: 0 widest, 1, 4, 8)");
+  GSL_PASS(tsdf, block_candidates_count);  // counts: blocks per pixel's truncation band, -1 out of range
+  GSL_PASS(tsdf, block_candidates_fill);   // blocks: the blocks the count pass counted
+  GSL_PASS(tsdf, integrate);               // fuses the views into every voxel of the blocks, in order
+  GSL_PASS(mc, extract_count);             // crossed edges per voxel, triangles per cube
+  GSL_PASS(mc, extract_fill);              // vertices, vertex colours, triangles
   m.def("tsdf_max_cpu_lanes", &tsdf::tsdf_max_cpu_lanes, "Voxels per CPU lane group: 8 where AVX2 runs, else 4");
-  m.def(
-      "tsdf_extract_count_cpu",
-      [](Grid grid, Address block_coords, Address neighbours, Address tsdf_values, Address weight, double min_weight,
-         int64_t B, Address edge_masks, Address triangle_counts, int num_threads) {
-        const auto p = extract_params(grid, block_coords, neighbours, tsdf_values, weight, 0, min_weight, B,
-                                      edge_masks, triangle_counts, 0, 0, 0, 0, 0);
-        py::gil_scoped_release release;
-        mc::extract_count_cpu(p, num_threads);
-      },
-      "Marching cubes, first pass: crossed edges per voxel [B, 512] uint8 and triangles per cube [B, 512] int32");
-  m.def(
-      "tsdf_extract_fill_cpu",
-      [](Grid grid, Address block_coords, Address neighbours, Address tsdf_values, Address weight, Address color,
-         double min_weight, int64_t B, Address edge_masks, Address triangle_counts, Address vertex_offsets,
-         Address triangle_offsets, Address vertices, Address vertex_colors, Address triangles, int num_threads) {
-        const auto p = extract_params(grid, block_coords, neighbours, tsdf_values, weight, color, min_weight, B,
-                                      edge_masks, triangle_counts, vertex_offsets, triangle_offsets, vertices,
-                                      vertex_colors, triangles);
-        py::gil_scoped_release release;
-        mc::extract_fill_cpu(p, num_threads);
-      },
-      "Marching cubes, second pass: vertices [V, 3], vertex colours [V, 3] and triangles [T, 3] int64");
-#if GSPLAT_LIB_WITH_CUDA
-  m.def(
-      "tsdf_block_candidates_count_cuda",
-      [](Grid grid, Address viewmats, Address Ks, Address depths, int32_t C, int32_t W, int32_t H, Address counts,
-         int device, std::uintptr_t stream) {
-        const auto p = candidates_params(grid, viewmats, Ks, depths, C, W, H, counts, 0, 0);
-        py::gil_scoped_release release;
-        tsdf::block_candidates_count_cuda(p, device, stream);
-      },
-      "CUDA tsdf_block_candidates_count on the given stream");
-  m.def(
-      "tsdf_block_candidates_fill_cuda",
-      [](Grid grid, Address viewmats, Address Ks, Address depths, int32_t C, int32_t W, int32_t H, Address counts,
-         Address offsets, Address blocks, int device, std::uintptr_t stream) {
-        const auto p = candidates_params(grid, viewmats, Ks, depths, C, W, H, counts, offsets, blocks);
-        py::gil_scoped_release release;
-        tsdf::block_candidates_fill_cuda(p, device, stream);
-      },
-      "CUDA tsdf_block_candidates_fill on the given stream");
-  m.def(
-      "tsdf_integrate_cuda",
-      [](Grid grid, Address block_coords, int64_t B, Address tsdf_values, Address weight, Address color,
-         Address viewmats, Address Ks, Address depths, Address colors, int32_t C, int32_t W, int32_t H, int device,
-         std::uintptr_t stream) {
-        const auto p = integrate_params(grid, block_coords, B, tsdf_values, weight, color, viewmats, Ks, depths,
-                                        colors, C, W, H);
-        py::gil_scoped_release release;
-        tsdf::integrate_cuda(p, device, stream);
-      },
-      "CUDA tsdf_integrate on the given stream");
-  m.def(
-      "tsdf_extract_count_cuda",
-      [](Grid grid, Address block_coords, Address neighbours, Address tsdf_values, Address weight, double min_weight,
-         int64_t B, Address edge_masks, Address triangle_counts, int device, std::uintptr_t stream) {
-        const auto p = extract_params(grid, block_coords, neighbours, tsdf_values, weight, 0, min_weight, B,
-                                      edge_masks, triangle_counts, 0, 0, 0, 0, 0);
-        py::gil_scoped_release release;
-        mc::extract_count_cuda(p, device, stream);
-      },
-      "CUDA tsdf_extract_count on the given stream");
-  m.def(
-      "tsdf_extract_fill_cuda",
-      [](Grid grid, Address block_coords, Address neighbours, Address tsdf_values, Address weight, Address color,
-         double min_weight, int64_t B, Address edge_masks, Address triangle_counts, Address vertex_offsets,
-         Address triangle_offsets, Address vertices, Address vertex_colors, Address triangles, int device,
-         std::uintptr_t stream) {
-        const auto p = extract_params(grid, block_coords, neighbours, tsdf_values, weight, color, min_weight, B,
-                                      edge_masks, triangle_counts, vertex_offsets, triangle_offsets, vertices,
-                                      vertex_colors, triangles);
-        py::gil_scoped_release release;
-        mc::extract_fill_cuda(p, device, stream);
-      },
-      "CUDA tsdf_extract_fill on the given stream");
-#endif
 }
+
+#undef GSL_PASS
+#undef GSL_SIZE_NAMES
 
 }  // namespace gsl::bindings

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -157,6 +157,14 @@ class TSDFVolume:
         if c is None:
             return (self.voxel_size, self.truncation, 0.0, 0.0, 0.0, 0.0, 1.0, 1.9)
         return (self.voxel_size / c.radius, self.truncation, 1.0, *c.center, c.radius, c.limit)
+
+    def _grid_fields(self) -> Dict[str, float]:
+        """The grid as the compiled passes take it: the fields of ``Grid`` (csrc/core/tsdf.h)."""
+        voxel_size, truncation, contracted, center_x, center_y, center_z, radius, limit = self.grid
+        return dict(
+            voxel_size=voxel_size, truncation=truncation, contracted=int(contracted), center_x=center_x,
+            center_y=center_y, center_z=center_z, radius=radius, contracted_limit=limit,
+        )
 
     @property
     def num_blocks(self) -> int:
@@ -318,42 +326,29 @@ class TSDFVolume:
                 fused_colors = colors.detach() if colors is not None else torch.zeros(
                     (num_views, height, width, 3), device=device
                 )
-            _backend.op("tsdf_integrate", device)(
-                list(self.grid),
-                _backend.address(self._coords),
-                self._count,
-                _backend.address(self._tsdf),
-                _backend.address(self._weight),
-                _backend.address(self._color) if self.has_colors else 0,
-                _backend.address(viewmats.detach()),
-                _backend.address(Ks.detach()),
-                _backend.address(depth_maps),
-                _backend.address(fused_colors),
-                num_views,
-                width,
-                height,
-                *((CPU_LANES,) if device.type == "cpu" else ()),
-                *_device_args(device),
-            )
+            _backend.launch("tsdf_integrate", device, dict(
+                self._views_fields(viewmats, Ks, depth_maps), cpu_lanes=CPU_LANES, num_blocks=self._count,
+                block_coords=_backend.buffer(self.block_coords), tsdf=_backend.buffer(self.tsdf),
+                weight=_backend.buffer(self.weight), color=_backend.buffer(self.color),
+                colors=_backend.buffer(fused_colors)))
         return added
+
+    def _views_fields(self, viewmats: torch.Tensor, Ks: torch.Tensor, depth_maps: torch.Tensor) -> Dict[str, object]:
+        """The grid, cameras and [C, H, W] depth maps, as the fusion passes take them."""
+        num_views, height, width = depth_maps.shape
+        return dict(
+            self._grid_fields(), num_views=num_views, width=width, height=height,
+            viewmats=_backend.buffer(viewmats.detach()), Ks=_backend.buffer(Ks.detach()),
+            depths=_backend.buffer(depth_maps),
+        )
 
     def _candidate_blocks(self, depth_maps: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor) -> torch.Tensor:
         """[K, 3] int32 blocks touched by the truncation bands of [C, H, W] depth maps (with repeats)."""
         device = self.device
-        num_views, height, width = depth_maps.shape
-        common = (
-            list(self.grid),
-            _backend.address(viewmats.detach()),
-            _backend.address(Ks.detach()),
-            _backend.address(depth_maps),
-            num_views,
-            width,
-            height,
-        )
-        counts = torch.empty((num_views, height, width), dtype=torch.int64, device=device)
-        _backend.op("tsdf_block_candidates_count", device)(
-            *common, _backend.address(counts), *((CPU_LANES,) if device.type == "cpu" else ()), *_device_args(device)
-        )
+        views = self._views_fields(viewmats, Ks, depth_maps)
+        counts = torch.empty(depth_maps.shape, dtype=torch.int64, device=device)
+        _backend.launch("tsdf_block_candidates_count", device, dict(
+            views, cpu_lanes=CPU_LANES, counts=_backend.buffer(counts)))
         out_of_range = counts < 0
         if bool(out_of_range.any()):
             view, row, col = (int(v) for v in torch.nonzero(out_of_range)[0])
@@ -365,10 +360,9 @@ class TSDFVolume:
         offsets, total = _exclusive_cumsum(counts)
         blocks = torch.empty((total, 3), dtype=torch.int32, device=device)
         if total:
-            _backend.op("tsdf_block_candidates_fill", device)(
-                *common, _backend.address(counts), _backend.address(offsets), _backend.address(blocks),
-                *_device_args(device),
-            )
+            _backend.launch("tsdf_block_candidates_fill", device, dict(
+                views, num_candidates=total, counts=_backend.buffer(counts), offsets=_backend.buffer(offsets),
+                blocks=_backend.buffer(blocks)))
         return blocks
 
     # ------------------------------------------------------------------ extraction
@@ -397,37 +391,24 @@ class TSDFVolume:
             neighbours = self._neighbour_table()
             edge_masks = torch.empty((count, BLOCK_VOXELS), dtype=torch.uint8, device=device)
             triangle_counts = torch.empty((count, BLOCK_VOXELS), dtype=torch.int32, device=device)
-            field = (
-                list(self.grid),
-                _backend.address(self._coords),
-                _backend.address(neighbours),
-                _backend.address(self._tsdf),
-                _backend.address(self._weight),
+            field = dict(
+                self._grid_fields(), num_blocks=count, min_weight=float(min_weight),
+                block_coords=_backend.buffer(self.block_coords), neighbours=_backend.buffer(neighbours),
+                tsdf=_backend.buffer(self.tsdf), weight=_backend.buffer(self.weight),
+                edge_masks=_backend.buffer(edge_masks), triangle_counts=_backend.buffer(triangle_counts),
             )
-            _backend.op("tsdf_extract_count", device)(
-                *field, float(min_weight), count, _backend.address(edge_masks), _backend.address(triangle_counts),
-                *_device_args(device),
-            )
+            _backend.launch("tsdf_extract_count", device, field)
             vertex_counts = _EDGE_MASK_COUNTS.to(device)[edge_masks.long()]
             vertex_offsets, num_vertices = _exclusive_cumsum(vertex_counts)
             triangle_offsets, num_triangles = _exclusive_cumsum(triangle_counts)
             vertices = torch.empty((num_vertices, 3), dtype=torch.float32, device=device)
             vertex_colors = torch.empty((num_vertices, 3), dtype=torch.float32, device=device) if color_rows else None
             triangles = torch.empty((num_triangles, 3), dtype=torch.int64, device=device)
-            _backend.op("tsdf_extract_fill", device)(
-                *field,
-                _backend.address(self._color) if color_rows else 0,
-                float(min_weight),
-                count,
-                _backend.address(edge_masks),
-                _backend.address(triangle_counts),
-                _backend.address(vertex_offsets),
-                _backend.address(triangle_offsets),
-                _backend.address(vertices),
-                _backend.address(vertex_colors),
-                _backend.address(triangles),
-                *_device_args(device),
-            )
+            _backend.launch("tsdf_extract_fill", device, dict(
+                field, color=_backend.buffer(self.color), vertex_offsets=_backend.buffer(vertex_offsets),
+                triangle_offsets=_backend.buffer(triangle_offsets), num_vertices=num_vertices,
+                num_triangles=num_triangles, vertices=_backend.buffer(vertices),
+                vertex_colors=_backend.buffer(vertex_colors), triangles=_backend.buffer(triangles)))
         return Mesh(vertices, triangles, vertex_colors).without_unreferenced_vertices()
 
     def _neighbour_table(self) -> torch.Tensor:
@@ -452,9 +433,3 @@ def _check_cameras(viewmats: torch.Tensor, Ks: torch.Tensor) -> None:
         raise ValueError("Ks: intrinsics with skew (Ks[:, 0, 1] or Ks[:, 1, 0] != 0) are not supported")
     if Ks.shape[0] and not bool(((Ks[:, 0, 0] > 0) & (Ks[:, 1, 1] > 0)).all()):
         raise ValueError("Ks: focal lengths (Ks[:, 0, 0], Ks[:, 1, 1]) must be > 0")
-
-
-def _device_args(device: torch.device) -> Sequence[int]:
-    if device.type == "cpu":
-        return (_backend.num_threads(),)
-    return (_backend.device_index(device), _backend.stream_of(device))

@@ -22,7 +22,8 @@ struct BlockCandidatesParams {
   int32_t height = 0;               // H
   int64_t* counts = nullptr;        // [C, H, W] blocks per pixel, -1 when out of range (count pass out, fill pass in)
   const int64_t* offsets = nullptr; // [C, H, W] fill pass in: exclusive prefix sum of counts
-  int32_t* blocks = nullptr;        // [sum(counts), 3] fill pass out: block coordinates
+  int64_t num_candidates = 0;       // K = sum(counts), fill pass: the rows of blocks
+  int32_t* blocks = nullptr;        // [K, 3] fill pass out: block coordinates
   int32_t cpu_lanes = 0;            // CPU pixels per lane group: 0 (the widest here), 1, 4, or 8 with AVX2
 };
 
@@ -71,6 +72,8 @@ struct ExtractParams {
   int32_t* triangle_counts = nullptr;       // [B, 512] count pass out: triangles per cube
   const int64_t* vertex_offsets = nullptr;  // [B, 512] fill pass in: exclusive prefix sum of the vertex counts
   const int64_t* triangle_offsets = nullptr;// [B, 512] fill pass in: exclusive prefix sum of triangle_counts
+  int64_t num_vertices = 0;                 // V, fill pass: the sum of the vertex counts
+  int64_t num_triangles = 0;                // T, fill pass: the sum of triangle_counts
   float* vertices = nullptr;                // [V, 3] fill pass out (world)
   float* vertex_colors = nullptr;           // [V, 3] fill pass out, or null
   int64_t* triangles = nullptr;             // [T, 3] fill pass out: vertex indices

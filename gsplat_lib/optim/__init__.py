@@ -1,0 +1,5 @@
+"""Optimizers for surfel models."""
+
+from gsplat_lib.optim.fused_adam import FusedAdam
+
+__all__ = ["FusedAdam"]
