@@ -7,11 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from gsplat_lib.data import load_scene
 from gsplat_lib.data.capture_scene import make_capture_scene
 from gsplat_lib.data.synthetic_scene import synthetic_scene_data
-from gsplat_lib.train import TrainConfig, cli
+from gsplat_lib.train import TrainConfig, cli, render_cli
 from gsplat_lib.train.scene_defaults import resolve_scene_defaults
 from run_checks import assert_identical, final_content
 
@@ -86,10 +87,6 @@ def test_capture_scene_trains_to_the_measured_quality_without_fog(trained):
 def test_gsplat_train_scene_capture_and_gsplat_render(tmp_path):
     """The built-in capture scene through the command line (a few steps: the plumbing), and
     gsplat-render drawing its sky from the run's environment map."""
-    from PIL import Image
-
-    from gsplat_lib.train import render_cli
-
     output = tmp_path / "run"
     assert cli.main(["--scene", "capture", "--output", str(output), "--iterations", "20", "--no-progress"]) == 0
     assert (output / "data" / "sparse" / "0").is_dir() and (output / "data" / "gt").is_dir()

@@ -39,7 +39,7 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ from gsplat_lib.learning_rates import LearningRates
 from gsplat_lib.mesh import MeshSettings
 from gsplat_lib.model import GaussianModel
 from gsplat_lib.strategy import DefaultStrategy
+from gsplat_lib.strategy_base import Strategy
 from gsplat_lib.strategy_mcmc import MCMCStrategy
 from gsplat_lib.train import images, losses, metrics
 from gsplat_lib.train.config import Schedule, TrainConfig
@@ -448,7 +449,7 @@ class Trainer:
     def train_step(
         self,
         model: GaussianModel,
-        strategy: Union[DefaultStrategy, MCMCStrategy],
+        strategy: Strategy,
         step: int,
         viewmats: torch.Tensor,
         Ks: torch.Tensor,
