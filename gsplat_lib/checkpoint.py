@@ -99,26 +99,40 @@ def capture_rng_states() -> Dict[str, object]:
 
 def _check_rng_states(states: Mapping[str, object]) -> None:
     cpu = states["torch_cpu"]
-    if not isinstance(cpu, torch.Tensor) or cpu.dtype != torch.uint8:
-        raise ValueError("rng.torch_cpu must be a uint8 tensor")
+    if not isinstance(cpu, torch.Tensor) or cpu.dtype != torch.uint8 or cpu.shape != torch.get_rng_state().shape:
+        raise ValueError(f"rng.torch_cpu must be a uint8 tensor of {torch.get_rng_state().numel()} bytes")
     if not isinstance(states["torch_cuda"], list):
         raise ValueError("rng.torch_cuda must be a list")
     numpy_state = states["numpy"]
+    if numpy_state["bit_generator"] != "MT19937":
+        raise ValueError(f"rng.numpy.bit_generator must be 'MT19937', got {numpy_state['bit_generator']!r}")
     keys = numpy_state["keys"]
     if not isinstance(keys, torch.Tensor) or keys.shape != (624,):
         raise ValueError("rng.numpy.keys must be a tensor of 624 entries")
     python_state = states["python"]
     if not (isinstance(python_state, list) and len(python_state) == 3 and len(python_state[1]) == 625):
         raise ValueError("rng.python must be [version, 625 ints, gauss_next]")
+    if python_state[0] != random.getstate()[0]:
+        raise ValueError(f"rng.python has state version {python_state[0]!r}, this Python's is {random.getstate()[0]}")
 
 
 def restore_rng_states(states: Mapping[str, object]) -> None:
-    """Sets the global generators to :func:`capture_rng_states`'s states.
+    """Sets the global generators to :func:`capture_rng_states`'s states, all or none: when
+    one cannot be set, those already set go back and a ValueError says why.
 
     CUDA states are restored when CUDA is available (for as many devices as both have);
     a checkpoint taken on a machine without CUDA leaves the CUDA generators untouched.
     """
     _check_rng_states(states)
+    previous = capture_rng_states()
+    try:
+        _set_rng_states(states)
+    except (TypeError, ValueError, RuntimeError, IndexError, OverflowError) as error:
+        _set_rng_states(previous)
+        raise ValueError(f"the saved random generator states cannot be restored: {error}") from error
+
+
+def _set_rng_states(states: Mapping[str, object]) -> None:
     torch.set_rng_state(states["torch_cpu"].clone())
     if states["torch_cuda"] and torch.cuda.is_available():
         for index, state in enumerate(states["torch_cuda"][: torch.cuda.device_count()]):
@@ -288,9 +302,9 @@ def restore_checkpoint(
         config = content["config"]
         if not isinstance(trainer_state, dict) or not isinstance(config, dict):
             raise ValueError("trainer_state and config must be dicts")
-    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+        if restore_rng:
+            restore_rng_states(content["rng"])  # the last step: all or nothing
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, OverflowError) as error:
         detail = f"missing entry {error}" if isinstance(error, KeyError) else str(error)
         raise ValueError(f"{path}: inconsistent checkpoint: {detail}") from error
-    if restore_rng:
-        restore_rng_states(content["rng"])
     return Checkpoint(model=model, strategy=strategy, trainer_state=trainer_state, step=step, config=config)

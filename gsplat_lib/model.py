@@ -444,8 +444,15 @@ class GaussianModel:
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, object], device: Union[str, torch.device] = "cpu") -> "GaussianModel":
-        """Inverse of :meth:`state_dict`: the model with its optimizer state, on ``device``."""
+        """Inverse of :meth:`state_dict`: the model with its optimizer state, on ``device``.
+
+        A saved state is what was trained: a non-finite parameter, moment or learning rate in
+        it is corruption, refused with a ValueError naming it (a model made in memory may hold
+        NaN surfels, which the rasterizer culls)."""
         config = dict(state["config"])
+        for name, value in state["params"].items():
+            if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all()):
+                raise ValueError(f"params[{name!r}] holds NaN or Inf")
         fused_adam = config.get("fused_adam")  # absent from checkpoints before FusedAdam: the default
         if fused_adam is not None and not isinstance(fused_adam, bool):
             raise ValueError(f"model config: fused_adam must be a bool or None, got {fused_adam!r}")
@@ -516,8 +523,17 @@ def _check_optimizer_state(state_dict: Mapping[str, object], model: GaussianMode
     if names != list(PARAM_NAMES):
         raise ValueError(f"optimizer param groups are {names}, expected {list(PARAM_NAMES)}")
     for index, name in enumerate(PARAM_NAMES):
-        if groups[index]["params"] != [index]:
-            raise ValueError(f"optimizer param group {name!r} refers to params {groups[index]['params']}")
+        group = groups[index]
+        if group["params"] != [index]:
+            raise ValueError(f"optimizer param group {name!r} refers to params {group['params']}")
+        for key, low in (("lr", 0.0), ("eps", 0.0)):
+            value = group.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= low):
+                raise ValueError(f"optimizer param group {name!r}: {key} must be a finite number >= {low}, got {value!r}")
+        betas = group.get("betas")
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2
+                and all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas)):
+            raise ValueError(f"optimizer param group {name!r}: betas must be two numbers in [0, 1), got {betas!r}")
         entry = state_dict["state"].get(index)
         if entry is None:
             continue
@@ -528,5 +544,7 @@ def _check_optimizer_state(state_dict: Mapping[str, object], model: GaussianMode
                 raise ValueError(
                     f"optimizer state of {name!r}: {key} must be float32 {list(shape)}, got {_describe(moment)}"
                 )
+            if not bool(torch.isfinite(moment).all()):
+                raise ValueError(f"optimizer state of {name!r}: {key} holds NaN or Inf")
         if not isinstance(entry.get("step"), torch.Tensor):
             raise ValueError(f"optimizer state of {name!r}: step must be a tensor")

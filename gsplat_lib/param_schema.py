@@ -10,6 +10,8 @@ from typing import Dict, Mapping, Tuple
 
 import torch
 
+from gsplat_lib.ops.sh import MAX_SH_DEGREE
+
 __all__ = ["PARAM_NAMES", "PARAM_SHAPES", "check_params", "sh_degree_of"]
 
 #: Raw parameters, in the order of the optimizer's param groups.
@@ -63,11 +65,13 @@ def check_params(params: Mapping[str, torch.Tensor]) -> None:
 
 
 def sh_degree_of(num_coefficients: int) -> int:
-    """SH degree d with (d + 1)^2 == num_coefficients, else ValueError."""
+    """SH degree d with (d + 1)^2 == num_coefficients, else ValueError: only the degrees the
+    colours are evaluated for (0 to MAX_SH_DEGREE) are accepted, so that a model refuses
+    what its renders would."""
     degree = int(round(math.sqrt(num_coefficients))) - 1
-    if degree < 0 or (degree + 1) ** 2 != num_coefficients:
+    if degree < 0 or (degree + 1) ** 2 != num_coefficients or degree > MAX_SH_DEGREE:
         raise ValueError(
-            f"SH coefficients per colour channel must be a square (1, 4, 9, 16, ...), "
-            f"got {num_coefficients}"
+            f"SH coefficients per colour channel must be a square (d + 1)^2 of a degree d in 0..{MAX_SH_DEGREE} "
+            f"(1, 4, 9 or 16), got {num_coefficients}"
         )
     return degree

@@ -45,6 +45,11 @@ class DensifyReport(NamedTuple):
     pruned_by_screen_size: int
 
 
+def _finite_pairs(grad: torch.Tensor) -> torch.Tensor:
+    """``grad`` [..., 2] with every pair holding NaN or Inf set to (0, 0)."""
+    return torch.where(torch.isfinite(grad).all(-1, keepdim=True), grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+
+
 def in_plane_axes(quats: torch.Tensor):
     """The first two columns (t_u, t_v) [K, 3] of the rotation of unit quaternions [K, 4] (w, x, y, z)."""
     w, x, y, z = quats.unbind(dim=1)
@@ -62,7 +67,8 @@ class DefaultStrategy(Strategy):
     - every step: accumulate, per surfel, the norm of the screen-space gradient in NDC
       units (``gsplat_lib.ops.densify.accumulate_screen_stats``), its absolute variant, the
       number of (step, camera) pairs where it was visible, and its largest screen radius
-      ``max_radii2D`` (pixels), over all cameras of the batched render;
+      ``max_radii2D`` (pixels), over all cameras of the batched render; a camera whose
+      gradient holds NaN or Inf adds 0 (the surfel still counts as seen);
     - when ``step > refine_start`` and ``step % refine_every == 0``: densify and prune, then
       reset the accumulators;
     - when ``step % reset_every == 0``: opacity = min(opacity, ``reset_opacity_value``) and
@@ -185,6 +191,9 @@ class DefaultStrategy(Strategy):
                 "DefaultStrategy.step_post_backward: result.screen_grad.grad is None; call "
                 "loss.backward() on a loss of this render first"
             )
+        # A non-finite gradient (a blown-up step) adds nothing: the surfel's mean would stay NaN,
+        # and NaN >= threshold never densifies it again.
+        screen_grad, screen_absgrad = _finite_pairs(screen_grad), _finite_pairs(screen_absgrad)
         num_cameras, height, width = result.colors.shape[:3]
         if self.loss_is_batch_mean and num_cameras > 1:
             screen_grad = screen_grad * num_cameras

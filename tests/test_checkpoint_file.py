@@ -280,19 +280,53 @@ def test_newer_format_version_is_refused(tmp_path):
                                         count=torch.zeros(7, dtype=torch.int32), max_radii2D=torch.zeros(7)), "7 surfels"),
         (lambda c: c.pop("rng"), "rng"),
         (lambda c: c.update(step=-1), "step"),
+        # Valid digests around content no generator or model can take (found by fuzzing).
+        (lambda c: c["rng"]["numpy"].update(bit_generator="PCG64"), "bit_generator"),
+        (lambda c: c["rng"]["python"].__setitem__(0, 99), "state version 99"),
+        (lambda c: c["rng"].update(torch_cpu=c["rng"]["torch_cpu"][:100]), "torch_cpu"),
+        (lambda c: c["model"]["params"]["means"].__setitem__((0, 0), float("nan")), r"params\['means'\] holds NaN"),
+        (lambda c: c["model"]["params"]["sh_dc"].__setitem__((1, 0, 2), float("inf")), r"params\['sh_dc'\] holds NaN"),
+        (lambda c: c["model"]["optimizer"]["param_groups"][2].update(lr=float("nan")), "'quats': lr must be a finite"),
+        (lambda c: c["model"]["optimizer"]["param_groups"][0].update(lr=-1.0), "'means': lr must be a finite"),
+        (lambda c: c["model"]["optimizer"]["param_groups"][4].update(betas=(0.9, 1.5)), "betas"),
+        (lambda c: c["model"]["optimizer"]["state"][1]["exp_avg_sq"].__setitem__((0, 0), float("nan")),
+         "exp_avg_sq holds NaN"),
     ],
 )
 def test_inconsistent_content_is_rejected_before_anything_is_restored(tmp_path, change, message):
     path = saved_checkpoint(tmp_path)
     broken = tmp_path / "broken.ckpt"
     rewrite(path, broken, lambda payload: change(payload["content"]))
-    torch.manual_seed(7)
-    expected = torch.rand(2)
-    torch.manual_seed(7)
+    before = capture_rng_states()
     with pytest.raises(ValueError, match=message) as error:
         load_checkpoint(broken)
     assert "broken.ckpt" in str(error.value)
-    assert torch.equal(torch.rand(2), expected)  # the global RNG was not touched
+    after = capture_rng_states()  # no global generator was touched
+    assert torch.equal(after["torch_cpu"], before["torch_cpu"])
+    assert torch.equal(after["numpy"]["keys"], before["numpy"]["keys"]) and after["python"] == before["python"]
+
+
+def test_restoring_generators_is_all_or_nothing(monkeypatch):
+    states = capture_rng_states()
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    before = capture_rng_states()
+
+    real_set_state = np.random.set_state
+    calls = []
+
+    def failing_set_state(state):  # numpy refuses once, after torch's state was already set
+        calls.append(state)
+        if len(calls) == 1:
+            raise ValueError("cannot set this state")
+        real_set_state(state)
+
+    monkeypatch.setattr(np.random, "set_state", failing_set_state)
+    with pytest.raises(ValueError, match="cannot be restored: cannot set this state"):
+        restore_rng_states(states)
+    monkeypatch.undo()
+    after = capture_rng_states()
+    assert torch.equal(after["torch_cpu"], before["torch_cpu"])
+    assert after["python"] == before["python"]
 
 
 @pytest.mark.cuda

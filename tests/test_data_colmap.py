@@ -347,3 +347,79 @@ def test_read_image_modes(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="broken.png"):
         read_image(tmp_path / "broken.png")
+
+
+# ---------------------------------------------------------------------------
+# Corrupt models: a clear error naming the file, never a silent load or a raw traceback
+
+
+def test_huge_point_count_is_rejected_before_allocating(tmp_path):
+    folder = write_pinhole_dataset(tmp_path, "PINHOLE", [20, 20, 6, 4], binary=True)
+    path = folder / "sparse" / "0" / "points3D.bin"
+    data = bytearray(path.read_bytes())
+    data[:8] = struct.pack("<Q", 2**62)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"points3D\.bin.*point count"):
+        read_colmap_model(folder / "sparse" / "0")
+
+
+def test_non_utf8_image_name_names_file(tmp_path):
+    folder = write_pinhole_dataset(tmp_path, "PINHOLE", [20, 20, 6, 4], binary=True)
+    path = folder / "sparse" / "0" / "images.bin"
+    data = path.read_bytes()
+    name_at = data.index(b"frame_0.png")
+    path.write_bytes(data[:name_at] + b"\xff\xfe" + data[name_at + 2 :])
+    with pytest.raises(ValueError, match=r"images\.bin.*not UTF-8"):
+        read_colmap_model(folder / "sparse" / "0")
+
+
+def test_non_utf8_text_file_names_file(tmp_path):
+    folder = write_pinhole_dataset(tmp_path, "PINHOLE", [20, 20, 6, 4])
+    path = folder / "sparse" / "0" / "images.txt"
+    path.write_bytes(path.read_bytes().replace(b"frame_0.png", b"\xff\xfe.png"))
+    with pytest.raises(ValueError, match=r"images\.txt.*not UTF-8"):
+        read_colmap_model(folder / "sparse" / "0")
+
+
+def _replace_image_pose(folder, qvec, tvec):
+    model = read_colmap_model(folder / "sparse" / "0")
+    images = sorted(model.images.values(), key=lambda image: image.image_id)
+    images[0] = ColmapImage(images[0].image_id, np.array(qvec, float), np.array(tvec, float), 1, images[0].name)
+    write_colmap_model(folder / "sparse" / "0", list(model.cameras.values()), images, model.points, model.colors)
+
+
+@pytest.mark.parametrize(
+    "qvec, tvec, message",
+    [
+        ((0, 0, 0, 0), (0, 0, 2), "quaternion"),
+        ((float("nan"), 0, 0, 0), (0, 0, 2), "quaternion"),
+        ((1, 0, 0, 0), (float("nan"), 0, 2), "pose contains NaN or Inf"),
+        ((1, 0, 0, 0), (0, float("inf"), 2), "pose contains NaN or Inf"),
+        ((1, 0, 0, 0), (0, 1e300, 2), "pose contains NaN or Inf"),
+    ],
+)
+def test_corrupt_pose_names_file_and_image(tmp_path, qvec, tvec, message):
+    folder = write_pinhole_dataset(tmp_path, "PINHOLE", [20, 20, 6, 4])
+    _replace_image_pose(folder, qvec, tvec)
+    with pytest.raises(ValueError, match=rf"images\.txt: image frame_0\.png.*{message}"):
+        load_colmap(folder)
+
+
+@pytest.mark.parametrize("focal", [float("nan"), 0.0, -20.0, float("inf")])
+def test_bad_focal_length_names_file_and_camera(tmp_path, focal):
+    folder = write_pinhole_dataset(tmp_path, "PINHOLE", [focal, 20, 6, 4])
+    with pytest.raises(ValueError, match=r"cameras\.txt: camera 1: focal lengths must be finite and > 0"):
+        load_colmap(folder)
+
+
+def test_non_finite_points_name_file(tmp_path):
+    folder = write_pinhole_dataset(tmp_path, "PINHOLE", [20, 20, 6, 4], binary=True)
+    model = read_colmap_model(folder / "sparse" / "0")
+    points = model.points.copy()
+    points[3, 1] = float("nan")
+    write_colmap_model(
+        folder / "sparse" / "0", list(model.cameras.values()), list(model.images.values()), points, model.colors,
+        binary=True,
+    )
+    with pytest.raises(ValueError, match=r"points3D\.bin: 1 point\(s\) have NaN or Inf.*#3"):
+        load_colmap(folder)

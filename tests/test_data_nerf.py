@@ -216,3 +216,76 @@ def test_bad_background(tmp_path):
     write_blender_scene(tmp_path, [np.eye(4)])
     with pytest.raises(ValueError, match="background"):
         load_scene(tmp_path, background=(1.0, 0.0))
+
+
+# ---------------------------------------------------------------------------
+# Corrupt transforms: a ValueError naming the file (and the frame), never a raw traceback
+
+
+def _valid_c2w():
+    return np.linalg.inv(look_at((0.0, -4.0, 1.0), up=(0.0, 0.0, 1.0)).double().numpy()) @ np.diag([1.0, -1, -1, 1])
+
+
+def _write_meta(folder, meta):
+    write_blender_scene(folder, [_valid_c2w()])
+    (folder / "transforms_train.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    "meta, message",
+    [
+        ([1, 2], "must hold a JSON object"),
+        ({"camera_angle_x": 0.8, "frames": [7]}, "frame 0 must be a JSON object"),
+        ({"camera_angle_x": 0.8, "frames": [{"file_path": 3, "transform_matrix": []}]}, "file_path must be a string"),
+        ({"camera_angle_x": 0.8, "frames": [{"file_path": "./train/r_0", "transform_matrix": "eye"}]},
+         "transform_matrix must be a 4x4"),
+        ({"camera_angle_x": 0.8, "frames": [{"file_path": "./train/r_0", "transform_matrix": [[1, 0], [0]]}]},
+         "transform_matrix must be a 4x4"),
+        ({"camera_angle_x": 0.8, "frames": [{"file_path": "./train/r_0", "transform_matrix": np.zeros((4, 4)).tolist()}]},
+         "last row must be"),
+        ({"camera_angle_x": 0.8, "frames": [{"file_path": "./train/r_0", "transform_matrix": np.diag([1.0, 1, 0, 1]).tolist()}]},
+         "not a rotation matrix"),
+    ],
+)
+def test_malformed_frames_name_file(tmp_path, meta, message):
+    _write_meta(tmp_path, meta)
+    with pytest.raises(ValueError, match=rf"transforms_train\.json.*{message}"):
+        load_nerf_synthetic(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "keys, message",
+    [
+        ({"camera_angle_x": 0}, "camera_angle_x must be a field of view"),
+        ({"camera_angle_x": 4.0}, "camera_angle_x must be a field of view"),
+        ({"camera_angle_x": float("nan")}, "camera_angle_x must be a finite number"),
+        ({"camera_angle_x": "wide"}, "camera_angle_x must be a finite number"),
+        ({"fl_x": float("nan")}, "fl_x must be a finite number"),
+        ({"fl_x": 0.0}, "focal lengths must be finite and > 0"),
+        ({"fl_x": -5.0}, "focal lengths must be finite and > 0"),
+        ({"camera_angle_x": 0.8, "cx": float("inf")}, "cx must be a finite number"),
+        ({"camera_angle_x": 0.8, "w": "ten", "h": 8}, "w must be a finite number"),
+    ],
+)
+def test_bad_intrinsics_name_file(tmp_path, keys, message):
+    frame = {"file_path": "./train/r_0", "transform_matrix": _valid_c2w().tolist()}
+    _write_meta(tmp_path, {**keys, "frames": [frame]})
+    with pytest.raises(ValueError, match=rf"transforms_train\.json: frame 0: {message}"):
+        load_nerf_synthetic(tmp_path)
+
+
+@pytest.mark.parametrize("row, column, value", [(0, 3, float("nan")), (1, 1, float("inf")), (2, 0, float("nan"))])
+def test_non_finite_transform_matrix_names_file(tmp_path, row, column, value):
+    c2w = _valid_c2w()
+    c2w[row, column] = value
+    frame = {"file_path": "./train/r_0", "transform_matrix": c2w.tolist()}
+    _write_meta(tmp_path, {"camera_angle_x": 0.8, "frames": [frame]})
+    with pytest.raises(ValueError, match=r"transforms_train\.json: frame 0: transform_matrix: the pose contains NaN"):
+        load_nerf_synthetic(tmp_path)
+
+
+def test_non_utf8_json_names_file(tmp_path):
+    write_blender_scene(tmp_path, [_valid_c2w()])
+    (tmp_path / "transforms_train.json").write_bytes(b'{"frames": "\xff"}')
+    with pytest.raises(ValueError, match=r"transforms_train\.json: not valid JSON"):
+        load_nerf_synthetic(tmp_path)

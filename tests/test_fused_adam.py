@@ -410,6 +410,23 @@ def test_empty_tensors_and_empty_optimizers_are_fine():
     FusedAdam([torch.nn.Parameter(torch.ones(2))]).step()  # no gradient at all
 
 
+def test_empty_tensors_beside_non_empty_ones_match_torch():
+    # A model of SH degree 0 holds sh_rest [N, 0, 3] beside its non-empty tensors.
+    torch.manual_seed(0)
+    shapes = [(5, 0, 3), (5, 3), (0, 4)]
+    ours = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    fused, reference = FusedAdam(ours, lr=0.1), torch.optim.Adam(theirs, lr=0.1, foreach=False)
+    for _ in range(2):
+        for a, b in zip(ours, theirs):
+            a.grad = torch.randn(a.shape)
+            b.grad = a.grad.clone()
+        fused.step()
+        reference.step()
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+
+
 def test_bad_arguments_are_named():
     p = torch.nn.Parameter(torch.ones(3))
     with pytest.raises(ValueError, match="betas\\[1\\]"):

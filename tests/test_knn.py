@@ -194,3 +194,10 @@ def test_rejects_bad_k(k):
 def test_rejects_bad_min_dist2(min_dist2):
     with pytest.raises(ValueError, match="min_dist2"):
         gsplat_lib.knn_dist2(torch.rand(5, 3), min_dist2=min_dist2)
+
+
+def test_k_whose_outputs_cannot_fit_is_refused():
+    with pytest.raises(ValueError, match=r"k=2147483647 neighbours of 10 points.*GiB"):
+        gsplat_lib.knn(torch.rand(10, 3), 2**31 - 1)
+    indices, sq_dists = gsplat_lib.knn(torch.rand(0, 3), 2**31 - 1)  # nothing to hold
+    assert indices.shape == (0, 2**31 - 1) and sq_dists.numel() == 0

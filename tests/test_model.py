@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
+import gsplat_lib
 from gsplat_lib import GaussianModel, LearningRates
 from gsplat_lib.ops.sh import SH_C0
 from gsplat_lib.param_schema import PARAM_NAMES
@@ -224,3 +225,21 @@ def test_render_feeds_the_activations_and_the_active_sh_degree_to_the_rasterizer
     assert torch.equal(with_band_one, expected(1)) and not torch.equal(with_band_one, result.colors)
     with_band_one.sum().backward()
     assert all(model.params[name].grad is not None for name in PARAM_NAMES)
+
+
+def test_sh_degree_above_three_is_refused_up_front(tmp_path):
+    """Degree 4 coefficients would load and then fail at the first render: refused at once."""
+    params = {name: value for name, value in GaussianModel.from_points(
+        torch.rand(3, 3), torch.rand(3, 3), scene_extent=1.0, sh_degree=3).params.items()}
+    with pytest.raises(ValueError, match=r"degree d in 0\.\.3.*got 25"):
+        GaussianModel({**params, "sh_rest": torch.zeros(3, 24, 3)}, scene_extent=1.0)
+    with pytest.raises(ValueError, match=r"degree d in 0\.\.3"):
+        GaussianModel.from_points(torch.rand(3, 3), torch.rand(3, 3), scene_extent=1.0, sh_degree=4)
+    path = tmp_path / "degree4.ply"
+    from plyfile import PlyData, PlyElement
+    names = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", *(f"f_rest_{i}" for i in range(72)), "opacity",
+             "scale_0", "scale_1", "rot_0", "rot_1", "rot_2", "rot_3"]
+    rows = np.zeros(2, dtype=[(name, "f4") for name in names])
+    PlyData([PlyElement.describe(rows, "vertex")]).write(str(path))
+    with pytest.raises(ValueError, match=r"degree4\.ply: property f_rest_\*: 72 values.*degree 0 to 3"):
+        gsplat_lib.load_ply(path)

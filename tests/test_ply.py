@@ -231,3 +231,59 @@ def test_gsplat_lib_imports_without_plyfile(tmp_path):
                             cwd=tmp_path, env=python_env(), timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "plyfile needed"
+
+
+# Files whose header disagrees with their data: found by fuzzing (issue 27); plyfile reads the
+# declared rows and ignores the rest, so each would otherwise load silently.
+
+
+def _write_with_header_count(tmp_path, declared):
+    path = tmp_path / "surfels.ply"
+    save_ply(path, random_params(count=30))
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"element vertex 30\n", f"element vertex {declared}\n".encode(), 1))
+    return path
+
+
+@pytest.mark.parametrize("declared", [29, 0])
+def test_header_count_below_the_data_is_refused(tmp_path, declared):
+    path = _write_with_header_count(tmp_path, declared)
+    with pytest.raises(ValueError, match=r"surfels\.ply: \d+ bytes follow the %d rows" % declared):
+        load_ply(path)
+
+
+def test_header_count_above_the_data_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"surfels\.ply: cannot be read"):
+        load_ply(_write_with_header_count(tmp_path, 31))
+
+
+def test_trailing_bytes_are_refused(tmp_path):
+    path = tmp_path / "surfels.ply"
+    save_ply(path, random_params(count=5))
+    path.write_bytes(path.read_bytes() + b"\x00garbage")
+    with pytest.raises(ValueError, match=r"surfels\.ply: 8 bytes follow the 5 rows"):
+        load_ply(path)
+
+
+def test_ascii_file_with_an_extra_row_is_refused(tmp_path):
+    path = tmp_path / "ascii.ply"
+    save_ply(path, random_params(count=4))
+    ply = PlyData.read(str(path), mmap=False)  # a mapped file must not be rewritten under the map
+    ply.text = True
+    ply.write(str(path))
+    assert torch.equal(load_ply(path)["means"], random_params(count=4)["means"])  # as written, it loads
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines + [lines[-1]]))
+    with pytest.raises(ValueError, match=r"ascii\.ply: the header declares 4 rows but the file has 5 data lines"):
+        load_ply(path)
+
+
+def test_list_typed_property_is_named(tmp_path):
+    rows = np.empty(2, dtype=[("x", "f4"), ("opacity", "O")])
+    rows["x"] = 0.0
+    rows["opacity"] = [np.array([0.1, 0.2], "f4"), np.array([0.3], "f4")]
+    path = tmp_path / "lists.ply"
+    PlyData([PlyElement.describe(rows, "vertex", val_types={"opacity": "f4"}, len_types={"opacity": "u1"})]).write(
+        str(path))
+    with pytest.raises(ValueError, match=r"lists\.ply: property 'opacity' of the vertex element is a list"):
+        load_ply(path)

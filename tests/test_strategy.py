@@ -177,6 +177,21 @@ def test_statistics_accumulate_ndc_norms_counts_and_max_radii():
     assert strategy.max_radii2D.tolist() == [9.0, 2.0, 0.0]
 
 
+def test_non_finite_gradients_add_nothing_and_the_surfel_still_densifies_later():
+    model = make_model([[0.005, 0.005]] * 2, [0.5] * 2)
+    strategy = DefaultStrategy(refine_start=1, refine_every=3, reset_every=1000, loss_is_batch_mean=False)
+    radii = torch.full((1, 2, 2), 5, dtype=torch.int32)
+    blown_up = torch.tensor([[[float("nan"), 0.0], [float("inf"), 1.0]]])
+    strategy.step_post_backward(model, fake_result(blown_up, radii, blown_up), 1)
+    assert strategy.grad_acc.tolist() == [0.0, 0.0] and strategy.absgrad_acc.tolist() == [0.0, 0.0]
+    assert strategy.count.tolist() == [1, 1]
+    high = torch.full((1, 2, 2), 10 * HIGH_GRAD_NDC / (WIDTH / 2))
+    strategy.step_post_backward(model, fake_result(high, radii), 2)
+    report = strategy.step_post_backward(model, fake_result(high, radii), 3)
+    assert report is not None and report.num_cloned == 2  # mean 2/3 of ten times the threshold
+    assert torch.isfinite(strategy.grad_acc).all()
+
+
 def test_batch_mean_loss_gradients_are_scaled_back_by_the_camera_count():
     model = make_model([[0.01, 0.01]] * 2, [0.5] * 2)
     screen_grad = torch.full((2, 2, 2), 0.1)

@@ -68,11 +68,12 @@ void set_pass(adam::AdamParams& a, py::handle value) {
   a.pass = static_cast<adam::AdamPass>(pass);
 }
 
-// The parameters pass reads torch's square root of every tensor's exp_avg_sq.
+// The parameters pass reads torch's square root of every non-empty tensor's exp_avg_sq (an
+// empty tensor's buffers all have address 0).
 void check_params(const adam::AdamParams& a) {
   if (a.pass != adam::AdamPass::parameters) return;
   for (size_t i = 0; i < a.tensors.size(); ++i)
-    if (a.tensors[i].exp_avg_sq_sqrt == nullptr)
+    if (a.tensors[i].exp_avg_sq_sqrt == nullptr && a.tensors[i].num_rows * a.tensors[i].row_floats > 0)
       throw std::invalid_argument("adam_step: exp_avg_sq_sqrt [R, F] is required by the parameters pass (tensors[" +
                                   std::to_string(i) + "])");
 }

@@ -141,6 +141,7 @@ void bind_rasterize(py::module_& m) {
   m.attr("TILE_SIZE") = kTileSize;
   m.attr("CPU_TILE_WIDTH") = kMaxCpuTileWidth;
   m.attr("PAIR_GRAD_COLOR") = kPairGradColor;
+  m.attr("COLOR_CULL_SCALE") = kColorCullScale;
 }
 
 #undef GSL_PASS

@@ -116,11 +116,18 @@ GSL_HD Vec3Lanes<F> camera_point(const Camera& cam, const F p[3]) {
   return {rotated.x + cam.t.x, rotated.y + cam.t.y, rotated.z + cam.t.z};
 }
 
-// The inputs of one surfel per lane. finite_color: every colour channel is finite.
+// Colours beyond this magnitude are culled like non-finite ones: the products the backward
+// forms with them (weights, cotangents, sums over surfels) would overflow float32. A value x is
+// within it when x * kColorCullScale is finite (kColorLimit = FLT_MAX / kColorCullScale).
+constexpr float kColorCullScale = 1e20f;
+constexpr float kColorLimit = 3.4028235e38f / kColorCullScale;
+
+// The inputs of one surfel per lane. usable_color: every colour channel is finite and within
+// kColorLimit.
 template <class F>
 struct SurfelLanes {
   F mean[3], quat[4], scale[2], opacity;
-  typename Lanes<F>::Mask finite_color;
+  typename Lanes<F>::Mask usable_color;
 };
 
 // What one camera sees of one surfel per lane.
@@ -142,7 +149,7 @@ GSL_HD ProjectionLanes<F> project_lanes(const SurfelLanes<F>& s, const Camera& c
                                         float near_plane, float far_plane) {
   using Mask = typename Lanes<F>::Mask;
   ProjectionLanes<F> p;
-  Mask ok = s.finite_color & finite_lanes(s.opacity) & Mask(s.opacity > 0.f);
+  Mask ok = s.usable_color & finite_lanes(s.opacity) & Mask(s.opacity > 0.f);
   for (int i = 0; i < 3; ++i) ok = ok & finite_lanes(s.mean[i]);
   for (int i = 0; i < 4; ++i) ok = ok & finite_lanes(s.quat[i]);
   const F s_u = s.scale[0] * scale_modifier, s_v = s.scale[1] * scale_modifier;

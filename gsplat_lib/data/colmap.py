@@ -31,6 +31,7 @@ import numpy as np
 
 from .images import downscale_image, downscale_intrinsics, load_ground_truth, read_image, write_image
 from .scene import Camera, PathLike, SceneData, check_background, check_downscale, random_points, scene_extent, split_indices
+from .validation import check_intrinsics, check_points, check_viewmat
 
 __all__ = [
     "CAMERA_MODELS",
@@ -112,6 +113,7 @@ class ColmapModel:
     # Files the model was read from, for error messages.
     cameras_file: Optional[Path] = None
     images_file: Optional[Path] = None
+    points_file: Optional[Path] = None
 
 
 # ---------------------------------------------------------------------------
@@ -197,9 +199,21 @@ class _BinaryReader:
                 f"{self.path}: file is truncated or corrupt: {what} at byte {self.offset} "
                 "has no terminating NUL"
             )
-        text = self.data[self.offset : end].decode("utf-8")
+        try:
+            text = self.data[self.offset : end].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{self.path}: {what} at byte {self.offset} is not UTF-8 text") from None
         self.offset = end + 1
         return text
+
+    def check_count(self, count: int, min_record_size: int, what: str) -> None:
+        """A corrupt count must not allocate: ``count`` records need at least this many bytes."""
+        remaining = len(self.data) - self.offset
+        if count * min_record_size > remaining:
+            raise ValueError(
+                f"{self.path}: file is truncated or corrupt: {what} is {count}, but only "
+                f"{remaining} bytes follow (at least {min_record_size} per record)"
+            )
 
 
 def _model_from_id(model_id: int, path: Path, camera_id: int) -> _CameraModel:
@@ -214,6 +228,7 @@ def _model_from_id(model_id: int, path: Path, camera_id: int) -> _CameraModel:
 def _read_cameras_binary(path: Path) -> Dict[int, ColmapCamera]:
     reader = _BinaryReader(path)
     (num_cameras,) = reader.read("Q", "the camera count")
+    reader.check_count(num_cameras, struct.calcsize("<iiQQ"), "the camera count")
     cameras = {}
     for index in range(num_cameras):
         camera_id, model_id, width, height = reader.read("iiQQ", f"camera #{index}")
@@ -226,12 +241,15 @@ def _read_cameras_binary(path: Path) -> Dict[int, ColmapCamera]:
 def _read_images_binary(path: Path) -> Dict[int, ColmapImage]:
     reader = _BinaryReader(path)
     (num_images,) = reader.read("Q", "the image count")
+    # Each image also has a NUL-terminated name and a keypoint count.
+    reader.check_count(num_images, struct.calcsize("<idddddddi") + 1 + 8, "the image count")
     images = {}
     for index in range(num_images):
         image_id, qw, qx, qy, qz, tx, ty, tz, camera_id = reader.read("idddddddi", f"image #{index}")
         name = reader.read_string(f"the name of image {image_id}")
         (num_points2d,) = reader.read("Q", f"the keypoint count of image {name}")
         # Each keypoint is (double x, double y, int64 point3D_id).
+        reader.check_count(num_points2d, 24, f"the keypoint count of image {name}")
         reader.skip(24 * num_points2d, f"the keypoints of image {name}")
         images[image_id] = ColmapImage(
             image_id, np.array([qw, qx, qy, qz]), np.array([tx, ty, tz]), camera_id, name
@@ -242,11 +260,13 @@ def _read_images_binary(path: Path) -> Dict[int, ColmapImage]:
 def _read_points3d_binary(path: Path) -> Tuple[np.ndarray, np.ndarray]:
     reader = _BinaryReader(path)
     (num_points,) = reader.read("Q", "the point count")
+    reader.check_count(num_points, struct.calcsize("<QdddBBBdQ"), "the point count")
     points = np.empty((num_points, 3), dtype=np.float64)
     colors = np.empty((num_points, 3), dtype=np.uint8)
     for index in range(num_points):
         _, x, y, z, r, g, b, _, track_length = reader.read("QdddBBBdQ", f"point #{index}")
         # Each track element is (int32 image_id, int32 point2D_idx).
+        reader.check_count(track_length, 8, f"the track length of point #{index}")
         reader.skip(8 * track_length, f"the track of point #{index}")
         points[index] = (x, y, z)
         colors[index] = (r, g, b)
@@ -255,11 +275,17 @@ def _read_points3d_binary(path: Path) -> Tuple[np.ndarray, np.ndarray]:
 
 def _text_records(path: Path):
     """Yield (line number, fields) for every non-comment, non-empty line."""
-    with open(path, "r", encoding="utf-8") as file:
-        for line_number, line in enumerate(file, start=1):
-            line = line.strip()
-            if line and not line.startswith("#"):
-                yield line_number, line.split()
+    for line_number, line in enumerate(_read_lines(path), start=1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            yield line_number, line.split()
+
+
+def _read_lines(path: Path) -> list:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.start})") from None
 
 
 def _parse_error(path: Path, line_number: int, expected: str, fields) -> ValueError:
@@ -297,8 +323,7 @@ def _read_cameras_text(path: Path) -> Dict[int, ColmapCamera]:
 def _read_images_text(path: Path) -> Dict[int, ColmapImage]:
     images = {}
     expected = "IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME"
-    with open(path, "r", encoding="utf-8") as file:
-        lines = file.readlines()
+    lines = _read_lines(path)
     line_index = 0
     while line_index < len(lines):
         line = lines[line_index].strip()
@@ -374,7 +399,7 @@ def read_colmap_model(sparse_dir: PathLike) -> ColmapModel:
     images = _read_images_binary(images_file) if binary else _read_images_text(images_file)
     points_file, binary = _model_file(sparse_dir, "points3D")
     points, colors = _read_points3d_binary(points_file) if binary else _read_points3d_text(points_file)
-    return ColmapModel(cameras, images, points, colors, cameras_file, images_file)
+    return ColmapModel(cameras, images, points, colors, cameras_file, images_file, points_file)
 
 
 # ---------------------------------------------------------------------------
@@ -548,13 +573,20 @@ def intrinsics_from_colmap(camera: ColmapCamera, source: Optional[Path] = None) 
             f"{where}camera {camera.camera_id} uses the distorted model {model.name} with non-zero "
             f"distortion parameters {distortion.tolist()}; {undistort_hint}"
         )
-    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    check_intrinsics(K, f"{where}camera {camera.camera_id}")
+    return K
 
 
-def _viewmat(image: ColmapImage) -> np.ndarray:
+def _viewmat(image: ColmapImage, source: Optional[Path]) -> np.ndarray:
+    where = f"{source}: image {image.name}"
+    qvec = np.asarray(image.qvec, dtype=np.float64)
+    if not np.all(np.isfinite(qvec)) or not np.linalg.norm(qvec) > 0:
+        raise ValueError(f"{where}: the rotation quaternion {qvec.tolist()} is zero or not finite")
     viewmat = np.eye(4)
-    viewmat[:3, :3] = qvec_to_rotmat(image.qvec)
+    viewmat[:3, :3] = qvec_to_rotmat(qvec)
     viewmat[:3, 3] = image.tvec
+    check_viewmat(viewmat, where)
     return viewmat
 
 
@@ -635,7 +667,7 @@ def load_colmap(
         cameras.append(
             Camera(
                 name=colmap_image.name,
-                viewmat=_viewmat(colmap_image).astype(np.float32),
+                viewmat=_viewmat(colmap_image, model.images_file).astype(np.float32),
                 K=np.asarray(K, dtype=np.float32),
                 width=int(width),
                 height=int(height),
@@ -651,6 +683,7 @@ def load_colmap(
     test = [cameras[index] for index in test_ids]
     extent = scene_extent(train if train else cameras)
     if len(model.points) > 0:
+        check_points(model.points, str(model.points_file))
         points = model.points.astype(np.float32)
         point_colors = model.colors.astype(np.float32) / 255.0
     else:

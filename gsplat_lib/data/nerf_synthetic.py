@@ -24,6 +24,7 @@ import numpy as np
 
 from .images import downscale_image, downscale_intrinsics, load_ground_truth, read_image, write_image
 from .scene import Camera, PathLike, SceneData, check_background, check_downscale, random_points, scene_extent, split_indices
+from .validation import check_intrinsics, check_viewmat
 
 __all__ = [
     "BLENDER_TO_OPENCV",
@@ -62,26 +63,56 @@ def _resolve_image_path(folder: Path, file_path: str, json_path: Path) -> Path:
     )
 
 
-def _intrinsics(meta: dict, frame: dict, width: int, height: int, json_path: Path) -> np.ndarray:
+def _number(value: object, what: str) -> float:
+    """``value`` as a finite float, else a ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _intrinsics(meta: dict, frame: dict, width: int, height: int, where: str) -> np.ndarray:
     """[3, 3] float64 K of one frame; per-frame keys override the top level."""
 
     def key(name):
         return frame.get(name, meta.get(name))
 
-    fl_x, fl_y = key("fl_x"), key("fl_y")
-    if fl_x is None:
-        angle_x = key("camera_angle_x")
-        if angle_x is None:
-            raise ValueError(f"{json_path}: needs camera_angle_x or fl_x to define the focal length")
-        fl_x = 0.5 * width / math.tan(0.5 * float(angle_x))
-    if fl_y is None:
-        angle_y = key("camera_angle_y")
-        fl_y = 0.5 * height / math.tan(0.5 * float(angle_y)) if angle_y is not None else fl_x
-    cx = key("cx")
-    cy = key("cy")
-    cx = 0.5 * width if cx is None else float(cx)
-    cy = 0.5 * height if cy is None else float(cy)
-    return np.array([[float(fl_x), 0.0, cx], [0.0, float(fl_y), cy], [0.0, 0.0, 1.0]])
+    def focal_from_angle(name: str, size: int) -> float:
+        angle = _number(key(name), f"{where}: {name}")
+        if not 0.0 < angle < math.pi:
+            raise ValueError(f"{where}: {name} must be a field of view in (0, pi) radians, got {angle}")
+        return 0.5 * size / math.tan(0.5 * angle)
+
+    if key("fl_x") is not None:
+        fl_x = _number(key("fl_x"), f"{where}: fl_x")
+    elif key("camera_angle_x") is not None:
+        fl_x = focal_from_angle("camera_angle_x", width)
+    else:
+        raise ValueError(f"{where}: needs camera_angle_x or fl_x to define the focal length")
+    if key("fl_y") is not None:
+        fl_y = _number(key("fl_y"), f"{where}: fl_y")
+    elif key("camera_angle_y") is not None:
+        fl_y = focal_from_angle("camera_angle_y", height)
+    else:
+        fl_y = fl_x
+    cx = 0.5 * width if key("cx") is None else _number(key("cx"), f"{where}: cx")
+    cy = 0.5 * height if key("cy") is None else _number(key("cy"), f"{where}: cy")
+    K = np.array([[fl_x, 0.0, cx], [0.0, fl_y, cy], [0.0, 0.0, 1.0]])
+    check_intrinsics(K, where)
+    return K
+
+
+def _camera_to_world(frame: dict, where: str) -> np.ndarray:
+    """The frame's ``transform_matrix`` as a [4, 4] float64 rigid transform, or a ValueError."""
+    try:
+        c2w = np.asarray(frame["transform_matrix"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: transform_matrix must be a 4x4 (or 3x4) array of numbers") from None
+    if c2w.shape == (3, 4):
+        c2w = np.vstack([c2w, [0.0, 0.0, 0.0, 1.0]])
+    if c2w.shape != (4, 4):
+        raise ValueError(f"{where}: transform_matrix must be 4x4, got {c2w.shape}")
+    check_viewmat(c2w, f"{where}: transform_matrix")
+    return c2w
 
 
 def _load_split(
@@ -90,34 +121,35 @@ def _load_split(
     with open(json_path, "r", encoding="utf-8") as file:
         try:
             meta = json.load(file)
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{json_path}: not valid JSON: {error}") from error
+    if not isinstance(meta, dict):
+        raise ValueError(f"{json_path}: must hold a JSON object with 'frames', got a {type(meta).__name__}")
     frames = meta.get("frames")
     if not isinstance(frames, list):
         raise ValueError(f"{json_path}: has no 'frames' list")
     cameras = []
     for index, frame in enumerate(frames):
+        where = f"{json_path}: frame {index}"
+        if not isinstance(frame, dict):
+            raise ValueError(f"{where} must be a JSON object, got {frame!r}")
         if "file_path" not in frame or "transform_matrix" not in frame:
-            raise ValueError(f"{json_path}: frame {index} needs 'file_path' and 'transform_matrix'")
+            raise ValueError(f"{where} needs 'file_path' and 'transform_matrix'")
+        if not isinstance(frame["file_path"], str):
+            raise ValueError(f"{where}: file_path must be a string, got {frame['file_path']!r}")
+        c2w_blender = _camera_to_world(frame, where)
         image_path = _resolve_image_path(folder, frame["file_path"], json_path)
         pixels, alpha = read_image(image_path, background)
         height, width = pixels.shape[:2]
         declared = (frame.get("w", meta.get("w")), frame.get("h", meta.get("h")))
-        if declared[0] is not None and declared[1] is not None and (int(declared[0]), int(declared[1])) != (
-            width,
-            height,
-        ):
-            raise ValueError(
-                f"{image_path}: image is {width}x{height}, but {json_path} declares "
-                f"{int(declared[0])}x{int(declared[1])}"
-            )
-        K = _intrinsics(meta, frame, width, height, json_path)
-
-        c2w_blender = np.asarray(frame["transform_matrix"], dtype=np.float64)
-        if c2w_blender.shape == (3, 4):
-            c2w_blender = np.vstack([c2w_blender, [0.0, 0.0, 0.0, 1.0]])
-        if c2w_blender.shape != (4, 4):
-            raise ValueError(f"{json_path}: frame {index} transform_matrix must be 4x4, got {c2w_blender.shape}")
+        if declared[0] is not None and declared[1] is not None:
+            declared = (_number(declared[0], f"{where}: w"), _number(declared[1], f"{where}: h"))
+            if declared != (width, height):
+                raise ValueError(
+                    f"{image_path}: image is {width}x{height}, but {json_path} declares "
+                    f"{declared[0]:g}x{declared[1]:g}"
+                )
+        K = _intrinsics(meta, frame, width, height, where)
         viewmat = np.linalg.inv(c2w_blender @ BLENDER_TO_OPENCV)
 
         pixels = downscale_image(pixels, downscale)

@@ -103,13 +103,14 @@ def load_ply(path: PathLike) -> Dict[str, torch.Tensor]:
     Raises:
         FileNotFoundError: no such file.
         ValueError (naming the file and, where one is at fault, the property): not a PLY
-            file, truncated, no ``vertex`` element, a missing property, an ``f_rest`` count
-            that is not 3 (K - 1) for a square K, or a non-finite value.
+            file, truncated, more data than the header declares, no ``vertex`` element, a
+            list-typed or missing property, an ``f_rest`` count that is not 3 (K - 1) for a
+            square K, or a non-finite value.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_ply: no PLY file at {path!r}")
-    from plyfile import PlyData
+    from plyfile import PlyData, PlyListProperty
 
     try:
         ply = PlyData.read(path, mmap=False)
@@ -119,6 +120,10 @@ def load_ply(path: PathLike) -> Dict[str, torch.Tensor]:
     if "vertex" not in names:
         raise ValueError(f"{path}: PLY file has no 'vertex' element (elements: {names})")
     vertex = ply["vertex"]
+    lists = [prop.name for prop in vertex.properties if isinstance(prop, PlyListProperty)]
+    if lists:
+        raise ValueError(f"{path}: property '{lists[0]}' of the vertex element is a list; surfel properties are scalars")
+    _check_nothing_after_the_data(path, ply)
     present = {prop.name for prop in vertex.properties}
     count = vertex.count
     if len(vertex.data) != count:
@@ -132,10 +137,10 @@ def load_ply(path: PathLike) -> Dict[str, torch.Tensor]:
     if stray:
         raise ValueError(f"{path}: property {stray[0]} without the f_rest properties before it")
     sh_coefficients = num_rest // 3 + 1
-    if num_rest % 3 != 0 or round(math.sqrt(sh_coefficients)) ** 2 != sh_coefficients:
+    if num_rest % 3 != 0 or round(math.sqrt(sh_coefficients)) ** 2 != sh_coefficients or sh_coefficients > 16:
         raise ValueError(
             f"{path}: property f_rest_*: {num_rest} values per vertex; expected 3 (K - 1) with K "
-            "a square (0, 9, 24 or 45)"
+            "a square of SH degree 0 to 3 (0, 9, 24 or 45)"
         )
     three_scales = "scale_2" in present
     required = [n for n in _property_names(num_rest, three_scales) if n not in ("nx", "ny", "nz")]
@@ -171,6 +176,39 @@ def load_ply(path: PathLike) -> Dict[str, torch.Tensor]:
         "sh_dc": sh_dc.contiguous(),
         "sh_rest": sh_rest.contiguous(),
     }
+
+
+def _check_nothing_after_the_data(path: str, ply) -> None:
+    """ValueError when the file holds more than its header declares: plyfile reads the declared
+    rows and ignores the rest, so a header count that is too low would load part of the file."""
+    from plyfile import PlyListProperty
+
+    declared = sum(element.count for element in ply.elements)
+    with open(path, "rb") as stream:
+        for line in stream:
+            if line.strip() == b"end_header":
+                break
+        if ply.text:  # one line per row
+            rows = sum(1 for line in stream if line.strip())
+            if rows != declared:
+                raise ValueError(f"{path}: the header declares {declared} rows but the file has {rows} data lines")
+            return
+        data_start = stream.tell()
+    expected = 0
+    for element in ply.elements:
+        for prop in element.properties:
+            if isinstance(prop, PlyListProperty):
+                length_type, value_type = prop.list_dtype()
+                values = sum(len(row) for row in element.data[prop.name])
+                expected += element.count * np.dtype(length_type).itemsize + values * np.dtype(value_type).itemsize
+            else:
+                expected += element.count * np.dtype(prop.dtype()).itemsize
+    extra = os.path.getsize(path) - data_start - expected
+    if extra != 0:
+        raise ValueError(
+            f"{path}: {extra} bytes follow the {declared} rows the header declares: the header's element counts "
+            "disagree with the data"
+        )
 
 
 def _quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

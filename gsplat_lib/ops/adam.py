@@ -185,11 +185,11 @@ def _batches(segments: Sequence["_Segment"], limit: int) -> List[List["_Segment"
     """The segments cut into chunks of whole rows, grouped into batches of at most ``limit``
     values (a chunk of one row wider than that is a batch of its own)."""
     batches: List[List[_Segment]] = []
-    size = limit
+    size = 0
     for segment in segments:
         for chunk in segment.chunks(limit):
             values = chunk.param.numel()
-            if size + values > limit:
+            if not batches or size + values > limit:
                 batches.append([])
                 size = 0
             batches[-1].append(chunk)

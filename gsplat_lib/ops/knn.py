@@ -22,6 +22,7 @@ from typing import Tuple
 import torch
 
 from gsplat_lib import _backend
+from gsplat_lib.ops.rasterize_memory import exceeds_memory
 
 __all__ = ["knn", "knn_dist2"]
 
@@ -75,10 +76,19 @@ def knn(points: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
     Raises:
         TypeError: ``points`` is not a float32 tensor.
         ValueError: ``points`` is not ``[N, 3]`` or has non-finite rows (the message gives
-            their count and the first few indices), or ``k`` is not an int ``>= 1``.
+            their count and the first few indices), ``k`` is not an int ``>= 1``, or the
+            ``[N, k]`` outputs would not fit in the device's free memory.
     """
     points = _check_points(points)
     k = _check_k(k)
+    # The outputs (int64 indices, float32 distances) are allocated whole: refuse a k they cannot hold.
+    needed = points.shape[0] * k * 12
+    available = exceeds_memory(needed, points.device)
+    if available is not None:
+        raise ValueError(
+            f"k={k} neighbours of {points.shape[0]} points need [N, k] outputs of {needed / 2**30:.1f} GiB, but "
+            f"only {available / 2**30:.1f} GiB is available on {points.device}: ask for fewer neighbours"
+        )
     return _search(points, k, "kd" if points.device.type == "cpu" else "morton")
 
 

@@ -133,7 +133,6 @@ def rasterize_surfels(
     near, far = _check_planes(near, far)
     if not (isinstance(scale_modifier, (int, float)) and math.isfinite(scale_modifier) and scale_modifier > 0):
         raise ValueError(f"scale_modifier must be a finite number > 0, got {scale_modifier!r}")
-    _check_cameras(viewmats, Ks)
     if not isinstance(deterministic, bool):
         raise TypeError(f"deterministic must be a bool, got {type(deterministic).__name__}")
 
@@ -153,6 +152,7 @@ def rasterize_surfels(
     num_channels = colors_per_camera.shape[-1]
     if backgrounds is not None:
         backgrounds = check_tensor("backgrounds", backgrounds, (num_cameras, num_channels), device=device)
+    _check_cameras(viewmats, Ks, backgrounds)
 
     check_image_memory(num_cameras, width, height, num_channels, device)
     settings = raster_settings(num_cameras, num_surfels, num_channels, width, height, near, far, device,
@@ -220,18 +220,23 @@ def _check_planes(near: float, far: float):
     return float(near), float(far)
 
 
-def _check_cameras(viewmats: torch.Tensor, Ks: torch.Tensor) -> None:
+def _check_cameras(viewmats: torch.Tensor, Ks: torch.Tensor, backgrounds: Optional[torch.Tensor]) -> None:
+    """The cameras and backgrounds are finite (they are not culled like surfels: a NaN there
+    would reach every pixel) and Ks are pinhole intrinsics."""
     # Few torch ops: on small renders each one's dispatch cost shows. On the CPU, numpy's
     # checks of these few values cost less still.
+    given = {"viewmats": viewmats, "Ks": Ks}
+    if backgrounds is not None:
+        given["backgrounds"] = backgrounds
     if viewmats.device.type == "cpu":
-        finite = {"viewmats": viewmats.detach().numpy(), "Ks": Ks.detach().numpy()}
+        finite = {name: value.detach().numpy() for name, value in given.items()}
         for name, values in finite.items():
             if not np.isfinite(values).all():
                 raise ValueError(f"{name} contains NaN or Inf")
         last_rows = finite["Ks"][:, 2, :].tolist()
     else:
-        if not bool(torch.isfinite(torch.cat((viewmats.reshape(-1), Ks.reshape(-1)))).all()):
-            name = "viewmats" if not bool(torch.isfinite(viewmats).all()) else "Ks"
+        if not bool(torch.isfinite(torch.cat([value.detach().reshape(-1) for value in given.values()])).all()):
+            name = next(name for name, value in given.items() if not bool(torch.isfinite(value).all()))
             raise ValueError(f"{name} contains NaN or Inf")
         last_rows = Ks[:, 2, :].tolist()
     if any(row != [0.0, 0.0, 1.0] for row in last_rows):

@@ -10,7 +10,7 @@ import torch
 
 from gsplat_lib import _backend
 
-__all__ = ["CHECKED_BYTES", "available_bytes", "check_image_memory", "check_pair_memory", "pair_grad_records"]
+__all__ = ["CHECKED_BYTES", "available_bytes", "exceeds_memory", "check_image_memory", "check_pair_memory", "pair_grad_records"]
 
 # Requests below this are not checked against free memory: reading it costs more than a
 # small render, and an allocation of this size that fails gets torch's own clear error.
@@ -35,7 +35,7 @@ def available_bytes(device: torch.device) -> Optional[int]:
     return None
 
 
-def _exceeds_memory(needed: int, device: torch.device) -> Optional[int]:
+def exceeds_memory(needed: int, device: torch.device) -> Optional[int]:
     """The bytes available when `needed` is more than that (and worth checking), else None."""
     if needed < CHECKED_BYTES:
         return None
@@ -47,7 +47,7 @@ def check_image_memory(num_cameras: int, width: int, height: int, channels: int,
     """ValueError when the images of a render would not fit on ``device``."""
     # Outputs, saved state and their gradients: about 2 x (D + 12) floats per pixel.
     needed = 2 * 4 * num_cameras * width * height * (channels + 12)
-    available = _exceeds_memory(needed, device)
+    available = exceeds_memory(needed, device)
     if available is not None:
         raise ValueError(
             f"rendering {num_cameras} x {width}x{height} images needs about {needed / 2**30:.1f} GiB but only "
@@ -61,7 +61,7 @@ def check_pair_memory(num_pairs: int, num_items: int, channels: int, item_record
     one per (camera, surfel) item, with ``channels`` colours) would not fit on ``device``."""
     num_records = num_items if item_records else num_pairs
     needed = num_pairs * PAIR_BYTES_FORWARD + num_records * 4 * (_backend.core().PAIR_GRAD_COLOR + channels)
-    available = _exceeds_memory(needed, device)
+    available = exceeds_memory(needed, device)
     if available is not None:
         raise ValueError(
             f"the surfels cover {num_pairs} (tile, surfel) pairs needing about {needed / 2**30:.1f} GiB, but only "

@@ -35,10 +35,17 @@ MAX_SH_DEGREE = 3
 
 # Squared distances below this (or non-finite ones) give no usable direction: the
 # surfel sits on the camera centre (and is culled by the rasterizer, z < near) or its
-# mean is not finite. Its direction is replaced by the camera's optical axis so that
-# neither the colour nor any gradient becomes NaN. 1e-20 keeps 1/|d|^3 in the
-# normalisation's backward far below float32's maximum.
+# mean is not finite. Its direction is replaced by a fixed unit vector (the camera's own
+# axis may be zero: viewmats are only required to be finite) so that neither the colour nor
+# any gradient becomes NaN. 1e-20 keeps 1/|d|^3 in the normalisation's backward far below
+# float32's maximum.
 _MIN_DIRECTION_NORM2 = 1e-20
+
+# A surfel whose evaluated coefficients are non-finite or beyond this magnitude gets a NaN
+# colour, which the rasterizer culls; its coefficients are replaced by zeros before the
+# evaluation, so that its zero colour gradient meets no Inf (0 * Inf is NaN) on its way to
+# the means. Colours this large are culled by the core anyway (docs/design.md, culling).
+_MAX_SH_COEFFICIENT = 1e18
 
 
 def num_sh_bases(degree: int) -> int:
@@ -110,8 +117,8 @@ def eval_sh(degree: int, coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tens
 def view_directions(means: torch.Tensor, viewmats: torch.Tensor) -> torch.Tensor:
     """Unit vectors from each camera centre ``-R^T t`` to each mean: ``[C, N, 3]``.
 
-    A mean on a camera centre or a non-finite mean gets the camera's optical axis (the
-    third row of R) instead, through a double ``torch.where`` so the gradient stays finite.
+    A mean on a camera centre or a non-finite mean gets the direction (0, 0, 1) instead,
+    through a double ``torch.where`` so the gradient stays finite.
     """
     rotations = viewmats[:, :3, :3]  # [C, 3, 3]
     translations = viewmats[:, :3, 3]  # [C, 3]
@@ -120,8 +127,8 @@ def view_directions(means: torch.Tensor, viewmats: torch.Tensor) -> torch.Tensor
     with torch.no_grad():
         norm2 = (offsets * offsets).sum(-1, keepdim=True)  # [C, N, 1]
         usable = torch.isfinite(norm2) & (norm2 > _MIN_DIRECTION_NORM2)
-    axis = rotations[:, None, 2, :].expand_as(offsets)  # unit length
-    safe_offsets = torch.where(usable, offsets, axis)
+    fallback = torch.tensor((0.0, 0.0, 1.0), dtype=offsets.dtype, device=offsets.device).expand_as(offsets)
+    safe_offsets = torch.where(usable, offsets, fallback)
     return safe_offsets / torch.linalg.vector_norm(safe_offsets, dim=-1, keepdim=True)
 
 
@@ -137,7 +144,9 @@ def sh_to_colors(
         viewmats: ``[C, 4, 4]`` world-to-camera matrices (OpenCV).
 
     Returns:
-        ``[C, N, 3]``: ``max(eval_sh(sh_degree, sh, normalize(mean - campos_c)) + 0.5, 0)``.
+        ``[C, N, 3]``: ``max(eval_sh(sh_degree, sh, normalize(mean - campos_c)) + 0.5, 0)``;
+        NaN (the rasterizer culls it) for a surfel whose first ``(sh_degree + 1)^2``
+        coefficients are not all finite and within 1e18 in magnitude.
     """
     if not isinstance(sh, torch.Tensor) or sh.dim() != 3 or sh.shape[-1] != 3:
         shape = tuple(sh.shape) if isinstance(sh, torch.Tensor) else type(sh).__name__
@@ -152,5 +161,10 @@ def sh_to_colors(
     if viewmats.dim() != 3 or viewmats.shape[1:] != (4, 4):
         raise ValueError(f"viewmats must have shape [C, 4, 4], got {tuple(viewmats.shape)}")
     dirs = view_directions(means, viewmats.to(means.dtype))  # [C, N, 3]
-    values = eval_sh(sh_degree, sh[None], dirs)  # [C, N, 3]
-    return torch.clamp_min(values + 0.5, 0.0)
+    with torch.no_grad():
+        evaluated = sh[:, :needed]
+        usable = (torch.isfinite(evaluated) & (evaluated.abs() <= _MAX_SH_COEFFICIENT)).flatten(1).all(1)  # [N]
+    safe_sh = torch.where(usable[:, None, None], sh, torch.zeros((), dtype=sh.dtype, device=sh.device))
+    values = eval_sh(sh_degree, safe_sh[None], dirs)  # [C, N, 3]
+    colors = torch.clamp_min(values + 0.5, 0.0)
+    return torch.where(usable[None, :, None], colors, torch.full((), float("nan"), dtype=sh.dtype, device=sh.device))

@@ -24,6 +24,8 @@ from typing import Dict, NamedTuple, Optional, Tuple
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from gsplat_lib import _backend
+
 __all__ = ["rasterize_surfels_reference", "distortion_running_sums"]
 
 # Thresholds of the contract.
@@ -80,6 +82,13 @@ def _all_finite(tensor: torch.Tensor, dims: int) -> torch.Tensor:
     for _ in range(dims):
         finite = finite.all(-1)
     return finite
+
+
+def _colors_usable(colors: torch.Tensor) -> torch.Tensor:
+    """[C, N]: every channel is finite and within the core's colour limit, tested as the core
+    tests it, in float32: x * COLOR_CULL_SCALE is finite (docs/design.md, culling)."""
+    scale = torch.tensor(_backend.core().COLOR_CULL_SCALE, dtype=torch.float32)
+    return _all_finite(colors.detach().to(torch.float32) * scale, 1)
 
 
 def _project(
@@ -463,7 +472,7 @@ def rasterize_surfels_reference(
     Ks = Ks.detach().to(dtype)
     if colors.dim() == 2:
         colors = colors[None].expand(num_cameras, -1, -1)
-    colors_finite = _all_finite(colors, 1)
+    colors_finite = _colors_usable(colors)
     colors = torch.where(colors_finite[..., None], colors, torch.zeros_like(colors))
 
     projection = _project(

@@ -10,7 +10,7 @@
 
 from gsplat_lib.train.config import Schedule, TrainConfig
 from gsplat_lib.train.run_dir import RunDirectory, SettingsMismatchError
-from gsplat_lib.train.trainer import CameraOrder, Trainer, TrainingInterrupted
+from gsplat_lib.train.trainer import CameraOrder, Trainer, TrainingFailed, TrainingInterrupted
 
 __all__ = [
     "CameraOrder",
@@ -19,5 +19,6 @@ __all__ = [
     "SettingsMismatchError",
     "TrainConfig",
     "Trainer",
+    "TrainingFailed",
     "TrainingInterrupted",
 ]

@@ -9,14 +9,16 @@ Re-running the same command resumes an interrupted run and skips finished stages
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import List, Optional
 
 from gsplat_lib.train.config import add_arguments, config_from_args
 from gsplat_lib.train.run_dir import SettingsMismatchError
-from gsplat_lib.train.trainer import Trainer, TrainingInterrupted
+from gsplat_lib.train.trainer import Trainer, TrainingFailed, TrainingInterrupted
 from gsplat_lib.viewer import TrainingViewer
 from gsplat_lib.viewer.cli import wait_for_interrupt
 
@@ -54,9 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM outside the training loop (the loop saves a checkpoint and stops on its own)."""
+
+
+def _raise_terminated(number, frame) -> None:
+    raise _Terminated
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Runs the command line; returns the exit status (0, 1 on an error, 128 + signal when interrupted)."""
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    try:
+        return _run(args)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValueError as error:
@@ -81,17 +101,36 @@ def main(argv: Optional[List[str]] = None) -> int:
             file=sys.stderr,
         )
         return 128 + stop.signal_number
-    except (SettingsMismatchError, ValueError, FileNotFoundError) as error:
+    except (SettingsMismatchError, ValueError, TrainingFailed) as error:
         print(f"gsplat-train: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a full disk, a read-only or missing folder: files are written atomically
+        print(f"gsplat-train: error: {_describe_os_error(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # outside the training loop (data loading, evaluation, export)
         print("\ngsplat-train: interrupted; re-run the same command to continue.", file=sys.stderr)
         return 128 + signal.SIGINT
+    except _Terminated:
+        print("\ngsplat-train: terminated; re-run the same command to continue.", file=sys.stderr)
+        return 128 + signal.SIGTERM
     finally:
         if monitor is not None:
             monitor.close()
     _print_results(config, metrics)
     return 0
+
+
+# Errors of writing: files are replaced atomically, so what was saved before them is intact.
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+def _describe_os_error(error: OSError) -> str:
+    """One line: what failed, on which file, and for a failed write that the run can resume."""
+    reason = error.strerror or str(error)
+    line = f"{reason}: {error.filename}" if error.filename and error.strerror else reason
+    if error.errno in _WRITE_ERRORS:
+        line += " (the checkpoints saved before are intact: free space or fix the folder, then re-run the same command)"
+    return line
 
 
 def _print_results(config, metrics) -> None:

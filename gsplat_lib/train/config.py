@@ -65,6 +65,38 @@ def _is_bool(spec) -> bool:
     return spec.type in ("bool", bool)
 
 
+# Float options: the values that mean something (a negative rate, a NaN threshold or an
+# opacity cut of 1 would train garbage or prune everything without saying why).
+_NUMBER_RANGES = {
+    "init_opacity": ("in (0, 1)", lambda x: 0 < x < 1),
+    "lambda_dssim": ("in [0, 1]", lambda x: 0 <= x <= 1),
+    "lambda_normal": (">= 0", lambda x: x >= 0),
+    "lambda_distortion": (">= 0", lambda x: x >= 0),
+    "depth_ratio": ("in [0, 1]", lambda x: 0 <= x <= 1),
+    "grad_threshold": (">= 0", lambda x: x >= 0),
+    "percent_dense": (">= 0", lambda x: x >= 0),
+    "prune_opacity": ("in [0, 1)", lambda x: 0 <= x < 1),
+    "prune_world_size": ("> 0", lambda x: x > 0),
+    "prune_screen_size": ("> 0", lambda x: x > 0),
+    "lr_means_init": ("> 0", lambda x: x > 0),
+    "lr_means_final": ("> 0", lambda x: x > 0),
+    "lr_sh_dc": (">= 0", lambda x: x >= 0),
+    "lr_sh_rest": (">= 0", lambda x: x >= 0),
+    "lr_opacity": (">= 0", lambda x: x >= 0),
+    "lr_scales": (">= 0", lambda x: x >= 0),
+    "lr_quats": (">= 0", lambda x: x >= 0),
+    "near": ("> 0", lambda x: x > 0),
+    "far": ("> 0", lambda x: x > 0),
+    "lr_environment": ("> 0", lambda x: x > 0),
+    "noise_lr": (">= 0", lambda x: x >= 0),
+    "opacity_reg": (">= 0", lambda x: x >= 0),
+    "scale_reg": (">= 0", lambda x: x >= 0),
+    "prune_faint_opacity": (">= 0", lambda x: x >= 0),
+}
+#: Options whose None means: chosen from the data (train/scene_defaults.py) or by the strategy.
+_CHOSEN_FROM_THE_DATA = {"lambda_distortion", "depth_ratio", "opacity_reg", "scale_reg", "prune_faint_opacity"}
+
+
 @dataclass
 class TrainConfig:
     """The settings of one training run (see the module docstring for the schedule scaling)."""
@@ -94,7 +126,7 @@ class TrainConfig:
     white_background: bool = _option(
         False, "Composite NeRF-synthetic alpha over white (default black) and render over the same colour."
     )
-    sh_degree: int = _option(3, "Maximal spherical-harmonics degree (0 to 4).")
+    sh_degree: int = _option(3, "Maximal spherical-harmonics degree (0 to 3).")
     sh_degree_interval: Optional[int] = _option(
         None, "Steps between SH degree increases (2DGS: 1000). Default: ~3.3%% of the run."
     )
@@ -195,7 +227,7 @@ class TrainConfig:
     )
     keep_checkpoints: int = _option(2, "How many of the latest step checkpoints to keep (older ones are deleted).")
     force: bool = _option(False, "Discard everything in OUTPUT (checkpoints, markers, settings) and start over.")
-    progress: bool = _option(True, "Show a progress bar.", negative="--no-progress")
+    progress: bool = _option(True, "Do not show a progress bar.", negative="--no-progress")
     device: str = _option("cpu", "Torch device: cpu, cuda or cuda:N.")
     deterministic: bool = _option(
         True,
@@ -235,22 +267,17 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {spec.name} must be a bool, got {getattr(self, spec.name)!r}")
         if self.test_every < 0:
             raise ValueError(f"TrainConfig: test_every must be >= 0, got {self.test_every}")
-        if not 0 <= self.sh_degree <= 4:
-            raise ValueError(f"TrainConfig: sh_degree must be in [0, 4], got {self.sh_degree}")
-        if not 0.0 < self.init_opacity < 1.0:
-            raise ValueError(f"TrainConfig: init_opacity must be in (0, 1), got {self.init_opacity}")
-        if not 0.0 <= self.lambda_dssim <= 1.0:
-            raise ValueError(f"TrainConfig: lambda_dssim must be in [0, 1], got {self.lambda_dssim}")
-        if self.depth_ratio is not None and not 0.0 <= self.depth_ratio <= 1.0:
-            raise ValueError(f"TrainConfig: depth_ratio must be in [0, 1] or None, got {self.depth_ratio}")
-        for name in ("lambda_normal", "lambda_distortion", "opacity_reg", "scale_reg", "noise_lr", "prune_faint_opacity"):
+        if not 0 <= self.sh_degree <= 3:
+            raise ValueError(f"TrainConfig: sh_degree must be in [0, 3], got {self.sh_degree}")
+        for name, (allowed, holds) in _NUMBER_RANGES.items():
             value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value >= 0.0):
-                raise ValueError(f"TrainConfig: {name} must be a finite number >= 0")
+            if value is None and name in _CHOSEN_FROM_THE_DATA:
+                continue
+            usable = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not (usable and holds(value)):
+                raise ValueError(f"TrainConfig: {name} must be a finite number {allowed}, got {value!r}")
         if self.mesh_voxel_size is not None and not (math.isfinite(self.mesh_voxel_size) and self.mesh_voxel_size > 0):
             raise ValueError(f"TrainConfig: mesh_voxel_size must be a finite number > 0, got {self.mesh_voxel_size!r}")
-        if not (math.isfinite(self.lr_environment) and self.lr_environment > 0.0):
-            raise ValueError(f"TrainConfig: lr_environment must be a finite number > 0, got {self.lr_environment}")
         for spec in fields(self):
             choices = spec.metadata.get("choices")
             if choices and getattr(self, spec.name) not in choices:

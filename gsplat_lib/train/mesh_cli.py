@@ -101,7 +101,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             memory_budget=int(args.memory_budget * 2**30),
         )
         results = trainer.mesh(settings=settings)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # OSError: a missing input, a full disk, a read-only folder
         print(f"gsplat-mesh: error: {error}", file=sys.stderr)
         return 1
     print(f"mesh:    {args.run_dir / results['mesh']} ({results['num_vertices']} vertices, {results['num_faces']} faces)")

@@ -209,7 +209,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 model, camera, background, near=near, far=far, depth_ratio=depth_ratio, environment=environment
             )
             write_view_images(output, camera.name, rendered, None)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # OSError: a missing input, a full disk, a read-only folder
         print(f"gsplat-render: error: {error}", file=sys.stderr)
         return 1
     print(f"rendered {len(cameras)} {kind} views ({model.num_surfels} surfels) to {output}")

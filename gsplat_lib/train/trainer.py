@@ -82,6 +82,11 @@ class TrainingInterrupted(Exception):
         super().__init__(f"{name} received: stopped after step {step}, checkpoint saved to {checkpoint}")
 
 
+class TrainingFailed(RuntimeError):
+    """The run cannot go on with its settings (every surfel was pruned, say); the message names
+    the setting to change."""
+
+
 class CameraOrder:
     """Training cameras in seeded random permutations, one per epoch, drawn ``batch`` at a time.
 
@@ -465,7 +470,7 @@ class Trainer:
         config, schedule, defaults = self.config, self.schedule, self.scene_defaults
         environment = self.environment
         if model.num_surfels == 0:
-            raise RuntimeError(f"step {step}: every surfel was pruned; lower --prune-opacity or --grad-threshold")
+            raise TrainingFailed(f"step {step}: every surfel was pruned; lower --prune-opacity or --grad-threshold")
         model.update_learning_rate(step)
         model.maybe_increase_sh_degree(step)
         height, width = targets.shape[1:3]

@@ -69,7 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise ValueError("--device cuda: torch sees no CUDA device here; use --device cpu")
         scene = load_viewer_scene(args.model, device=device, data=args.data)
         viewer = ViewerServer(scene, host=args.host, port=args.port, max_resolution=args.max_resolution)
-    except (ImportError, ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ImportError, ValueError, OSError, RuntimeError) as error:
         print(f"gsplat-view: error: {error}", file=sys.stderr)
         return 1
     cameras = len(scene.cameras)

@@ -43,23 +43,29 @@ GSL_HD void load_surfel_shapes(const Args& a, int64_t n0, int count, SurfelLanes
   }
 }
 
-// Whether the n floats from p are all finite: x - x is 0 for a finite x and NaN otherwise,
+// Whether the n colour values from p are all usable: finite and within kColorLimit in
+// magnitude (beyond it, their products with weights and cotangents in the backward overflow
+// float32). x * s - x * s is 0 when x * s is finite and NaN otherwise (s = kColorCullScale),
 // and a NaN makes the sum NaN. In lanes F, without a branch per value.
 template <class F>
-GSL_HD bool all_finite(const float* p, int64_t n) {
+GSL_HD bool all_colors_usable(const float* p, int64_t n) {
   float tail = 0.f;
   int64_t i = 0;
 #if !defined(__CUDACC__)  // vector lanes exist on the host only
   if constexpr (constexpr int W = Lanes<F>::kWidth; W > 1) {
+    const F scale = broadcast<F>(kColorCullScale);
     F sum = broadcast<F>(0.f);
     for (; i + W <= n; i += W) {
-      const F v = load_lanes<F>(p + i);
+      const F v = load_lanes<F>(p + i) * scale;
       sum = sum + (v - v);
     }
     tail = sum_lanes(sum);
   }
 #endif
-  for (; i < n; ++i) tail += p[i] - p[i];
+  for (; i < n; ++i) {
+    const float v = p[i] * kColorCullScale;
+    tail += v - v;
+  }
   return tail == 0.f;
 }
 
@@ -74,9 +80,9 @@ GSL_HD SurfelLanes<F> load_surfels(const ProjectArgs& a, int64_t c, int64_t n0, 
     set_lane(s.opacity, lane, a.opacities[lane < count ? n0 + lane : n0]);
   // The lanes' colours are consecutive: one test for all of them, lane by lane only if it fails.
   const float* colors = a.colors + (c * a.dims.num_surfels + n0) * D;
-  const bool all = all_finite<F>(colors, int64_t(count) * D);
+  const bool all = all_colors_usable<F>(colors, int64_t(count) * D);
   for (int lane = 0; lane < Lanes<F>::kWidth; ++lane)
-    set_mask_lane(s.finite_color, lane, all || all_finite<float>(colors + (lane < count ? lane : 0) * D, D));
+    set_mask_lane(s.usable_color, lane, all || all_colors_usable<float>(colors + (lane < count ? lane : 0) * D, D));
   return s;
 }
 
