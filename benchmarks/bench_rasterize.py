@@ -167,6 +167,17 @@ def time_gsplat_peer(num_surfels, width, height, num_cameras, repeats):
                 forward_backward_peak_bytes=peak_bytes)
 
 
+def write_results(path: str, benchmark: str, repeats: int, rows, used_cuda: bool) -> None:
+    """The JSON of a rasterizer benchmark: its rows, and the machine and build they ran on."""
+    machine = dict(platform=platform.platform(), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                   omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), torch=torch.__version__,
+                   gpu=torch.cuda.get_device_name() if used_cuda else None)
+    result = dict(benchmark=benchmark, repeats=repeats, machine=machine, build_info=gsplat_lib.build_info(), rows=rows)
+    with open(path, "w") as handle:
+        json.dump(result, handle, indent=2)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench_rasterize.json", help="where to write the JSON results")
@@ -220,14 +231,7 @@ def main() -> None:
           f"{1e3 * reference['gsplat_lib_forward_backward_s']:.2f} ms at 2000 surfels 128x128: "
           f"{reference['speedup']:.0f}x", flush=True)
 
-    machine = dict(platform=platform.platform(), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
-                   omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), torch=torch.__version__,
-                   gpu=torch.cuda.get_device_name() if len(devices) > 1 else None)
-    result = dict(benchmark="rasterize", repeats=args.repeats, machine=machine, build_info=gsplat_lib.build_info(),
-                  rows=rows)
-    with open(args.out, "w") as handle:
-        json.dump(result, handle, indent=2)
-    print(f"wrote {args.out}")
+    write_results(args.out, "rasterize", args.repeats, rows, used_cuda=len(devices) > 1)
 
 
 if __name__ == "__main__":

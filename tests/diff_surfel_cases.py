@@ -67,11 +67,14 @@ def assert_close_scaled(actual, expected, rtol, name, floor=1e-6):
     assert error <= rtol * scale + floor, f"{name}: max error {error:.3g} vs scale {scale:.3g}"
 
 
-def assert_forward_matches(color, radii, allmap, reference):
-    """Image and aux maps within float32 noise of the reference, radii equal."""
+def assert_forward_matches(color, radii, allmap, reference, depth_rtol=2e-5):
+    """Image and aux maps within float32 noise of the reference, radii equal. ``depth_rtol`` for
+    the depth and median channels (upstream semantics' hit depths are ill-conditioned where the
+    fallback wins: test_compat_faithful.py)."""
     assert_close_scaled(color, reference.color, 2e-5, "color")
     for channel, label in enumerate(["depth", "alpha", "normal x", "normal y", "normal z", "median", "distortion"]):
-        assert_close_scaled(allmap[channel], reference.allmap[channel], 2e-5, label)
+        rtol = depth_rtol if label in ("depth", "median") else 2e-5
+        assert_close_scaled(allmap[channel], reference.allmap[channel], rtol, label)
     assert torch.equal(radii.long(), reference.radii)
 
 

@@ -151,6 +151,17 @@ def case_rasterize(rng: random.Random, workdir: Path) -> str:
     return _call(render, RASTER_ARGUMENTS, check)
 
 
+def _cameras_intact(args: Dict[str, object]) -> bool:
+    """Whether an earlier mutation left float [C, 4, 4] view matrices and [C, 3, 3] intrinsics, C >= 1."""
+    import torch
+
+    viewmats, Ks = args["viewmats"], args["Ks"]
+    return (isinstance(viewmats, torch.Tensor) and isinstance(Ks, torch.Tensor)
+            and viewmats.is_floating_point() and Ks.is_floating_point()
+            and viewmats.dim() == 3 and tuple(viewmats.shape[1:]) == (4, 4) and viewmats.shape[0] > 0
+            and Ks.dim() == 3 and tuple(Ks.shape[1:]) == (3, 3) and Ks.shape[0] == viewmats.shape[0])
+
+
 def _mutate_raster_argument(rng: random.Random, args: Dict[str, object], generator) -> None:
     import torch
 
@@ -164,7 +175,7 @@ def _mutate_raster_argument(rng: random.Random, args: Dict[str, object], generat
         for _ in range(rng.randint(1, 3)):
             flat[rng.randrange(flat.numel())] = rng.choice(SPECIAL_FLOATS)
         args[name] = value
-    elif kind == "camera":
+    elif kind == "camera" and _cameras_intact(args):
         viewmats, Ks = args["viewmats"].clone(), args["Ks"].clone()
         camera = rng.randrange(viewmats.shape[0])
         change = rng.choice(("singular", "scaled", "far", "focal", "principal", "last_row", "nan_view"))
@@ -237,17 +248,9 @@ def case_knn(rng: random.Random, workdir: Path) -> str:
 
 
 def _random_params(rng: random.Random, count: int, degree: int):
-    import torch
+    from random_params import random_params
 
-    generator = torch.Generator().manual_seed(rng.randrange(2**31))
-    return {
-        "means": torch.randn(count, 3, generator=generator),
-        "log_scales": torch.randn(count, 2, generator=generator) - 3.0,
-        "quats": torch.randn(count, 4, generator=generator),
-        "opacity_logits": torch.randn(count, generator=generator),
-        "sh_dc": torch.randn(count, 1, 3, generator=generator),
-        "sh_rest": torch.randn(count, (degree + 1) ** 2 - 1, 3, generator=generator),
-    }
+    return random_params(count, degree, rng.randrange(2**31))
 
 
 def case_ply(rng: random.Random, workdir: Path) -> str:

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import gsplat_lib
+import gsplat_lib.compat.diff_surfel_rasterization as dsr
 from diff_surfel_scenes import camera_settings, orbit_viewmat, random_scene, splat_to_pixels
 from gsplat_lib.compat.diff_surfel_rasterization import GaussianRasterizer
 from gsplat_lib.compat.simple_knn._C import distCUDA2
@@ -38,8 +39,10 @@ def run(scene, settings, device, precomp):
     return {k: v.detach().cpu() for k, v in out.items()}
 
 
+@pytest.mark.parametrize("semantics", ["upstream", "gsplat_lib"])
 @pytest.mark.parametrize("precomp", [False, True])
-def test_compat_cuda_matches_cpu(precomp):
+def test_compat_cuda_matches_cpu(precomp, semantics, monkeypatch):
+    monkeypatch.setattr(dsr, "SEMANTICS", semantics)
     scene = random_scene(300, seed=4, sh_degree=2)
     settings = camera_settings(orbit_viewmat(2), 70, 45, principal=(30.0, 25.0), sh_degree=2)
     cuda, cpu = run(scene, settings, "cuda", precomp), run(scene, settings, "cpu", precomp)

@@ -5,13 +5,21 @@ means2D statistic and the gradients of upstream's inputs."""
 import pytest
 import torch
 
+import gsplat_lib.compat.diff_surfel_rasterization as dsr
 from diff_surfel_cases import (
     CASES, HEIGHT, WIDTH, assert_close_scaled, assert_forward_matches, backpropagate_same_loss, build_case, render_pair)
 from diff_surfel_scenes import camera_settings, orbit_viewmat, splat_to_pixels
 from gsplat_lib.compat.diff_surfel_rasterization import (
     GaussianRasterizationSettings, GaussianRasterizer, rasterize_gaussians)
 from gsplat_lib.compat.upstream_camera import upstream_intrinsics
-from gsplat_lib.reference.diff_surfel import densification_statistic
+from gsplat_lib.reference.diff_surfel import GSPLAT_LIB, densification_statistic
+
+
+@pytest.fixture(autouse=True)
+def gsplat_lib_semantics(monkeypatch):
+    """The compat layer defaults to upstream's semantics (test_compat_faithful.py); these test gsplat_lib's."""
+    monkeypatch.setattr(dsr, "SEMANTICS", GSPLAT_LIB)
+
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_compat_matches_reference_in_gsplat_lib_semantics(name):

@@ -5,8 +5,10 @@ with CUDA requests sent to the CPU by cuda_on_cpu()."""
 
 import math
 
+import pytest
 import torch
 
+import gsplat_lib.compat.diff_surfel_rasterization as dsr
 from diff_surfel_scenes import camera_settings, orbit_viewmat, random_scene
 from gsplat_lib.compat import cuda_on_cpu
 from gsplat_lib.compat.diff_surfel_rasterization import GaussianRasterizer
@@ -52,7 +54,9 @@ def densify(params, grads, extent):
             for name, value in params.items()}, int(clone.sum()), int(split.sum())
 
 
-def test_upstream_style_training_densifies_on_cpu():
+@pytest.mark.parametrize("semantics", ["upstream", "gsplat_lib"])
+def test_upstream_style_training_densifies_on_cpu(semantics, monkeypatch):
+    monkeypatch.setattr(dsr, "SEMANTICS", semantics)
     torch.manual_seed(0)
     truth = random_scene(120, seed=1, scale_range=(0.03, 0.12), extent=0.8, sh_degree=0)
     cameras = [camera_settings(orbit_viewmat(seed, distance=3.0), WIDTH, HEIGHT, sh_degree=0) for seed in range(4)]

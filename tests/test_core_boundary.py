@@ -23,7 +23,7 @@ def reduce_fields(tensors):
         record_ends=torch.tensor([1, 1, 2, 3, 3, 4], dtype=torch.int64), pair_grads=torch.rand(P, width),
         M=torch.rand(C, N, 9), v_M=torch.empty(C, N, 9), v_opacities_cn=torch.empty(C, N),
         v_normals=torch.empty(C, N, 3), v_colors=torch.empty(C, N, D), screen_grad=torch.empty(C, N, 2),
-        screen_absgrad=torch.empty(C, N, 2))
+        screen_absgrad=torch.empty(C, N, 2), center_grad=None)
     return dict(settings, **{name: _backend.buffer(t) for name, t in tensors.items()})
 
 

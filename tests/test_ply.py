@@ -13,19 +13,8 @@ from gsplat_lib import GaussianModel, load_ply, look_at, save_ply
 from gsplat_lib.io import FLAT_SCALE
 from gsplat_lib.param_schema import PARAM_NAMES
 from gsplat_lib.strategy import in_plane_axes
+from random_params import random_params
 from subprocess_env import python_env
-
-
-def random_params(count=20, sh_degree=3, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return {
-        "means": torch.randn(count, 3, generator=generator),
-        "log_scales": torch.randn(count, 2, generator=generator) - 3,
-        "quats": torch.randn(count, 4, generator=generator),
-        "opacity_logits": torch.randn(count, generator=generator),
-        "sh_dc": torch.randn(count, 1, 3, generator=generator),
-        "sh_rest": torch.randn(count, (sh_degree + 1) ** 2 - 1, 3, generator=generator),
-    }
 
 
 def expected_names(num_rest, three_scales):

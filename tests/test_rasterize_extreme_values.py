@@ -122,3 +122,17 @@ def test_non_finite_backgrounds_are_refused(bad):
     with pytest.raises(ValueError, match="backgrounds contains NaN or Inf"):
         rasterize_surfels(**surfels, colors=torch.rand(2, 3), viewmats=gsplat_lib.look_at((0.0, 0.0, -3.0))[None],
                           Ks=K, width=WIDTH, height=HEIGHT, backgrounds=backgrounds)
+
+
+def test_huge_finite_backgrounds_are_refused_and_the_largest_kept_one_gives_finite_gradients():
+    # A background near float32's maximum kept the image finite but overflowed dL/dT (fuzz
+    # rasterize 3000178, 3000280).
+    surfels = two_surfels()
+    limit = 3.4028235e38 / gsplat_lib._backend.core().COLOR_CULL_SCALE
+    with pytest.raises(ValueError, match="backgrounds holds values beyond"):
+        rasterize_surfels(**surfels, colors=torch.rand(2, 3), viewmats=gsplat_lib.look_at((0.0, 0.0, -3.0))[None],
+                          Ks=K, width=WIDTH, height=HEIGHT, backgrounds=torch.tensor([[0.0, 3e38, 0.0]]))
+    backgrounds = torch.tensor([[0.0, limit * 0.999, -limit * 0.999]], requires_grad=True)
+    out = render_and_backprop(surfels, colors=torch.rand(2, 3), backgrounds=backgrounds)
+    assert bool(out.visible[0].all())
+    assert_finite_gradients(backgrounds, *surfels.values())

@@ -12,6 +12,7 @@ import torch
 from gsplat_lib import GaussianModel
 from gsplat_lib.data import make_synthetic_scene
 from gsplat_lib.train import Trainer, cli
+from random_params import random_params
 
 
 @pytest.fixture(scope="module")
@@ -129,12 +130,7 @@ def test_gsplat_render_into_a_folder_it_cannot_make_says_so_in_one_line(tmp_path
     from gsplat_lib.io import save_ply
     from gsplat_lib.train import render_cli
 
-    generator = torch.Generator().manual_seed(0)
-    save_ply(tmp_path / "model.ply", {
-        "means": torch.randn(20, 3, generator=generator) * 0.3, "log_scales": torch.full((20, 2), -3.0),
-        "quats": torch.randn(20, 4, generator=generator), "opacity_logits": torch.zeros(20),
-        "sh_dc": torch.rand(20, 1, 3, generator=generator), "sh_rest": torch.zeros(20, 0, 3),
-    })
+    save_ply(tmp_path / "model.ply", random_params(count=20, sh_degree=0))
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     arguments = [str(tmp_path / "model.ply"), "--orbit", "1", "--width", "16", "--height", "12",
@@ -142,3 +138,8 @@ def test_gsplat_render_into_a_folder_it_cannot_make_says_so_in_one_line(tmp_path
     assert render_cli.main(arguments) == 1
     line = _one_line(capsys.readouterr().err)
     assert line.startswith("gsplat-render: error:") and str(blocker) in line
+
+
+def test_a_device_torch_does_not_know_is_named(tmp_path, capsys):
+    assert cli.main(["--output", str(tmp_path / "run"), "--device", "tpu"]) == 2
+    assert "device 'tpu' is not a torch device" in _one_line(capsys.readouterr().err)

@@ -36,7 +36,7 @@ Sizes sizes_of(const Args& a) {
   const int64_t items = d.num_cameras * d.num_surfels;
   return {d.num_cameras, d.num_surfels, d.num_channels, d.height, d.width, d.num_pairs,
           d.num_cameras * int64_t(d.tiles_x) * d.tiles_y, d.item_records ? items : d.num_pairs,
-          pair_grad_width(d.num_channels)};
+          pair_grad_width(d.num_channels, Semantics(d.semantics))};
 }
 
 // Every pass takes the call's Dims.
@@ -49,6 +49,7 @@ std::vector<Field<Args, Sizes>> with_dims(const std::vector<Field<Args, Sizes>>&
        GSL_SCALAR(dims.tiles_x, tiles_x), GSL_SCALAR(dims.tiles_y, tiles_y),
        GSL_SCALAR(dims.near_plane, near_plane), GSL_SCALAR(dims.far_plane, far_plane),
        GSL_SCALAR(dims.scale_modifier, scale_modifier), GSL_SCALAR(dims.cpu_lanes, cpu_lanes),
+       GSL_SCALAR(dims.semantics, semantics),
        GSL_SCALAR(dims.num_pairs, num_pairs), GSL_SCALAR(dims.item_records, item_records)},
       buffers);
 }
@@ -108,7 +109,7 @@ GSL_FIELD_LIST(reduce, ReduceArgs, "rasterize reduce", &sizes_of<Args>,
                                 GSL_BUFFER(M, false, C, N, 9), GSL_BUFFER(v_M, false, C, N, 9),
                                 GSL_BUFFER(v_opacities_cn, false, C, N), GSL_BUFFER(v_normals, false, C, N, 3),
                                 GSL_BUFFER(v_colors, false, C, N, D), GSL_BUFFER(screen_grad, false, C, N, 2),
-                                GSL_BUFFER(screen_absgrad, false, C, N, 2)}))
+                                GSL_BUFFER(screen_absgrad, false, C, N, 2), GSL_BUFFER(center_grad, true, C, N, 2)}))
 
 GSL_FIELD_LIST(project_backward, ProjectBackwardArgs, "rasterize project_backward", &sizes_of<Args>,
                with_dims<Args>({GSL_BUFFER(means, false, N, 3), GSL_BUFFER(quats, false, N, 4),
@@ -142,6 +143,11 @@ void bind_rasterize(py::module_& m) {
   m.attr("CPU_TILE_WIDTH") = kMaxCpuTileWidth;
   m.attr("PAIR_GRAD_COLOR") = kPairGradColor;
   m.attr("COLOR_CULL_SCALE") = kColorCullScale;
+  m.attr("PAIR_GRAD_COLOR_UPSTREAM") = kPairGradColorUpstream;
+  py::dict semantics;
+  semantics["gsplat_lib"] = int32_t(Semantics::kGsplatLib);
+  semantics["upstream"] = int32_t(Semantics::kUpstream);
+  m.attr("SEMANTICS") = semantics;
 }
 
 #undef GSL_PASS

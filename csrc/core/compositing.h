@@ -14,9 +14,18 @@ namespace gsl {
 constexpr int kPairGradM = 0;          // dL/dM, 9 floats row-major
 constexpr int kPairGradOpacity = 9;    // dL/dopacity
 constexpr int kPairGradNormal = 10;    // dL/dnormal, 3 floats
-constexpr int kPairGradAbsStat = 13;   // sum of |per-pixel screen-translation gradient|, 2 floats
+// Sum of |per-pixel screen-translation gradient| (upstream semantics: of |dL/de| over the
+// fallback pixels, GenFusion's statistic), 2 floats.
+constexpr int kPairGradAbsStat = 13;
 constexpr int kPairGradColor = 15;     // dL/dcolour, D floats
-GSL_HD int pair_grad_width(int num_channels) { return kPairGradColor + num_channels; }
+// Upstream semantics: dL/de (2 floats, the fallback centre's gradient) before the colours.
+constexpr int kPairGradCenter = 15;
+constexpr int kPairGradColorUpstream = 17;
+template <Semantics S>
+constexpr int kPairGradColorOf = S == Semantics::kUpstream ? kPairGradColorUpstream : kPairGradColor;
+GSL_HD int pair_grad_width(int num_channels, Semantics semantics) {
+  return (semantics == Semantics::kUpstream ? kPairGradColorUpstream : kPairGradColor) + num_channels;
+}
 
 // The colour terms: what a splat of composited weight w adds to a pixel's colour channel, and
 // the gradient of the splat's colour channel from the pixel's colour cotangent.
@@ -58,9 +67,11 @@ struct PixelForward {
   // only where it runs. First the transmittance: done, T, weight, last and the median. Lanes
   // where the splat would drop T below kTransmittanceMin are done instead. Returns the lanes
   // composited.
+  template <Semantics S>
   GSL_HD Mask advance(const Hit<F>& h, Mask ok, Int index) {
+    constexpr float kStop = S == Semantics::kUpstream ? kUpstreamTransmittanceMin : kTransmittanceMin;
     const F T_next = T * (1.f - h.alpha);
-    const Mask stop = ok & (T_next < kTransmittanceMin);
+    const Mask stop = ok & (T_next < kStop);
     done = done | stop;
     ok = ok & lanes_not(stop);
     if (!any(ok)) return ok;
@@ -93,7 +104,7 @@ struct PixelForward {
 // composites it, colour included. `state` keeps the pixels' PixelForward between visits and
 // hands it over in the parts each step needs, only where the splat contributes: in registers
 // (ForwardRegisters, CUDA) or in tile planes (the CPU).
-template <class F, class State>
+template <class F, Semantics S, class State>
 GSL_HD void visit_splat(State& state, const Splat& s, vec3 n, const float* color, int num_channels,
                         typename Lanes<F>::Mask reach, const SplatColumns<F>& columns, typename Lanes<F>::Row py,
                         typename Lanes<F>::Int index, const DepthRange& range) {
@@ -102,11 +113,11 @@ GSL_HD void visit_splat(State& state, const Splat& s, vec3 n, const float* color
   state.count_visits(m);
   if (!any(m)) return;
   Hit<F> h;
-  Mask ok = m & eval_hit(s, columns, py, range.near_plane, h);
+  Mask ok = m & eval_hit<S>(s, columns, py, range.near_plane, h);
   if (!any(ok)) return;
   PixelForward<F> f;
   state.load_advance(f, m);  // none of m is done
-  ok = f.advance(h, ok, index);
+  ok = f.template advance<S>(h, ok, index);
   state.store_done(f, f.done & m);
   if (!any(ok)) return;
   state.store_advance(f);
@@ -160,12 +171,12 @@ struct PixelBackward {
   }
 
   // Back-propagates splat number `index`, evaluated as `h`, in the lanes of `hit` (walking
-  // back to front; `hit` must be within `last`). Writes the first kPairGradColor floats of
+  // back to front; `hit` must be within `last`). Writes the first kPairGradColorOf<S> floats of
   // its gradient record into `grad` (zero in other lanes) and sets `weight`: the record's
   // colour channel ch is color_grad_term(weight, v_color(ch)).
-  template <class VColor>
+  template <Semantics S, class VColor>
   GSL_HD void backprop(const Splat& s, const Hit<F>& h, Mask hit, vec3 n, const float* color, int num_channels,
-                       VColor v_color, Int index, const DepthRange& range, F grad[kPairGradColor]) {
+                       VColor v_color, Int index, const DepthRange& range, F grad[kPairGradColorOf<S>]) {
     const F zero = broadcast<F>(0.f);
     const F one_minus = 1.f - h.alpha;
     const F T_before = T / one_minus;
@@ -179,17 +190,24 @@ struct PixelBackward {
     F v_z = w * v_depth + v_distortion * sums.grad_depth(w, m) * distortion_depth_grad(h.z, range);
     v_z = select(Mask(median == index), v_z + v_median, v_z);
 
-    F v_M[9];
-    const F v_opacity = eval_hit_vjp(s, px, py, h, v_alpha, v_z, v_M);
-    F stat_x, stat_y;
-    screen_translation_grad(s.M, v_M, stat_x, stat_y);
+    F v_M[9], v_center[2];
+    const F v_opacity = eval_hit_vjp<S>(s, px, py, h, v_alpha, v_z, v_M, v_center);
     for (int k = 0; k < 9; ++k) grad[kPairGradM + k] = select(hit, v_M[k], zero);
     grad[kPairGradOpacity] = select(hit, v_opacity, zero);
     grad[kPairGradNormal + 0] = select(hit, w * v_normal_x, zero);
     grad[kPairGradNormal + 1] = select(hit, w * v_normal_y, zero);
     grad[kPairGradNormal + 2] = select(hit, w * v_normal_z, zero);
-    grad[kPairGradAbsStat + 0] = select(hit, abs_lanes(stat_x), zero);
-    grad[kPairGradAbsStat + 1] = select(hit, abs_lanes(stat_y), zero);
+    if constexpr (S == Semantics::kUpstream) {
+      for (int k = 0; k < 2; ++k) {
+        grad[kPairGradAbsStat + k] = select(hit, abs_lanes(v_center[k]), zero);
+        grad[kPairGradCenter + k] = select(hit, v_center[k], zero);
+      }
+    } else {
+      F stat_x, stat_y;
+      screen_translation_grad(s.M, v_M, stat_x, stat_y);
+      grad[kPairGradAbsStat + 0] = select(hit, abs_lanes(stat_x), zero);
+      grad[kPairGradAbsStat + 1] = select(hit, abs_lanes(stat_y), zero);
+    }
     weight = select(hit, w, zero);
     T = select(hit, T_before, T);
   }

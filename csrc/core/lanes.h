@@ -270,6 +270,17 @@ GSL_HD F sqrt_lanes(F x) {
   }
 }
 
+// ceilf in every lane, for any float (no int conversion).
+template <class F>
+GSL_HD F ceil_lanes(F x) {
+  if constexpr (Lanes<F>::kWidth == 1) {
+    return ceilf(x);
+  } else {
+    for (int i = 0; i < Lanes<F>::kWidth; ++i) x[i] = __builtin_ceilf(x[i]);
+    return x;
+  }
+}
+
 // |x| as a select, so that every lane type gives the same bits (-0 stays -0).
 template <class F>
 GSL_HD F abs_lanes(F x) {

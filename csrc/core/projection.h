@@ -4,6 +4,7 @@
 
 #include "core/common.h"
 #include "core/lanes.h"
+#include "core/semantics.h"
 
 namespace gsl {
 
@@ -14,6 +15,10 @@ constexpr float kSupportRho = 9.0f;
 constexpr float kFallbackRadius = 2.12132034f;
 // Slack added to every box so float rounding never drops a tile that a pixel needs.
 constexpr float kBoxPadding = 0.5f;
+// Upstream semantics: the floor under the squared half extents of the box, and the smallest
+// radius (3 times its low-pass filter size, 0.707106 px; forward.cu).
+constexpr float kUpstreamMinHalfExtent2 = 1e-4f;
+constexpr float kUpstreamMinRadius = 3.f * 0.707106f;
 
 // A pinhole camera: world-to-camera rotation W and translation t, intrinsics K.
 struct Camera {
@@ -139,17 +144,24 @@ struct ProjectionLanes {
   F center[2];     // projected centre (pixels)
   F depth;         // camera-space z of the centre
   F box_lo[2];     // screen box covering the 3-sigma disk and the fallback filter
-  F box_hi[2];
+  F box_hi[2];     //   (upstream semantics: e -+ radius; its pixels are upstream_rect_lanes')
+  F radius;        // upstream semantics: its integer radius; unused in gsplat_lib's
 };
 
 // Every test is a mask, not an early return, so the lanes of a vector project together; a
 // culled lane computes garbage that `visible` discards.
-template <class F>
+// In upstream semantics (docs/design.md, "Faithful mode"): no far cull, no disk-in-front test, no
+// opacity cull (alpha >= 1/255 decides), the centre must lie beyond near and the normal must not
+// be perpendicular to the line of sight; the centre and fallback centre is the ellipse-box
+// centre e and the box is upstream's square of its integer radius around e.
+template <Semantics S, class F>
 GSL_HD ProjectionLanes<F> project_lanes(const SurfelLanes<F>& s, const Camera& cam, float scale_modifier,
                                         float near_plane, float far_plane) {
   using Mask = typename Lanes<F>::Mask;
+  constexpr bool kUpstream = S == Semantics::kUpstream;
   ProjectionLanes<F> p;
-  Mask ok = s.usable_color & finite_lanes(s.opacity) & Mask(s.opacity > 0.f);
+  Mask ok = s.usable_color & finite_lanes(s.opacity);
+  if constexpr (!kUpstream) ok = ok & Mask(s.opacity > 0.f);
   for (int i = 0; i < 3; ++i) ok = ok & finite_lanes(s.mean[i]);
   for (int i = 0; i < 4; ++i) ok = ok & finite_lanes(s.quat[i]);
   const F s_u = s.scale[0] * scale_modifier, s_v = s.scale[1] * scale_modifier;
@@ -160,7 +172,10 @@ GSL_HD ProjectionLanes<F> project_lanes(const SurfelLanes<F>& s, const Camera& c
   const Vec3Lanes<F>&t_u = R.t_u, &t_v = R.t_v, &t_w = R.t_w;
 
   const Vec3Lanes<F> p_cam = camera_point(cam, s.mean);
-  ok = ok & Mask(p_cam.z >= near_plane) & Mask(p_cam.z <= far_plane);
+  if constexpr (kUpstream)
+    ok = ok & Mask(p_cam.z > near_plane);
+  else
+    ok = ok & Mask(p_cam.z >= near_plane) & Mask(p_cam.z <= far_plane);
 
   const Vec3Lanes<F> cols[3] = {mul_lanes(cam.K, scale_lanes(s_u, mul_lanes(cam.W, t_u))),
                                 mul_lanes(cam.K, scale_lanes(s_v, mul_lanes(cam.W, t_v))), mul_lanes(cam.K, p_cam)};
@@ -174,11 +189,15 @@ GSL_HD ProjectionLanes<F> project_lanes(const SurfelLanes<F>& s, const Camera& c
     for (int j = 0; j < 3; ++j) ok = ok & finite_lanes(M[i][j]);
 
   // The disk's nearest point must stay in front of the camera, else its outline is no ellipse.
-  const F tilt = sqrt_lanes(M[2][0] * M[2][0] + M[2][1] * M[2][1]);
-  ok = ok & Mask(3.f * tilt < 0.999f * M[2][2]);
+  if constexpr (!kUpstream) {
+    const F tilt = sqrt_lanes(M[2][0] * M[2][0] + M[2][1] * M[2][1]);
+    ok = ok & Mask(3.f * tilt < 0.999f * M[2][2]);
+  }
 
   const Vec3Lanes<F> n = mul_lanes(cam.W, t_w);
-  const Mask away = (n.x * p_cam.x + n.y * p_cam.y + n.z * p_cam.z) > 0.f;
+  const F facing = n.x * p_cam.x + n.y * p_cam.y + n.z * p_cam.z;
+  if constexpr (kUpstream) ok = ok & Mask(facing != 0.f);
+  const Mask away = facing > 0.f;
   p.normal[0] = select(away, -1.f * n.x, n.x);
   p.normal[1] = select(away, -1.f * n.y, n.y);
   p.normal[2] = select(away, -1.f * n.z, n.z);
@@ -192,14 +211,28 @@ GSL_HD ProjectionLanes<F> project_lanes(const SurfelLanes<F>& s, const Camera& c
     return kSupportRho * (M[i][0] * M[j][0] + M[i][1] * M[j][1]) - M[i][2] * M[j][2];
   };
   const F c22 = dual(2, 2);  // < 0 where the tilt test passed
-  const F zero = broadcast<F>(0.f);
   const F e[2] = {dual(0, 2) / c22, dual(1, 2) / c22};
-  const F h[2] = {sqrt_lanes(fmax_lanes(zero, e[0] * e[0] - dual(0, 0) / c22)),
-                  sqrt_lanes(fmax_lanes(zero, e[1] * e[1] - dual(1, 1) / c22))};
-  for (int k = 0; k < 2; ++k) {
-    p.box_lo[k] = fmin_lanes(e[k] - h[k], p.center[k] - kFallbackRadius) - kBoxPadding;
-    p.box_hi[k] = fmax_lanes(e[k] + h[k], p.center[k] + kFallbackRadius) + kBoxPadding;
-    ok = ok & finite_lanes(p.box_lo[k]) & finite_lanes(p.box_hi[k]);
+  if constexpr (kUpstream) {
+    ok = ok & Mask(c22 != 0.f);
+    const F floor = broadcast<F>(kUpstreamMinHalfExtent2);
+    const F h[2] = {sqrt_lanes(fmax_lanes(floor, e[0] * e[0] - dual(0, 0) / c22)),
+                    sqrt_lanes(fmax_lanes(floor, e[1] * e[1] - dual(1, 1) / c22))};
+    p.radius = ceil_lanes(fmax_lanes(fmax_lanes(h[0], h[1]), broadcast<F>(kUpstreamMinRadius)));
+    for (int k = 0; k < 2; ++k) {
+      p.center[k] = e[k];
+      p.box_lo[k] = e[k] - p.radius;
+      p.box_hi[k] = e[k] + p.radius;
+      ok = ok & finite_lanes(p.box_lo[k]) & finite_lanes(p.box_hi[k]);
+    }
+  } else {
+    const F zero = broadcast<F>(0.f);
+    const F h[2] = {sqrt_lanes(fmax_lanes(zero, e[0] * e[0] - dual(0, 0) / c22)),
+                    sqrt_lanes(fmax_lanes(zero, e[1] * e[1] - dual(1, 1) / c22))};
+    for (int k = 0; k < 2; ++k) {
+      p.box_lo[k] = fmin_lanes(e[k] - h[k], p.center[k] - kFallbackRadius) - kBoxPadding;
+      p.box_hi[k] = fmax_lanes(e[k] + h[k], p.center[k] + kFallbackRadius) + kBoxPadding;
+      ok = ok & finite_lanes(p.box_lo[k]) & finite_lanes(p.box_hi[k]);
+    }
   }
   p.visible = ok;
   return p;
@@ -244,6 +277,16 @@ struct RectLanes {
   Int tiles;  // PixelRect::tile_count (fewer than 2^31: the Python layer bounds the tiles)
 };
 
+// Sets r.tiles: how many tiles rectangle r overlaps (0 when it is empty).
+template <class F>
+GSL_HD void count_rect_tiles(RectLanes<F>& r, const TileColumns& tiles) {
+  using Int = typename Lanes<F>::Int;
+  using Mask = typename Lanes<F>::Mask;
+  const Int cols = tiles.tile_of(Int(r.x1 - 1)) + 1 - tiles.tile_of(r.x0);
+  const Int rows = (r.y1 - 1) / kTileSize + 1 - r.y0 / kTileSize;
+  r.tiles = select(Mask(Mask(r.x1 > r.x0) & Mask(r.y1 > r.y0)), Int(cols * rows), broadcast_int_lanes<F>(0));
+}
+
 // The pixels whose centres (i + 0.5, j + 0.5) lie in the box [lo, hi], clamped to the image:
 // every pixel a splat can reach (outside its padded box rho > 9 everywhere). Computed in
 // lanes, like the rest of the projection (one lane at a time it dominated the pass).
@@ -264,9 +307,36 @@ GSL_HD RectLanes<F> pixel_rect_lanes(const F lo[2], const F hi[2], int width, in
   r.y0 = first(lo[1], height);
   r.x1 = end(hi[0], width);
   r.y1 = end(hi[1], height);
-  const Int cols = tiles.tile_of(Int(r.x1 - 1)) + 1 - tiles.tile_of(r.x0);
-  const Int rows = (r.y1 - 1) / kTileSize + 1 - r.y0 / kTileSize;
-  r.tiles = select(Mask(Mask(r.x1 > r.x0) & Mask(r.y1 > r.y0)), Int(cols * rows), broadcast_int_lanes<F>(0));
+  count_rect_tiles(r, tiles);
+  return r;
+}
+
+// Upstream semantics: every pixel of the 16x16 tiles of upstream's getRect around the ellipse
+// centre e with its radius r, whatever the backend's tile width. getRect works in upstream's
+// pixel coordinates, whose pixel centres are integers: e - 1/2 in ours. Its (int) of the tile
+// coordinate truncates towards zero before the clamp to [0, grid]; that is the floor of the
+// clamped value, which is what is computed here (clamped in float first, so huge boxes do not
+// overflow the int conversion).
+template <class F>
+GSL_HD RectLanes<F> upstream_rect_lanes(const F centre[2], F radius, int width, int height, const TileColumns& tiles) {
+  using Int = typename Lanes<F>::Int;
+  const F zero = broadcast<F>(0.f);
+  const auto tile_bound = [&](F v, int size) {
+    const float grid = float((size + kTileSize - 1) / kTileSize);
+    return shift_left(floor_to_int(fmin_lanes(fmax_lanes(v * (1.f / kTileSize), zero), broadcast<F>(grid))), 4);
+  };
+  static_assert(kTileSize == 16, "tile_bound multiplies by the tile size with a shift by 4");
+  const auto clamp_end = [](Int x, int size) {
+    const Int limit = broadcast_int_lanes<F>(size);
+    return select(typename Lanes<F>::Mask(x < limit), x, limit);
+  };
+  const F e[2] = {centre[0] - 0.5f, centre[1] - 0.5f};
+  RectLanes<F> r;
+  r.x0 = tile_bound(e[0] - radius, width);
+  r.y0 = tile_bound(e[1] - radius, height);
+  r.x1 = clamp_end(tile_bound((e[0] + radius) + float(kTileSize - 1), width), width);
+  r.y1 = clamp_end(tile_bound((e[1] + radius) + float(kTileSize - 1), height), height);
+  count_rect_tiles(r, tiles);
   return r;
 }
 

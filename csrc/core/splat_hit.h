@@ -14,6 +14,8 @@ constexpr float kAlphaMin = 1.0f / 255.0f;
 // Not 1e-4: two surfels clamped at alpha 0.99 leave exactly 1e-4, a tie that float32 and
 // float64 (the reference in tests) would break differently.
 constexpr float kTransmittanceMin = 0.9e-4f;
+// Upstream semantics stop at 1e-4 (forward.cu), tie and all.
+constexpr float kUpstreamTransmittanceMin = 1e-4f;
 // Inverse variance of the screen-space fallback: sigma^2 = 0.5 px^2.
 constexpr float kFallbackInvVar = 2.0f;
 // Below this q2^2 the ray is parallel to the surfel's plane: no 3D hit.
@@ -49,8 +51,8 @@ struct Hit {
   Row ly_x, ly_y, ly_z;  // l_y = py M_2 - M_1
   F q_x, q_y, q_z;     // q = l_x x l_y
   F inv_q2;            // 1 / q_z (3D path; 1 on the fallback)
-  F u, v;              // local coordinates of the hit (3D path; 0 on the fallback)
-  F dx;                // pixel minus projected centre (fallback path)
+  F u, v;              // local coordinates of the hit (3D path; 0 on the fallback in gsplat_lib semantics)
+  F dx;                // pixel minus the splat's centre (fallback path)
   Row dy;
   F z;      // hit depth
   F G;      // exp(-rho / 2)
@@ -79,10 +81,42 @@ GSL_HD SplatColumns<F> splat_columns(const Splat& s, F px) {
   return c;
 }
 
-// Evaluates the splat at pixel centres (columns.px, py). Returns the lanes that contribute:
-// inside the 3-sigma support, hit behind the near plane, and alpha at least 1/255. Values in
-// the other lanes are unspecified (callers select them away).
+// G, the clamped alpha and the clamp's lanes from rho, in both semantics; returns alpha >= 1/255.
 template <class F>
+GSL_HD typename Lanes<F>::Mask set_alpha(const Splat& s, F rho, Hit<F>& h) {
+  h.G = exp_nonpositive(-0.5f * rho);
+  const F oG = s.opacity * h.G;
+  h.clamped = oG > kAlphaMax;
+  h.alpha = select(h.clamped, broadcast<F>(kAlphaMax), oG);
+  return h.alpha >= kAlphaMin;
+}
+
+// Upstream semantics' hit (docs/design.md, "Faithful mode"): no 3-sigma cut; (u, v) = (q0, q1) / q2
+// wherever q2 != 0 (else no hit), the fallback centred on s.center (= e), the depth from (u, v)
+// on both paths. A pair whose rho3d or depth is not finite (float32 overflow next to the plane's
+// horizon line) is skipped, so no Inf or NaN reaches a pixel.
+template <class F>
+GSL_HD typename Lanes<F>::Mask eval_hit_upstream(const Splat& s, const SplatColumns<F>& columns, F rho2d,
+                                                 float near_plane, Hit<F>& h) {
+  using Mask = typename Lanes<F>::Mask;
+  const mat3& M = s.M;
+  const Mask usable = h.q_z != 0.f;
+  h.inv_q2 = 1.f / select(usable, h.q_z, broadcast<F>(1.f));
+  h.u = h.q_x * h.inv_q2;
+  h.v = h.q_y * h.inv_q2;
+  const F rho3d = h.u * h.u + h.v * h.v;
+  h.use3d = rho3d <= rho2d;
+  const F rho = select(h.use3d, rho3d, rho2d);
+  h.z = M.m[2][0] * h.u + M.m[2][1] * h.v + M.m[2][2];
+  const Mask inside = usable & finite_lanes(rho3d) & finite_lanes(h.z) & lanes_not(Mask(h.z < near_plane));
+  if (!any(inside)) return inside;
+  return inside & set_alpha(s, rho, h);
+}
+
+// Evaluates the splat at pixel centres (columns.px, py). Returns the lanes that contribute:
+// inside the 3-sigma support (gsplat_lib semantics), hit behind the near plane, and alpha at
+// least 1/255. Values in the other lanes are unspecified (callers select them away).
+template <Semantics S, class F>
 GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, const SplatColumns<F>& columns,
                                         typename Lanes<F>::Row py, float near_plane, Hit<F>& h) {
   using Mask = typename Lanes<F>::Mask;
@@ -101,6 +135,7 @@ GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, const SplatColumns<F>& c
   h.dx = columns.dx;
   h.dy = py - s.center.y;
   const F rho2d = kFallbackInvVar * (columns.dx2 + h.dy * h.dy);
+  if constexpr (S == Semantics::kUpstream) return eval_hit_upstream(s, columns, rho2d, near_plane, h);
   // rho3d = num / den, compared without dividing: most pairs of a tile are rejected here.
   h.use3d = (den > kEdgeOnEps) & (num <= rho2d * den);
   Mask inside = select(h.use3d, Mask(num <= kSupportRho * den), Mask(rho2d <= kSupportRho));
@@ -112,25 +147,28 @@ GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, const SplatColumns<F>& c
   // On the fallback u = v = 0, so this is M22 exactly (the centre depth, > 0): no select.
   h.z = M.m[2][0] * h.u + M.m[2][1] * h.v + M.m[2][2];
   inside = inside & lanes_not(Mask(h.z < near_plane));
-  h.G = exp_nonpositive(-0.5f * rho);
-  const F oG = s.opacity * h.G;
-  h.clamped = oG > kAlphaMax;
-  h.alpha = select(h.clamped, broadcast<F>(kAlphaMax), oG);
-  return inside & (h.alpha >= kAlphaMin);
+  return inside & set_alpha(s, rho, h);
 }
-template <class F>
+template <Semantics S, class F>
 GSL_HD typename Lanes<F>::Mask eval_hit(const Splat& s, F px, typename Lanes<F>::Row py, float near_plane,
                                         Hit<F>& h) {
-  return eval_hit(s, splat_columns(s, px), py, near_plane, h);
+  return eval_hit<S>(s, splat_columns(s, px), py, near_plane, h);
 }
 
 // VJP of eval_hit: dL/dalpha and dL/dz of the pair into dL/dM (written to v_M, row-major)
-// and dL/dopacity (returned).
-template <class F>
-GSL_HD F eval_hit_vjp(const Splat& s, F px, typename Lanes<F>::Row py, const Hit<F>& h, F v_alpha, F v_z, F v_M[9]) {
+// and dL/dopacity (returned). Upstream semantics differentiate o G also where alpha was clamped
+// at 0.99, and on the fallback path give dL/d(s.center) (v_center; 0 on the ray-splat path,
+// and in gsplat_lib semantics, whose fallback centre is a function of M chained here) and
+// dL/dM_2 = (u, v, 1) dL/dz with (u, v) held constant (upstream's backward.cu).
+template <Semantics S, class F>
+GSL_HD F eval_hit_vjp(const Splat& s, F px, typename Lanes<F>::Row py, const Hit<F>& h, F v_alpha, F v_z, F v_M[9],
+                      F v_center[2]) {
+  constexpr bool kUpstream = S == Semantics::kUpstream;
   const mat3& M = s.M;
   const F zero = broadcast<F>(0.f);
-  const F v_oG = select(h.clamped, zero, v_alpha);
+  const F v_oG = kUpstream ? v_alpha : select(h.clamped, zero, v_alpha);
+  v_center[0] = zero;
+  v_center[1] = zero;
   const F v_opacity = v_oG * h.G;
   const F v_rho = -0.5f * h.G * s.opacity * v_oG;
   for (int k = 0; k < 9; ++k) v_M[k] = zero;
@@ -153,15 +191,42 @@ GSL_HD F eval_hit_vjp(const Splat& s, F px, typename Lanes<F>::Row py, const Hit
     for (int k = 0; k < 3; ++k) v_M[6 + k] = select(h.use3d, row2[k], zero);
   }
   if (any(lanes_not(h.use3d))) {
-    // rho = 2 |(px, py) - c|^2, c = (M02, M12) / M22, z = M22.
+    // rho = 2 |(px, py) - c|^2.
     const F v_cx = -2.f * kFallbackInvVar * h.dx * v_rho;
     const F v_cy = -2.f * kFallbackInvVar * h.dy * v_rho;
-    const float inv_z = 1.f / M.m[2][2];
-    v_M[2] = select(h.use3d, v_M[2], v_cx * inv_z);
-    v_M[5] = select(h.use3d, v_M[5], v_cy * inv_z);
-    v_M[8] = select(h.use3d, v_M[8], v_z - (v_cx * s.center.x + v_cy * s.center.y) * inv_z);
+    if constexpr (kUpstream) {
+      // c = e, chained into M once per item (reduce_item); z = M_2 . (u, v, 1).
+      v_center[0] = select(h.use3d, zero, v_cx);
+      v_center[1] = select(h.use3d, zero, v_cy);
+      v_M[6] = select(h.use3d, v_M[6], h.u * v_z);
+      v_M[7] = select(h.use3d, v_M[7], h.v * v_z);
+      v_M[8] = select(h.use3d, v_M[8], v_z);
+    } else {
+      // c = (M02, M12) / M22, z = M22.
+      const float inv_z = 1.f / M.m[2][2];
+      v_M[2] = select(h.use3d, v_M[2], v_cx * inv_z);
+      v_M[5] = select(h.use3d, v_M[5], v_cy * inv_z);
+      v_M[8] = select(h.use3d, v_M[8], v_z - (v_cx * s.center.x + v_cy * s.center.y) * inv_z);
+    }
   }
   return v_opacity;
+}
+
+// Upstream semantics: dL/dM of the ellipse-box centre e = (C*02, C*12) / C*22, C* = M diag(9, 9, -1)
+// M^T, given dL/de (v_e), added to v_M (row-major). e is what upstream's fallback is centred on.
+GSL_HD void ellipse_centre_vjp(const mat3& M, const float v_e[2], float v_M[9]) {
+  const float d[3] = {kSupportRho, kSupportRho, -1.f};
+  const auto dual = [&](int i, int j) {
+    return kSupportRho * (M.m[i][0] * M.m[j][0] + M.m[i][1] * M.m[j][1]) - M.m[i][2] * M.m[j][2];
+  };
+  const float inv_c22 = 1.f / dual(2, 2);
+  const float e[2] = {dual(0, 2) * inv_c22, dual(1, 2) * inv_c22};
+  for (int k = 0; k < 3; ++k) {
+    const float a = d[k] * inv_c22;
+    v_M[0 + k] += v_e[0] * a * M.m[2][k];
+    v_M[3 + k] += v_e[1] * a * M.m[2][k];
+    v_M[6 + k] += a * (v_e[0] * (M.m[0][k] - 2.f * e[0] * M.m[2][k]) + v_e[1] * (M.m[1][k] - 2.f * e[1] * M.m[2][k]));
+  }
 }
 
 // Gradient of a pair's loss contribution with respect to a screen translation of the splat

@@ -1,7 +1,8 @@
-"""``gsplat-compat [--cpu] SCRIPT [ARGS...]`` (also ``python -m gsplat_lib.compat``): runs SCRIPT as
-``python SCRIPT ARGS`` would (``sys.argv``, ``sys.path[0]`` = the script's directory, run as
-``__main__``) with gsplat_lib's replacements for ``diff_surfel_rasterization`` and
-``simple_knn`` installed, and with ``--cpu`` its CUDA requests sent to the CPU."""
+"""``gsplat-compat [--cpu] [--semantics NAME] SCRIPT [ARGS...]`` (also ``python -m gsplat_lib.compat``):
+runs SCRIPT as ``python SCRIPT ARGS`` would (``sys.argv``, ``sys.path[0]`` = the script's directory,
+run as ``__main__``) with gsplat_lib's replacements for ``diff_surfel_rasterization`` and
+``simple_knn`` installed, with ``--cpu`` its CUDA requests sent to the CPU, and with
+``--semantics`` the rasterizer's rules chosen (``diff_surfel_rasterization.SEMANTICS``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import runpy
 import sys
 from typing import List, Optional
 
+from gsplat_lib.compat import diff_surfel_rasterization
 from gsplat_lib.compat.aliases import install
 from gsplat_lib.compat.cpu_redirect import cuda_on_cpu
 
@@ -24,15 +26,25 @@ diff_surfel_rasterization, simple_knn and simple_knn._C.
 options (before SCRIPT):
   --cpu       send the script's CUDA requests (.cuda(), device="cuda", torch.cuda basics) to
               the CPU, for CUDA-only code on a machine without a GPU
+  --semantics upstream|gsplat_lib
+              the rasterizer's rules: upstream's (the default) or gsplat_lib's own; also the
+              environment variable GSPLAT_COMPAT_SEMANTICS (this option sets it for SCRIPT)
   -h, --help  show this message
 """
 
 
-def run_script(path: str, args: List[str], cpu: bool = False) -> None:
+def run_script(path: str, args: List[str], cpu: bool = False, semantics: Optional[str] = None) -> None:
     """Runs the script at ``path`` with ``args`` as its command line; restores ``sys.argv`` and
-    ``sys.path`` afterwards."""
+    ``sys.path`` afterwards. ``semantics`` (when given) becomes ``diff_surfel_rasterization.SEMANTICS``
+    and ``GSPLAT_COMPAT_SEMANTICS`` (for the script's child processes) for good."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"gsplat-compat: no such script: {path}")
+    if semantics is not None:
+        if semantics not in diff_surfel_rasterization.SEMANTICS_CHOICES:
+            raise ValueError(f"gsplat-compat: --semantics must be one of "
+                             f"{', '.join(diff_surfel_rasterization.SEMANTICS_CHOICES)}, got {semantics!r}")
+        diff_surfel_rasterization.SEMANTICS = semantics
+        os.environ["GSPLAT_COMPAT_SEMANTICS"] = semantics
     install()
     saved_argv, saved_path = sys.argv, list(sys.path)
     sys.argv = [path] + list(args)
@@ -47,11 +59,13 @@ def run_script(path: str, args: List[str], cpu: bool = False) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    cpu = False
+    cpu, semantics = False, None
     while argv and argv[0].startswith("-"):
         option = argv.pop(0)
         if option == "--cpu":
             cpu = True
+        elif option == "--semantics" or option.startswith("--semantics="):
+            semantics = option.partition("=")[2] if "=" in option else (argv.pop(0) if argv else "")
         elif option in ("-h", "--help"):
             print(USAGE, end="")
             return 0
@@ -63,8 +77,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(USAGE, end="", file=sys.stderr)
         return 2
     try:
-        run_script(argv[0], argv[1:], cpu=cpu)
-    except FileNotFoundError as error:
+        run_script(argv[0], argv[1:], cpu=cpu, semantics=semantics)
+    except (FileNotFoundError, ValueError) as error:
         if str(error).startswith("gsplat-compat:"):
             print(error, file=sys.stderr)
             return 2

@@ -14,7 +14,7 @@ from typing import Tuple
 
 import torch
 
-__all__ = ["ndc_to_pixels", "upstream_intrinsics", "upstream_camera"]
+__all__ = ["ndc_to_pixels", "upstream_intrinsics", "upstream_camera", "backward_image_size"]
 
 # How far from a pinhole a projmatrix may be, relative to its largest entry: float32 rounding of
 # V @ P and of the inverse of V stay far below this.
@@ -75,3 +75,14 @@ def upstream_camera(viewmatrix: torch.Tensor, projmatrix: torch.Tensor, width: i
     viewmat = viewmatrix.detach().to(device=device, dtype=torch.float32).T.contiguous()
     K = (half_pixel @ intrinsics).to(device=device, dtype=torch.float32)
     return viewmat, K, intrinsics.to(device=device, dtype=torch.float32)
+
+
+def backward_image_size(width: int, height: int, tanfovx: float, tanfovy: float) -> Tuple[int, int]:
+    """The image size upstream's backward scales its statistic by: it recomputes each side from the
+    focal length, ``int(focal * tan_half_fov * 2)`` with ``focal = size / (2 tan_half_fov)``, all
+    in float32, so a side can come out one pixel short."""
+    sizes = torch.tensor([width, height], dtype=torch.float32)
+    tangents = torch.tensor([float(tanfovx), float(tanfovy)], dtype=torch.float32)
+    focals = sizes / (tangents * 2.0)
+    recomputed = (focals * tangents) * 2.0
+    return int(recomputed[0]), int(recomputed[1])

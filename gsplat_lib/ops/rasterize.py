@@ -31,6 +31,10 @@ CPU_TILE_WIDTH: Optional[int] = None
 # else 4); 1 runs the scalar form of the math that the CUDA backend compiles. Every width
 # gives the same forward bits; tests set this to compare them.
 CPU_LANES = 0
+# The rasterizer's semantics: gsplat_lib's own (docs/design.md, "Rasterizer semantics") or
+# upstream 2DGS's (hbb1/diff-surfel-rasterization e0ed020; "Faithful mode"), which the compat
+# layer renders with by default.
+SEMANTICS = ("gsplat_lib", "upstream")
 
 
 @dataclass
@@ -44,13 +48,17 @@ class RasterResult:
     normals: torch.Tensor          # [C, H, W, 3] camera frame, alpha-weighted (not normalised)
     distortions: torch.Tensor      # [C, H, W, 1]
     radii: torch.Tensor            # [C, N, 2] int32 half extents of the screen box, 0 = culled
-    means2d: torch.Tensor          # [C, N, 2] projected centres (pixels)
+    means2d: torch.Tensor          # [C, N, 2] projected centres (pixels); upstream semantics: e (below)
     depths_surfel: torch.Tensor    # [C, N] camera-space depth of the centres
     screen_grad: torch.Tensor      # [C, N, 2] leaf: .grad = dL/d(screen translation) after backward
     screen_absgrad: torch.Tensor   # [C, N, 2] leaf: .grad = sum of |per-pixel| translation gradients
     evaluated_pairs: torch.Tensor  # [C, H, W] int32 (pixel, surfel) pairs the forward evaluated
     backward_pairs: torch.Tensor   # [C, H, W] int32 pairs the backward evaluated (filled by backward)
     viewmats: torch.Tensor         # [C, 4, 4] the cameras (for normals_world)
+    # [C, N, 2] leaf in upstream semantics (None in gsplat_lib's): .grad = dL/d(means2d), the
+    # gradient through the screen fallback's centre e (upstream's dL/dmean2D before it is chained
+    # into the surfel).
+    center_grad: Optional[torch.Tensor] = None
 
     # Derived outputs, computed on first use: a caller that never reads them never pays.
     @functools.cached_property
@@ -88,6 +96,7 @@ def rasterize_surfels(
     backgrounds: Optional[torch.Tensor] = None,
     scale_modifier: float = 1.0,
     deterministic: bool = True,
+    semantics: str = "gsplat_lib",
 ) -> RasterResult:
     """Renders N surfels into C cameras in one call.
 
@@ -112,6 +121,14 @@ def rasterize_surfels(
             atomically, in no fixed order: one gradient record per (camera, surfel) instead of
             one per (tile, surfel) pair, so less memory on large images, but gradients that may
             differ in the last bits from run to run. The CPU backend is deterministic either way.
+        semantics: ``"gsplat_lib"`` (docs/design.md, "Rasterizer semantics") or ``"upstream"``:
+            upstream 2DGS's rules (hbb1/diff-surfel-rasterization e0ed020; docs/design.md,
+            "Faithful mode"): no 3-sigma cut within upstream's 16x16 tiles, the screen fallback
+            centred on the ellipse-box centre e (``means2d``) with the ray-splat depth, stop at
+            T < 1e-4, far does not cull, upstream's radii (``radii[..., 0] == radii[..., 1]``), alpha's
+            0.99 clamp passed through by the backward, and upstream's statistic in
+            ``screen_grad`` (dL/dM02, dL/dM12 over the ray-splat pixels times the centre depth,
+            pixels) and ``screen_absgrad`` (sum of |dL/de| over the fallback pixels).
 
     Bad surfels (non-finite, zero or negative scale, zero quaternion, behind the camera, edge-on
     outlines through the camera plane, off screen) are culled; bad cameras and wrong shapes,
@@ -135,6 +152,8 @@ def rasterize_surfels(
         raise ValueError(f"scale_modifier must be a finite number > 0, got {scale_modifier!r}")
     if not isinstance(deterministic, bool):
         raise TypeError(f"deterministic must be a bool, got {type(deterministic).__name__}")
+    if semantics not in SEMANTICS:
+        raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
 
     if (colors is None) == (sh is None):
         raise ValueError("give exactly one of colors [N, D] / [C, N, D] or sh [N, K, 3] with sh_degree")
@@ -156,31 +175,34 @@ def rasterize_surfels(
 
     check_image_memory(num_cameras, width, height, num_channels, device)
     settings = raster_settings(num_cameras, num_surfels, num_channels, width, height, near, far, device,
-                               scale_modifier=float(scale_modifier), deterministic=deterministic)
+                               scale_modifier=float(scale_modifier), deterministic=deterministic,
+                               semantics=semantics)
 
     track = torch.is_grad_enabled()
     # Leaves whose .grad the backward sets to the densification statistics; their values are
     # never read, so one zero viewed as [C, N, 2] serves (no memory to fill).
     screen_grad = zero_view(num_cameras, num_surfels, 2, device=device).requires_grad_(track)
     screen_absgrad = zero_view(num_cameras, num_surfels, 2, device=device).requires_grad_(track)
+    center_grad = (zero_view(num_cameras, num_surfels, 2, device=device).requires_grad_(track)
+                   if semantics == "upstream" else None)
     # A diagnostic the backward fills in place (zeros until it runs).
     backward_pairs = zeros(num_cameras, height, width, dtype=torch.int32, device=device)
     (out_colors, out_alphas, out_depths, out_median_depths, out_normals, out_distortions, radii, means2d, depths,
      evaluated_pairs) = RasterizeSurfels.apply(
         means, quats, scales, opacities, colors_per_camera, viewmats, Ks, backgrounds,
-        screen_grad, screen_absgrad, backward_pairs, settings,
+        screen_grad, screen_absgrad, center_grad, backward_pairs, settings,
     )
     return RasterResult(
         colors=out_colors, alphas=out_alphas, depths=out_depths, median_depths=out_median_depths,
         normals=out_normals, distortions=out_distortions, radii=radii, means2d=means2d, depths_surfel=depths,
         screen_grad=screen_grad, screen_absgrad=screen_absgrad, evaluated_pairs=evaluated_pairs,
-        backward_pairs=backward_pairs, viewmats=viewmats,
+        backward_pairs=backward_pairs, viewmats=viewmats, center_grad=center_grad,
     )
 
 
 def raster_settings(num_cameras: int, num_surfels: int, num_channels: int, width: int, height: int, near: float,
                     far: float, device: torch.device, *, scale_modifier: float = 1.0,
-                    deterministic: bool = True) -> Dict[str, object]:
+                    deterministic: bool = True, semantics: str = "gsplat_lib") -> Dict[str, object]:
     """The sizes and settings every compiled pass of one call takes (the fields of the core's
     ``Dims``); ``num_pairs`` is set once the projection has counted the pairs."""
     tile_size = core().TILE_SIZE
@@ -197,7 +219,7 @@ def raster_settings(num_cameras: int, num_surfels: int, num_channels: int, width
     return dict(
         num_cameras=num_cameras, num_surfels=num_surfels, num_channels=num_channels, width=width, height=height,
         tile_width=tile_width, tiles_x=tiles_x, tiles_y=tiles_y, near_plane=near, far_plane=far,
-        scale_modifier=scale_modifier, cpu_lanes=CPU_LANES, num_pairs=0,
+        scale_modifier=scale_modifier, cpu_lanes=CPU_LANES, semantics=core().SEMANTICS[semantics], num_pairs=0,
         # The CPU gives each tile to one thread, which writes its pairs' records: no atomics to save.
         item_records=not deterministic and device.type == "cuda",
     )
@@ -220,24 +242,34 @@ def _check_planes(near: float, far: float):
     return float(near), float(far)
 
 
+def _color_limit() -> float:
+    """The largest colour magnitude the rasterizer keeps (larger ones are culled)."""
+    return float(np.float32(3.4028235e38) / np.float32(core().COLOR_CULL_SCALE))
+
+
 def _check_cameras(viewmats: torch.Tensor, Ks: torch.Tensor, backgrounds: Optional[torch.Tensor]) -> None:
     """The cameras and backgrounds are finite (they are not culled like surfels: a NaN there
-    would reach every pixel) and Ks are pinhole intrinsics."""
-    # Few torch ops: on small renders each one's dispatch cost shows. On the CPU, numpy's
-    # checks of these few values cost less still.
-    given = {"viewmats": viewmats, "Ks": Ks}
+    would reach every pixel), backgrounds within the colour limit, and Ks pinhole intrinsics."""
+    given = {"viewmats": viewmats.detach(), "Ks": Ks.detach()}
     if backgrounds is not None:
-        given["backgrounds"] = backgrounds
-    if viewmats.device.type == "cpu":
-        finite = {name: value.detach().numpy() for name, value in given.items()}
-        for name, values in finite.items():
-            if not np.isfinite(values).all():
-                raise ValueError(f"{name} contains NaN or Inf")
-        last_rows = finite["Ks"][:, 2, :].tolist()
-    else:
-        if not bool(torch.isfinite(torch.cat([value.detach().reshape(-1) for value in given.values()])).all()):
-            name = next(name for name, value in given.items() if not bool(torch.isfinite(value).all()))
+        given["backgrounds"] = backgrounds.detach()
+    if viewmats.device.type == "cpu":  # numpy: on small renders each torch op's dispatch cost shows
+        arrays = {name: value.numpy() for name, value in given.items()}
+        finite = [bool(np.isfinite(values).all()) for values in arrays.values()]
+        pinhole = bool((arrays["Ks"][:, 2, :] == (0.0, 0.0, 1.0)).all())
+        usable = backgrounds is None or bool((np.abs(arrays["backgrounds"]) <= _color_limit()).all())
+    else:  # every check on the device, then one transfer to the host
+        last_row = given["Ks"][:, 2, :]
+        flags = [torch.isfinite(value).all() for value in given.values()]
+        flags.append(((last_row[:, 0] == 0) & (last_row[:, 1] == 0) & (last_row[:, 2] == 1)).all())
+        if backgrounds is not None:
+            flags.append((given["backgrounds"].abs() <= _color_limit()).all())
+        values = torch.stack(flags).tolist()
+        finite, pinhole, usable = values[: len(given)], values[len(given)], backgrounds is None or values[-1]
+    for name, ok in zip(given, finite):
+        if not ok:
             raise ValueError(f"{name} contains NaN or Inf")
-        last_rows = Ks[:, 2, :].tolist()
-    if any(row != [0.0, 0.0, 1.0] for row in last_rows):
+    if not usable:  # colours that large are culled; a background cannot be
+        raise ValueError(f"backgrounds holds values beyond +-{_color_limit():.3g}, where float32 gradients overflow")
+    if not pinhole:
         raise ValueError("Ks must be pinhole intrinsics whose last row is (0, 0, 1)")

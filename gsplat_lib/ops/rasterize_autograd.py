@@ -15,7 +15,7 @@ import torch
 from gsplat_lib import _backend
 from gsplat_lib.ops.rasterize_memory import check_pair_memory, pair_grad_records
 
-__all__ = ["RasterizeSurfels", "bin_pairs", "launch"]
+__all__ = ["RasterizeSurfels", "bin_pairs", "launch", "pair_grad_width"]
 
 
 def launch(name: str, device: torch.device, settings: dict, **buffers: Optional[torch.Tensor]) -> None:
@@ -86,14 +86,21 @@ def _zeros_if_none(grad: Optional[torch.Tensor], like: torch.Tensor) -> torch.Te
     return torch.zeros_like(like) if grad is None else grad.contiguous()
 
 
+def pair_grad_width(settings: dict) -> int:
+    """Floats per pair gradient record: the geometry part of the call's semantics, then D colours."""
+    upstream = settings["semantics"] == _backend.core().SEMANTICS["upstream"]
+    head = _backend.core().PAIR_GRAD_COLOR_UPSTREAM if upstream else _backend.core().PAIR_GRAD_COLOR
+    return head + settings["num_channels"]
+
+
 class RasterizeSurfels(torch.autograd.Function):
     """Inputs: means, quats, scales, opacities, colors [C, N, D], viewmats, Ks, backgrounds,
-    the screen_grad / screen_absgrad leaves, the backward_pairs counter and the settings.
+    the screen_grad / screen_absgrad / center_grad leaves, the backward_pairs counter and the settings.
     Outputs: the six images, then radii, means2d, depths (of the centres), evaluated_pairs."""
 
     @staticmethod
     def forward(ctx, means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, screen_grad,
-                screen_absgrad, backward_pairs, settings):
+                screen_absgrad, center_grad, backward_pairs, settings):
         device = means.device
         C, N, D = settings["num_cameras"], settings["num_surfels"], settings["num_channels"]
         H, W = settings["height"], settings["width"]
@@ -119,7 +126,8 @@ class RasterizeSurfels(torch.autograd.Function):
         # Two phases (decision 1): count the pairs, read the total, allocate, fill.
         pair_ends = counts if on_cpu else torch.cumsum(counts, dim=0)
         num_pairs = int(pair_ends[-1]) if pair_ends.numel() else 0
-        check_pair_memory(num_pairs, C * N, D, settings["item_records"], device)
+        check_pair_memory(num_pairs, C * N, D, settings["item_records"], device,
+                          record_width=pair_grad_width(settings))
         settings = dict(settings, num_pairs=num_pairs)
         tile_starts, pair_items, pair_emit_index = bin_pairs(depths, pixel_rects, pair_ends, settings)
 
@@ -175,7 +183,7 @@ class RasterizeSurfels(torch.autograd.Function):
             None if v is None else v.contiguous()
             for v in (v_out_alphas, v_out_depths, v_out_median_depths, v_out_normals, v_out_distortions))
 
-        record_width = _backend.core().PAIR_GRAD_COLOR + D
+        record_width = pair_grad_width(settings)
         if settings["item_records"]:
             # A record per (camera, surfel) that its pairs add to: each item's records end one further.
             pair_grads = torch.zeros(C * N, record_width, **f32)
@@ -200,9 +208,11 @@ class RasterizeSurfels(torch.autograd.Function):
         v_colors = torch.empty(C, N, D, **f32)
         screen_grad = torch.empty(C, N, 2, **f32)
         screen_absgrad = torch.empty(C, N, 2, **f32)
+        upstream = settings["semantics"] == _backend.core().SEMANTICS["upstream"]
+        center_grad = torch.empty(C, N, 2, **f32) if upstream else None
         launch("reduce", device, settings, record_ends=record_ends, pair_grads=pair_grads, M=M, v_M=v_M,
                v_opacities_cn=v_opacities_cn, v_normals=v_normals, v_colors=v_colors, screen_grad=screen_grad,
-               screen_absgrad=screen_absgrad)
+               screen_absgrad=screen_absgrad, center_grad=center_grad)
         del pair_grads
 
         v_means = torch.empty(N, 3, **f32)
@@ -218,4 +228,4 @@ class RasterizeSurfels(torch.autograd.Function):
             # colour = ... + T_final bg.
             v_backgrounds = (v_out_colors * saved_T.unsqueeze(-1)).sum(dim=(1, 2))
         return (v_means, v_quats, v_scales, v_opacities, v_colors, None, None, v_backgrounds, screen_grad,
-                screen_absgrad, None, None)
+                screen_absgrad, center_grad, None, None)

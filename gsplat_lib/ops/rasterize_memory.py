@@ -56,11 +56,14 @@ def check_image_memory(num_cameras: int, width: int, height: int, channels: int,
 
 
 def check_pair_memory(num_pairs: int, num_items: int, channels: int, item_records: bool,
-                      device: torch.device) -> None:
+                      device: torch.device, record_width: Optional[int] = None) -> None:
     """ValueError when the tile pairs of a render and their gradient records (one per pair, or
-    one per (camera, surfel) item, with ``channels`` colours) would not fit on ``device``."""
+    one per (camera, surfel) item, with ``channels`` colours; ``record_width`` floats each, by
+    default gsplat_lib semantics') would not fit on ``device``."""
     num_records = num_items if item_records else num_pairs
-    needed = num_pairs * PAIR_BYTES_FORWARD + num_records * 4 * (_backend.core().PAIR_GRAD_COLOR + channels)
+    if record_width is None:
+        record_width = _backend.core().PAIR_GRAD_COLOR + channels
+    needed = num_pairs * PAIR_BYTES_FORWARD + num_records * 4 * record_width
     available = exceeds_memory(needed, device)
     if available is not None:
         raise ValueError(

@@ -16,7 +16,10 @@ import threading
 from pathlib import Path
 from typing import List, Optional
 
+import torch
+
 from gsplat_lib.train.config import add_arguments, config_from_args
+from gsplat_lib.train.data_parallel import DataParallel
 from gsplat_lib.train.run_dir import SettingsMismatchError
 from gsplat_lib.train.trainer import Trainer, TrainingFailed, TrainingInterrupted
 from gsplat_lib.viewer import TrainingViewer
@@ -82,15 +85,23 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"gsplat-train: error: {error}", file=sys.stderr)
         return 2
+    try:
+        parallel = DataParallel.from_environment(torch.device(config.device))
+    except (RuntimeError, ValueError) as error:  # a bad device, a process group that cannot start
+        print(f"gsplat-train: error: {error}", file=sys.stderr)
+        return 1
     monitor = None
-    if args.view:
+    if args.view and parallel.is_main:
         try:
             monitor = TrainingViewer(host=args.view_host, port=args.view_port)
         except (ImportError, ValueError) as error:
             print(f"gsplat-train: error: --view: {error}", file=sys.stderr)
+            parallel.close()
             return 1
     try:
-        metrics = Trainer(config, monitor=monitor).run()
+        metrics = Trainer(config, monitor=monitor, parallel=parallel).run()
+        if not parallel.is_main:
+            return 0
         if monitor is not None:
             _print_results(config, metrics)
             _keep_viewer_open(monitor, config)
@@ -116,6 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if monitor is not None:
             monitor.close()
+        parallel.close()
     _print_results(config, metrics)
     return 0
 

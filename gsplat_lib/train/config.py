@@ -50,6 +50,8 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Dict, Optional, Tuple
 
+import torch
+
 __all__ = ["TrainConfig", "Schedule", "NON_RESULT_FIELDS", "add_arguments", "config_from_args"]
 
 #: The number of steps the 2DGS recipe's step numbers refer to.
@@ -282,6 +284,10 @@ class TrainConfig:
             choices = spec.metadata.get("choices")
             if choices and getattr(self, spec.name) not in choices:
                 raise ValueError(f"TrainConfig: {spec.name} must be one of {list(choices)}, got {getattr(self, spec.name)!r}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"TrainConfig: device {self.device!r} is not a torch device (cpu, cuda, cuda:N): {error}") from None
         if not 0.0 < self.near < self.far:
             raise ValueError(f"TrainConfig: need 0 < near < far, got near={self.near}, far={self.far}")
 

@@ -56,6 +56,7 @@ from gsplat_lib.strategy_base import Strategy
 from gsplat_lib.strategy_mcmc import MCMCStrategy
 from gsplat_lib.train import images, losses, metrics
 from gsplat_lib.train.config import Schedule, TrainConfig
+from gsplat_lib.train.data_parallel import DataParallel
 from gsplat_lib.train.environment import EnvironmentMap, environment_of, face_resolution_for, render_with_environment
 from gsplat_lib.train.mesh_stage import builtin_ground_truth, run_mesh_stage
 from gsplat_lib.train.monitor import TrainingMonitor
@@ -165,16 +166,20 @@ class Trainer:
         scene: Optional[SceneData] = None,
         log: Callable[[str], None] = print,
         monitor: Optional[TrainingMonitor] = None,
+        parallel: Optional[DataParallel] = None,
     ):
         if not config.output:
             raise ValueError("TrainConfig.output: an output directory is required")
         self.config = config
         self.schedule: Schedule = config.schedule()
-        self.device = torch.device(config.device)
+        self.parallel = parallel or DataParallel.from_environment(torch.device(config.device))
+        self.parallel.check_batch_size(config.batch_size)
+        self.device = self.parallel.device
         self.run_dir = RunDirectory(config.output, config.fingerprint())
-        self.log = log
+        main = self.parallel.is_main  # the other ranks train silently and write nothing
+        self.log = log if main else (lambda message: None)
         self._scene = scene
-        self.monitor = monitor or TrainingMonitor()
+        self.monitor = (monitor if main else None) or TrainingMonitor()
         self._scene_defaults: Optional[SceneDefaults] = None
         self.environment: Optional[EnvironmentMap] = None
 
@@ -185,24 +190,15 @@ class Trainer:
         config = self.config
         if config.num_threads > 0:
             torch.set_num_threads(config.num_threads)
-        if config.data is not None and self._scene is None:
-            detect_format(config.data)  # a wrong --data fails before the directory is claimed
-        if config.force:
-            self.run_dir.clear()
-        resuming = self.run_dir.claim(config.result_settings(), config.to_dict())
-        if resuming:
-            self.log(f"resuming the run in {self.run_dir.root}")
+        # Rank 0 alone claims the directory (and makes the built-in scene); the others wait.
+        train_results = self.parallel.run_on_main(self._claim)
         model = None
-        train_results = self.run_dir.finished("train")
-        final = None if train_results is None else Path(train_results["final_checkpoint"])
-        if final is not None and not (self.run_dir.root / final).is_file():
-            self.log(f"the final checkpoint {final} is missing: training again")
-            self.run_dir.unmark("train")
-            train_results = None
         if train_results is None:
             model, train_results = self.train()
         else:
             self.log(f"stage train: already finished ({train_results['iterations']} steps), skipped")
+        if not self.parallel.is_main:
+            return train_results  # rank 0 evaluates, exports and meshes
         evaluation = self.run_dir.finished("evaluate")
         if evaluation is None:
             model = model or self._load_final_model(train_results)
@@ -224,6 +220,25 @@ class Trainer:
                 self.log("stage mesh: already finished, skipped")
             evaluation = {**evaluation, "mesh": meshed}
         return evaluation
+
+    def _claim(self) -> Optional[Dict[str, object]]:
+        """Claims the output directory; returns the train stage's results when it is finished."""
+        config = self.config
+        if config.data is not None and self._scene is None:
+            detect_format(config.data)  # a wrong --data fails before the directory is claimed
+        if config.force:
+            self.run_dir.clear()
+        if self.run_dir.claim(config.result_settings(), config.to_dict()):
+            self.log(f"resuming the run in {self.run_dir.root}")
+        train_results = self.run_dir.finished("train")
+        final = None if train_results is None else Path(train_results["final_checkpoint"])
+        if final is not None and not (self.run_dir.root / final).is_file():
+            self.log(f"the final checkpoint {final} is missing: training again")
+            self.run_dir.unmark("train")
+            train_results = None
+        if train_results is None and self.parallel.active:
+            self.scene  # the built-in scene is generated once, before the other ranks load it
+        return train_results
 
     # ------------------------------------------------------------------ data
 
@@ -327,7 +342,7 @@ class Trainer:
 
     def train(self):
         """Trains from scratch or from the latest complete checkpoint; returns (model, results)."""
-        config, schedule = self.config, self.schedule
+        config, schedule, parallel = self.config, self.schedule, self.parallel
         scene = self.scene
         train_cameras = scene.train
         sizes = {(camera.width, camera.height) for camera in train_cameras}
@@ -363,10 +378,12 @@ class Trainer:
         background = torch.from_numpy(np.asarray(scene.background, dtype=np.float32)).to(self.device)
 
         def batch_targets(batch: List[int]):
-            """(targets [C, H, W, 3], render backgrounds [C, 3]) of a batch of training cameras."""
+            """(targets [C, H, W, 3], render backgrounds [C, 3]) of this rank's cameras of a step."""
             if defaults.background != "random":
                 return torch.stack([targets[index] for index in batch]), background.expand(len(batch), 3).contiguous()
-            colors = torch.rand(len(batch), 3, generator=background_generator).to(self.device)
+            # Every rank draws the whole step's colours (one generator stream) and takes its share.
+            drawn = torch.rand(len(batch) * parallel.world_size, 3, generator=background_generator)
+            colors = torch.stack(parallel.share(drawn)).to(self.device)
             # Images with alpha are composited over the new colour; without, the colour only
             # shows through transparent surfels.
             recomposited = [
@@ -375,7 +392,7 @@ class Trainer:
             ]
             return torch.stack(recomposited), colors
 
-        progress = _progress_bar(config, first_step)
+        progress = _progress_bar(config, first_step) if parallel.is_main else None
         session_start = time.perf_counter()
         session_first = first_step
 
@@ -384,6 +401,8 @@ class Trainer:
 
         def save(step: int) -> Path:
             path = self.run_dir.checkpoint_path(step)
+            if not parallel.is_main:
+                return path
             path.parent.mkdir(parents=True, exist_ok=True)
             model.save_checkpoint(
                 path,
@@ -411,7 +430,7 @@ class Trainer:
                     paused_at = time.perf_counter()
                     self.monitor.wait_while_paused(lambda: stop.signal_number is not None)
                     session_start += time.perf_counter() - paused_at  # paused time is not training time
-                    batch = order.next(config.batch_size)
+                    batch = parallel.share(order.next(config.batch_size))
                     with self.monitor.changing_model():
                         loss, batch_psnr = self.train_step(
                             model, strategy, step, viewmats[batch], Ks[batch], *batch_targets(batch)
@@ -424,9 +443,10 @@ class Trainer:
                             progress.set_postfix(
                                 loss=f"{smoothed_loss:.4f}", psnr=f"{batch_psnr:.2f}", surfels=model.num_surfels
                             )
-                    if stop.signal_number is not None:
+                    signal_number = parallel.any_signal(stop.signal_number)  # every rank stops together
+                    if signal_number is not None:
                         path = save(step)
-                        raise TrainingInterrupted(step, path, stop.signal_number)
+                        raise TrainingInterrupted(step, path, signal_number)
                     if step % schedule.checkpoint_every == 0 and step < config.iterations:
                         save(step)
         finally:
@@ -444,7 +464,8 @@ class Trainer:
             "train_seconds": train_seconds,
             "steps_per_second": session_steps / session_seconds if session_seconds > 0 else None,
         }
-        self.run_dir.mark_finished("train", results)
+        if parallel.is_main:
+            self.run_dir.mark_finished("train", results)
         self.log(
             f"stage train: done, {model.num_surfels} surfels, {train_seconds:.1f} s "
             f"({results['steps_per_second'] or 0:.2f} steps/s)"
@@ -493,12 +514,18 @@ class Trainer:
             loss = loss + opacity_reg * model.opacities.mean()
         if scale_reg > 0:
             loss = loss + scale_reg * model.scales.mean()
-        loss.backward()
+        parallel = self.parallel
+        if parallel.active:  # this rank's share of the batch mean; the ranks' gradients are summed
+            (loss * (len(viewmats) / config.batch_size)).backward()
+            trained = list(model.params.values()) + ([environment.texels] if environment is not None else [])
+            parallel.sum_gradients(trained)
+        else:
+            loss.backward()
         model.optimizer.step()
         model.optimizer.zero_grad(set_to_none=True)
         if environment is not None:
             environment.step()
-        strategy.step_post_backward(model, result, step)
+        strategy.step_post_backward(model, parallel.gather_statistics(result), step)
         with torch.no_grad():
             mse = float(((colors.detach().clamp(0.0, 1.0) - targets) ** 2).mean())
         return float(loss.detach()), (-10.0 * math.log10(mse) if mse > 0 else math.inf)

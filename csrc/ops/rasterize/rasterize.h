@@ -4,6 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "core/semantics.h"
 
 namespace gsl::rasterize {
 
@@ -22,6 +27,7 @@ struct Dims {
   int32_t tiles_x, tiles_y;
   float near_plane, far_plane, scale_modifier;
   int32_t cpu_lanes;  // CPU pixel passes: 0 = widest available, or 1 (the CUDA math's scalar form), 4, 8
+  int32_t semantics;  // a gsl::Semantics: 0 gsplat_lib's, 1 upstream 2DGS's (core/semantics.h)
   int64_t num_pairs;  // P, (tile, surfel) pairs; 0 until the projection has counted them
   // CUDA backward only (deterministic=False): a gradient record per (camera, surfel) item that
   // its pairs add to atomically, instead of one record per pair.
@@ -113,8 +119,8 @@ struct BackwardArgs : PixelPassInputs {
   const float* v_out_normals;        // [C, H, W, 3]
   const float* v_out_distortions;    // [C, H, W, 1]
   const int64_t* pair_emit_index;    // [P] sorted position -> emission position
-  // [P, kPairGradColor + D] out, a record per pair by emission position; or, with
-  // dims.item_records, [C N, kPairGradColor + D]: a record per item that each of its pairs adds
+  // [P, G] out (G = pair_grad_width: kPairGradColor + D, or kPairGradColorUpstream + D), a record
+  // per pair by emission position; or, with dims.item_records, [C N, G]: a record per item that each of its pairs adds
   // to atomically, in no fixed order. Zeroed by the caller on CUDA.
   float* pair_grads;
   int32_t* backward_pairs;  // [C, H, W] out: splats the backward evaluated
@@ -123,7 +129,7 @@ struct BackwardArgs : PixelPassInputs {
 struct ReduceArgs {
   Dims dims;
   const int64_t* record_ends;  // [C, N] where each item's pair_grads records end (inclusive sums)
-  const float* pair_grads;     // [records, kPairGradColor + D]
+  const float* pair_grads;     // [records, G]
   const float* M;              // [C, N, 9]
   float* v_M;                  // [C, N, 9] out
   float* v_opacities_cn;       // [C, N] out: each camera's part of v_opacities
@@ -131,6 +137,9 @@ struct ReduceArgs {
   float* v_colors;             // [C, N, D] out
   float* screen_grad;          // [C, N, 2] out
   float* screen_absgrad;       // [C, N, 2] out
+  // [C, N, 2] out, upstream semantics only (else null): dL/d(means2d), the fallback centre e
+  // (chained into v_M here); the compat layer adds it to the statistic for cov3D_precomp.
+  float* center_grad;
 };
 
 struct ProjectBackwardArgs {
@@ -149,6 +158,25 @@ struct ProjectBackwardArgs {
   float* v_scales;              // [N, 2] out
   float* v_opacities;           // [N] out
 };
+
+// The call's semantics; std::invalid_argument naming the field for any other value (host only).
+inline Semantics semantics_of(const Dims& d) {
+  if (d.semantics != int32_t(Semantics::kGsplatLib) && d.semantics != int32_t(Semantics::kUpstream))
+    throw std::invalid_argument("rasterize: semantics must be 0 (gsplat_lib) or 1 (upstream), got " +
+                                std::to_string(d.semantics));
+  return Semantics(d.semantics);
+}
+
+// Runs body(std::integral_constant<Semantics, S>{}) for the call's semantics S: the passes are
+// compiled once per semantics, and the choice is made here, once per call. Force-inlined, so the
+// CPU's AVX2 schedule keeps its code inside its own entry points (docs/design.md, "Lanes").
+template <class Body>
+inline __attribute__((always_inline)) void with_semantics(const Dims& d, Body&& body) {
+  if (semantics_of(d) == Semantics::kUpstream)
+    body(std::integral_constant<Semantics, Semantics::kUpstream>{});
+  else
+    body(std::integral_constant<Semantics, Semantics::kGsplatLib>{});
+}
 
 // Widest lane group the CPU pixel passes can use on this machine: 8 with AVX2, else 4.
 int max_cpu_lanes();

@@ -92,7 +92,9 @@ void run_tile_pass(TilePass<Args> pass, const Args& a, int num_threads) {
                     [&](int64_t begin, int64_t end) { pass(a, tiles.data() + begin, end - begin); });
 }
 
+// Also checks the semantics before any thread runs a pass (their dispatch would throw in a worker).
 void check_cpu_tiles(const Dims& d) {
+  semantics_of(d);
   if (d.tile_width < 1 || d.tile_width > kMaxTileWidth)
     throw std::invalid_argument("rasterize: the CPU backend takes tile_width 1 to " + std::to_string(kMaxTileWidth) +
                                 ", got " + std::to_string(d.tile_width));
@@ -153,8 +155,13 @@ void backward_cpu(const BackwardArgs& a, int num_threads) {
 
 void reduce_cpu(const ReduceArgs& a, int num_threads) {
   const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
-  cpu::parallel_for(items, num_threads, 1024, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) reduce_item(a, item);
+  with_semantics(a.dims, [&](auto semantics) {
+    constexpr Semantics S = decltype(semantics)::value;
+    if (S == Semantics::kUpstream && a.center_grad == nullptr)
+      throw std::invalid_argument("rasterize reduce: center_grad is required in upstream semantics");
+    cpu::parallel_for(items, num_threads, 1024, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) reduce_item<S>(a, item);
+    });
   });
 }
 

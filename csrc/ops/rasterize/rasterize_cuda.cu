@@ -28,17 +28,20 @@ constexpr size_t kMaxGroup = 32;
 constexpr size_t kDefaultSharedLimit = 48 * 1024;
 
 // The CUDA passes run one kTileSize x kTileSize block per tile.
+// (And the call's semantics, which every pass takes.)
 void check_cuda_tiles(const Dims& d) {
+  semantics_of(d);
   if (d.tile_width != kTileSize)
     throw std::invalid_argument("rasterize: the CUDA backend needs tile_width " + std::to_string(kTileSize) + ", got " +
                                 std::to_string(d.tile_width));
 }
 
+template <Semantics S>
 __global__ void project_kernel(const ProjectArgs a, int64_t items) {
   const int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (item >= items) return;
   const int64_t c = item / a.dims.num_surfels, n = item % a.dims.num_surfels;
-  project_items<float>(a, camera_of(a, c), c, n, 1);
+  project_items<float, S>(a, camera_of(a, c), c, n, 1);
 }
 
 __global__ void emit_kernel(const EmitArgs a, int64_t items) {
@@ -46,9 +49,10 @@ __global__ void emit_kernel(const EmitArgs a, int64_t items) {
   if (item < items) emit_item(a, item / a.dims.num_surfels, item);
 }
 
+template <Semantics S>
 __global__ void reduce_kernel(const ReduceArgs a, int64_t items) {
   const int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (item < items) reduce_item(a, item);
+  if (item < items) reduce_item<S>(a, item);
 }
 
 __global__ void project_backward_kernel(const ProjectBackwardArgs a) {
@@ -110,7 +114,7 @@ struct ColorInOutput {
 };
 
 // kChannels: D when it is at most kRegisterChannels (the colour stays in registers), else 0.
-template <int kChannels>
+template <int kChannels, Semantics S>
 __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
   const Dims& d = a.dims;
   const int64_t tile = blockIdx.x;
@@ -140,7 +144,7 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs a) {
     const int count = int(min(int64_t(kBlock), end - batch));
     for (int j = 0; j < count && !f.done; ++j) {
       if (!reaches(s_rects[j], p.x, p.y)) continue;
-      visit_splat<float>(state, s_splats[j], s_normals[j], a.colors + s_items[j] * D, channels, true,
+      visit_splat<float, S>(state, s_splats[j], s_normals[j], a.colors + s_items[j] * D, channels, true,
                          splat_columns(s_splats[j], f.px), f.py, int32_t(batch - begin + j), range);
     }
   }
@@ -182,14 +186,16 @@ __device__ int butterfly_index(int lane) {
 // each warp sums its pixels' gradients into its own partial record in shared memory; after a
 // group, one barrier, and the block adds each record's warp partials in warp order (the order
 // the pair's record is written in does not depend on the group size).
+template <Semantics S>
 __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a, int group) {
+  constexpr int kColor = kPairGradColorOf<S>;
   const Dims& d = a.dims;
   const int64_t tile = blockIdx.x;
   const int64_t begin = a.tile_starts[tile], end = a.tile_starts[tile + 1];
   if (end == begin) return;
   const TilePixel p = tile_pixel(d, tile);
   const int D = d.num_channels;
-  const int width = pair_grad_width(D);
+  const int width = kColor + D;
   const int64_t pixel = (p.camera * d.height + p.y) * d.width + p.x;
 
   __shared__ Splat s_splats[kBlock];
@@ -215,9 +221,12 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a, 
   __syncthreads();
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  // This lane's butterfly total: a geometry value, or (value 15) colour channel 0, which is
-  // slot kPairGradColor of the record and exists only when there are colour channels.
-  static_assert(kPairGradColor == 15, "the butterfly sums the 15 geometry values and colour channel 0");
+  // This lane's butterfly total: record slot 0 to 15. In gsplat_lib semantics those are the 15
+  // geometry values and colour channel 0 (slot kPairGradColor, which exists only when there are
+  // colour channels); in upstream semantics 16 of its 17 geometry values. The other slots are
+  // summed one at a time (warp_sum).
+  static_assert(kPairGradColor == 15 && kPairGradColorUpstream == 17, "the butterfly sums record slots 0 to 15");
+  constexpr int kButterfly = 16;
   const int my_slot = butterfly_index(lane);
   const bool my_slot_exists = my_slot < width;
   for (int64_t batch_end = begin + s_max_last; batch_end > begin; batch_end -= kBlock) {
@@ -231,28 +240,37 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs a, 
       for (int m = 0; m < members; ++m) {
         const int j = top - m;
         const int32_t index = int32_t(batch_begin + j - begin);
-        float g[16];
+        float g[kColor > kButterfly ? kColor : kButterfly];
         bool hit = false;
         if (p.inside && index < last && reaches(s_rects[j], p.x, p.y)) {
           ++visited;
           Hit<float> h;
-          hit = eval_hit(s_splats[j], b.px, b.py, d.near_plane, h);
+          hit = eval_hit<S>(s_splats[j], b.px, b.py, d.near_plane, h);
           if (hit)
-            b.backprop(s_splats[j], h, true, s_normals[j], a.colors + s_items[j] * D, D, v_color_of, index, range,
-                       g);
+            b.template backprop<S>(s_splats[j], h, true, s_normals[j], a.colors + s_items[j] * D, D, v_color_of,
+                                   index, range, g);
         }
         const bool warp_hit = __any_sync(0xffffffffu, hit);
         if (lane == 0) s_warp_hits[m * kWarps + warp] = warp_hit;
         if (!warp_hit) continue;
-        g[kPairGradColor] = hit && D > 0 ? color_grad_term(b.weight, v_color[0]) : 0.f;
+        // Record slots: the geometry values g (indexed only in unrolled loops, so g stays in
+        // registers), then the colour channels.
+        const auto color_slot = [&](int ch) { return hit ? color_grad_term(b.weight, v_color[ch]) : 0.f; };
+        float butterfly[kButterfly];
 #pragma unroll
-        for (int k = 0; k < 16; ++k) g[k] = hit ? g[k] : 0.f;
+        for (int k = 0; k < kButterfly; ++k)
+          butterfly[k] = k < kColor ? (hit ? g[k] : 0.f) : (k - kColor < D ? color_slot(k - kColor) : 0.f);
         float* partial = s_partials + (m * kWarps + warp) * width;
-        const float total = butterfly_sum(g, lane);
+        const float total = butterfly_sum(butterfly, lane);
         if ((lane & 1) == 0 && my_slot_exists) partial[my_slot] = total;
-        for (int ch = 1; ch < D; ++ch) {
-          const float value = warp_sum(hit ? color_grad_term(b.weight, v_color[ch]) : 0.f);
-          if (lane == 0) partial[kPairGradColor + ch] = value;
+#pragma unroll
+        for (int k = kButterfly; k < kColor; ++k) {
+          const float value = warp_sum(hit ? g[k] : 0.f);
+          if (lane == 0) partial[k] = value;
+        }
+        for (int ch = kColor < kButterfly ? kButterfly - kColor : 0; ch < D; ++ch) {
+          const float value = warp_sum(color_slot(ch));
+          if (lane == 0) partial[kColor + ch] = value;
         }
       }
       __syncthreads();
@@ -289,7 +307,10 @@ void project_cuda(const ProjectArgs& a, int device, std::uintptr_t stream) {
   if (a.tile_counts == nullptr || a.pair_ends != nullptr)
     throw std::invalid_argument("rasterize: the CUDA projection writes tile_counts (torch.cumsum sums them), not pair_ends");
   cuda::DeviceGuard guard(device);
-  project_kernel<<<cuda::blocks_for(items, kItemThreads), kItemThreads, 0, cuda::as_stream(stream)>>>(a, items);
+  with_semantics(a.dims, [&](auto semantics) {
+    project_kernel<decltype(semantics)::value>
+        <<<cuda::blocks_for(items, kItemThreads), kItemThreads, 0, cuda::as_stream(stream)>>>(a, items);
+  });
   cuda::check_launch("rasterize project_kernel");
 }
 
@@ -311,33 +332,36 @@ void forward_cuda(const ForwardArgs& a, int device, std::uintptr_t stream) {
     kernel<<<static_cast<unsigned int>(tiles), kBlock, 0, cuda::as_stream(stream)>>>(a);
   };
   static_assert(kRegisterChannels == 4, "one case per register channel count");
-  switch (a.dims.num_channels) {
-    case 1: launch(forward_kernel<1>); break;
-    case 2: launch(forward_kernel<2>); break;
-    case 3: launch(forward_kernel<3>); break;
-    case 4: launch(forward_kernel<4>); break;
-    default: launch(forward_kernel<0>); break;
-  }
+  with_semantics(a.dims, [&](auto semantics) {
+    constexpr Semantics S = decltype(semantics)::value;
+    switch (a.dims.num_channels) {
+      case 1: launch(forward_kernel<1, S>); break;
+      case 2: launch(forward_kernel<2, S>); break;
+      case 3: launch(forward_kernel<3, S>); break;
+      case 4: launch(forward_kernel<4, S>); break;
+      default: launch(forward_kernel<0, S>); break;
+    }
+  });
   cuda::check_launch("rasterize forward_kernel");
 }
 
-void backward_cuda(const BackwardArgs& a, int device, std::uintptr_t stream) {
-  check_cuda_tiles(a.dims);
-  const int64_t tiles = a.dims.num_cameras * tiles_per_camera(a.dims);
-  if (tiles == 0) return;
-  cuda::DeviceGuard guard(device);
+namespace {
+
+// The backward of one semantics on a tile grid of `tiles` blocks.
+template <Semantics S>
+void launch_backward(const BackwardArgs& a, int64_t tiles, int device, std::uintptr_t stream) {
   // Static shared memory (a batch of splats) as the compiler laid it out, read once, plus per
-  // member of a group each warp's partial record (15 + D floats) and hit flag. Groups fill what
-  // a block may use without opting in; many channels need the GPU's opt-in maximum, which is
-  // read only then; when not even one member fits, an error names num_channels.
+  // member of a group each warp's partial record (kPairGradColorOf<S> + D floats) and hit flag.
+  // Groups fill what a block may use without opting in; many channels need the GPU's opt-in
+  // maximum, which is read only then; when not even one member fits, an error names num_channels.
   static const size_t static_bytes = [] {
     cudaFuncAttributes attributes;
-    cuda::check(cudaFuncGetAttributes(&attributes, backward_kernel), "cudaFuncGetAttributes(backward_kernel)");
+    cuda::check(cudaFuncGetAttributes(&attributes, backward_kernel<S>), "cudaFuncGetAttributes(backward_kernel)");
     return attributes.sharedSizeBytes;
   }();
   const int D = a.dims.num_channels;
   const size_t per_channel = sizeof(float) * kWarps;
-  const size_t per_member = per_channel * (pair_grad_width(D) + 1);
+  const size_t per_member = per_channel * (pair_grad_width(D, S) + 1);
   size_t limit = kDefaultSharedLimit;
   if (static_bytes + per_member > limit) {
     int optin_limit = 0;
@@ -347,7 +371,7 @@ void backward_cuda(const BackwardArgs& a, int device, std::uintptr_t stream) {
     if (static_bytes + per_member > limit) {
       const int64_t max_channels =
           (static_cast<int64_t>(limit) - static_cast<int64_t>(static_bytes)) / static_cast<int64_t>(per_channel) -
-          kPairGradColor - 1;
+          kPairGradColorOf<S> - 1;
       throw std::invalid_argument("rasterize: the CUDA backward takes at most " + std::to_string(max_channels) +
                                   " colour channels on this GPU (shared memory per block), got num_channels " +
                                   std::to_string(D));
@@ -356,18 +380,34 @@ void backward_cuda(const BackwardArgs& a, int device, std::uintptr_t stream) {
   const int group = static_cast<int>(std::min<size_t>(kMaxGroup, (limit - static_bytes) / per_member));
   const size_t dynamic_bytes = per_member * group;
   if (static_bytes + dynamic_bytes > kDefaultSharedLimit)
-    cuda::check(cudaFuncSetAttribute(backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    cuda::check(cudaFuncSetAttribute(backward_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(dynamic_bytes)),
                 "cudaFuncSetAttribute(backward_kernel)");
-  backward_kernel<<<static_cast<unsigned int>(tiles), kBlock, dynamic_bytes, cuda::as_stream(stream)>>>(a, group);
+  backward_kernel<S><<<static_cast<unsigned int>(tiles), kBlock, dynamic_bytes, cuda::as_stream(stream)>>>(a, group);
   cuda::check_launch("rasterize backward_kernel");
+}
+
+}  // namespace
+
+void backward_cuda(const BackwardArgs& a, int device, std::uintptr_t stream) {
+  check_cuda_tiles(a.dims);
+  const int64_t tiles = a.dims.num_cameras * tiles_per_camera(a.dims);
+  if (tiles == 0) return;
+  cuda::DeviceGuard guard(device);
+  with_semantics(a.dims,
+                 [&](auto semantics) { launch_backward<decltype(semantics)::value>(a, tiles, device, stream); });
 }
 
 void reduce_cuda(const ReduceArgs& a, int device, std::uintptr_t stream) {
   const int64_t items = a.dims.num_cameras * a.dims.num_surfels;
   if (items == 0) return;
   cuda::DeviceGuard guard(device);
-  reduce_kernel<<<cuda::blocks_for(items, kItemThreads), kItemThreads, 0, cuda::as_stream(stream)>>>(a, items);
+  with_semantics(a.dims, [&](auto semantics) {
+    constexpr Semantics S = decltype(semantics)::value;
+    if (S == Semantics::kUpstream && a.center_grad == nullptr)
+      throw std::invalid_argument("rasterize reduce: center_grad is required in upstream semantics");
+    reduce_kernel<S><<<cuda::blocks_for(items, kItemThreads), kItemThreads, 0, cuda::as_stream(stream)>>>(a, items);
+  });
   cuda::check_launch("rasterize reduce_kernel");
 }
 

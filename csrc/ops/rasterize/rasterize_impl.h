@@ -88,20 +88,28 @@ GSL_HD SurfelLanes<F> load_surfels(const ProjectArgs& a, int64_t c, int64_t n0, 
 
 // Writes a projection's lanes [0, count) as the outputs of items item0, item0 + 1, ...: the
 // values are made in lanes (zeros where a surfel reaches no tile), then copied item by item.
-template <class F>
+template <Semantics S, class F>
 GSL_HD void store_projection(const ProjectArgs& a, int64_t item0, const ProjectionLanes<F>& p, int count) {
   using Int = typename Lanes<F>::Int;
   using Mask = typename Lanes<F>::Mask;
   constexpr int W = Lanes<F>::kWidth;
   const Dims& d = a.dims;
-  const RectLanes<F> rect = pixel_rect_lanes(p.box_lo, p.box_hi, d.width, d.height, TileColumns(d.tile_width));
+  const TileColumns tiles(d.tile_width);
+  const RectLanes<F> rect = S == Semantics::kUpstream
+                                ? upstream_rect_lanes(p.center, p.radius, d.width, d.height, tiles)
+                                : pixel_rect_lanes(p.box_lo, p.box_hi, d.width, d.height, tiles);
   const Int zero_int = broadcast_int_lanes<F>(0);
   const Mask kept = p.visible & Mask(rect.tiles > 0);
   const F zero = broadcast<F>(0.f);
   // Half extents around the projected centre, so means2d +- radii covers the box (never 0
-  // for a visible surfel: the box covers the fallback filter).
-  const F half[2] = {fmax_lanes(p.box_hi[0] - p.center[0], p.center[0] - p.box_lo[0]),
-                     fmax_lanes(p.box_hi[1] - p.center[1], p.center[1] - p.box_lo[1])};
+  // for a visible surfel: the box covers the fallback filter). Upstream semantics: its radius.
+  F half[2];
+  if constexpr (S == Semantics::kUpstream) {
+    half[0] = half[1] = p.radius;
+  } else {
+    half[0] = fmax_lanes(p.box_hi[0] - p.center[0], p.center[0] - p.box_lo[0]);
+    half[1] = fmax_lanes(p.box_hi[1] - p.center[1], p.center[1] - p.box_lo[1]);
+  }
   enum { kM = 0, kNormal = 9, kCenter = 12, kDepth = 14, kFloats = 15 };
   enum { kRect = 0, kRadii = 4, kTiles = 6, kInts = 7 };
   float floats[kFloats][W];
@@ -130,12 +138,12 @@ GSL_HD void store_projection(const ProjectArgs& a, int64_t item0, const Projecti
 
 // Projection of surfels [n0, n0 + count) for camera c (count <= the lane width), one per
 // lane; unused lanes repeat surfel n0 and are not stored. cam is camera c.
-template <class F>
+template <class F, Semantics S>
 GSL_HD void project_items(const ProjectArgs& a, const Camera& cam, int64_t c, int64_t n0, int count) {
   const Dims& d = a.dims;
   const SurfelLanes<F> s = load_surfels<F>(a, c, n0, count);
-  const ProjectionLanes<F> p = project_lanes(s, cam, d.scale_modifier, d.near_plane, d.far_plane);
-  store_projection(a, c * d.num_surfels + n0, p, count);
+  const ProjectionLanes<F> p = project_lanes<S>(s, cam, d.scale_modifier, d.near_plane, d.far_plane);
+  store_projection<S>(a, c * d.num_surfels + n0, p, count);
 }
 
 // Writes the (tile, depth) keys of pair item = camera * N + n; positive depths sort like their bits.
@@ -251,21 +259,26 @@ GSL_HD PixelBackward<F> load_pixels_backward(const BackwardArgs& a, int64_t came
 }
 
 // Sums the pair gradient records of (camera, surfel) item in emission order.
+//
+// Upstream semantics: the screen statistic is upstream's, dL/dM02 and dL/dM12 (which only the
+// ray-splat pixels touch there: the fallback's reach M through e alone) times M22, in pixels;
+// dL/de goes to center_grad and is chained into v_M (e depends on M only).
+template <Semantics S>
 GSL_HD void reduce_item(const ReduceArgs& a, int64_t item) {
+  constexpr int kColor = kPairGradColorOf<S>;
   const int D = a.dims.num_channels;
-  const int width = pair_grad_width(D);
+  const int width = kColor + D;
   const int64_t end = a.record_ends[item];
   const int64_t begin = item == 0 ? 0 : a.record_ends[item - 1];
-  float sums[kPairGradColor];
-  for (int k = 0; k < kPairGradColor; ++k) sums[k] = 0.f;
+  float sums[kColor];
+  for (int k = 0; k < kColor; ++k) sums[k] = 0.f;
   float* v_colors = a.v_colors + item * D;
   for (int ch = 0; ch < D; ++ch) v_colors[ch] = 0.f;
   for (int64_t p = begin; p < end; ++p) {
     const float* g = a.pair_grads + p * width;
-    for (int k = 0; k < kPairGradColor; ++k) sums[k] += g[k];
-    for (int ch = 0; ch < D; ++ch) v_colors[ch] += g[kPairGradColor + ch];
+    for (int k = 0; k < kColor; ++k) sums[k] += g[k];
+    for (int ch = 0; ch < D; ++ch) v_colors[ch] += g[kColor + ch];
   }
-  for (int k = 0; k < 9; ++k) a.v_M[9 * item + k] = sums[kPairGradM + k];
   a.v_opacities_cn[item] = sums[kPairGradOpacity];
   for (int k = 0; k < 3; ++k) a.v_normals[3 * item + k] = sums[kPairGradNormal + k];
   a.screen_absgrad[2 * item + 0] = sums[kPairGradAbsStat + 0];
@@ -273,7 +286,18 @@ GSL_HD void reduce_item(const ReduceArgs& a, int64_t item) {
   mat3 M;
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 3; ++j) M.m[i][j] = a.M[9 * item + 3 * i + j];
-  screen_translation_grad(M, sums + kPairGradM, a.screen_grad[2 * item + 0], a.screen_grad[2 * item + 1]);
+  if constexpr (S == Semantics::kUpstream) {
+    a.screen_grad[2 * item + 0] = sums[kPairGradM + 2] * M.m[2][2];
+    a.screen_grad[2 * item + 1] = sums[kPairGradM + 5] * M.m[2][2];
+    const float* v_e = sums + kPairGradCenter;
+    a.center_grad[2 * item + 0] = v_e[0];
+    a.center_grad[2 * item + 1] = v_e[1];
+    // Only visible items have a fallback pixel (culled ones have M = 0: no e to differentiate).
+    if (v_e[0] != 0.f || v_e[1] != 0.f) ellipse_centre_vjp(M, v_e, sums + kPairGradM);
+  } else {
+    screen_translation_grad(M, sums + kPairGradM, a.screen_grad[2 * item + 0], a.screen_grad[2 * item + 1]);
+  }
+  for (int k = 0; k < 9; ++k) a.v_M[9 * item + k] = sums[kPairGradM + k];
 }
 
 // Gradients of surfels [n0, n0 + count) (count <= the lane width, one per lane), summed over

@@ -116,7 +116,7 @@ GSL_CPU_INLINE void store_tile_pixels(const ForwardArgs& a, const TileCoords& tc
   store_pixels(a, tc.camera, tc.image_pixel(a.dims, x, y), f, PlaneColumn<F>{planes.color(0) + p});
 }
 
-template <class F, int kChannels>
+template <class F, int kChannels, Semantics S>
 GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, ForwardPlanes& planes) {
   constexpr int W = Lanes<F>::kWidth;
   const Dims& d = a.dims;
@@ -141,9 +141,9 @@ GSL_CPU_INLINE void forward_tile(const ForwardArgs& a, int64_t tile, ForwardPlan
       using G = std::decay_t<decltype(columns.px)>;
       ForwardPlaneVisit<G> state{planes, p, remaining};
       if constexpr (IsLanePair<G>::value)
-        visit_splat<G>(state, t.s, t.n, t.color, D, m, columns, py, pair_of(index), range);
+        visit_splat<G, S>(state, t.s, t.n, t.color, D, m, columns, py, pair_of(index), range);
       else
-        visit_splat<G>(state, t.s, t.n, t.color, D, m, columns, py, index, range);
+        visit_splat<G, S>(state, t.s, t.n, t.color, D, m, columns, py, index, range);
     };
     for_each_lane_group<F, true>(tc, t.rect, t.s, visit);
   }
@@ -173,15 +173,16 @@ GSL_CPU_INLINE int32_t load_tile_pixels(const BackwardArgs& a, const TileCoords&
 
 // Back to front; each pair's record sums its lanes' gradients over its rectangle's groups,
 // then across the lanes: a fixed order.
-template <class F, int kChannels>
+template <class F, int kChannels, Semantics S>
 GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, BackwardPlanes& planes,
                                   std::vector<float>& color_acc) {
   using Mask = typename Lanes<F>::Mask;
   using Int = typename Lanes<F>::Int;
   constexpr int W = Lanes<F>::kWidth;
+  constexpr int kColor = kPairGradColorOf<S>;
   const Dims& d = a.dims;
   const int D = channel_count<kChannels>(d);
-  const int width = pair_grad_width(D);
+  const int width = kColor + D;
   const int64_t begin = a.tile_starts[tile], end = a.tile_starts[tile + 1];
   if (end == begin) return;
   // Every pair's record is written here (zeros where no pixel hits), so the Python layer
@@ -208,14 +209,14 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, BackwardP
     const TileSplat t = load_tile_splat(a, tc, items[i]);
     const Int index = broadcast_int_lanes<F>(i);
     bool any_hit = false;
-    F sums[kPairGradColor];  // the fixed part of the record, in registers
+    F sums[kColor];  // the fixed part of the record, in registers
     // Back-propagates the lane group at plane index p.
     const auto visit = [&](int p, Mask m, const SplatColumns<F>& columns, float py) GSL_CPU_INLINE_LAMBDA {
       m = m & Mask(index < load_lanes<Int>(last + p));
       count_visits<F>(visited + p, m);
       if (!any(m)) return;
       Hit<F> h;
-      const Mask hit = m & eval_hit(t.s, columns, py, range.near_plane, h);
+      const Mask hit = m & eval_hit<S>(t.s, columns, py, range.near_plane, h);
       if (!any(hit)) return;
       if (!any_hit) {
         for (F& sum : sums) sum = broadcast<F>(0.f);
@@ -224,10 +225,10 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, BackwardP
       }
       PixelBackward<F> b = planes.load<F>(p, columns.px, py);
       const PlaneColumn<F> v_color{planes.v_color(0) + p};
-      F g[kPairGradColor];
-      b.backprop(t.s, h, hit, t.n, t.color, D, v_color, index, range, g);
+      F g[kColor];
+      b.template backprop<S>(t.s, h, hit, t.n, t.color, D, v_color, index, range, g);
       planes.store_walk(p, b);
-      for (int k = 0; k < kPairGradColor; ++k) sums[k] = sums[k] + g[k];
+      for (int k = 0; k < kColor; ++k) sums[k] = sums[k] + g[k];
       for (int ch = 0; ch < D; ++ch) {
         float* sum = color_acc.data() + ch * W;
         store_lanes(sum, load_lanes<F>(sum) + color_grad_term(b.weight, v_color(ch)));
@@ -240,33 +241,40 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, BackwardP
       std::fill_n(record, width, 0.f);
       continue;
     }
-    for (int k = 0; k < kPairGradColor; ++k) record[k] = sum_lanes(sums[k]);
-    for (int ch = 0; ch < D; ++ch) record[kPairGradColor + ch] = sum_lanes(load_lanes<F>(color_acc.data() + ch * W));
+    for (int k = 0; k < kColor; ++k) record[k] = sum_lanes(sums[k]);
+    for (int ch = 0; ch < D; ++ch) record[kColor + ch] = sum_lanes(load_lanes<F>(color_acc.data() + ch * W));
   }
   for (int y = tc.y0; y < tc.y1; ++y)
     for (int x = tc.x0; x < tc.x1; ++x) a.backward_pairs[tc.image_pixel(d, x, y)] = visited[tc.plane_index(x, y)];
 }
 
-// Per-thread scratch and the tile loops over tiles[0, count), one instantiation per lane type.
+// Per-thread scratch and the tile loops over tiles[0, count), one instantiation per lane type
+// and semantics (chosen here, once per chunk of tiles).
 template <class F>
 GSL_CPU_INLINE void forward_tiles(const ForwardArgs& a, const int64_t* tiles, int64_t count) {
   ForwardPlanes planes;
-  if (a.dims.num_channels == 3) {
-    for (int64_t k = 0; k < count; ++k) forward_tile<F, 3>(a, tiles[k], planes);
-  } else {
-    for (int64_t k = 0; k < count; ++k) forward_tile<F, 0>(a, tiles[k], planes);
-  }
+  with_semantics(a.dims, [&](auto semantics) GSL_CPU_INLINE_LAMBDA {
+    constexpr Semantics S = decltype(semantics)::value;
+    if (a.dims.num_channels == 3) {
+      for (int64_t k = 0; k < count; ++k) forward_tile<F, 3, S>(a, tiles[k], planes);
+    } else {
+      for (int64_t k = 0; k < count; ++k) forward_tile<F, 0, S>(a, tiles[k], planes);
+    }
+  });
 }
 
 template <class F>
 GSL_CPU_INLINE void backward_tiles(const BackwardArgs& a, const int64_t* tiles, int64_t count) {
   BackwardPlanes planes;
   std::vector<float> color_acc;
-  if (a.dims.num_channels == 3) {
-    for (int64_t k = 0; k < count; ++k) backward_tile<F, 3>(a, tiles[k], planes, color_acc);
-  } else {
-    for (int64_t k = 0; k < count; ++k) backward_tile<F, 0>(a, tiles[k], planes, color_acc);
-  }
+  with_semantics(a.dims, [&](auto semantics) GSL_CPU_INLINE_LAMBDA {
+    constexpr Semantics S = decltype(semantics)::value;
+    if (a.dims.num_channels == 3) {
+      for (int64_t k = 0; k < count; ++k) backward_tile<F, 3, S>(a, tiles[k], planes, color_acc);
+    } else {
+      for (int64_t k = 0; k < count; ++k) backward_tile<F, 0, S>(a, tiles[k], planes, color_acc);
+    }
+  });
 }
 
 // Splits items [begin, end) (item = c * N + n) by camera: body(c, n0, n1) for each camera's
@@ -285,9 +293,13 @@ GSL_CPU_INLINE void for_each_camera(const Dims& d, int64_t begin, int64_t end, B
 template <class F>
 GSL_CPU_INLINE void project_range(const ProjectArgs& a, int64_t begin, int64_t end) {
   constexpr int W = Lanes<F>::kWidth;
-  for_each_camera(a.dims, begin, end, [&](int64_t c, int64_t n0, int64_t n1) GSL_CPU_INLINE_LAMBDA {
-    const Camera cam = camera_of(a, c);
-    for (int64_t n = n0; n < n1; n += W) project_items<F>(a, cam, c, n, static_cast<int>(std::min<int64_t>(W, n1 - n)));
+  with_semantics(a.dims, [&](auto semantics) GSL_CPU_INLINE_LAMBDA {
+    constexpr Semantics S = decltype(semantics)::value;
+    for_each_camera(a.dims, begin, end, [&](int64_t c, int64_t n0, int64_t n1) GSL_CPU_INLINE_LAMBDA {
+      const Camera cam = camera_of(a, c);
+      for (int64_t n = n0; n < n1; n += W)
+        project_items<F, S>(a, cam, c, n, static_cast<int>(std::min<int64_t>(W, n1 - n)));
+    });
   });
 }
 
