@@ -54,7 +54,7 @@ def _worker_recipe(device: str, steps: int, batch_size: int, scene=None, warmup_
         def __init__(self):
             self.finished_at = {}
 
-        def started(self, model, scene, config, first_step):
+        def started(self, model, scene, config, first_step, **run_details):
             self.finished_at[first_step - 1] = time.perf_counter()
 
         def step_finished(self, step, model):

@@ -2,7 +2,7 @@
 
 Layers, bottom to top (a module imports only from its own layer or below; docs/design.md):
 backend and ops; small shared modules (cameras, param_schema, learning_rates, atomic_file,
-checkpoint, strategy_base, optim); model and PLY I/O; strategy; data; train.
+checkpoint, strategy_base, optim); model and PLY I/O; strategy (default, MCMC); data; mesh; train.
 """
 
 from gsplat_lib._backend import build_info
@@ -17,6 +17,7 @@ from gsplat_lib.ops.rasterize import RasterResult, rasterize_surfels
 from gsplat_lib.optim import FusedAdam
 from gsplat_lib.strategy import DefaultStrategy, DensifyReport
 from gsplat_lib.strategy_base import Strategy
+from gsplat_lib.strategy_mcmc import MCMCStrategy, RelocationReport
 
 #: Loads a checkpoint of :func:`save_checkpoint`: ``GaussianModel.load_checkpoint``.
 load_checkpoint = GaussianModel.load_checkpoint
@@ -35,6 +36,8 @@ __all__ = [
     "DefaultStrategy",
     "DensifyReport",
     "Strategy",
+    "MCMCStrategy",
+    "RelocationReport",
     "Checkpoint",
     "load_checkpoint",
     "save_checkpoint",

@@ -3,6 +3,7 @@ world-to-camera ``viewmat [4, 4]``, intrinsics ``K [3, 3]`` in pixels."""
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -16,11 +17,14 @@ def look_at(
     target: Sequence[float] = (0.0, 0.0, 0.0),
     up: Sequence[float] = (0.0, 1.0, 0.0),
     dtype: torch.dtype = torch.float32,
+    roll_deg: float = 0.0,
 ) -> torch.Tensor:
     """World-to-camera ``[4, 4]`` of a camera at ``eye`` looking at ``target``.
 
     ``up`` is the world direction that appears upwards in the image (it must not be parallel to
-    the viewing direction). Computed in float64, returned as ``dtype``.
+    the viewing direction); ``roll_deg`` then turns the image axes about the viewing direction
+    (positive: the image x axis towards image y, as a hand-held camera tilts). Computed in
+    float64, returned as ``dtype``.
     """
     eye_t = torch.as_tensor(eye, dtype=torch.float64)
     forward = torch.as_tensor(target, dtype=torch.float64) - eye_t
@@ -31,6 +35,9 @@ def look_at(
         raise ValueError(f"up {tuple(up)} is parallel to the viewing direction from {tuple(eye)} to {tuple(target)}")
     right = right / norm
     down = torch.linalg.cross(forward, right)
+    if roll_deg != 0.0:
+        cos, sin = math.cos(math.radians(roll_deg)), math.sin(math.radians(roll_deg))
+        right, down = cos * right + sin * down, cos * down - sin * right
     rotation = torch.stack([right, down, forward])  # rows: the camera axes in world coordinates
     viewmat = torch.eye(4, dtype=torch.float64)
     viewmat[:3, :3] = rotation

@@ -21,14 +21,15 @@ gradient away on densification steps; here the step is taken first and nothing i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Dict, NamedTuple, Optional
+import math
+from dataclasses import dataclass, field
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
 
 from gsplat_lib.model import GaussianModel
 from gsplat_lib.ops.densify import accumulate_screen_stats, densify_plan
-from gsplat_lib.strategy_base import Strategy
+from gsplat_lib.strategy_base import Strategy, check_int_fields, restore_generator, strategy_config, strategy_from_state
 
 
 class DensifyReport(NamedTuple):
@@ -49,7 +50,7 @@ def _finite_pairs(grad: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(grad).all(-1, keepdim=True), grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
 
 
-def _in_plane_axes(quats: torch.Tensor):
+def in_plane_axes(quats: torch.Tensor):
     """The first two columns (t_u, t_v) [K, 3] of the rotation of unit quaternions [K, 4] (w, x, y, z)."""
     w, x, y, z = quats.unbind(dim=1)
     t_u = torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y + w * z), 2 * (x * z - w * y)], dim=1)
@@ -80,7 +81,12 @@ class DefaultStrategy(Strategy):
     - prune when opacity < ``prune_opacity``, or, once the first opacity reset has happened
       (``step > reset_every``), when ``s > prune_world_size * scene_extent`` or
       ``max_radii2D > prune_screen_size`` (the statistic of the steps since the last
-      densification; unlike 2DGS, it is not zeroed before the test, so this rule fires);
+      densification; unlike 2DGS, it is not zeroed before the test, so this rule fires).
+      With a ``cameras_center``, the world-size bound grows with the distance ``d`` from it:
+      ``s > prune_world_size * max(scene_extent, d)``, a bound on the angle a surfel subtends
+      from the cameras, so the large surfels of a far background (hills, buildings) stay.
+      Before the first reset the screen-size rule prunes only surfels fainter than
+      ``prune_faint_opacity`` (0: none): large faint surfels in front of a camera, a haze;
     - a pruned surfel is neither cloned nor split;
     - clone when ``g >= grad_threshold`` and ``s <= percent_dense * scene_extent``: the copy
       is appended, its Adam moments zero;
@@ -106,6 +112,8 @@ class DefaultStrategy(Strategy):
     prune_opacity: float = 0.05
     prune_world_size: float = 0.1
     prune_screen_size: float = 20.0
+    prune_faint_opacity: float = 0.0
+    cameras_center: Optional[Tuple[float, float, float]] = None
     percent_dense: float = 0.01
     split_children: int = 2
     split_scale_divisor: float = 1.6
@@ -123,16 +131,18 @@ class DefaultStrategy(Strategy):
     generator: torch.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("refine_start", "refine_stop", "refine_every", "reset_every", "split_children", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"DefaultStrategy: {name} must be an int, got {type(value).__name__}")
+        check_int_fields(self, ("refine_start", "refine_stop", "refine_every", "reset_every", "split_children", "seed"))
         if self.refine_every < 1 or self.reset_every < 1 or self.split_children < 1:
             raise ValueError("DefaultStrategy: refine_every, reset_every and split_children must be >= 1")
         if not 0.0 < self.reset_opacity_value < 1.0:
             raise ValueError(
                 f"DefaultStrategy: reset_opacity_value must be in (0, 1), got {self.reset_opacity_value}"
             )
+        if self.cameras_center is not None:
+            center = tuple(float(value) for value in self.cameras_center)
+            if len(center) != 3 or not all(math.isfinite(value) for value in center):
+                raise ValueError(f"DefaultStrategy: cameras_center must be 3 finite numbers, got {self.cameras_center!r}")
+            self.cameras_center = center
         if self.split_scale_divisor <= 0:
             raise ValueError(f"DefaultStrategy: split_scale_divisor must be > 0, got {self.split_scale_divisor}")
         self.generator = torch.Generator(device="cpu")
@@ -221,12 +231,18 @@ class DefaultStrategy(Strategy):
         extent = model.scene_extent
 
         by_opacity = model.opacities < self.prune_opacity
+        large_on_screen = self.max_radii2D > self.prune_screen_size
         if prune_large:
-            by_world_size = max_scale > self.prune_world_size * extent
-            by_screen_size = self.max_radii2D > self.prune_screen_size
+            bound = torch.full_like(max_scale, extent)
+            if self.cameras_center is not None:
+                center = torch.tensor(self.cameras_center, dtype=torch.float32, device=model.device)
+                bound = torch.maximum(bound, (model.means - center).norm(dim=1))
+            by_world_size = max_scale > self.prune_world_size * bound
+            by_screen_size = large_on_screen
         else:
             by_world_size = torch.zeros_like(by_opacity)
-            by_screen_size = torch.zeros_like(by_opacity)
+            # Faint and large on screen: haze in front of a camera, pruned from the start.
+            by_screen_size = large_on_screen & (model.opacities < self.prune_faint_opacity)
         keep = ~(by_opacity | by_world_size | by_screen_size)
         high_grad = mean_grad >= self.grad_threshold
         small = max_scale <= self.percent_dense * extent
@@ -237,7 +253,7 @@ class DefaultStrategy(Strategy):
         child_rows = slice(plan.num_survivors + plan.num_clones, plan.source.shape[0])
         parents = plan.source[child_rows]
         parent_scales = model.scales[parents]
-        t_u, t_v = _in_plane_axes(model.quats[parents])
+        t_u, t_v = in_plane_axes(model.quats[parents])
         normals = torch.randn(parents.shape[0], 2, generator=self.generator, dtype=torch.float32)
         offsets_uv = parent_scales * normals.to(model.device)
         num_rows = plan.source.shape[0]
@@ -275,7 +291,7 @@ class DefaultStrategy(Strategy):
 
     def config(self) -> Dict[str, object]:
         """The constructor arguments (weights_only-safe values)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        return strategy_config(self)
 
     def state_dict(self) -> Dict[str, object]:
         """Config, accumulators (CPU copies; None before the first step) and generator state."""
@@ -296,11 +312,7 @@ class DefaultStrategy(Strategy):
     @classmethod
     def from_state_dict(cls, state: Dict[str, object], device="cpu") -> "DefaultStrategy":
         """A strategy with the config, accumulators and generator state of :meth:`state_dict`."""
-        if state.get("name") != cls.__name__:
-            raise ValueError(f"strategy state is of {state.get('name')!r}, not {cls.__name__}")
-        strategy = cls(**state["config"])
-        strategy.load_state_dict(state, device=device)
-        return strategy
+        return strategy_from_state(cls, state, device)
 
     def load_state_dict(self, state: Dict[str, object], device="cpu") -> None:
         """Restores accumulators and generator state (the config stays this object's)."""
@@ -321,8 +333,4 @@ class DefaultStrategy(Strategy):
             self.grad_acc, self.absgrad_acc, self.count, self.max_radii2D = (
                 value.to(device).clone() for value in values
             )
-        generator_state = state.get("generator_state")
-        if not isinstance(generator_state, torch.Tensor) or generator_state.dtype != torch.uint8:
-            raise ValueError("strategy state: generator_state must be a uint8 tensor")
-        self.generator.set_state(generator_state.clone())
-
+        restore_generator(self.generator, state)

@@ -4,9 +4,12 @@ calls, and a state that checkpoints save and restore without knowing the strateg
 from __future__ import annotations
 
 import abc
+from dataclasses import fields
 from typing import Dict
 
-__all__ = ["Strategy"]
+import torch
+
+__all__ = ["Strategy", "check_int_fields", "strategy_config", "strategy_from_state", "restore_generator"]
 
 
 class Strategy(abc.ABC):
@@ -48,3 +51,38 @@ class Strategy(abc.ABC):
         if strategy_class is None:
             raise ValueError(f"unknown strategy {state.get('name')!r}; known: {sorted(Strategy._by_name)}")
         return strategy_class.from_state_dict(state, device=device)
+
+
+# ---------------------------------------------------------------------- helpers of dataclass strategies
+
+
+def check_int_fields(strategy, names) -> None:
+    """TypeError naming the first of ``names`` whose value on the (dataclass) strategy is not an int."""
+    for name in names:
+        value = getattr(strategy, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{type(strategy).__name__}: {name} must be an int, got {type(value).__name__}")
+
+
+def strategy_config(strategy) -> Dict[str, object]:
+    """The constructor arguments of a dataclass strategy (its init fields)."""
+    return {f.name: getattr(strategy, f.name) for f in fields(strategy) if f.init}
+
+
+def strategy_from_state(cls, state: Dict[str, object], device="cpu"):
+    """An instance of the strategy class ``cls`` built from the ``config`` of its
+    ``state_dict()``, then given the rest of that state (``load_state_dict``)."""
+    if state.get("name") != cls.__name__:
+        raise ValueError(f"strategy state is of {state.get('name')!r}, not {cls.__name__}")
+    strategy = cls(**state["config"])
+    strategy.load_state_dict(state, device=device)
+    return strategy
+
+
+def restore_generator(generator: torch.Generator, state: Dict[str, object]) -> None:
+    """Sets ``generator`` to the ``generator_state`` of a strategy's state dict (ValueError if
+    it is not a uint8 tensor)."""
+    generator_state = state.get("generator_state")
+    if not isinstance(generator_state, torch.Tensor) or generator_state.dtype != torch.uint8:
+        raise ValueError("strategy state: generator_state must be a uint8 tensor")
+    generator.set_state(generator_state.clone())

@@ -15,6 +15,7 @@ from gsplat_lib.data.synthetic_scene import (
     synthetic_scene_viewmats,
     trace_rays,
 )
+from ground_truth import back_project
 
 # Small enough to keep the file fast; the geometry does not depend on size.
 VIEWS, WIDTH, HEIGHT = 10, 40, 30
@@ -23,17 +24,6 @@ VIEWS, WIDTH, HEIGHT = 10, 40, 30
 @pytest.fixture(scope="module")
 def cameras():
     return synthetic_scene_cameras(VIEWS, WIDTH, HEIGHT, seed=0)
-
-
-def back_project(camera):
-    """World points [M, 3] of the hit pixel centres, and their mask [H, W]."""
-    hit = camera.depth[..., 0] > 0
-    rows, cols = np.nonzero(hit)
-    depth = camera.depth[rows, cols, 0].astype(np.float64)
-    K = camera.K.astype(np.float64)
-    cam = np.stack([(cols + 0.5 - K[0, 2]) / K[0, 0] * depth, (rows + 0.5 - K[1, 2]) / K[1, 1] * depth, depth], 1)
-    R, t = camera.viewmat[:3, :3].astype(np.float64), camera.viewmat[:3, 3].astype(np.float64)
-    return (cam - t) @ R, hit
 
 
 def test_deterministic(cameras):

@@ -17,7 +17,7 @@ LAYERS = [
     ["gsplat_lib.param_schema", "gsplat_lib.learning_rates", "gsplat_lib.cameras", "gsplat_lib.atomic_file",
      "gsplat_lib.checkpoint", "gsplat_lib.strategy_base", "gsplat_lib.optim"],
     ["gsplat_lib.model", "gsplat_lib.io"],
-    ["gsplat_lib.strategy"],
+    ["gsplat_lib.strategy", "gsplat_lib.strategy_mcmc"],
     ["gsplat_lib.data"],
     ["gsplat_lib.mesh"],
     ["gsplat_lib.train"],

@@ -14,6 +14,7 @@ from gsplat_lib.data.synthetic_scene import distance_to_surface, sample_surface
 from gsplat_lib.mesh import (
     Mesh,
     connected_components,
+    crop_to_ball,
     distance_to_mesh,
     evaluate_mesh,
     keep_largest_components,
@@ -150,6 +151,33 @@ def test_evaluation_of_a_perfect_and_a_shifted_mesh():
     assert math.isinf(empty["chamfer"])
     points = sample_mesh_surface(sphere_mesh, 1000, seed=1)
     assert torch.equal(points, sample_mesh_surface(sphere_mesh, 1000, seed=1))
+
+
+def test_evaluation_cropped_to_the_sampled_ball():
+    """A ground truth sampled only near the origin judges the mesh there: a displaced far
+    object costs accuracy without the crop and nothing with it."""
+    unit = subdivided(octahedron(), 3)
+    unit = Mesh(unit.vertices / unit.vertices.norm(dim=1, keepdim=True), unit.faces)
+    far_center = torch.tensor([5.0, 0.0, 0.0])
+    far = Mesh(1.3 * unit.vertices + far_center, unit.faces)  # the far sphere, 0.3 too large
+    both = Mesh(torch.cat([unit.vertices, far.vertices]), torch.cat([unit.faces, far.faces + unit.num_vertices]))
+    assert crop_to_ball(both, 2.0).num_faces == unit.num_faces
+
+    def distance(points):  # the true surface: unit spheres at the origin and at far_center
+        return np.minimum(
+            np.abs(np.linalg.norm(points, axis=1) - 1.0), np.abs(np.linalg.norm(points - far_center.numpy(), axis=1) - 1.0)
+        )
+
+    def sample(count, seed):  # only the part within radius 2 of the origin
+        directions = np.random.default_rng(seed).normal(size=(count, 3))
+        return directions / np.linalg.norm(directions, axis=1, keepdims=True)
+
+    whole = evaluate_mesh(both, distance, sample, num_samples=2000)
+    cropped = evaluate_mesh(both, distance, sample, num_samples=2000, radius=2.0)
+    assert whole["accuracy"] > 0.1 and cropped["accuracy"] < 0.01 and cropped["radius"] == 2.0
+    assert cropped["completeness"] == pytest.approx(whole["completeness"], abs=1e-3)
+    with pytest.raises(ValueError, match="radius"):
+        evaluate_mesh(both, distance, sample, radius=-1.0)
 
 
 def test_builtin_scene_surface_samples():

@@ -12,7 +12,7 @@ from plyfile import PlyData, PlyElement
 from gsplat_lib import GaussianModel, load_ply, look_at, save_ply
 from gsplat_lib.io import FLAT_SCALE
 from gsplat_lib.param_schema import PARAM_NAMES
-from gsplat_lib.strategy import _in_plane_axes
+from gsplat_lib.strategy import in_plane_axes
 from random_params import random_params
 from subprocess_env import python_env
 
@@ -93,7 +93,7 @@ def test_3dgs_ellipsoids_become_surfels_of_their_two_largest_axes(tmp_path):
     assert loaded["sh_rest"].shape == (count, 0, 3)
 
     def axes(unit_quats):
-        t_u, t_v = _in_plane_axes(unit_quats)
+        t_u, t_v = in_plane_axes(unit_quats)
         return torch.stack([t_u, t_v, torch.linalg.cross(t_u, t_v)], dim=2)  # columns
 
     original = axes(torch.nn.functional.normalize(quats, dim=1))

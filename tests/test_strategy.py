@@ -8,7 +8,7 @@ import torch
 
 from gsplat_lib import DefaultStrategy, GaussianModel
 from gsplat_lib.param_schema import PARAM_NAMES
-from gsplat_lib.strategy import _in_plane_axes
+from gsplat_lib.strategy import in_plane_axes
 
 WIDTH = HEIGHT = 20  # screen gradients in pixels times 10 are NDC gradients
 HIGH_GRAD_NDC = 1e-3
@@ -108,7 +108,7 @@ def test_every_rule_fires_with_the_expected_counts():
     parent_scales = torch.exp(before["log_scales"][5])
     torch.testing.assert_close(model.scales.detach()[4:], (parent_scales / 1.6).expand(2, 2))
     unit_quat = torch.nn.functional.normalize(before["quats"][5:6], dim=1)
-    t_u, t_v = _in_plane_axes(unit_quat)
+    t_u, t_v = in_plane_axes(unit_quat)
     normal = torch.linalg.cross(t_u, t_v)[0]
     offsets = model.params["means"].detach()[4:] - before["means"][5]
     assert torch.all(offsets.norm(dim=1) > 0)
@@ -129,6 +129,40 @@ def test_size_rules_wait_for_the_first_opacity_reset():
         report = strategy.step_post_backward(model, rules_step_result(), step)
     assert report.pruned_by_world_size == 0 and report.pruned_by_screen_size == 0
     assert report.num_pruned == 2 and report.num_after == 8 - 2 - 1 + 1 + 2
+
+
+def test_world_size_bound_grows_with_the_distance_from_the_cameras():
+    # Three surfels of largest scale 0.5 (extent 1: the plain bound is 0.1), at distances
+    # 2, 6 and 8 from the cameras' centre: with the centre, the bound is 0.1 x max(1, d).
+    model = make_model([[0.5, 0.1]] * 3, [0.5] * 3)
+    with torch.no_grad():
+        model.params["means"].copy_(torch.tensor([[2.0, 0.0, 1.0], [0.0, 6.0, 1.0], [0.0, 0.0, 9.0]]))
+    result = fake_result(torch.zeros(1, 3, 2), torch.full((1, 3, 2), 5, dtype=torch.int32))
+    strategy = DefaultStrategy(
+        refine_start=0, refine_every=1, reset_every=1, reset_opacity_value=0.6, cameras_center=(0.0, 0.0, 1.0),
+        loss_is_batch_mean=False,
+    )
+    report = strategy.step_post_backward(model, result, 2)
+    assert report.pruned_by_world_size == 1  # only the one at distance 2 (bound 0.2)
+    assert torch.equal(model.params["means"].detach()[:, 2], torch.tensor([1.0, 9.0]))
+    plain = DefaultStrategy(refine_start=0, refine_every=1, reset_every=1, reset_opacity_value=0.6, loss_is_batch_mean=False)
+    assert plain.step_post_backward(make_model([[0.5, 0.1]] * 3, [0.5] * 3), result, 2).pruned_by_world_size == 3
+    assert DefaultStrategy.from_state_dict(strategy.state_dict()).cameras_center == (0.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="cameras_center"):
+        DefaultStrategy(cameras_center=(0.0, float("nan"), 0.0))
+
+
+def test_faint_surfels_large_on_screen_are_pruned_before_the_first_reset():
+    # Opacities 0.08 (faint), 0.5, 0.08, 0.5; the first two reach 30 px on screen.
+    model = make_model([[0.005, 0.005]] * 4, [0.08, 0.5, 0.08, 0.5])
+    radii = torch.full((1, 4, 2), 5, dtype=torch.int32)
+    radii[0, :2] = 30
+    result = fake_result(torch.zeros(1, 4, 2), radii)
+    strategy = DefaultStrategy(refine_start=0, refine_every=1, reset_every=100, prune_faint_opacity=0.1, loss_is_batch_mean=False)
+    report = strategy.step_post_backward(model, result, 1)
+    assert report.pruned_by_screen_size == 1 and report.num_after == 3  # only the faint large one
+    off = DefaultStrategy(refine_start=0, refine_every=1, reset_every=100, loss_is_batch_mean=False)
+    assert off.step_post_backward(make_model([[0.005, 0.005]] * 4, [0.08, 0.5, 0.08, 0.5]), result, 1).num_pruned == 0
 
 
 def test_statistics_accumulate_ndc_norms_counts_and_max_radii():
@@ -215,7 +249,7 @@ def test_split_offsets_follow_the_surfel_plane_and_its_two_scales():
     strategy.count.fill_(1)
     report = strategy.densify_and_prune(model, prune_large=False)
     assert report.num_split == count and report.num_after == 2 * count
-    t_u, t_v = _in_plane_axes(torch.nn.functional.normalize(torch.tensor([[0.9, 0.1, -0.3, 0.2]]), dim=1))
+    t_u, t_v = in_plane_axes(torch.nn.functional.normalize(torch.tensor([[0.9, 0.1, -0.3, 0.2]]), dim=1))
     offsets = model.params["means"].detach()
     normal = torch.linalg.cross(t_u, t_v)[0]
     assert (offsets @ normal).abs().max() < 1e-6

@@ -40,6 +40,10 @@ def _one_line(text):
     ("--percent-dense", "inf", "percent_dense must be a finite number >= 0"),
     ("--far", "nan", "far must be a finite number > 0"),
     ("--sh-degree", "4", "sh_degree must be in [0, 3]"),
+    ("--depth-ratio", "nan", "depth_ratio must be a finite number in [0, 1]"),  # None (the default): from the data
+    ("--prune-faint-opacity", "-0.1", "prune_faint_opacity must be a finite number >= 0"),
+    ("--lr-environment", "0", "lr_environment must be a finite number > 0"),
+    ("--noise-lr", "inf", "noise_lr must be a finite number >= 0"),
 ])
 def test_bad_option_values_are_named(tmp_path, capsys, flag, value, message):
     assert cli.main(["--output", str(tmp_path / "run"), flag, value]) == 2

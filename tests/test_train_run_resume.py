@@ -14,11 +14,11 @@ import sys
 import time
 
 import pytest
-import torch
 
 from gsplat_lib.data import make_synthetic_scene
 from gsplat_lib.train import cli
 from gsplat_lib.train.run_dir import read_json
+from run_checks import assert_identical, final_content
 from subprocess_env import python_env
 
 pytestmark = pytest.mark.slow
@@ -65,25 +65,7 @@ def _wait_for_checkpoint(process, output, min_step, timeout=240.0):
 
 
 def _final_content(output):
-    path = output / "checkpoints" / f"step_{ITERATIONS:06d}.ckpt"
-    return torch.load(path, map_location="cpu", weights_only=True)["content"]
-
-
-def _assert_identical(a, b, where="content"):
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert set(a) == set(b), where
-        for key in a:
-            if key == "train_seconds":  # wall time, not state
-                continue
-            _assert_identical(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for index, (x, y) in enumerate(zip(a, b)):
-            _assert_identical(x, y, f"{where}[{index}]")
-    else:
-        assert a == b, where
+    return final_content(output, ITERATIONS)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +100,7 @@ def test_sigint_then_resume_is_bit_identical(scene_dir, reference, tmp_path):
     stopped = max(int(p.name[5:11]) for p in (tmp_path / "checkpoints").glob("step_*.ckpt"))
     assert stopped < ITERATIONS
     _train_in_process(scene_dir, tmp_path)
-    _assert_identical(_final_content(reference), _final_content(tmp_path))
+    assert_identical(_final_content(reference), _final_content(tmp_path))
 
 
 def test_kill_9_then_resume_is_bit_identical(scene_dir, reference, tmp_path):
@@ -128,7 +110,7 @@ def test_kill_9_then_resume_is_bit_identical(scene_dir, reference, tmp_path):
     process.communicate(timeout=60)
     assert read_json(tmp_path / "stages" / "train.FINISHED.json") is None
     _train_in_process(scene_dir, tmp_path)
-    _assert_identical(_final_content(reference), _final_content(tmp_path))
+    assert_identical(_final_content(reference), _final_content(tmp_path))
     assert not list((tmp_path / "checkpoints").glob("*.partial"))
 
 
@@ -156,7 +138,7 @@ def test_force_redoes_every_stage_identically(scene_dir, reference, tmp_path, ca
     out = capsys.readouterr().out
     assert "already finished" not in out and f"stage train: {ITERATIONS} steps" in out
     assert "stage evaluate: PSNR" in out and "stage export: wrote" in out
-    _assert_identical(_final_content(reference), _final_content(output))
+    assert_identical(_final_content(reference), _final_content(output))
 
 
 def test_force_starts_over_with_other_settings(scene_dir, tmp_path, capsys):

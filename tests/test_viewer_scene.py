@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from gsplat_lib import GaussianModel, load_checkpoint
+from gsplat_lib.train.trainer import render_camera
 from gsplat_lib.viewer import RENDER_MODES, load_viewer_scene, render_view
 from gsplat_lib.viewer.views import camera_pose, view_from_pose
 from viewer_helpers import small_scene, train_small_run, write_mesh_ply
@@ -122,6 +123,24 @@ def test_render_modes(run_dir):
     assert (frames["Depth"][uncovered] == 0).all() and (frames["Normals"][uncovered] == 0).all()
     with pytest.raises(ValueError, match="mode"):
         render_view(scene.model, view, "X-ray")
+
+
+def test_a_run_with_an_environment_map_shows_it_behind_the_surfels(tmp_path):
+    """A capture-like run's RGB frames are the surfels over its learned sky, as gsplat-render
+    draws them, not over the black background."""
+    run = train_small_run(tmp_path / "run", small_scene(tmp_path / "scene"), 12, "--background", "environment", "--no-mesh")
+    scene = load_viewer_scene(run)
+    assert scene.environment is not None
+    camera = scene.test_cameras[0]
+    view = view_from_pose(*camera_pose(camera)[:3], camera.width, camera.height)
+    frame = render_view(scene.model, view, "RGB", environment=scene.environment)
+    with torch.no_grad():
+        rendered = render_camera(scene.model, camera, (0.0, 0.0, 0.0), environment=scene.environment)
+    expected = (rendered["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    assert np.abs(frame.astype(int) - expected.astype(int)).max() <= 1
+    uncovered = rendered["alpha"][..., 0].numpy() < 0.05
+    assert uncovered.any() and frame[uncovered].mean() > 20  # the sky, where black was before
+    assert render_view(scene.model, view, "RGB")[uncovered].mean() < 5  # without it: the black background
 
 
 def test_a_model_without_cameras_renders_from_anywhere():

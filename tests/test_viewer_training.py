@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-import torch
 
 pytest.importorskip("viser", reason="the viewer extra is not installed: pip install 'gsplat_lib[viewer]'")
 
@@ -14,7 +13,7 @@ from gsplat_lib.train import TrainConfig, Trainer  # noqa: E402
 from gsplat_lib.viewer import TrainingViewer  # noqa: E402
 from gsplat_lib.viewer.client_renderer import FrameRequest  # noqa: E402
 from gsplat_lib.viewer.views import camera_pose  # noqa: E402
-from test_train_run_resume import _assert_identical  # noqa: E402  (compares whole checkpoints, wall time aside)
+from run_checks import assert_identical, final_content  # noqa: E402  (whole checkpoints, wall time aside)
 from viewer_helpers import free_port, serve_until_ctrl_c, small_scene  # noqa: E402
 
 ITERATIONS = 30
@@ -31,11 +30,6 @@ def _config(scene_dir, output):
         data=str(scene_dir), output=str(output), iterations=ITERATIONS, densify_start=3, densify_every=8,
         reset_every=24, densify_stop=25, grad_threshold=0.0005, checkpoint_every=10, progress=False,
     )
-
-
-def _final_state(output):
-    content = torch.load(output / "checkpoints" / f"step_{ITERATIONS:06d}.ckpt", map_location="cpu", weights_only=True)
-    return content["content"]
 
 
 def test_frames_during_training_change_no_bit(scene_dir, tmp_path):
@@ -63,7 +57,7 @@ def test_frames_during_training_change_no_bit(scene_dir, tmp_path):
         drawer.join(30)
         monitor.close()
     assert len(frames) > ITERATIONS  # frames came between the steps, not only before or after
-    _assert_identical(_final_state(tmp_path / "plain"), _final_state(tmp_path / "viewed"), "checkpoint")
+    assert_identical(final_content(tmp_path / "plain", ITERATIONS), final_content(tmp_path / "viewed", ITERATIONS), "checkpoint")
 
 
 def test_pause_and_resume(scene_dir, tmp_path):

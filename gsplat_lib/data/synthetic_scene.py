@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -44,9 +43,21 @@ import torch
 
 from gsplat_lib.cameras import look_at
 
-from .colmap import write_colmap
 from .nerf_synthetic import write_nerf_synthetic
-from .scene import Camera, PathLike, SceneData, scene_extent, split_indices
+from .raytraced import (
+    RayHits,
+    add_scene_arguments,
+    box_rotation,
+    intrinsics,
+    render_cameras,
+    sample_surface_pixels,
+    split_scene,
+    sun_visibility,
+    trace_scene,
+    write_ground_truth,
+    write_scene_folder,
+)
+from .scene import Camera, PathLike, SceneData, split_indices
 
 __all__ = [
     "DEFAULT_SCENE_NUM_VIEWS",
@@ -114,41 +125,7 @@ _GROUND_ID = 0
 _SPHERE_IDS = 1 + np.arange(len(_SPHERE_RADII))
 _BOX_IDS = 1 + len(_SPHERE_RADII) + np.arange(len(_BOX_CENTERS))
 
-# Self-intersection guard for shadow rays (scene units).
-_EPS = 1e-6
-
-
-def _box_rotation(angle_deg: float) -> np.ndarray:
-    """[3, 3] rotation about z: box-local to world."""
-    angle = math.radians(angle_deg)
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-_BOX_ROTATIONS = np.stack([_box_rotation(angle) for angle in _BOX_ANGLES_DEG])
-
-
-@dataclass
-class RayHits:
-    """First hits of N rays.
-
-    Attributes:
-        t: [N] float64 ray parameter of the hit (inf on a miss); with the
-            direction's camera-space z equal to 1, ``t`` is the depth.
-        points: [N, 3] float64 world hit points (0 on a miss).
-        normals: [N, 3] float64 world unit normals facing the ray (0 on a miss).
-        primitive: [N] int64 primitive id, -1 on a miss.
-    """
-
-    t: np.ndarray
-    points: np.ndarray
-    normals: np.ndarray
-    primitive: np.ndarray
-
-    @property
-    def hit(self) -> np.ndarray:
-        """[N] bool."""
-        return self.primitive >= 0
+_BOX_ROTATIONS = np.stack([box_rotation(angle) for angle in _BOX_ANGLES_DEG])
 
 
 def trace_rays(origins: np.ndarray, directions: np.ndarray) -> RayHits:
@@ -158,80 +135,14 @@ def trace_rays(origins: np.ndarray, directions: np.ndarray) -> RayHits:
         origins: [N, 3] ray origins (outside every primitive).
         directions: [N, 3] ray directions, any non-zero length.
     """
-    origins = np.asarray(origins, dtype=np.float64)
-    directions = np.asarray(directions, dtype=np.float64)
-    count = len(origins)
-    best_t = np.full(count, np.inf)
-    best_normal = np.zeros((count, 3))
-    best_id = np.full(count, -1, dtype=np.int64)
-
-    def keep(rays, t, normal, primitive_id):
-        """Record hits at ``t`` [M] (inf = miss) of the rays ``rays`` [M] that
-        are nearer than what was found so far."""
-        closer = t < best_t[rays]
-        rays, t, normal = rays[closer], t[closer], normal[closer]
-        best_t[rays] = t
-        best_normal[rays] = normal
-        best_id[rays] = primitive_id
-
-    all_rays = np.arange(count)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # Ground: seen from above only (cameras are above it, the light too).
-        t = -origins[:, 2] / directions[:, 2]
-        hit_xy = origins[:, :2] + t[:, None] * directions[:, :2]
-        inside = np.all(np.abs(hit_xy) <= _GROUND_HALF_SIZE, axis=1)
-        valid = (directions[:, 2] < 0.0) & (t > _EPS) & inside
-        rays = all_rays[valid]
-        keep(rays, t[valid], np.broadcast_to([0.0, 0.0, 1.0], (len(rays), 3)), _GROUND_ID)
-
-        # Dot products shared by every sphere test: |o - c|^2 and (o - c).d
-        # expand into these plus two mat-vec products per sphere, instead of
-        # an [N, 3] temporary per sphere.
-        dd = np.einsum("ij,ij->i", directions, directions)
-        oo = np.einsum("ij,ij->i", origins, origins)
-        od = np.einsum("ij,ij->i", origins, directions)
-
-        def sphere_hits(center, radius):
-            """(rays, t) of the rays that enter the sphere ahead of their origin."""
-            b = od - directions @ center
-            c = oo - 2.0 * (origins @ center) + (center @ center - radius * radius)
-            discriminant = b * b - dd * c
-            valid = discriminant >= 0.0
-            rays = all_rays[valid]
-            t = (-b[valid] - np.sqrt(discriminant[valid])) / dd[valid]
-            ahead = t > _EPS
-            return rays[ahead], t[ahead]
-
-        for center, radius, primitive_id in zip(_SPHERE_CENTERS, _SPHERE_RADII, _SPHERE_IDS):
-            rays, t = sphere_hits(center, radius)
-            normal = (origins[rays] + t[:, None] * directions[rays] - center) / radius
-            keep(rays, t, normal, primitive_id)
-
-        for center, half, rotation, primitive_id in zip(_BOX_CENTERS, _BOX_HALF_SIZES, _BOX_ROTATIONS, _BOX_IDS):
-            # Only rays that meet the bounding sphere can hit the box; the
-            # sphere test is much cheaper than the slab test below.
-            candidates = sphere_hits(center, float(np.linalg.norm(half)))[0]
-            if len(candidates) == 0:
-                continue
-            # Slab test in the box frame; rotation.T maps world to local.
-            local_origin = (origins[candidates] - center) @ rotation
-            local_direction = directions[candidates] @ rotation
-            safe = np.where(np.abs(local_direction) < 1e-300, 1e-300, local_direction)
-            t1 = (-half - local_origin) / safe
-            t2 = (half - local_origin) / safe
-            t_near_axis = np.minimum(t1, t2)
-            t_near = t_near_axis.max(axis=1)
-            t_far = np.maximum(t1, t2).min(axis=1)
-            valid = (t_near <= t_far) & (t_near > _EPS)
-            rays = candidates[valid]
-            axis = t_near_axis[valid].argmax(axis=1)
-            local_normal = np.zeros((len(rays), 3))
-            local_normal[np.arange(len(rays)), axis] = -np.sign(local_direction[valid, axis])
-            keep(rays, t_near[valid], local_normal @ rotation.T, primitive_id)
-
-    hit = best_id >= 0
-    points = np.where(hit[:, None], origins + np.where(hit, best_t, 0.0)[:, None] * directions, 0.0)
-    return RayHits(best_t, points, np.where(hit[:, None], best_normal, 0.0), best_id)
+    return trace_scene(
+        origins,
+        directions,
+        lambda xy: np.all(np.abs(xy) <= _GROUND_HALF_SIZE, axis=1),
+        list(zip(_SPHERE_CENTERS, _SPHERE_RADII, _SPHERE_IDS)),
+        list(zip(_BOX_CENTERS, _BOX_HALF_SIZES, _BOX_ROTATIONS, _BOX_IDS)),
+        _GROUND_ID,
+    )
 
 
 def _albedo(points: np.ndarray, primitive: np.ndarray) -> np.ndarray:
@@ -265,12 +176,7 @@ def _albedo(points: np.ndarray, primitive: np.ndarray) -> np.ndarray:
 def shade(hits: RayHits) -> np.ndarray:
     """[N, 3] float64 colour of each hit: albedo * (ambient + diffuse * lit * max(0, n.l)),
     with a shadow ray towards the light; 0 for misses."""
-    cosine = np.maximum(hits.normals @ _LIGHT_DIR, 0.0)
-    lit = hits.hit & (cosine > 0.0)
-    shadow_origins = hits.points[lit] + 1e-5 * hits.normals[lit]
-    shadow = trace_rays(shadow_origins, np.broadcast_to(_LIGHT_DIR, shadow_origins.shape))
-    visible = np.zeros(len(cosine), dtype=bool)
-    visible[np.flatnonzero(lit)[~shadow.hit]] = True
+    cosine, visible = sun_visibility(hits, _LIGHT_DIR, trace_rays)
     intensity = _AMBIENT + _DIFFUSE * cosine * visible
     return np.where(hits.hit[:, None], _albedo(hits.points, hits.primitive) * intensity[:, None], 0.0)
 
@@ -372,46 +278,6 @@ def synthetic_scene_viewmats(
     return viewmats
 
 
-def _intrinsics(width: int, height: int, fov_x_deg: float) -> np.ndarray:
-    focal = 0.5 * width / math.tan(0.5 * math.radians(fov_x_deg))
-    return np.array([[focal, 0.0, 0.5 * width], [0.0, focal, 0.5 * height], [0.0, 0.0, 1.0]])
-
-
-def _pixel_rays(viewmat: np.ndarray, K: np.ndarray, u: np.ndarray, v: np.ndarray):
-    """World rays through continuous pixel coordinates u, v ([N] each).
-
-    The directions have camera-space z = 1, so the hit parameter t is the
-    camera-space depth."""
-    rotation, translation = viewmat[:3, :3], viewmat[:3, 3]
-    camera_dirs = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=1)
-    origins = np.broadcast_to(-rotation.T @ translation, camera_dirs.shape)
-    return origins, camera_dirs @ rotation  # rows of R^T d
-
-
-def _render_view(
-    viewmat: np.ndarray, K: np.ndarray, width: int, height: int, supersample: int, rng: np.random.Generator
-):
-    """(colour sum [H, W, 3] over hit samples, hit fraction [H, W, 1],
-    depth [H, W, 1], normal [H, W, 3]) of one view."""
-    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    # Stratified jitter: sample (a, b) of a pixel lies in sub-cell (a, b) of an S x S grid.
-    strata = np.arange(supersample, dtype=np.float64)[None, None, :, None]
-    jitter = rng.random((height, width, supersample, supersample, 2))
-    u = cols[:, :, None, None] + (strata.transpose(0, 1, 3, 2) + jitter[..., 0]) / supersample
-    v = rows[:, :, None, None] + (strata + jitter[..., 1]) / supersample
-    origins, directions = _pixel_rays(viewmat, K, u.ravel(), v.ravel())
-    hits = trace_rays(origins, directions)
-    samples = supersample * supersample
-    color = shade(hits).reshape(height, width, samples, 3).sum(axis=2) / samples
-    coverage = hits.hit.reshape(height, width, samples).mean(axis=2)[:, :, None]
-
-    origins, directions = _pixel_rays(viewmat, K, cols.ravel() + 0.5, rows.ravel() + 0.5)
-    centre = trace_rays(origins, directions)
-    depth = np.where(centre.hit, centre.t, 0.0).reshape(height, width, 1)
-    normal = centre.normals.reshape(height, width, 3)
-    return color, coverage, depth, normal
-
-
 def synthetic_scene_cameras(
     num_views: int = DEFAULT_SCENE_NUM_VIEWS,
     width: int = DEFAULT_SCENE_WIDTH,
@@ -430,32 +296,10 @@ def synthetic_scene_cameras(
     [H, W, 3] of the pixel-centre ray. The seed drives only the sub-pixel
     jitter; identical seeds give identical arrays.
     """
-    if num_views < 1 or width < 1 or height < 1 or supersample < 1:
-        raise ValueError(
-            f"num_views, width, height and supersample must be >= 1, got "
-            f"{num_views}, {width}, {height}, {supersample}"
-        )
-    rng = np.random.default_rng(seed)
-    K = _intrinsics(width, height, fov_x_deg)
-    background = np.asarray(background, dtype=np.float64).reshape(1, 1, 3)
-    cameras = []
-    for view, viewmat in enumerate(synthetic_scene_viewmats(num_views)):
-        color, coverage, depth, normal = _render_view(viewmat, K, width, height, supersample, rng)
-        image = color + (1.0 - coverage) * background
-        cameras.append(
-            Camera(
-                name=f"view_{view:03d}.png",
-                viewmat=viewmat.astype(np.float32),
-                K=K.astype(np.float32),
-                width=width,
-                height=height,
-                image=np.clip(image, 0.0, 1.0).astype(np.float32),
-                alpha=coverage.astype(np.float32),
-                depth=depth.astype(np.float32),
-                normal=normal.astype(np.float32),
-            )
-        )
-    return cameras
+    return render_cameras(
+        synthetic_scene_viewmats(num_views), intrinsics(width, height, fov_x_deg), width, height, supersample,
+        np.random.default_rng(seed), trace_rays, lambda directions, hits: shade(hits), background,
+    )
 
 
 def synthetic_scene_points(
@@ -469,29 +313,9 @@ def synthetic_scene_points(
     the surfaces. Returns (points [P, 3], colors [P, 3] in [0, 1]) float32.
     """
     rng = np.random.default_rng([seed, 1])  # independent of the jitter stream
-    hits = [np.flatnonzero(camera.depth.reshape(-1) > 0.0) for camera in cameras]
-    counts = np.array([len(pixel_ids) for pixel_ids in hits])
-    if counts.sum() == 0:
-        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)
-    chosen = np.sort(rng.choice(counts.sum(), size=min(num_points, counts.sum()), replace=False))
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    points, colors = [], []
-    for view, camera in enumerate(cameras):
-        in_view = chosen[(chosen >= offsets[view]) & (chosen < offsets[view + 1])] - offsets[view]
-        if len(in_view) == 0:
-            continue
-        pixel_ids = hits[view][in_view]
-        rows, cols = np.divmod(pixel_ids, camera.width)
-        origins, directions = _pixel_rays(
-            camera.viewmat.astype(np.float64), camera.K.astype(np.float64), cols + 0.5, rows + 0.5
-        )
-        traced = trace_rays(origins, directions)
-        points.append(traced.points)
-        colors.append(shade(traced))
-    return (
-        np.concatenate(points).astype(np.float32),
-        np.clip(np.concatenate(colors), 0.0, 1.0).astype(np.float32),
-    )
+    origins, directions, _ = sample_surface_pixels(cameras, num_points, rng)
+    traced = trace_rays(origins, directions)
+    return traced.points.astype(np.float32), np.clip(shade(traced), 0.0, 1.0).astype(np.float32)
 
 
 def synthetic_scene_data(
@@ -508,16 +332,7 @@ def synthetic_scene_data(
     without 8-bit rounding of the images)."""
     cameras = synthetic_scene_cameras(num_views, width, height, seed=seed)
     points, colors = synthetic_scene_points(cameras, num_points, seed=seed)
-    train_ids, test_ids = split_indices(len(cameras), test_every)
-    train = [cameras[index] for index in train_ids]
-    return SceneData(
-        train=train,
-        test=[cameras[index] for index in test_ids],
-        points=points,
-        point_colors=colors,
-        scene_extent=scene_extent(train if train else cameras),
-        background=np.asarray(DEFAULT_SCENE_BACKGROUND, dtype=np.float32),
-    )
+    return split_scene(cameras, points, colors, test_every, DEFAULT_SCENE_BACKGROUND)
 
 
 def make_synthetic_scene(
@@ -550,7 +365,7 @@ def make_synthetic_scene(
     cameras = synthetic_scene_cameras(num_views, width, height, seed=seed, supersample=supersample)
     if fmt == "colmap":
         points, colors = synthetic_scene_points(cameras, num_points, seed=seed)
-        write_colmap(folder, cameras, points, colors, binary=binary)
+        write_scene_folder(folder, cameras, points, colors, binary=binary)
     else:
         train_ids, test_ids = split_indices(len(cameras), DEFAULT_SCENE_TEST_EVERY)
         write_nerf_synthetic(
@@ -559,12 +374,7 @@ def make_synthetic_scene(
             [cameras[index] for index in test_ids],
             background=DEFAULT_SCENE_BACKGROUND,
         )
-    gt_dir = folder / "gt"
-    gt_dir.mkdir(parents=True, exist_ok=True)
-    for camera in cameras:
-        stem = Path(camera.name).stem
-        np.save(gt_dir / f"{stem}_depth.npy", camera.depth)
-        np.save(gt_dir / f"{stem}_normal.npy", camera.normal)
+        write_ground_truth(folder, cameras)
     return folder
 
 
@@ -573,13 +383,8 @@ def main(argv=None) -> None:
         prog="python -m gsplat_lib.data.synthetic_scene",
         description="Write the built-in synthetic scene (images, cameras, points, ground truth).",
     )
-    parser.add_argument("out_dir", type=Path)
+    add_scene_arguments(parser, DEFAULT_SCENE_NUM_VIEWS, DEFAULT_SCENE_WIDTH, DEFAULT_SCENE_HEIGHT)
     parser.add_argument("--format", choices=("colmap", "nerf"), default="colmap")
-    parser.add_argument("--views", type=int, default=DEFAULT_SCENE_NUM_VIEWS)
-    parser.add_argument("--width", type=int, default=DEFAULT_SCENE_WIDTH)
-    parser.add_argument("--height", type=int, default=DEFAULT_SCENE_HEIGHT)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--binary", action="store_true", help="binary COLMAP model instead of text")
     args = parser.parse_args(argv)
     folder = make_synthetic_scene(
         args.out_dir,

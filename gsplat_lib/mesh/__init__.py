@@ -11,7 +11,7 @@ or step by step: :func:`render_depth_maps`, :class:`TSDFVolume` (``integrate``,
 """
 
 from gsplat_lib.mesh.depth import DepthBatch, camera_bounding_sphere, median_pixel_footprint, render_depth_maps
-from gsplat_lib.mesh.evaluate import distance_to_mesh, evaluate_mesh, sample_mesh_surface
+from gsplat_lib.mesh.evaluate import crop_to_ball, distance_to_mesh, evaluate_mesh, sample_mesh_surface
 from gsplat_lib.mesh.extract import MeshSettings, ResolvedMeshSettings, mesh_from_model, resolve_mesh_settings
 from gsplat_lib.mesh.mesh import Mesh, connected_components, keep_largest_components, load_mesh_ply, save_mesh_ply
 from gsplat_lib.mesh.preview import mesh_preview, rasterize_mesh, shade_mesh
@@ -35,6 +35,7 @@ __all__ = [
     "load_mesh_ply",
     "sample_mesh_surface",
     "distance_to_mesh",
+    "crop_to_ball",
     "evaluate_mesh",
     "rasterize_mesh",
     "shade_mesh",

@@ -3,7 +3,8 @@
 The ground truth is given by two functions of the scene (the built-in scenes provide them,
 ``gsplat_lib.data.synthetic_scene`` for one): ``distance_to_surface(points [P, 3]) -> [P]``,
 the unsigned distance to the true surface, and ``sample_surface(count, seed) -> [count, 3]``,
-points spread uniformly over it.
+points spread uniformly over it, or over its part within a ball about the origin (the capture
+scene's: then the mesh is cropped to the same ball, ``radius``).
 
 - accuracy: mean distance from the mesh (points sampled uniformly by area) to the true surface;
 - completeness: mean distance from the true surface to the mesh (exact point-to-triangle
@@ -13,6 +14,7 @@ points spread uniformly over it.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Dict, Optional
 
 import numpy as np
@@ -21,7 +23,7 @@ import torch
 from gsplat_lib.ops.knn import knn
 from gsplat_lib.mesh.mesh import Mesh
 
-__all__ = ["sample_mesh_surface", "distance_to_mesh", "evaluate_mesh"]
+__all__ = ["sample_mesh_surface", "distance_to_mesh", "crop_to_ball", "evaluate_mesh"]
 
 # Candidate triangles per query point: those among its nearest neighbours (centroids and
 # other query points together) that are centroids.
@@ -108,6 +110,14 @@ def distance_to_mesh(points: torch.Tensor, mesh: Mesh) -> torch.Tensor:
     return result
 
 
+def crop_to_ball(mesh: Mesh, radius: float) -> Mesh:
+    """The faces of ``mesh`` whose centroid lies within ``radius`` of the origin."""
+    if mesh.num_faces == 0:
+        return mesh
+    centroids = mesh.vertices[mesh.faces].double().mean(dim=1)
+    return mesh.select_faces(centroids.norm(dim=1) <= radius)
+
+
 def evaluate_mesh(
     mesh: Mesh,
     distance_to_surface: Callable[[np.ndarray], np.ndarray],
@@ -116,6 +126,7 @@ def evaluate_mesh(
     num_samples: int = 10_000,
     seed: int = 0,
     threshold: Optional[float] = None,
+    radius: Optional[float] = None,
 ) -> Dict[str, float]:
     """Accuracy, completeness and Chamfer distance of ``mesh`` against a true surface.
 
@@ -125,7 +136,15 @@ def evaluate_mesh(
         seed: of both samplings.
         threshold: when given, also the fraction of mesh points within it of the true surface
             (precision), of true points within it of the mesh (recall), and their F-score.
+        radius: when ``sample_surface`` covers only the ball of this radius about the origin
+            (a scene judged where its cameras look, e.g. the capture scene's
+            ``FOREGROUND_RADIUS``), the mesh is cropped to the same ball first (the faces whose
+            centroid lies in it), so that both directions measure the same region.
     """
+    if radius is not None:
+        if not (math.isfinite(radius) and radius > 0):
+            raise ValueError(f"evaluate_mesh: radius must be a finite number > 0, got {radius!r}")
+        mesh = crop_to_ball(mesh, radius)
     if mesh.num_faces == 0:
         empty = {"accuracy": float("inf"), "completeness": float("inf"), "chamfer": float("inf")}
         if threshold is not None:
@@ -143,6 +162,8 @@ def evaluate_mesh(
         "completeness_median": float(np.median(to_mesh)),
         "num_samples": int(num_samples),
     }
+    if radius is not None:
+        results["radius"] = float(radius)
     if threshold is not None:
         precision = float((to_truth < threshold).mean())
         recall = float((to_mesh < threshold).mean())

@@ -160,8 +160,7 @@ def _print_results(config, metrics) -> None:
 
 def _keep_viewer_open(monitor, config) -> None:
     monitor.show_run(config.output, device=config.device)  # when every step had been trained before
-    print(f"gsplat-train: the viewer stays open at {monitor.viewer.url}; Ctrl-C to close it", flush=True)
-    wait_for_interrupt()
+    wait_for_interrupt(f"gsplat-train: the viewer stays open at {monitor.viewer.url}; Ctrl-C to close it")
 
 
 if __name__ == "__main__":

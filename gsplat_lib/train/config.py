@@ -89,9 +89,16 @@ _NUMBER_RANGES = {
     "lr_quats": (">= 0", lambda x: x >= 0),
     "near": ("> 0", lambda x: x > 0),
     "far": ("> 0", lambda x: x > 0),
+    "lr_environment": ("> 0", lambda x: x > 0),
+    "noise_lr": (">= 0", lambda x: x >= 0),
+    "opacity_reg": (">= 0", lambda x: x >= 0),
+    "scale_reg": (">= 0", lambda x: x >= 0),
+    "prune_faint_opacity": (">= 0", lambda x: x >= 0),
     "lr_appearance": (">= 0", lambda x: x >= 0),
     "lambda_appearance": (">= 0", lambda x: x >= 0),
 }
+#: Options whose None means: chosen from the data (train/scene_defaults.py) or by the strategy.
+_CHOSEN_FROM_THE_DATA = {"lambda_distortion", "depth_ratio", "opacity_reg", "scale_reg", "prune_faint_opacity"}
 
 
 @dataclass
@@ -103,6 +110,12 @@ class TrainConfig:
         None,
         "Dataset folder: COLMAP (images/ + sparse/0) or NeRF-synthetic (transforms_*.json). "
         "Default: the built-in synthetic scene, generated once into OUTPUT/data/.",
+    )
+    scene: str = _option(
+        "synthetic",
+        "Built-in scene trained without --data: 'synthetic' (objects over black, bounded) or 'capture' (an outdoor "
+        "capture: sky, distant hills and buildings, views along a path, SfM-like points).",
+        choices=("synthetic", "capture"),
     )
     iterations: int = _option(
         600, "Training steps (2DGS: 30000). Every unset schedule option scales with it. The default fits "
@@ -122,19 +135,49 @@ class TrainConfig:
         None, "Steps between SH degree increases (2DGS: 1000). Default: ~3.3%% of the run."
     )
     init_opacity: float = _option(0.1, "Opacity of the initial surfels.")
+    init_rotations: str = _option(
+        "planes",
+        "Initial surfel rotations: 'planes' (each surfel in the plane of its point's 8 nearest neighbours) or "
+        "'random' (2DGS).",
+        choices=("planes", "random"),
+    )
     lambda_dssim: float = _option(0.2, "Weight of D-SSIM in the colour loss: (1 - w) L1 + w (1 - SSIM).")
     lambda_normal: float = _option(0.05, "Weight of the normal-consistency loss (rendered vs depth normals).")
     normal_start: Optional[int] = _option(
         None, "First step of the normal-consistency loss (2DGS: 7000). Default: ~23%% of the run."
     )
-    lambda_distortion: float = _option(
-        0.0, "Weight of the depth-distortion loss (2DGS: 0; 100-1000 for unbounded or DTU scenes)."
+    lambda_distortion: Optional[float] = _option(
+        None, "Weight of the depth-distortion loss. Default: chosen from the data (printed at start)."
     )
     distortion_start: Optional[int] = _option(
         None, "First step of the distortion loss (2DGS: 3000). Default: 10%% of the run."
     )
-    depth_ratio: float = _option(
-        0.0, "Surface depth = (1 - r) expected + r median depth; 0 for unbounded scenes, 1 for bounded ones."
+    depth_ratio: Optional[float] = _option(
+        None, "Surface depth = (1 - r) expected + r median depth. Default: chosen from the data (printed at start)."
+    )
+    background: str = _option(
+        "auto",
+        "What pixels see behind the surfels: 'constant' (black, or white with --white-background), 'environment' "
+        "(a learned cube map at infinity, for skies), 'random' (a random colour per training step, so transparency "
+        "cannot pass for the data). auto: chosen from the data (printed at start).",
+        choices=("auto", "constant", "environment", "random"),
+    )
+    lr_environment: float = _option(0.002, "Learning rate of the environment map's texels (colour units).")
+    strategy: str = _option(
+        "default",
+        "Densification strategy: 'default' (2DGS / 3DGS clone, split, prune, opacity reset) or 'mcmc' (3DGS-MCMC: "
+        "relocate dead surfels to live ones, add surfels up to --cap-max, noise on positions).",
+        choices=("default", "mcmc"),
+    )
+    cap_max: Optional[int] = _option(
+        None, "MCMC: the most surfels the run may grow to. Default: 8 x the initial points."
+    )
+    noise_lr: float = _option(5e5, "MCMC: scale of the position noise (times the position learning rate).")
+    opacity_reg: Optional[float] = _option(
+        None, "Weight of mean(opacity) in the loss (3DGS-MCMC: 0.01). Default: 0.01 with --strategy mcmc, else 0."
+    )
+    scale_reg: Optional[float] = _option(
+        None, "Weight of mean(scale) in the loss (3DGS-MCMC: 0.01). Default: 0.01 with --strategy mcmc, else 0."
     )
     densify_start: Optional[int] = _option(None, "Densification starts after this step (2DGS: 500). Default: ~1.7%% of the run.")
     densify_stop: Optional[int] = _option(None, "No densification from this step on (2DGS: 15000). Default: 50%%.")
@@ -151,6 +194,25 @@ class TrainConfig:
     prune_opacity: float = _option(0.05, "Surfels below this opacity are pruned at each densification.")
     prune_world_size: float = _option(0.1, "Surfels larger than this fraction of the scene extent are pruned.")
     prune_screen_size: float = _option(20.0, "Surfels with a screen radius above this (pixels) are pruned.")
+    prune_faint_opacity: Optional[float] = _option(
+        None, "Surfels fainter than this and larger on screen than --prune-screen-size are pruned at every "
+        "densification, also before the first opacity reset (haze in front of the cameras); 0: off. auto: 0.1 "
+        "without opacity resets (then 2DGS's screen-size prune never comes), else 0."
+    )
+    opacity_reset: str = _option(
+        "auto",
+        "Reset opacities every --reset-every steps (2DGS: on). 'off' also leaves out the world- and screen-size "
+        "prunes, which start after the first reset. auto: off under an environment map (a reset hands distant "
+        "geometry to the map), else on.",
+        choices=("auto", "on", "off"),
+    )
+    prune_world_size_by: str = _option(
+        "auto",
+        "What --prune-world-size is a fraction of: 'extent' (the scene extent, as 2DGS) or 'distance' (the "
+        "larger of the extent and the surfel's distance from the cameras' centre: an angular bound that keeps "
+        "the large surfels of a far background). auto: chosen from the data (printed at start).",
+        choices=("auto", "extent", "distance"),
+    )
     lr_means_init: float = _option(1.6e-4, "Initial position learning rate, times the scene extent.")
     lr_means_final: float = _option(1.6e-6, "Final position learning rate (log-linear decay), times the extent.")
     lr_sh_dc: float = _option(0.0025, "Learning rate of the SH DC coefficients.")
@@ -208,13 +270,13 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {name} must be an integer >= 1, got {value!r}")
         optional_steps = (
             "sh_degree_interval", "normal_start", "distortion_start", "densify_start", "densify_stop",
-            "densify_every", "reset_every", "checkpoint_every",
+            "densify_every", "reset_every", "checkpoint_every", "cap_max",
         )
         for name in optional_steps:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"TrainConfig: {name} must be an integer >= 0 or None, got {value!r}")
-        for name in ("sh_degree_interval", "densify_every", "reset_every", "checkpoint_every"):
+        for name in ("sh_degree_interval", "densify_every", "reset_every", "checkpoint_every", "cap_max"):
             if getattr(self, name) == 0:
                 raise ValueError(f"TrainConfig: {name} must be >= 1")
         for spec in fields(self):
@@ -232,11 +294,17 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: sh_degree must be in [0, 3], got {self.sh_degree}")
         for name, (allowed, holds) in _NUMBER_RANGES.items():
             value = getattr(self, name)
+            if value is None and name in _CHOSEN_FROM_THE_DATA:
+                continue
             usable = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             if not (usable and holds(value)):
                 raise ValueError(f"TrainConfig: {name} must be a finite number {allowed}, got {value!r}")
         if self.mesh_voxel_size is not None and not (math.isfinite(self.mesh_voxel_size) and self.mesh_voxel_size > 0):
             raise ValueError(f"TrainConfig: mesh_voxel_size must be a finite number > 0, got {self.mesh_voxel_size!r}")
+        for spec in fields(self):
+            choices = spec.metadata.get("choices")
+            if choices and getattr(self, spec.name) not in choices:
+                raise ValueError(f"TrainConfig: {spec.name} must be one of {list(choices)}, got {getattr(self, spec.name)!r}")
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError) as error:
@@ -328,15 +396,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             else:
                 parser.add_argument(flag, dest=spec.name, action="store_true", help=help_text)
             continue
-        kind = {"int": int, "float": float, "str": str, "Optional[int]": int, "Optional[str]": str, "Optional[float]": float}[
-            spec.type
-        ]
+        kind = {
+            "int": int, "float": float, "str": str, "Optional[int]": int, "Optional[float]": float, "Optional[str]": str,
+        }[spec.type]
         default = spec.default if spec.default is not MISSING else None
         shown = "auto" if default is None and spec.type in ("Optional[int]", "Optional[float]") else default
+        choices = spec.metadata.get("choices")
         metavar = "PATH" if spec.name in ("data", "output") else ("N" if kind is int else "X" if kind is float else "NAME")
         parser.add_argument(
-            flag, dest=spec.name, type=kind, default=default, metavar=metavar,
-            help=help_text if spec.name in ("data", "output") else f"{help_text} (default: {shown})",
+            flag, dest=spec.name, type=kind, default=default, metavar="{" + ",".join(choices) + "}" if choices else metavar,
+            choices=choices, help=help_text if spec.name in ("data", "output") else f"{help_text} (default: {shown})",
             required=spec.name == "output",
         )
 

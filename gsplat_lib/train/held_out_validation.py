@@ -3,8 +3,8 @@ steps, a history of them, and the best step so far.
 
 Every N steps (and after the last) the model renders at most :data:`MAX_VALIDATION_VIEWS`
 held-out views (evenly spread over the test split; the training views when there are none)
-and is scored as the evaluate stage scores it: whole images, or NeRF-W's half-image protocol
-with ``--appearance``. Each score is a line of ``metrics_history.jsonl`` (and a TensorBoard
+and is scored as the evaluate stage scores it (over the environment map when the run has one):
+whole images, or NeRF-W's half-image protocol with ``--appearance``. Each score is a line of ``metrics_history.jsonl`` (and a TensorBoard
 scalar in ``OUTPUT/tensorboard/`` when the ``tensorboard`` package is installed); the best PSNR so far
 (``{"step", "psnr"}``) is part of the checkpoints, and the trainer writes
 ``checkpoints/best.ckpt`` whenever it improves.
@@ -31,6 +31,7 @@ from gsplat_lib.model import GaussianModel
 from gsplat_lib.train import metrics
 from gsplat_lib.train.appearance import ImageAppearance
 from gsplat_lib.train.appearance_eval import half_image_scores
+from gsplat_lib.train.environment import EnvironmentMap, render_with_environment
 
 __all__ = ["BEST_CHECKPOINT", "HISTORY_FILE", "TENSORBOARD_DIR", "MAX_VALIDATION_VIEWS", "HeldOutValidation", "validation_views"]
 
@@ -79,15 +80,22 @@ class HeldOutValidation:
         self._tensorboard = None  # a SummaryWriter, opened at the first validation
 
     @torch.no_grad()
-    def score(self, model: GaussianModel, appearance: Optional[ImageAppearance] = None) -> Dict[str, float]:
-        """Mean ``psnr`` and ``ssim`` over the views (half-image protocol when ``appearance`` is given)."""
+    def score(
+        self,
+        model: GaussianModel,
+        appearance: Optional[ImageAppearance] = None,
+        environment: Optional[EnvironmentMap] = None,
+    ) -> Dict[str, float]:
+        """Mean ``psnr`` and ``ssim`` over the views (half-image protocol when ``appearance`` is given),
+        rendered over ``environment`` when given."""
         psnrs, ssims = [], []
         for camera, target in zip(self.cameras, self.targets):
             viewmat = torch.from_numpy(camera.viewmat).to(model.device)[None]
             K = torch.from_numpy(camera.K).to(model.device)[None]
-            rendered = model.render(
-                viewmat, K, camera.width, camera.height, backgrounds=self.background, near=self.near, far=self.far
-            ).colors[0]
+            _, colors = render_with_environment(
+                model, viewmat, K, camera.width, camera.height, self.background, environment, near=self.near, far=self.far
+            )
+            rendered = colors[0]
             if appearance is not None:
                 scores = half_image_scores(rendered, target)
                 psnrs.append(scores["psnr"])
@@ -97,9 +105,15 @@ class HeldOutValidation:
                 ssims.append(metrics.ssim_metric(rendered, target))
         return {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims)}
 
-    def validate(self, step: int, model: GaussianModel, appearance: Optional[ImageAppearance] = None) -> bool:
+    def validate(
+        self,
+        step: int,
+        model: GaussianModel,
+        appearance: Optional[ImageAppearance] = None,
+        environment: Optional[EnvironmentMap] = None,
+    ) -> bool:
         """Scores the model after ``step``, appends the history line; returns whether it is the best so far."""
-        entry = {"step": step, **self.score(model, appearance)}
+        entry = {"step": step, **self.score(model, appearance, environment)}
         with open(self.history_path, "a") as stream:
             stream.write(json.dumps(entry) + "\n")
         self._log_to_tensorboard(entry)

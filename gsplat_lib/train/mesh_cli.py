@@ -85,21 +85,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         stored["device"] = args.device
     try:
         config = TrainConfig(**stored)
+        trainer = Trainer(config)
+        if trainer.run_dir.finished("train") is None:
+            raise ValueError(f"{args.run_dir}: training has not finished (or belongs to other settings); run gsplat-train first")
         settings = MeshSettings(
             voxel_size=args.voxel_size,
             truncation=args.truncation,
             max_depth=args.max_depth,
             unbounded=args.unbounded,
-            depth_ratio=config.depth_ratio if args.depth_ratio is None else args.depth_ratio,
+            depth_ratio=trainer.scene_defaults.depth_ratio if args.depth_ratio is None else args.depth_ratio,
             alpha_threshold=args.alpha_threshold,
             num_components=args.num_components,
             min_component_faces=args.min_component_faces,
             batch_size=args.batch_size,
             memory_budget=int(args.memory_budget * 2**30),
         )
-        trainer = Trainer(config)
-        if trainer.run_dir.finished("train") is None:
-            raise ValueError(f"{args.run_dir}: training has not finished (or belongs to other settings); run gsplat-train first")
         results = trainer.mesh(settings=settings)
     except (ValueError, OSError) as error:  # OSError: a missing input, a full disk, a read-only folder
         print(f"gsplat-mesh: error: {error}", file=sys.stderr)

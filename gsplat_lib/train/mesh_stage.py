@@ -4,8 +4,9 @@ preview, and evaluate it where the scene's true geometry is known.
 Writes ``OUTPUT/mesh/mesh.ply`` (vertices, faces, vertex colours) and ``OUTPUT/mesh/preview.png``
 (the mesh from a test camera: shaded grey on the left, in its colours on the right). Its
 results (marker ``stages/mesh.FINISHED.json`` and the ``mesh`` entry of ``metrics.json``) hold
-the settings used, sizes, timings and, for the built-in scene, accuracy, completeness and
-Chamfer distance against the analytic surface.
+the settings used, sizes, timings and, for the built-in scenes, accuracy, completeness and
+Chamfer distance against the analytic surface (the capture scene's within its
+``FOREGROUND_RADIUS`` of the origin, the mesh cropped to the ball its true surface is sampled in).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gsplat_lib.data import Camera, SceneData, synthetic_scene
+from gsplat_lib.data import Camera, SceneData, capture_scene, synthetic_scene
 from gsplat_lib.mesh import MeshSettings, evaluate_mesh, mesh_from_model, mesh_preview, save_mesh_ply
 from gsplat_lib.model import GaussianModel
 
@@ -33,9 +34,17 @@ PREVIEW_FILE = f"{MESH_DIR}/preview.png"
 PREVIEW_WIDTH = 512
 
 
-def builtin_ground_truth() -> ModuleType:
-    """The built-in scene's geometry: a module with ``distance_to_surface`` and ``sample_surface``."""
-    return synthetic_scene
+#: The ground truth of each built-in scene (``TrainConfig.scene``).
+_BUILTIN_GROUND_TRUTH = {"synthetic": synthetic_scene, "capture": capture_scene}
+
+
+def builtin_ground_truth(scene: str = "synthetic") -> ModuleType:
+    """The geometry of the built-in ``scene`` ("synthetic" or "capture"): its module, with
+    ``distance_to_surface``, ``sample_surface`` and, where the samples cover only a ball about
+    the origin, that ball's ``FOREGROUND_RADIUS`` (the mesh is evaluated within it)."""
+    if scene not in _BUILTIN_GROUND_TRUTH:
+        raise ValueError(f"scene must be one of {sorted(_BUILTIN_GROUND_TRUTH)}, got {scene!r}")
+    return _BUILTIN_GROUND_TRUTH[scene]
 
 
 def preview_camera(scene: SceneData):
@@ -76,15 +85,17 @@ def run_mesh_stage(
     results: Dict[str, object] = {"mesh": MESH_FILE, "preview": PREVIEW_FILE, **info}
     if ground_truth is not None:
         footprint = float(info["settings"]["pixel_footprint"])
+        radius = getattr(ground_truth, "FOREGROUND_RADIUS", None)
         evaluation = evaluate_mesh(
-            mesh, ground_truth.distance_to_surface, ground_truth.sample_surface, threshold=footprint
+            mesh, ground_truth.distance_to_surface, ground_truth.sample_surface, threshold=footprint, radius=radius
         )
         evaluation["pixel_footprint"] = footprint
         results["evaluation"] = evaluation
         if math.isfinite(evaluation["chamfer"]):
+            region = "" if radius is None else f" within {radius:g} of the origin"
             log(
                 f"stage mesh: accuracy {evaluation['accuracy']:.4f}, completeness {evaluation['completeness']:.4f}, "
-                f"Chamfer {evaluation['chamfer']:.4f} (a pixel covers {footprint:.4f} at the scene centre)"
+                f"Chamfer {evaluation['chamfer']:.4f}{region} (a pixel covers {footprint:.4f} at the scene centre)"
             )
     log(f"stage mesh: {mesh.num_vertices} vertices, {mesh.num_faces} faces -> {root / MESH_FILE}")
     return results

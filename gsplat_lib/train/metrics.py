@@ -9,7 +9,11 @@ import torch
 
 from gsplat_lib.train.losses import ssim
 
-__all__ = ["psnr", "ssim_metric", "depth_errors", "normal_angle_errors"]
+__all__ = ["psnr", "ssim_metric", "depth_errors", "normal_angle_errors", "fog_counts", "FOG_DEPTH_RATIO"]
+
+#: A rendered surface is fog when it lies in front of the true one by more than this share of
+#: the true depth: rendered depth < FOG_DEPTH_RATIO x true depth.
+FOG_DEPTH_RATIO = 0.8
 
 
 @torch.no_grad()
@@ -69,3 +73,36 @@ def normal_angle_errors(normals: torch.Tensor, gt_normals: torch.Tensor) -> Opti
     cosine = (predicted * truth).sum(dim=-1).clamp(-1.0, 1.0)
     angles = torch.rad2deg(torch.acos(cosine))
     return {"mean_deg": float(angles.mean()), "median_deg": float(angles.median()), "pixels": count}
+
+
+@torch.no_grad()
+def fog_counts(
+    depth: torch.Tensor, alpha: torch.Tensor, gt_depth: torch.Tensor, sky_depth: float
+) -> Dict[str, int]:
+    """Pixels where the rendered surface is far in front of the true one ("fog").
+
+    A pixel renders a surface where ``alpha`` >= 0.5; its depth is ``depth``. Where the true
+    ray hits geometry (``gt_depth > 0``), the pixel is fog when the rendered surface is in
+    front by more than ``1 - FOG_DEPTH_RATIO`` of the true depth (``depth < FOG_DEPTH_RATIO
+    gt_depth``). Where the true ray sees nothing (sky, background at infinity), it is fog when
+    a surface renders nearer than ``FOG_DEPTH_RATIO x sky_depth``, ``sky_depth`` being the
+    farthest true geometry of the evaluation (so a sky modelled by surfels beyond all geometry
+    is not fog, but a haze in front of the sky is). Pixels that see geometry but render no
+    surface (alpha < 0.5: a hole, what an environment map behind the surfels may fill) are
+    counted as ``surface_holes``.
+
+    Args:
+        depth, alpha, gt_depth: ``[H, W, 1]``.
+        sky_depth: the farthest true depth of the evaluated views (> 0).
+    Returns ``surface_pixels``, ``surface_fog``, ``surface_holes``, ``sky_pixels``, ``sky_fog`` (counts).
+    """
+    covered = alpha >= 0.5
+    surface = gt_depth > 0
+    sky = ~surface
+    return {
+        "surface_pixels": int(surface.sum()),
+        "surface_fog": int((surface & covered & (depth < FOG_DEPTH_RATIO * gt_depth)).sum()),
+        "surface_holes": int((surface & ~covered).sum()),
+        "sky_pixels": int(sky.sum()),
+        "sky_fog": int((sky & covered & (depth < FOG_DEPTH_RATIO * sky_depth)).sum()),
+    }

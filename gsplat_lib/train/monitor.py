@@ -9,10 +9,11 @@ observer pays nothing. An observer only reads the model: a run with one computes
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Optional
 
 from gsplat_lib.data import SceneData
 from gsplat_lib.model import GaussianModel
+from gsplat_lib.train.environment import EnvironmentMap
 
 __all__ = ["TrainingMonitor"]
 
@@ -20,8 +21,20 @@ __all__ = ["TrainingMonitor"]
 class TrainingMonitor:
     """Hooks of the training loop; override the ones you need."""
 
-    def started(self, model: GaussianModel, scene: SceneData, config, first_step: int) -> None:
-        """Training begins (or resumes) at ``first_step`` with ``model`` on ``scene``; ``config`` is the TrainConfig."""
+    def started(
+        self,
+        model: GaussianModel,
+        scene: SceneData,
+        config,
+        first_step: int,
+        *,
+        environment: Optional[EnvironmentMap] = None,
+        depth_ratio: float = 0.0,
+    ) -> None:
+        """Training begins (or resumes) at ``first_step`` with ``model`` on ``scene``; ``config`` is
+        the TrainConfig. Pixels the surfels leave uncovered see ``environment`` when there is one
+        (trained with the model, in the same steps); surface depth is ``(1 - depth_ratio)``
+        expected + ``depth_ratio`` median depth (the data-dependent value the run uses)."""
 
     def wait_while_paused(self, should_stop: Callable[[], bool]) -> None:
         """Called before each step; returns when training may go on, or at once when ``should_stop()``."""

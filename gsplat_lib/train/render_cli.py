@@ -21,6 +21,8 @@ from gsplat_lib.cameras import look_at
 from gsplat_lib.data import Camera, load_scene
 from gsplat_lib.model import GaussianModel
 from gsplat_lib.train.run_dir import RunDirectory, read_json
+from gsplat_lib.train.scene_defaults import stored_depth_ratio
+from gsplat_lib.train.environment import environment_of
 from gsplat_lib.train.trainer import render_camera, write_view_images
 
 _DESCRIPTION = """\
@@ -56,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_model(path: Path, device):
-    """(model, run settings or None, run directory or None) of a PLY, checkpoint or run directory."""
+    """(model, run settings or None, run directory or None, the checkpoint's trainer state or
+    {}) of a PLY, checkpoint or run directory."""
     if path.is_dir():
         settings = read_json(path / "settings.json")
         if not isinstance(settings, dict) or "settings" not in settings:
@@ -69,19 +72,19 @@ def _load_model(path: Path, device):
             checkpoint_path = run_dir.checkpoints()[-1][1]
         else:
             raise ValueError(f"{path} holds no checkpoint yet")
-        model = GaussianModel.load_checkpoint(checkpoint_path, device=device, restore_rng=False).model
-        return model, settings["settings"], path
+        checkpoint = GaussianModel.load_checkpoint(checkpoint_path, device=device, restore_rng=False)
+        return checkpoint.model, settings["settings"], path, checkpoint.trainer_state
     if not path.is_file():
         raise FileNotFoundError(f"no model at {path}")
     if path.suffix.lower() == ".ply":
-        return GaussianModel.from_ply(path, device=device), None, None
-    model = GaussianModel.load_checkpoint(path, device=device, restore_rng=False).model
+        return GaussianModel.from_ply(path, device=device), None, None, {}
+    checkpoint = GaussianModel.load_checkpoint(path, device=device, restore_rng=False)
     run_root = path.parent.parent if path.parent.name == "checkpoints" else None
     settings = None
     if run_root is not None:
         settings_file = read_json(run_root / "settings.json")
         settings = settings_file.get("settings") if isinstance(settings_file, dict) else None
-    return model, settings, run_root
+    return checkpoint.model, settings, run_root, checkpoint.trainer_state
 
 
 def _dataset_path(args, settings, run_root) -> Optional[Path]:
@@ -160,7 +163,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         device = torch.device(args.device)
-        model, settings, run_root = _load_model(args.model, device)
+        model, settings, run_root, trainer_state = _load_model(args.model, device)
+        environment = environment_of(trainer_state, device)
         settings = settings or {}
         white = args.white_background or bool(settings.get("white_background", False))
         background = (1.0, 1.0, 1.0) if white else (0.0, 0.0, 0.0)
@@ -199,9 +203,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             output = base / "renders" / (f"{kind}_render" if kind != "orbit" else "orbit")
         near = float(settings.get("near", 0.01))
         far = float(settings.get("far", 1000.0))
-        depth_ratio = float(settings.get("depth_ratio", 0.0))
+        depth_ratio = stored_depth_ratio(trainer_state, settings)
         for camera in cameras:
-            rendered = render_camera(model, camera, background, near=near, far=far, depth_ratio=depth_ratio)
+            rendered = render_camera(
+                model, camera, background, near=near, far=far, depth_ratio=depth_ratio, environment=environment
+            )
             write_view_images(output, camera.name, rendered, None)
     except (ValueError, OSError) as error:  # OSError: a missing input, a full disk, a read-only folder
         print(f"gsplat-render: error: {error}", file=sys.stderr)

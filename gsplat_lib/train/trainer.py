@@ -5,22 +5,28 @@
     from gsplat_lib.train import TrainConfig, Trainer
     metrics = Trainer(TrainConfig(data="my_colmap_scene", output="runs/scene")).run()
 
-One step (steps count from 1, like the 2DGS trainer):
+Before the first step the data decides what the config leaves on auto
+(:mod:`gsplat_lib.train.scene_defaults`: bounded or unbounded, background, prune, loss
+weights); the choice is logged. One step (steps count from 1, like the 2DGS trainer):
 
 1. position learning rate of the step; one more SH band every ``sh_degree_interval`` steps;
-2. the next ``batch_size`` training cameras of a seeded permutation (a new one each epoch);
-3. one batched render; loss = (1 - l) L1 + l D-SSIM, plus ``lambda_normal`` x normal
-   consistency from ``normal_start`` and ``lambda_distortion`` x distortion from
-   ``distortion_start``;
-4. backward, Adam step, then :class:`DefaultStrategy` (densify, prune, reset opacity).
+2. the next ``batch_size`` training cameras of a seeded permutation (a new one each epoch),
+   and their backgrounds (constant, random, or black under an environment map);
+3. one batched render, composited over the environment map when there is one; loss =
+   (1 - l) L1 + l D-SSIM, plus ``lambda_normal`` x normal consistency from ``normal_start``,
+   ``lambda_distortion`` x distortion from ``distortion_start``, and MCMC's opacity and
+   scale regularisers;
+4. backward, Adam steps (surfels, environment), then the strategy: :class:`DefaultStrategy`
+   (densify, prune, reset opacity) or :class:`MCMCStrategy` (relocate, grow, noise).
 
 With ``--appearance`` each image's colour transform (:mod:`gsplat_lib.train.appearance`) maps the
-render before the loss and held-out views are scored by :mod:`gsplat_lib.train.appearance_eval`;
-``--eval-every`` validates during training (:mod:`gsplat_lib.train.held_out_validation`). Both
-states ride in the checkpoints' ``trainer_state``.
+composited render (surfels over the background or the environment map) before the loss, and
+held-out views are scored by :mod:`gsplat_lib.train.appearance_eval`; ``--eval-every``
+validates during training (:mod:`gsplat_lib.train.held_out_validation`).
 
-Resumption: a checkpoint holds the model, optimizer, strategy, global RNG states and the
-camera order (generator state and the rest of the current permutation), so a run resumed
+Resumption: a checkpoint holds the model, optimizer, strategy, environment map, appearance,
+validation's best, global and background RNG states and the camera order (generator state and
+the rest of the current permutation), so a run resumed
 from any checkpoint ends bit-identical (CPU) to one that never stopped. SIGINT and SIGTERM
 set a flag; the loop finishes its step, saves a checkpoint and raises
 :class:`TrainingInterrupted`. Each finished stage leaves a marker with its results
@@ -45,24 +51,32 @@ import torch
 from tqdm import tqdm
 
 from gsplat_lib.data import Camera, SceneData, detect_format, load_scene
+from gsplat_lib.data.capture_scene import make_capture_scene
 from gsplat_lib.data.synthetic_scene import make_synthetic_scene
 from gsplat_lib.learning_rates import LearningRates
+from gsplat_lib.mesh import MeshSettings
 from gsplat_lib.model import GaussianModel
 from gsplat_lib.strategy import DefaultStrategy
+from gsplat_lib.strategy_base import Strategy
+from gsplat_lib.strategy_mcmc import MCMCStrategy
 from gsplat_lib.train import appearance_eval, images, losses, metrics
 from gsplat_lib.train.appearance import ImageAppearance, appearance_of
 from gsplat_lib.train.config import Schedule, TrainConfig
 from gsplat_lib.train.held_out_validation import BEST_CHECKPOINT, HISTORY_FILE, HeldOutValidation, validation_views
 from gsplat_lib.train.data_parallel import DataParallel
-from gsplat_lib.mesh import MeshSettings
+from gsplat_lib.train.environment import EnvironmentMap, environment_of, face_resolution_for, render_with_environment
 from gsplat_lib.train.mesh_stage import builtin_ground_truth, run_mesh_stage
 from gsplat_lib.train.monitor import TrainingMonitor
+from gsplat_lib.train.point_normals import plane_rotations
 from gsplat_lib.train.run_dir import RunDirectory, read_json, write_json_atomically
+from gsplat_lib.train.scene_defaults import SceneDefaults, resolve_scene_defaults
 
 __all__ = ["Trainer", "TrainingInterrupted", "CameraOrder", "BUILTIN_SCENE_DIR"]
 
 #: Where the built-in scene is generated inside the output directory.
 BUILTIN_SCENE_DIR = "data"
+#: Neighbours whose plane orients an initial surfel (--init-rotations planes).
+PLANE_NEIGHBOURS = 8
 
 
 class TrainingInterrupted(Exception):
@@ -173,6 +187,8 @@ class Trainer:
         self.log = log if main else (lambda message: None)
         self._scene = scene
         self.monitor = (monitor if main else None) or TrainingMonitor()
+        self._scene_defaults: Optional[SceneDefaults] = None
+        self.environment: Optional[EnvironmentMap] = None
         self.appearance: Optional[ImageAppearance] = None  # per-image colour transforms (--appearance)
 
     # ------------------------------------------------------------------ entry point
@@ -240,11 +256,19 @@ class Trainer:
             self._scene = self._load_scene()
         return self._scene
 
+    @property
+    def scene_defaults(self) -> SceneDefaults:
+        """The data-dependent settings of this run (logged once, when first resolved)."""
+        if self._scene_defaults is None:
+            self._scene_defaults = resolve_scene_defaults(self.config, self.scene)
+            self.log(self._scene_defaults.describe())
+        return self._scene_defaults
+
     def _load_scene(self) -> SceneData:
         config = self.config
         background = (1.0, 1.0, 1.0) if config.white_background else (0.0, 0.0, 0.0)
         if config.data is None:
-            path = ensure_builtin_scene(self.run_dir.root / BUILTIN_SCENE_DIR, self.log)
+            path = ensure_builtin_scene(self.run_dir.root / BUILTIN_SCENE_DIR, self.log, config.scene)
         else:
             path = Path(config.data)
         return load_scene(
@@ -264,7 +288,7 @@ class Trainer:
     # ------------------------------------------------------------------ stage: train
 
     def _new_run(self):
-        config, scene = self.config, self.scene
+        config, scene, defaults = self.config, self.scene, self.scene_defaults
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
         random.seed(config.seed)
@@ -290,19 +314,39 @@ class Trainer:
             learning_rates=learning_rates,
             sh_degree_interval=self.schedule.sh_degree_interval,
         )
-        strategy = DefaultStrategy(
-            refine_start=self.schedule.densify_start,
-            refine_stop=self.schedule.densify_stop,
-            refine_every=self.schedule.densify_every,
-            reset_every=self.schedule.reset_every,
-            grad_threshold=config.grad_threshold,
-            prune_opacity=config.prune_opacity,
-            prune_world_size=config.prune_world_size,
-            prune_screen_size=config.prune_screen_size,
-            percent_dense=config.percent_dense,
-            seed=config.seed,
-        )
-        return model, strategy
+        if config.init_rotations == "planes" and len(scene.points) > PLANE_NEIGHBOURS:
+            with torch.no_grad():
+                model.params["quats"].copy_(plane_rotations(model.means.detach(), PLANE_NEIGHBOURS))
+        if config.strategy == "mcmc":
+            strategy = MCMCStrategy(
+                cap_max=config.cap_max if config.cap_max is not None else 8 * len(scene.points),
+                refine_start=self.schedule.densify_start,
+                # 3DGS-MCMC refines until 25k of 30k steps, 2DGS densifies until 15k.
+                refine_stop=self.schedule.densify_stop if config.densify_stop is not None else round(config.iterations * 5 / 6),
+                refine_every=self.schedule.densify_every,
+                noise_lr=config.noise_lr,
+                seed=config.seed,
+            )
+        else:
+            strategy = DefaultStrategy(
+                refine_start=self.schedule.densify_start,
+                refine_stop=self.schedule.densify_stop,
+                refine_every=self.schedule.densify_every,
+                # Without resets the step of the first one never comes (nor the size prunes).
+                reset_every=self.schedule.reset_every if defaults.opacity_reset else config.iterations + 1,
+                grad_threshold=config.grad_threshold,
+                prune_opacity=config.prune_opacity,
+                prune_world_size=config.prune_world_size,
+                prune_screen_size=config.prune_screen_size,
+                prune_faint_opacity=defaults.prune_faint_opacity,
+                cameras_center=defaults.cameras_center if defaults.prune_world_size_by == "distance" else None,
+                percent_dense=config.percent_dense,
+                seed=config.seed,
+            )
+        environment = None
+        if self.scene_defaults.background == "environment":
+            environment = EnvironmentMap(face_resolution_for(scene.train), lr=config.lr_environment, device=self.device)
+        return model, strategy, environment
 
     def train(self):
         """Trains from scratch or from the latest complete checkpoint; returns (model, results)."""
@@ -315,11 +359,15 @@ class Trainer:
                 f"--batch-size {config.batch_size} needs training images of one size; this dataset has "
                 f"{len(sizes)} sizes ({sorted(sizes)[:3]}...): use --batch-size 1"
             )
+        defaults = self.scene_defaults
         order = CameraOrder(len(train_cameras), config.seed)
         validation = self._validation() if config.eval_every > 0 and parallel.is_main else None
+        # Random backgrounds come from their own generator (its state is checkpointed).
+        background_generator = torch.Generator(device="cpu")
+        background_generator.manual_seed(config.seed + 1)
         latest = self.run_dir.latest_checkpoint(device=self.device)
         if latest is None:
-            model, strategy = self._new_run()
+            model, strategy, self.environment = self._new_run()
             if config.appearance:
                 self.appearance = ImageAppearance(
                     len(train_cameras), lr=config.lr_appearance, weight=config.lambda_appearance, device=self.device
@@ -331,18 +379,36 @@ class Trainer:
         else:
             path, checkpoint = latest
             model, strategy = checkpoint.model, checkpoint.strategy
+            self.environment = environment_of(checkpoint.trainer_state, self.device)
             self.appearance = appearance_of(checkpoint.trainer_state, self.device)
             if validation is not None:
                 validation.resume(checkpoint.trainer_state.get("validation"), checkpoint.step)
             order.load_state_dict(checkpoint.trainer_state["camera_order"])
+            if "background_generator" in checkpoint.trainer_state:
+                background_generator.set_state(checkpoint.trainer_state["background_generator"].clone())
             first_step = checkpoint.step + 1
             seconds_before = float(checkpoint.trainer_state["train_seconds"])
             self.log(f"stage train: resuming from {path} (step {checkpoint.step} of {config.iterations})")
 
         viewmats, Ks = self._camera_tensors(train_cameras)
         targets = [torch.from_numpy(camera.image).to(self.device) for camera in train_cameras]
+        alphas = [None if camera.alpha is None else torch.from_numpy(camera.alpha).to(self.device) for camera in train_cameras]
         background = torch.from_numpy(np.asarray(scene.background, dtype=np.float32)).to(self.device)
-        backgrounds = background.expand(config.batch_size // parallel.world_size, 3).contiguous()
+
+        def batch_targets(batch: List[int]):
+            """(targets [C, H, W, 3], render backgrounds [C, 3]) of this rank's cameras of a step."""
+            if defaults.background != "random":
+                return torch.stack([targets[index] for index in batch]), background.expand(len(batch), 3).contiguous()
+            # Every rank draws the whole step's colours (one generator stream) and takes its share.
+            drawn = torch.rand(len(batch) * parallel.world_size, 3, generator=background_generator)
+            colors = torch.stack(parallel.share(drawn)).to(self.device)
+            # Images with alpha are composited over the new colour; without, the colour only
+            # shows through transparent surfels.
+            recomposited = [
+                targets[index] if alphas[index] is None else targets[index] + (1.0 - alphas[index]) * (color - background)
+                for index, color in zip(batch, colors)
+            ]
+            return torch.stack(recomposited), colors
 
         progress = _progress_bar(config, first_step) if parallel.is_main else None
         session_start = time.perf_counter()
@@ -363,6 +429,9 @@ class Trainer:
                 trainer_state={
                     "camera_order": order.state_dict(),
                     "train_seconds": elapsed(),
+                    "background_generator": background_generator.get_state(),
+                    "environment": None if self.environment is None else self.environment.state_dict(),
+                    "scene_defaults": defaults.to_dict(),
                     "appearance": None if self.appearance is None else self.appearance.state_dict(),
                     "validation": None if validation is None else validation.state_dict(),
                 },
@@ -372,7 +441,9 @@ class Trainer:
             return path
 
         smoothed_loss = None
-        self.monitor.started(model, scene, config, first_step)
+        self.monitor.started(
+            model, scene, config, first_step, environment=self.environment, depth_ratio=defaults.depth_ratio
+        )
         try:
             with _StopFlag() as stop:
                 for step in range(first_step, config.iterations + 1):
@@ -382,12 +453,11 @@ class Trainer:
                     batch = parallel.share(order.next(config.batch_size))
                     with self.monitor.changing_model():
                         loss, batch_psnr = self.train_step(
-                            model, strategy, step, viewmats[batch], Ks[batch],
-                            torch.stack([targets[index] for index in batch]), backgrounds, images=batch,
+                            model, strategy, step, viewmats[batch], Ks[batch], *batch_targets(batch), images=batch,
                         )
                     self.monitor.step_finished(step, model)
                     if validation is not None and (step % config.eval_every == 0 or step == config.iterations):
-                        if validation.validate(step, model, self.appearance):
+                        if validation.validate(step, model, self.appearance, self.environment):
                             save(step, self.run_dir.checkpoint_dir / BEST_CHECKPOINT)
                     smoothed_loss = loss if smoothed_loss is None else 0.9 * smoothed_loss + 0.1 * loss
                     if progress is not None:
@@ -434,7 +504,7 @@ class Trainer:
     def train_step(
         self,
         model: GaussianModel,
-        strategy: DefaultStrategy,
+        strategy: Strategy,
         step: int,
         viewmats: torch.Tensor,
         Ks: torch.Tensor,
@@ -445,41 +515,54 @@ class Trainer:
         """One optimisation step on a batch of C cameras; returns (loss, PSNR of the batch).
 
         Args:
-            viewmats: [C, 4, 4]; Ks: [C, 3, 3]; targets: [C, H, W, 3]; backgrounds: [C, 3].
+            viewmats: [C, 4, 4]; Ks: [C, 3, 3]; targets: [C, H, W, 3]; backgrounds: [C, 3], the
+                colour behind the surfels (ignored with an environment map, which is behind them).
             images: the C training-image indices (needed with ``--appearance``).
         """
-        config, schedule = self.config, self.schedule
+        config, schedule, defaults = self.config, self.schedule, self.scene_defaults
+        environment = self.environment
         if model.num_surfels == 0:
             raise TrainingFailed(f"step {step}: every surfel was pruned; lower --prune-opacity or --grad-threshold")
         model.update_learning_rate(step)
         model.maybe_increase_sh_degree(step)
         height, width = targets.shape[1:3]
-        result = model.render(
-            viewmats, Ks, int(width), int(height), backgrounds=backgrounds[: len(viewmats)],
+        result, colors = render_with_environment(
+            model, viewmats, Ks, int(width), int(height), backgrounds[: len(viewmats)], environment,
             near=config.near, far=config.far, deterministic=config.deterministic,
         )
-        colors = result.colors
         appearance = self.appearance
-        if appearance is not None:  # each image's colour transform (gsplat_lib.train.appearance)
+        if appearance is not None:  # each image's colour transform of the composited render (train.appearance)
             colors = appearance.apply(colors, images)
         loss = (1.0 - config.lambda_dssim) * losses.l1_loss(colors, targets)
         if config.lambda_dssim > 0:
             loss = loss + config.lambda_dssim * losses.dssim_loss(colors, targets)
         if config.lambda_normal > 0 and step >= schedule.normal_start:
-            depth = losses.surface_depth(result.expected_depths, result.median_depths, config.depth_ratio)
+            depth = losses.surface_depth(result.expected_depths, result.median_depths, defaults.depth_ratio)
             loss = loss + config.lambda_normal * losses.normal_consistency_loss(result.normals, depth, result.alphas, Ks)
-        if config.lambda_distortion > 0 and step >= schedule.distortion_start:
-            loss = loss + config.lambda_distortion * losses.distortion_loss(result.distortions)
+        if defaults.lambda_distortion > 0 and step >= schedule.distortion_start:
+            loss = loss + defaults.lambda_distortion * losses.distortion_loss(result.distortions)
+        mcmc = config.strategy == "mcmc"
+        opacity_reg = config.opacity_reg if config.opacity_reg is not None else (0.01 if mcmc else 0.0)
+        scale_reg = config.scale_reg if config.scale_reg is not None else (0.01 if mcmc else 0.0)
+        if opacity_reg > 0:
+            loss = loss + opacity_reg * model.opacities.mean()
+        if scale_reg > 0:
+            loss = loss + scale_reg * model.scales.mean()
         if appearance is not None:
             loss = loss + appearance.regularization(images)
         parallel = self.parallel
         if parallel.active:  # this rank's share of the batch mean; the ranks' gradients are summed
             (loss * (len(viewmats) / config.batch_size)).backward()
-            parallel.sum_gradients(list(model.params.values()) + (appearance.parameters if appearance else []))
+            trained = list(model.params.values())
+            trained += [environment.texels] if environment is not None else []
+            trained += appearance.parameters if appearance is not None else []
+            parallel.sum_gradients(trained)
         else:
             loss.backward()
         model.optimizer.step()
         model.optimizer.zero_grad(set_to_none=True)
+        if environment is not None:
+            environment.step()
         if appearance is not None:
             appearance.step()
         strategy.step_post_backward(model, parallel.gather_statistics(result), step)
@@ -500,11 +583,14 @@ class Trainer:
             return last
         path = self.run_dir.checkpoint_dir / BEST_CHECKPOINT
         self.log(f"exporting the best validated model ({path})")
-        return GaussianModel.load_checkpoint(path, device=self.device, restore_rng=False).model
+        checkpoint = GaussianModel.load_checkpoint(path, device=self.device, restore_rng=False)
+        self.environment = environment_of(checkpoint.trainer_state, self.device)  # its environment.png
+        return checkpoint.model
 
     def _load_final_model(self, train_results: Dict[str, object]) -> GaussianModel:
         path = self.run_dir.root / train_results["final_checkpoint"]
         checkpoint = GaussianModel.load_checkpoint(path, device=self.device, restore_rng=False)
+        self.environment = environment_of(checkpoint.trainer_state, self.device)
         self.appearance = appearance_of(checkpoint.trainer_state, self.device)
         return checkpoint.model
 
@@ -517,11 +603,13 @@ class Trainer:
         cameras, split = (scene.test, "test") if scene.test else (scene.train, "train")
         self.log(f"stage evaluate: {len(cameras)} {split} views")
         render_dir = self.run_dir.root / "renders" / split
+        gt_depths = [float(camera.depth.max()) for camera in cameras if camera.depth is not None]
+        sky_depth = max(gt_depths) if gt_depths else 0.0
         per_view = []
         for camera in cameras:
             rendered = render_camera(
-                model, camera, scene.background,
-                near=self.config.near, far=self.config.far, depth_ratio=self.config.depth_ratio,
+                model, camera, scene.background, near=self.config.near, far=self.config.far,
+                depth_ratio=self.scene_defaults.depth_ratio, environment=self.environment,
             )
             target = torch.from_numpy(camera.image).to(self.device)
             entry = {
@@ -533,7 +621,9 @@ class Trainer:
                 scores, rendered["rgb"] = appearance_eval.score_with_appearance(rendered["rgb"], target, self.appearance)
                 entry.update(scores)
             if camera.depth is not None:
-                entry["depth"] = metrics.depth_errors(rendered["depth"], torch.from_numpy(camera.depth).to(self.device))
+                gt_depth = torch.from_numpy(camera.depth).to(self.device)
+                entry["depth"] = metrics.depth_errors(rendered["depth"], gt_depth)
+                entry["fog"] = metrics.fog_counts(rendered["depth"], rendered["alpha"], gt_depth, sky_depth)
             if camera.normal is not None:
                 entry["normal"] = metrics.normal_angle_errors(
                     rendered["normal"], torch.from_numpy(camera.normal).to(self.device)
@@ -549,18 +639,23 @@ class Trainer:
             "depth_abs_rel": _mean(view["depth"]["abs_rel"] for view in per_view if view.get("depth")),
             "depth_rmse": _mean(view["depth"]["rmse"] for view in per_view if view.get("depth")),
             "normal_error_deg": _mean(view["normal"]["mean_deg"] for view in per_view if view.get("normal")),
+            **_fog_fractions([view["fog"] for view in per_view if view.get("fog")]),
             "num_views": len(per_view),
             "num_surfels": model.num_surfels,
             "iterations": train_results["iterations"],
             "train_seconds": train_results["train_seconds"],
             "steps_per_second": train_results["steps_per_second"],
             "fingerprint": self.run_dir.fingerprint,
+            "scene_defaults": self.scene_defaults.to_dict(),
             "renders": str(render_dir.relative_to(self.run_dir.root)),
             "per_view": per_view,
         }
         write_json_atomically(self.run_dir.root / "metrics.json", results)
         self.run_dir.mark_finished("evaluate", results)
-        self.log(f"stage evaluate: PSNR {results['psnr']:.2f} dB, SSIM {results['ssim']:.4f}")
+        fog = "" if results["fog_fraction"] is None else f", fog {100 * results['fog_fraction']:.1f}% of surface pixels"
+        if results["sky_fog_fraction"] is not None:
+            fog += f", {100 * results['sky_fog_fraction']:.1f}% of sky pixels"
+        self.log(f"stage evaluate: PSNR {results['psnr']:.2f} dB, SSIM {results['ssim']:.4f}{fog}")
         return results
 
     # ------------------------------------------------------------------ stage: export
@@ -571,6 +666,9 @@ class Trainer:
         model.save_ply(root / "point_cloud.ply")
         model.save_ply(root / "point_cloud_viewer.ply", three_scales=True)
         results = {"ply": "point_cloud.ply", "viewer_ply": "point_cloud_viewer.ply", "num_surfels": model.num_surfels}
+        if self.environment is not None:
+            images.write_rgb(root / "environment.png", self.environment.to_image())
+            results["environment"] = "environment.png"
         self.run_dir.mark_finished("export", results)
         self.log(f"stage export: wrote {root / 'point_cloud.ply'} and {root / 'point_cloud_viewer.ply'}")
         return results
@@ -582,7 +680,8 @@ class Trainer:
         """The mesh settings this run's configuration asks for (the rest from the cameras)."""
         config = self.config
         return MeshSettings(
-            voxel_size=config.mesh_voxel_size, unbounded=config.mesh_unbounded, depth_ratio=config.depth_ratio
+            voxel_size=config.mesh_voxel_size, unbounded=config.mesh_unbounded,
+            depth_ratio=self.scene_defaults.depth_ratio,
         )
 
     def mesh(self, model: Optional[GaussianModel] = None, settings: Optional[MeshSettings] = None) -> Dict[str, object]:
@@ -597,7 +696,7 @@ class Trainer:
         self.log(f"stage mesh: {len(self.scene.train)} training views")
         results = run_mesh_stage(
             self.run_dir.root, model, self.scene, settings, near=self.config.near, far=self.config.far,
-            ground_truth=builtin_ground_truth() if self.config.data is None else None, log=self.log,
+            ground_truth=builtin_ground_truth(self.config.scene) if self.config.data is None else None, log=self.log,
         )
         results["requested"] = asdict(settings)
         metrics_path = self.run_dir.root / "metrics.json"
@@ -611,20 +710,24 @@ class Trainer:
 # ---------------------------------------------------------------------- helpers shared with gsplat-render
 
 
-def ensure_builtin_scene(folder: Path, log: Callable[[str], None] = print) -> Path:
-    """Generates the built-in scene (COLMAP layout) into ``folder`` once; returns ``folder``.
+def ensure_builtin_scene(folder: Path, log: Callable[[str], None] = print, scene: str = "synthetic") -> Path:
+    """Generates a built-in scene (``"synthetic"`` or ``"capture"``, COLMAP layout) into
+    ``folder`` once; returns ``folder``.
 
     It is written into a temporary sibling and renamed into place, so a run killed while
     writing it leaves no half scene behind.
     """
+    makers = {"synthetic": make_synthetic_scene, "capture": make_capture_scene}
+    if scene not in makers:
+        raise ValueError(f"scene must be one of {sorted(makers)}, got {scene!r}")
     folder = Path(folder)
     if folder.is_dir():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    log(f"generating the built-in synthetic scene into {folder}")
+    log(f"generating the built-in {scene} scene into {folder}")
     temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
     try:
-        make_synthetic_scene(temporary)
+        makers[scene](temporary)
         temporary.rename(folder)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -641,17 +744,20 @@ def render_camera(
     near: float = 0.01,
     far: float = 1000.0,
     depth_ratio: float = 0.0,
+    environment: Optional[EnvironmentMap] = None,
 ) -> Dict[str, torch.Tensor]:
     """Renders one camera: ``rgb`` [H, W, 3], ``depth`` [H, W, 1] (surface depth, see
     :func:`losses.surface_depth`), ``alpha`` [H, W, 1] and world ``normal`` [H, W, 3], on the
-    model's device. ``background`` is an RGB triple."""
+    model's device. ``background`` is an RGB triple; an ``environment`` replaces it."""
     device = model.device
     viewmat = torch.from_numpy(camera.viewmat).to(device)[None]
     K = torch.from_numpy(camera.K).to(device)[None]
     background = torch.as_tensor(np.asarray(background, dtype=np.float32), device=device)[None]
-    result = model.render(viewmat, K, camera.width, camera.height, backgrounds=background, near=near, far=far)
+    result, colors = render_with_environment(
+        model, viewmat, K, camera.width, camera.height, background, environment, near=near, far=far
+    )
     depth = losses.surface_depth(result.expected_depths, result.median_depths, depth_ratio)
-    return {"rgb": result.colors[0], "depth": depth[0], "alpha": result.alphas[0], "normal": result.normals_world[0]}
+    return {"rgb": colors[0], "depth": depth[0], "alpha": result.alphas[0], "normal": result.normals_world[0]}
 
 
 def write_view_images(folder: Path, name: str, rendered: Dict[str, torch.Tensor], target: Optional[np.ndarray]) -> None:
@@ -669,6 +775,22 @@ def _progress_bar(config: TrainConfig, first_step: int):
     if not config.progress:
         return None
     return tqdm(total=config.iterations, initial=first_step - 1, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _fog_fractions(counts: List[Dict[str, int]]) -> Dict[str, Optional[float]]:
+    """``fog_fraction`` and ``hole_fraction`` (of the held-out pixels that see geometry) and
+    ``sky_fog_fraction`` (of those that see none), pooled over views
+    (:func:`metrics.fog_counts`); None without them."""
+
+    def fraction(flagged: str, total: str) -> Optional[float]:
+        pixels = sum(view[total] for view in counts)
+        return sum(view[flagged] for view in counts) / pixels if pixels else None
+
+    return {
+        "fog_fraction": fraction("surface_fog", "surface_pixels"),
+        "hole_fraction": fraction("surface_holes", "surface_pixels"),
+        "sky_fog_fraction": fraction("sky_fog", "sky_pixels"),
+    }
 
 
 def _mean(values) -> Optional[float]:

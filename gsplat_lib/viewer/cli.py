@@ -45,11 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def wait_for_interrupt() -> None:
-    """Blocks until SIGINT or SIGTERM."""
+def wait_for_interrupt(announcement: str = "") -> None:
+    """Prints ``announcement`` (when given), then blocks until SIGINT or SIGTERM. The handlers
+    are in place before it is printed: a Ctrl-C right after it stops cleanly."""
     stopped = threading.Event()
     previous = {number: signal.signal(number, lambda *_: stopped.set()) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if announcement:
+            print(announcement, flush=True)
         while not stopped.wait(1.0):
             pass
     finally:
@@ -77,9 +80,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"gsplat-view: {scene.model.num_surfels:,} surfels, {cameras} cameras"
         f"{', a mesh' if scene.mesh is not None else ''}, rendering on {device}"
     )
-    print(f"gsplat-view: open {viewer.url} in a browser (Ctrl-C to stop)", flush=True)
     try:
-        wait_for_interrupt()
+        wait_for_interrupt(f"gsplat-view: open {viewer.url} in a browser (Ctrl-C to stop)")
     finally:
         viewer.close()
     return 0

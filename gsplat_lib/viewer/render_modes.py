@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
 from gsplat_lib import GaussianModel
+from gsplat_lib.train.environment import EnvironmentMap, render_with_environment
 from gsplat_lib.train.images import colorize_depth, colorize_normals
 from gsplat_lib.viewer.views import ViewCamera
 
@@ -30,11 +31,13 @@ def render_view(
     near: float = 0.01,
     far: float = 1000.0,
     depth_ratio: float = 0.0,
+    environment: Optional[EnvironmentMap] = None,
 ) -> np.ndarray:
     """``[H, W, 3]`` uint8 image of ``model`` seen by ``view``.
 
     Args:
-        mode: "RGB" (over ``background``), "Depth" (surface depth through the turbo map, near
+        mode: "RGB" (over ``background``, or over ``environment``, the run's sky at infinity,
+            as gsplat-render composites it), "Depth" (surface depth through the turbo map, near
             red, far blue), "Normals" (world normals as ``0.5 n + 0.5``) or "Alpha" (grey).
         near, far: the rasterizer's depth range.
         depth_ratio: surface depth = (1 - r) expected depth + r median depth, as in training.
@@ -45,9 +48,12 @@ def render_view(
     viewmats = torch.from_numpy(view.viewmat).to(device)[None]
     Ks = torch.from_numpy(view.K).to(device)[None]
     backgrounds = torch.tensor([list(background)], dtype=torch.float32, device=device)
-    result = model.render(viewmats, Ks, view.width, view.height, backgrounds=backgrounds, near=near, far=far)
     if mode == "RGB":
-        return _to_uint8(result.colors[0])
+        _, colors = render_with_environment(
+            model, viewmats, Ks, view.width, view.height, backgrounds, environment, near=near, far=far
+        )
+        return _to_uint8(colors[0])
+    result = model.render(viewmats, Ks, view.width, view.height, backgrounds=backgrounds, near=near, far=far)
     if mode == "Alpha":
         return _to_uint8(result.alphas[0].expand(-1, -1, 3))
     covered = (result.alphas[0] > _COVERED).cpu().numpy()

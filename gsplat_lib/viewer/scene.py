@@ -18,6 +18,8 @@ import torch
 from gsplat_lib import GaussianModel, load_checkpoint
 from gsplat_lib.data import Camera, load_scene
 from gsplat_lib.train import RunDirectory
+from gsplat_lib.train.environment import EnvironmentMap, environment_of
+from gsplat_lib.train.scene_defaults import stored_depth_ratio
 from gsplat_lib.viewer.mesh import MESH_FILE, TriangleMesh, read_mesh_ply
 
 __all__ = ["ViewerScene", "load_viewer_scene", "scene_up_direction"]
@@ -36,6 +38,8 @@ class ViewerScene:
     background: RGB in [0, 1] the model is rendered over.
     near, far: the rasterizer's depth range; depth_ratio: surface depth = (1 - r) expected + r median.
     mesh: the run's mesh (``RUN_DIR/mesh/mesh.ply``) when there is one.
+    environment: the run's learned environment at infinity (its sky), shown behind the surfels
+        in RGB, or None (then ``background``).
     title: a name for the page.
     """
 
@@ -47,6 +51,7 @@ class ViewerScene:
     far: float = 1000.0
     depth_ratio: float = 0.0
     mesh: Optional[TriangleMesh] = None
+    environment: Optional[EnvironmentMap] = None
     title: str = "gsplat_lib"
 
     @property
@@ -71,15 +76,17 @@ def load_viewer_scene(path: PathLike, *, device="cpu", data: Optional[PathLike] 
     device = torch.device(device)
     if not path.exists():
         raise FileNotFoundError(f"no run directory, checkpoint or PLY file at {path}")
+    trainer_state = {}  # a checkpoint's: the environment map and the data-dependent settings
     if path.is_dir():
         run_root = path
-        model = _load_run_model(run_root, device)
+        model, trainer_state = _load_run_model(run_root, device)
     elif path.suffix.lower() == ".ply":
         run_root = _enclosing_run(path)
         model = GaussianModel.from_ply(path, scene_extent=1.0, device=device)
     elif path.suffix.lower() == ".ckpt":
         run_root = _enclosing_run(path)
-        model = load_checkpoint(path, device=device, restore_rng=False).model
+        checkpoint = load_checkpoint(path, device=device, restore_rng=False)
+        model, trainer_state = checkpoint.model, checkpoint.trainer_state
     else:
         raise ValueError(f"{path}: expected a run directory, a .ckpt checkpoint or a .ply file")
     settings = _run_settings(run_root)["settings"] if run_root is not None else {}
@@ -89,7 +96,8 @@ def load_viewer_scene(path: PathLike, *, device="cpu", data: Optional[PathLike] 
         background=(1.0, 1.0, 1.0) if white else (0.0, 0.0, 0.0),
         near=float(settings.get("near", 0.01)),
         far=float(settings.get("far", 1000.0)),
-        depth_ratio=float(settings.get("depth_ratio", 0.0)),
+        depth_ratio=stored_depth_ratio(trainer_state, settings),
+        environment=environment_of(trainer_state, device),
         title=(run_root or path).resolve().name,
     )
     data_path = Path(data) if data is not None else _run_data(run_root, settings)
@@ -157,15 +165,17 @@ def _run_data(run_root: Optional[Path], settings: dict) -> Optional[Path]:
     return builtin if builtin.is_dir() else None
 
 
-def _load_run_model(run_root: Path, device: torch.device) -> GaussianModel:
-    """The final checkpoint of a finished run, else its latest complete checkpoint, else its ``point_cloud.ply``."""
+def _load_run_model(run_root: Path, device: torch.device) -> Tuple[GaussianModel, dict]:
+    """(model, the checkpoint's trainer state) of the final checkpoint of a finished run, else
+    of its latest complete checkpoint, else its ``point_cloud.ply`` (and {})."""
     run = RunDirectory(run_root, str(_run_settings(run_root).get("fingerprint")))
     finished = run.finished("train")
     if finished is not None and (run_root / finished["final_checkpoint"]).is_file():
-        return load_checkpoint(run_root / finished["final_checkpoint"], device=device, restore_rng=False).model
+        checkpoint = load_checkpoint(run_root / finished["final_checkpoint"], device=device, restore_rng=False)
+        return checkpoint.model, checkpoint.trainer_state
     latest = run.latest_checkpoint(device=device)
     if latest is not None:
-        return latest[1].model
+        return latest[1].model, latest[1].trainer_state
     if (run_root / "point_cloud.ply").is_file():
-        return GaussianModel.from_ply(run_root / "point_cloud.ply", scene_extent=1.0, device=device)
+        return GaussianModel.from_ply(run_root / "point_cloud.ply", scene_extent=1.0, device=device), {}
     raise ValueError(f"{run_root} holds no checkpoint or point_cloud.ply yet")

@@ -119,6 +119,7 @@ class ViewerServer:
             return render_view(
                 scene.model, view, mode,
                 background=scene.background, near=scene.near, far=scene.far, depth_ratio=scene.depth_ratio,
+                environment=scene.environment,
             )
 
     def close(self) -> None:

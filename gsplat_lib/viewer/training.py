@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 from gsplat_lib import GaussianModel
 from gsplat_lib.data import SceneData
+from gsplat_lib.train.environment import EnvironmentMap
 from gsplat_lib.train.monitor import TrainingMonitor
 from gsplat_lib.viewer.dependency import import_viser
 from gsplat_lib.viewer.model_access import ModelAccess
@@ -70,7 +71,16 @@ class TrainingViewer(TrainingMonitor):
 
     # ------------------------------------------------------------------ TrainingMonitor
 
-    def started(self, model: GaussianModel, scene: SceneData, config, first_step: int) -> None:
+    def started(
+        self,
+        model: GaussianModel,
+        scene: SceneData,
+        config,
+        first_step: int,
+        *,
+        environment: Optional[EnvironmentMap] = None,
+        depth_ratio: float = 0.0,
+    ) -> None:
         self._iterations = int(config.iterations)
         self._step = first_step - 1
         shown = ViewerScene(
@@ -80,7 +90,8 @@ class TrainingViewer(TrainingMonitor):
             background=tuple(float(value) for value in scene.background),
             near=float(config.near),
             far=float(config.far),
-            depth_ratio=float(config.depth_ratio),
+            depth_ratio=float(depth_ratio),
+            environment=environment,
             title=Path(config.output).name or "training",
         )
         # Starting the server imports modules that draw from Python's global generator, whose
