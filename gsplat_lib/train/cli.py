@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import sys
 import threading
@@ -73,10 +74,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
-        return _run(args)
+        status = _run(args)
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous_handler)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # A torchrun rank ends without C++ static destructors: one of torch.distributed's
+        # aborted now and then after Python had finished ("terminate called without an active
+        # exception"), and torchrun then killed the other ranks. Everything is written by now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -71,6 +71,15 @@ class DataParallel:
     def active(self) -> bool:
         return self.world_size > 1
 
+    def finish(self) -> None:
+        """Every rank leaves the group together once training is done; rank 0 then evaluates,
+        exports and meshes alone, with no group left to time out while the others wait."""
+        if self.active:
+            dist.barrier()
+            self.close()
+            if self.is_main:
+                self.world_size = 1  # alone from here on: later collectives are no-ops
+
     def close(self) -> None:
         """Leaves the process group if this object started it."""
         if self._owns_group and dist.is_initialized():

@@ -205,7 +205,9 @@ class Trainer:
             model, train_results = self.train()
         else:
             self.log(f"stage train: already finished ({train_results['iterations']} steps), skipped")
-        if not self.parallel.is_main:
+        main = self.parallel.is_main
+        self.parallel.finish()
+        if not main:
             return train_results  # rank 0 evaluates, exports and meshes
         evaluation = self.run_dir.finished("evaluate")
         if evaluation is None:
