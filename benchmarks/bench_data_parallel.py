@@ -1,7 +1,8 @@
 """Data-parallel training on CPU: ``torchrun --nproc-per-node=R`` against one process, same
 total batch, on the built-in scene.
 
-    python benchmarks/bench_data_parallel.py [--steps 150] [--batch-size 2] [--ranks 2] [--out bench_data_parallel.json]
+    python benchmarks/bench_data_parallel.py [--steps 150] [--batch-size 2] [--ranks 2] [--width 96 --height 72]
+                                             [--out bench_data_parallel.json]
 
 One process runs with as many torch threads as the ranks together (all cores) and with one;
 each rank runs one thread. Steps/s is the training stage's own figure (rank 0's for torchrun),
@@ -31,6 +32,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--width", type=int, default=None, help="image size of the built-in scene (default: its own)")
+    parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--out", default="bench_data_parallel.json")
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
@@ -38,9 +41,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         scene = folder / "scene"
-        from gsplat_lib.train.trainer import ensure_builtin_scene
+        from gsplat_lib.data import make_synthetic_scene
 
-        ensure_builtin_scene(scene, log=lambda message: None)
+        size = {"width": args.width, "height": args.height} if args.width and args.height else {}
+        make_synthetic_scene(scene, **size)
         common = ["--data", str(scene), "--iterations", str(args.steps), "--batch-size", str(args.batch_size),
                   "--no-progress", "--no-mesh", "--test-every", "0"]
         runs = [
@@ -60,7 +64,8 @@ def main() -> int:
     for row in rows:
         print(f"{row['run']:34s} {row['steps_per_second']:9.2f} {row['ratio_to_first']:7.2f}")
     result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "steps": args.steps,
-              "batch_size": args.batch_size, "ranks": args.ranks, "rows": rows}
+              "batch_size": args.batch_size, "ranks": args.ranks, "width": args.width, "height": args.height,
+              "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
