@@ -209,6 +209,7 @@ void bind_rasterize(py::module_& m) {
   m.attr("CPU_TILE_WIDTH") = kMaxCpuTileWidth;
   m.attr("PAIR_GRAD_COLOR") = kPairGradColor;
   m.attr("COLOR_CULL_SCALE") = kColorCullScale;
+  m.attr("COLOR_LIMIT") = kColorLimit;
   m.attr("PAIR_GRAD_COLOR_UPSTREAM") = kPairGradColorUpstream;
   py::dict semantics;
   semantics["gsplat_lib"] = int32_t(Semantics::kGsplatLib);

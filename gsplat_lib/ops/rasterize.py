@@ -279,11 +279,6 @@ def _check_planes(near: float, far: float):
     return float(near), float(far)
 
 
-def _color_limit() -> float:
-    """The largest colour magnitude the rasterizer keeps (larger ones are culled)."""
-    return float(np.float32(3.4028235e38) / np.float32(core().COLOR_CULL_SCALE))
-
-
 def _check_cameras(viewmats: torch.Tensor, Ks: torch.Tensor, backgrounds: Optional[torch.Tensor]) -> None:
     """The cameras and backgrounds are finite (they are not culled like surfels: a NaN there
     would reach every pixel), backgrounds within the colour limit, and Ks pinhole intrinsics."""
@@ -294,19 +289,19 @@ def _check_cameras(viewmats: torch.Tensor, Ks: torch.Tensor, backgrounds: Option
         arrays = {name: value.numpy() for name, value in given.items()}
         finite = [bool(np.isfinite(values).all()) for values in arrays.values()]
         pinhole = bool((arrays["Ks"][:, 2, :] == (0.0, 0.0, 1.0)).all())
-        usable = backgrounds is None or bool((np.abs(arrays["backgrounds"]) <= _color_limit()).all())
+        usable = backgrounds is None or bool((np.abs(arrays["backgrounds"]) <= core().COLOR_LIMIT).all())
     else:  # every check on the device, then one transfer to the host
         last_row = given["Ks"][:, 2, :]
         flags = [torch.isfinite(value).all() for value in given.values()]
         flags.append(((last_row[:, 0] == 0) & (last_row[:, 1] == 0) & (last_row[:, 2] == 1)).all())
         if backgrounds is not None:
-            flags.append((given["backgrounds"].abs() <= _color_limit()).all())
+            flags.append((given["backgrounds"].abs() <= core().COLOR_LIMIT).all())
         values = torch.stack(flags).tolist()
         finite, pinhole, usable = values[: len(given)], values[len(given)], backgrounds is None or values[-1]
     for name, ok in zip(given, finite):
         if not ok:
             raise ValueError(f"{name} contains NaN or Inf")
     if not usable:  # colours that large are culled; a background cannot be
-        raise ValueError(f"backgrounds holds values beyond +-{_color_limit():.3g}, where float32 gradients overflow")
+        raise ValueError(f"backgrounds holds values beyond +-{core().COLOR_LIMIT:.3g}, where float32 gradients overflow")
     if not pinhole:
         raise ValueError("Ks must be pinhole intrinsics whose last row is (0, 0, 1)")

@@ -68,34 +68,40 @@ def _is_bool(spec) -> bool:
 
 
 # Float options: the values that mean something (a negative rate, a NaN threshold or an
-# opacity cut of 1 would train garbage or prune everything without saying why).
+# opacity cut of 1 would train garbage or prune everything without saying why). A range is
+# (what the error says, its test).
+_POSITIVE = ("> 0", lambda x: x > 0)
+_NON_NEGATIVE = (">= 0", lambda x: x >= 0)
+_UNIT = ("in [0, 1]", lambda x: 0 <= x <= 1)
+_OPEN_UNIT = ("in (0, 1)", lambda x: 0 < x < 1)
+_BELOW_ONE = ("in [0, 1)", lambda x: 0 <= x < 1)
 _NUMBER_RANGES = {
-    "init_opacity": ("in (0, 1)", lambda x: 0 < x < 1),
-    "lambda_dssim": ("in [0, 1]", lambda x: 0 <= x <= 1),
-    "lambda_normal": (">= 0", lambda x: x >= 0),
-    "lambda_distortion": (">= 0", lambda x: x >= 0),
-    "depth_ratio": ("in [0, 1]", lambda x: 0 <= x <= 1),
-    "grad_threshold": (">= 0", lambda x: x >= 0),
-    "percent_dense": (">= 0", lambda x: x >= 0),
-    "prune_opacity": ("in [0, 1)", lambda x: 0 <= x < 1),
-    "prune_world_size": ("> 0", lambda x: x > 0),
-    "prune_screen_size": ("> 0", lambda x: x > 0),
-    "lr_means_init": ("> 0", lambda x: x > 0),
-    "lr_means_final": ("> 0", lambda x: x > 0),
-    "lr_sh_dc": (">= 0", lambda x: x >= 0),
-    "lr_sh_rest": (">= 0", lambda x: x >= 0),
-    "lr_opacity": (">= 0", lambda x: x >= 0),
-    "lr_scales": (">= 0", lambda x: x >= 0),
-    "lr_quats": (">= 0", lambda x: x >= 0),
-    "near": ("> 0", lambda x: x > 0),
-    "far": ("> 0", lambda x: x > 0),
-    "lr_environment": ("> 0", lambda x: x > 0),
-    "noise_lr": (">= 0", lambda x: x >= 0),
-    "opacity_reg": (">= 0", lambda x: x >= 0),
-    "scale_reg": (">= 0", lambda x: x >= 0),
-    "prune_faint_opacity": (">= 0", lambda x: x >= 0),
-    "lr_appearance": (">= 0", lambda x: x >= 0),
-    "lambda_appearance": (">= 0", lambda x: x >= 0),
+    "init_opacity": _OPEN_UNIT,
+    "lambda_dssim": _UNIT,
+    "lambda_normal": _NON_NEGATIVE,
+    "lambda_distortion": _NON_NEGATIVE,
+    "depth_ratio": _UNIT,
+    "grad_threshold": _NON_NEGATIVE,
+    "percent_dense": _NON_NEGATIVE,
+    "prune_opacity": _BELOW_ONE,
+    "prune_world_size": _POSITIVE,
+    "prune_screen_size": _POSITIVE,
+    "lr_means_init": _POSITIVE,
+    "lr_means_final": _POSITIVE,
+    "lr_sh_dc": _NON_NEGATIVE,
+    "lr_sh_rest": _NON_NEGATIVE,
+    "lr_opacity": _NON_NEGATIVE,
+    "lr_scales": _NON_NEGATIVE,
+    "lr_quats": _NON_NEGATIVE,
+    "near": _POSITIVE,
+    "far": _POSITIVE,
+    "lr_environment": _POSITIVE,
+    "noise_lr": _NON_NEGATIVE,
+    "opacity_reg": _NON_NEGATIVE,
+    "scale_reg": _NON_NEGATIVE,
+    "prune_faint_opacity": _NON_NEGATIVE,
+    "lr_appearance": _NON_NEGATIVE,
+    "lambda_appearance": _NON_NEGATIVE,
 }
 #: Options whose None means: chosen from the data (train/scene_defaults.py) or by the strategy.
 _CHOSEN_FROM_THE_DATA = {"lambda_distortion", "depth_ratio", "opacity_reg", "scale_reg", "prune_faint_opacity"}

@@ -172,7 +172,3 @@ class DataParallel:
         flag = torch.tensor([signal_number or 0], dtype=torch.int64, device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item()) or None
-
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
