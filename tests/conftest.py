@@ -1,4 +1,4 @@
-"""Shared by every test: the package under test, and the CUDA skip.
+"""Shared by every test: the package under test, the CUDA skip, and a small scene for training runs.
 
 Tests of a CUDA path carry the ``cuda`` marker and nothing else; here they are skipped unless
 a GPU and a CUDA build of gsplat_lib are both present. Scenes and output lists shared by the
@@ -41,3 +41,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def small_training_scene(tmp_path_factory):
+    """A 48 x 36, 16-view built-in scene on disk (COLMAP), for the tests that run gsplat-train."""
+    from gsplat_lib.data import make_synthetic_scene
+
+    return make_synthetic_scene(tmp_path_factory.mktemp("scene"), num_views=16, width=48, height=36, num_points=800)

@@ -13,7 +13,6 @@ import time
 import pytest
 import torch
 
-from gsplat_lib.data import make_synthetic_scene
 from gsplat_lib.train import cli
 from gsplat_lib.train.data_parallel import DataParallel
 from gsplat_lib.train.run_dir import read_json
@@ -24,14 +23,9 @@ pytestmark = pytest.mark.slow
 ITERATIONS = 40
 
 
-@pytest.fixture(scope="module")
-def scene_dir(tmp_path_factory):
-    return make_synthetic_scene(tmp_path_factory.mktemp("scene"), num_views=16, width=48, height=36, num_points=800)
-
-
-def _arguments(scene_dir, output, *extra):
+def _arguments(small_training_scene, output, *extra):
     return [
-        "--data", str(scene_dir), "--output", str(output), "--iterations", str(ITERATIONS),
+        "--data", str(small_training_scene), "--output", str(output), "--iterations", str(ITERATIONS),
         "--densify-start", "5", "--densify-every", "10", "--reset-every", "30", "--densify-stop", "35",
         "--grad-threshold", "0.001", "--prune-opacity", "0.005", "--batch-size", "2",
         "--checkpoint-every", "10", "--no-progress", "--no-mesh", "--num-threads", "1",
@@ -43,9 +37,9 @@ def _arguments(scene_dir, output, *extra):
     ]
 
 
-def _torchrun(scene_dir, output, ranks=2, extra=()):
+def _torchrun(small_training_scene, output, ranks=2, extra=()):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
-               "-m", "gsplat_lib.train", *_arguments(scene_dir, output, *extra)]
+               "-m", "gsplat_lib.train", *_arguments(small_training_scene, output, *extra)]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=python_env(OMP_NUM_THREADS="1"), cwd=output.parent, start_new_session=True)
 
@@ -55,18 +49,18 @@ def _final(output):
 
 
 @pytest.fixture(scope="module")
-def two_ranks(scene_dir, tmp_path_factory):
+def two_ranks(small_training_scene, tmp_path_factory):
     output = tmp_path_factory.mktemp("two_ranks") / "run"
-    process = _torchrun(scene_dir, output)
+    process = _torchrun(small_training_scene, output)
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr
     return output, stdout
 
 
-def test_two_ranks_train_the_model_one_process_trains(scene_dir, two_ranks, tmp_path):
+def test_two_ranks_train_the_model_one_process_trains(small_training_scene, two_ranks, tmp_path):
     output, stdout = two_ranks
     assert stdout.count("test PSNR") == 1  # rank 0 alone reports (and evaluates, exports)
-    assert cli.main(_arguments(scene_dir, tmp_path / "one")) == 0
+    assert cli.main(_arguments(small_training_scene, tmp_path / "one")) == 0
     one, two = _final(tmp_path / "one"), _final(output)
     assert one["model"]["params"]["means"].shape[0] != 800  # densification happened
     assert two["strategy"]["count"].tolist() == one["strategy"]["count"].tolist()
@@ -77,14 +71,14 @@ def test_two_ranks_train_the_model_one_process_trains(scene_dir, two_ranks, tmp_
 
 
 @pytest.mark.parametrize("background", ["environment", "random"])
-def test_two_ranks_train_a_capture_recipe_as_one_process(scene_dir, tmp_path, background):
+def test_two_ranks_train_a_capture_recipe_as_one_process(small_training_scene, tmp_path, background):
     """The environment map's gradients are summed over the ranks like the surfels'; random
     backgrounds are drawn for the whole step and shared out, as one process draws them."""
     extra = ("--background", background)
-    process = _torchrun(scene_dir, tmp_path / "two", extra=extra)
+    process = _torchrun(small_training_scene, tmp_path / "two", extra=extra)
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr
-    assert cli.main(_arguments(scene_dir, tmp_path / "one", *extra)) == 0
+    assert cli.main(_arguments(small_training_scene, tmp_path / "one", *extra)) == 0
     one, two = _final(tmp_path / "one"), _final(tmp_path / "two")
     assert two["strategy"]["count"].tolist() == one["strategy"]["count"].tolist()
     # Without opacity resets (the choice under an environment map) Adam turns the ranks' other
@@ -99,9 +93,9 @@ def test_two_ranks_train_a_capture_recipe_as_one_process(scene_dir, tmp_path, ba
         torch.testing.assert_close(two["trainer_state"]["environment"]["texels"], texels, rtol=0, atol=1e-4)
 
 
-def test_an_interrupted_torchrun_run_resumes_under_torchrun_bit_identically(scene_dir, two_ranks, tmp_path):
+def test_an_interrupted_torchrun_run_resumes_under_torchrun_bit_identically(small_training_scene, two_ranks, tmp_path):
     output = tmp_path / "run"
-    process = _torchrun(scene_dir, output)
+    process = _torchrun(small_training_scene, output)
     deadline = time.monotonic() + 300
     while not list((output / "checkpoints").glob("step_*.ckpt")) if (output / "checkpoints").is_dir() else True:
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
@@ -113,7 +107,7 @@ def test_an_interrupted_torchrun_run_resumes_under_torchrun_bit_identically(scen
     assert read_json(output / "stages" / "train.FINISHED.json") is None
     saved = sorted((output / "checkpoints").glob("step_*.ckpt"))
     assert saved and all(int(path.name[5:11]) < ITERATIONS for path in saved)
-    process = _torchrun(scene_dir, output)
+    process = _torchrun(small_training_scene, output)
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr
     one, two = _final(two_ranks[0]), _final(output)
@@ -135,7 +129,7 @@ def test_ranks_take_contiguous_shares_of_the_batch():
     assert alone.run_on_main(lambda: {"x": 1}) == {"x": 1}
 
 
-def test_two_ranks_with_appearance_environment_and_validation(scene_dir, tmp_path):
+def test_two_ranks_with_appearance_environment_and_validation(small_training_scene, tmp_path):
     """Each rank's images' colour transforms and the environment map behind them get the summed
     gradients (the same transforms and texels as one process); rank 0 alone validates and
     writes the history and best.ckpt."""
@@ -143,10 +137,10 @@ def test_two_ranks_with_appearance_environment_and_validation(scene_dir, tmp_pat
     # steps (see the capture-recipe test above), which would hide a missing sum.
     extra = ("--appearance", "--eval-every", "20", "--background", "environment", "--opacity-reset", "on")
     output = tmp_path / "two"
-    process = _torchrun(scene_dir, output, extra=extra)
+    process = _torchrun(small_training_scene, output, extra=extra)
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr
-    assert cli.main(_arguments(scene_dir, tmp_path / "one", *extra)) == 0
+    assert cli.main(_arguments(small_training_scene, tmp_path / "one", *extra)) == 0
     one, two = _final(tmp_path / "one"), _final(output)
     for name in ("matrices", "biases"):
         torch.testing.assert_close(
