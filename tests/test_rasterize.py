@@ -248,15 +248,16 @@ def _saturating_scene_grads(seed=32):
 
 
 def test_cpu_backward_writes_every_pair_record(monkeypatch):
-    # The CPU backward reuses its thread's record buffer uninitialised; poisoned with NaN, any
-    # record it skipped would show up in the gradients. Many pairs have no hit here: a tile's
-    # splats behind saturated pixels and splats whose rectangle misses every pixel that needs
-    # them. The colour image is left uninitialised too, so a pixel the forward skipped would
-    # show up as well.
-    from gsplat_lib.ops import rasterize_autograd, rasterize_memory
+    # The CPU backward reuses its thread's scratch (pair records, item gradients) uninitialised;
+    # poisoned with NaN, any record it skipped would show up in the gradients. Many pairs have
+    # no hit here: a tile's splats behind saturated pixels and splats whose rectangle misses
+    # every pixel that needs them. The colour image is left uninitialised too, so a pixel the
+    # forward skipped would show up as well.
+    from gsplat_lib import _backend
+    from gsplat_lib.ops import rasterize_autograd
 
     expected = _saturating_scene_grads()
-    rasterize_memory._workspace.pair_grads.fill_(float("nan"))  # the buffer the next backward reuses
+    _backend.core().rasterize_fill_backward_scratch_cpu(float("nan"))  # what the next backward reuses
     allocate = rasterize_autograd.new_pass_output
     monkeypatch.setattr(rasterize_autograd, "new_pass_output",
                         lambda *shape, device: allocate(*shape, device=device).fill_(float("nan")))

@@ -66,8 +66,9 @@ void check_pixels(const PixelPassInputs& a) {
 }
 void check_forward(const ForwardArgs& a) { check_pixels(a); }
 void check_backward(const BackwardArgs& a) { check_pixels(a); }
-void check_project_backward(const ProjectBackwardArgs& a) {
-  const char* op = "rasterize project_backward";
+// The scene lists of a project backward: all null (dense) or all given (packed).
+template <class Args>
+void check_project_backward_lists(const Args& a, const char* op) {
   const Dims& d = a.dims;
   if (a.camera_items == nullptr) {
     if (a.scene_surfels || a.scene_surfel_starts || a.scene_cameras || a.scene_camera_starts)
@@ -79,6 +80,18 @@ void check_project_backward(const ProjectBackwardArgs& a) {
     require_list(a.scene_camera_starts, d.num_scenes + 1, op, "scene_camera_starts");
   }
   check_items(d, a.camera_items != nullptr, op);
+}
+void check_project_backward(const ProjectBackwardArgs& a) {
+  check_project_backward_lists(a, "rasterize project_backward");
+}
+
+void check_backward_by_camera_groups(const CpuBackwardArgs& a) {
+  const char* op = "rasterize backward_by_camera_groups";
+  check_pixels(a);
+  if (a.camera_items == nullptr && a.item_surfels != nullptr)
+    throw std::invalid_argument(std::string(op) + ": item_surfels needs camera_items");
+  if (a.camera_items != nullptr) require_list(a.item_surfels, a.dims.num_items, op, "item_surfels");
+  check_project_backward_lists(a, op);
 }
 
 // Every pass takes the call's Dims.
@@ -92,6 +105,7 @@ std::vector<Field<Args, Sizes>> with_dims(const std::vector<Field<Args, Sizes>>&
        GSL_SCALAR(dims.tiles_x, tiles_x), GSL_SCALAR(dims.tiles_y, tiles_y),
        GSL_SCALAR(dims.near_plane, near_plane), GSL_SCALAR(dims.far_plane, far_plane),
        GSL_SCALAR(dims.scale_modifier, scale_modifier), GSL_SCALAR(dims.cpu_lanes, cpu_lanes),
+       GSL_SCALAR(dims.cpu_group_bytes, cpu_group_bytes),
        GSL_SCALAR(dims.semantics, semantics),
        GSL_SCALAR(dims.num_pairs, num_pairs), GSL_SCALAR(dims.item_records, item_records)},
       buffers);
@@ -154,6 +168,26 @@ GSL_FIELD_LIST(backward, BackwardArgs, "rasterize backward", &sizes_of<Args>,
                     GSL_BUFFER(backward_pairs, false, C, H, W)}),
                &check_backward)
 
+GSL_FIELD_LIST(backward_by_camera_groups, CpuBackwardArgs, "rasterize backward_by_camera_groups", &sizes_of<Args>,
+               with_pixel_inputs<Args>(
+                   {GSL_BUFFER(saved_T, false, C, H, W), GSL_BUFFER(saved_last, false, C, H, W),
+                    GSL_BUFFER(saved_median, false, C, H, W), GSL_BUFFER(saved_sums, false, C, H, W, 3),
+                    GSL_BUFFER(v_out_colors, false, C, H, W, D), GSL_BUFFER(v_out_alphas, true, C, H, W, 1),
+                    GSL_BUFFER(v_out_depths, true, C, H, W, 1), GSL_BUFFER(v_out_median_depths, true, C, H, W, 1),
+                    GSL_BUFFER(v_out_normals, true, C, H, W, 3), GSL_BUFFER(v_out_distortions, true, C, H, W, 1),
+                    GSL_BUFFER(pair_emit_index, false, P), GSL_BUFFER(backward_pairs, false, C, H, W),
+                    GSL_BUFFER(pair_ends, false, I), GSL_BUFFER(v_colors, false, I, D),
+                    GSL_BUFFER(screen_grad, false, I, 2), GSL_BUFFER(screen_absgrad, false, I, 2),
+                    GSL_BUFFER(center_grad, true, I, 2), GSL_BUFFER(means, false, N, 3),
+                    GSL_BUFFER(quats, false, N, 4), GSL_BUFFER(scales, false, N, 2),
+                    GSL_BUFFER(viewmats, false, C, 4, 4), GSL_BUFFER(Ks, false, C, 3, 3),
+                    GSL_BUFFER(radii, false, I, 2), GSL_BUFFER(camera_items, true, C + 1),
+                    GSL_BUFFER(scene_surfels, true, N), GSL_BUFFER(scene_surfel_starts, true, S + 1),
+                    GSL_BUFFER(scene_cameras, true, C), GSL_BUFFER(scene_camera_starts, true, S + 1),
+                    GSL_BUFFER(v_means, false, N, 3), GSL_BUFFER(v_quats, false, N, 4),
+                    GSL_BUFFER(v_scales, false, N, 2), GSL_BUFFER(v_opacities, false, N)}),
+               &check_backward_by_camera_groups)
+
 GSL_FIELD_LIST(reduce, ReduceArgs, "rasterize reduce", &sizes_of<Args>,
                with_dims<Args>({GSL_BUFFER(record_ends, false, I), GSL_BUFFER(pair_grads, false, R, G),
                                 GSL_BUFFER(M, false, I, 9), GSL_BUFFER(v_M, false, I, 9),
@@ -204,6 +238,10 @@ void bind_rasterize(py::module_& m) {
   GSL_PASS(backward);
   GSL_PASS(reduce);
   GSL_PASS(project_backward);
+  // The CPU's backward: the three passes above, camera group by camera group.
+  bind_cpu(m, "rasterize_backward_by_camera_groups", backward_by_camera_groups_fields(), &backward_by_camera_groups_cpu);
+  m.def("rasterize_fill_backward_scratch_cpu", &fill_backward_scratch_cpu, py::arg("value"),
+        "Fills this thread's CPU backward scratch with value (tests: a pass must write all it reads).");
   // Constants the Python layer sizes its buffers and tiles with.
   m.attr("TILE_SIZE") = kTileSize;
   m.attr("CPU_TILE_WIDTH") = kMaxCpuTileWidth;

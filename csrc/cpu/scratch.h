@@ -7,6 +7,7 @@
 // share one; it holds the most any call on that thread needed until the thread exits.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <type_traits>
@@ -27,6 +28,8 @@ class ScratchBuffer {
     }
     return data_.get();
   }
+  // Sets every value held (tests poison the scratch to show that a pass writes all it reads).
+  void fill(T value) { std::fill_n(data_.get(), capacity_, value); }
 
  private:
   std::unique_ptr<T[]> data_;

@@ -32,6 +32,10 @@ CPU_TILE_WIDTH: Optional[int] = None
 # else 4); 1 runs the scalar form of the math that the CUDA backend compiles. Every width
 # gives the same forward bits; tests set this to compare them.
 CPU_LANES = 0
+# Scratch bytes of one camera group of the CPU backward (docs/design.md, "Camera groups"); None:
+# the core's default. Tests make every camera a group of its own (1) to compare the groupings,
+# which give the same bits.
+CPU_GROUP_BYTES: Optional[int] = None
 # The rasterizer's semantics: gsplat_lib's own (docs/design.md, "Rasterizer semantics") or
 # upstream 2DGS's (hbb1/diff-surfel-rasterization e0ed020; "Faithful mode"), which the compat
 # layer renders with by default.
@@ -256,7 +260,8 @@ def raster_settings(num_cameras: int, num_surfels: int, num_channels: int, width
         num_items=num_cameras * num_surfels if scenes is None else scenes.num_items,
         num_scenes=0 if scenes is None else scenes.num_scenes,
         tile_width=tile_width, tiles_x=tiles_x, tiles_y=tiles_y, near_plane=near, far_plane=far,
-        scale_modifier=scale_modifier, cpu_lanes=CPU_LANES, semantics=core().SEMANTICS[semantics], num_pairs=0,
+        scale_modifier=scale_modifier, cpu_lanes=CPU_LANES,
+        cpu_group_bytes=CPU_GROUP_BYTES or 0, semantics=core().SEMANTICS[semantics], num_pairs=0,
         # The CPU gives each tile to one thread, which writes its pairs' records: no atomics to save.
         item_records=not deterministic and device.type == "cuda",
     )

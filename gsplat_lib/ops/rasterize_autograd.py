@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from gsplat_lib import _backend
-from gsplat_lib.ops.rasterize_memory import check_pair_memory, pair_grad_records
+from gsplat_lib.ops.rasterize_memory import check_pair_memory
 
 __all__ = ["RasterizeSurfels", "bin_pairs", "launch", "pair_grad_width"]
 
@@ -204,46 +204,50 @@ class RasterizeSurfels(torch.autograd.Function):
             None if v is None else v.contiguous()
             for v in (v_out_alphas, v_out_depths, v_out_median_depths, v_out_normals, v_out_distortions))
 
-        record_width = pair_grad_width(settings)
-        if settings["item_records"]:
-            # A record per (camera, surfel) that its pairs add to: each item's records end one further.
-            pair_grads = torch.zeros(num_items, record_width, **f32)
-            record_ends = torch.arange(1, num_items + 1, dtype=torch.int64, device=device)
-        elif device.type == "cpu":
-            pair_grads = pair_grad_records(settings["num_pairs"], record_width)
-            record_ends = pair_ends
-        else:
-            pair_grads = new_pass_output(settings["num_pairs"], record_width, device=device)
-            record_ends = pair_ends
-        launch("backward", device, settings, tile_starts=tile_starts, pair_items=pair_items, M=M, means2d=means2d,
-               normals=normals, opacities=opacities, colors=colors, backgrounds=backgrounds, pixel_rects=pixel_rects,
-               saved_T=saved_T, saved_last=saved_last, saved_median=saved_median, saved_sums=saved_sums,
-               v_out_colors=v_out_colors, v_out_alphas=v_out_alphas, v_out_depths=v_out_depths,
-               v_out_median_depths=v_out_median_depths, v_out_normals=v_out_normals,
-               v_out_distortions=v_out_distortions, pair_emit_index=pair_emit_index, pair_grads=pair_grads,
-               backward_pairs=ctx.backward_pairs, **_lists(scenes, "item_surfels"))
-
-        v_M = torch.empty(*items, 9, **f32)
-        v_opacities_cn = torch.empty(*items, **f32)
-        v_normals = torch.empty(*items, 3, **f32)
         v_colors = torch.empty(*items, D, **f32)
         screen_grad = torch.empty(*items, 2, **f32)
         screen_absgrad = torch.empty(*items, 2, **f32)
         upstream = settings["semantics"] == _backend.core().SEMANTICS["upstream"]
         center_grad = torch.empty(*items, 2, **f32) if upstream else None
-        launch("reduce", device, settings, record_ends=record_ends, pair_grads=pair_grads, M=M, v_M=v_M,
-               v_opacities_cn=v_opacities_cn, v_normals=v_normals, v_colors=v_colors, screen_grad=screen_grad,
-               screen_absgrad=screen_absgrad, center_grad=center_grad)
-        del pair_grads
-
         v_means = torch.empty(N, 3, **f32)
         v_quats = torch.empty(N, 4, **f32)
         v_scales = torch.empty(N, 2, **f32)
         v_opacities = torch.empty(N, **f32)
-        launch("project_backward", device, settings, means=means, quats=quats, scales=scales, viewmats=viewmats,
-               Ks=Ks, radii=radii, v_M=v_M, v_normals=v_normals, v_opacities_cn=v_opacities_cn,
-               **_lists(scenes, *_PROJECT_BACKWARD_LISTS), v_means=v_means, v_quats=v_quats, v_scales=v_scales,
-               v_opacities=v_opacities)
+        pixel_inputs = dict(tile_starts=tile_starts, pair_items=pair_items, M=M, means2d=means2d, normals=normals,
+                            opacities=opacities, colors=colors, backgrounds=backgrounds, pixel_rects=pixel_rects,
+                            saved_T=saved_T, saved_last=saved_last, saved_median=saved_median, saved_sums=saved_sums,
+                            v_out_colors=v_out_colors, v_out_alphas=v_out_alphas, v_out_depths=v_out_depths,
+                            v_out_median_depths=v_out_median_depths, v_out_normals=v_out_normals,
+                            v_out_distortions=v_out_distortions, pair_emit_index=pair_emit_index,
+                            backward_pairs=ctx.backward_pairs, **_lists(scenes, "item_surfels"))
+        item_outputs = dict(v_colors=v_colors, screen_grad=screen_grad, screen_absgrad=screen_absgrad,
+                            center_grad=center_grad)
+        surfel_outputs = dict(v_means=v_means, v_quats=v_quats, v_scales=v_scales, v_opacities=v_opacities)
+        projection = dict(means=means, quats=quats, scales=scales, viewmats=viewmats, Ks=Ks, radii=radii,
+                          **_lists(scenes, *_PROJECT_BACKWARD_LISTS))
+        if device.type == "cpu":
+            # All three passes in one, camera group by camera group: the records and the item
+            # gradients then exist for one group at a time (docs/design.md, "Camera groups").
+            launch("backward_by_camera_groups", device, settings, **pixel_inputs, pair_ends=pair_ends,
+                   **item_outputs, **projection, **surfel_outputs)
+        else:
+            record_width = pair_grad_width(settings)
+            if settings["item_records"]:
+                # A record per (camera, surfel) that its pairs add to: each item's records end one further.
+                pair_grads = torch.zeros(num_items, record_width, **f32)
+                record_ends = torch.arange(1, num_items + 1, dtype=torch.int64, device=device)
+            else:
+                pair_grads = new_pass_output(settings["num_pairs"], record_width, device=device)
+                record_ends = pair_ends
+            launch("backward", device, settings, **pixel_inputs, pair_grads=pair_grads)
+            v_M = torch.empty(*items, 9, **f32)
+            v_opacities_cn = torch.empty(*items, **f32)
+            v_normals = torch.empty(*items, 3, **f32)
+            launch("reduce", device, settings, record_ends=record_ends, pair_grads=pair_grads, M=M, v_M=v_M,
+                   v_opacities_cn=v_opacities_cn, v_normals=v_normals, **item_outputs)
+            del pair_grads
+            launch("project_backward", device, settings, **projection, v_M=v_M, v_normals=v_normals,
+                   v_opacities_cn=v_opacities_cn, **surfel_outputs)
 
         v_backgrounds = None
         if backgrounds is not None and ctx.needs_input_grad[7]:

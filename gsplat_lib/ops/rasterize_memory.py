@@ -1,16 +1,14 @@
-"""How much memory a render needs against what the device has, and the CPU backward's
-per-thread buffer of pair gradient records."""
+"""How much memory a render needs against what the device has."""
 
 from __future__ import annotations
 
-import threading
 from typing import Optional
 
 import torch
 
 from gsplat_lib import _backend
 
-__all__ = ["CHECKED_BYTES", "available_bytes", "exceeds_memory", "check_image_memory", "check_pair_memory", "pair_grad_records"]
+__all__ = ["CHECKED_BYTES", "available_bytes", "exceeds_memory", "check_image_memory", "check_pair_memory"]
 
 # Requests below this are not checked against free memory: reading it costs more than a
 # small render, and an allocation of this size that fails gets torch's own clear error.
@@ -73,22 +71,3 @@ def check_pair_memory(num_pairs: int, num_items: int, channels: int, item_record
             + (" (or pass deterministic=False: one gradient record per surfel, not per pair)"
                if device.type == "cuda" and not item_records else "")
         )
-
-
-# The backward's pair records live only within one backward call. Allocated afresh each time on
-# the CPU, glibc maps a buffer this large anew and every page faults in when the backward writes
-# it, so each thread keeps its largest buffer (concurrent backwards each need one), as torch's
-# caching allocator does on CUDA (docs/design.md, "Page faults").
-_workspace = threading.local()
-
-
-def pair_grad_records(num_records: int, width: int) -> torch.Tensor:
-    """A CPU float32 ``[num_records, width]`` view of this thread's record buffer, uninitialised."""
-    needed = num_records * width
-    buffer = getattr(_workspace, "pair_grads", None)
-    if buffer is None or buffer.numel() < needed:
-        _workspace.pair_grads = None  # release the smaller one before allocating
-        # Headroom, so that pair counts creeping up during training do not reallocate each step.
-        buffer = torch.empty(needed + needed // 8, dtype=torch.float32)
-        _workspace.pair_grads = buffer
-    return buffer[:needed].view(num_records, width)

@@ -16,6 +16,9 @@ namespace gsl::rasterize {
 // wide tiles split fewer splat rows between tiles, so lane groups are fuller. CUDA tiles are
 // kTileSize (core/projection.h) wide.
 constexpr int kMaxCpuTileWidth = 64;
+// The CPU backward's default camera group (Dims::cpu_group_bytes): its pair records and item
+// gradients stay in the last-level cache between the passes that write and read them.
+constexpr int64_t kCameraGroupBytes = int64_t(8) << 20;
 
 // The call's sizes and settings, the same for every pass of one call.
 struct Dims {
@@ -31,6 +34,9 @@ struct Dims {
   int32_t tiles_x, tiles_y;
   float near_plane, far_plane, scale_modifier;
   int32_t cpu_lanes;  // CPU pixel passes: 0 = widest available, or 1 (the CUDA math's scalar form), 4, 8
+  // CPU backward: the scratch bytes a camera group may fill (0: kCameraGroupBytes); at least one
+  // camera per group.
+  int64_t cpu_group_bytes;
   int32_t semantics;  // a gsl::Semantics: 0 gsplat_lib's, 1 upstream 2DGS's (core/semantics.h)
   int64_t num_pairs;  // P, (tile, surfel) pairs; 0 until the projection has counted them
   // CUDA backward only (deterministic=False): a gradient record per (camera, surfel) item that
@@ -137,6 +143,9 @@ struct BackwardArgs : PixelPassInputs {
   // to atomically, in no fixed order. Zeroed by the caller on CUDA.
   float* pair_grads;
   int32_t* backward_pairs;  // [C, H, W] out: splats the backward evaluated
+  // The emission position of pair_grads' first record: 0, except in the CPU's camera groups
+  // (CpuBackwardArgs), whose records are those of one group of cameras.
+  int64_t first_record;
 };
 
 struct ReduceArgs {
@@ -153,6 +162,10 @@ struct ReduceArgs {
   // [I, 2] out, upstream semantics only (else null): dL/d(means2d), the fallback centre e
   // (chained into v_M here); the compat layer adds it to the statistic for cov3D_precomp.
   float* center_grad;
+  int64_t first_record;  // pair_grads' first record (see BackwardArgs)
+  // v_M, v_opacities_cn and v_normals hold the items from this one on: 0, except in the CPU's
+  // camera groups, which keep only one group's.
+  int64_t first_item;
 };
 
 // Sums each surfel's item gradients over its cameras in camera order. With scene ids a
@@ -180,6 +193,36 @@ struct ProjectBackwardArgs {
   float* v_quats;               // [N, 4] out
   float* v_scales;              // [N, 2] out
   float* v_opacities;           // [N] out
+  int64_t first_item;           // v_M, v_normals, v_opacities_cn hold items from this one on (ReduceArgs)
+  // Add the cameras' gradients to v_means ... v_opacities instead of setting them: the CPU's
+  // camera groups sum a surfel's cameras group by group, still in camera order.
+  bool accumulate;
+};
+
+// CPU only: the whole backward of a call, camera group by camera group (rasterize_cpu.cpp).
+// The pair records and v_M, v_normals, v_opacities_cn then exist for one group at a time, in
+// scratch memory that stays in cache between the three passes, instead of for the whole call.
+struct CpuBackwardArgs : BackwardArgs {  // pair_grads is the scratch: not a field
+  const int64_t* pair_ends;  // [I] where each item's records end (inclusive sums)
+  float* v_colors;           // [I, D] out
+  float* screen_grad;        // [I, 2] out
+  float* screen_absgrad;     // [I, 2] out
+  float* center_grad;        // [I, 2] out, upstream semantics only (else null)
+  const float* means;        // [N, 3]
+  const float* quats;        // [N, 4]
+  const float* scales;       // [N, 2]
+  const float* viewmats;     // [C, 4, 4]
+  const float* Ks;           // [C, 3, 3]
+  const int32_t* radii;      // [I, 2]
+  const int64_t* camera_items;         // [C + 1] or null (dense; then the four below are null too)
+  const int64_t* scene_surfels;        // [N]
+  const int64_t* scene_surfel_starts;  // [S + 1]
+  const int64_t* scene_cameras;        // [C]
+  const int64_t* scene_camera_starts;  // [S + 1]
+  float* v_means;      // [N, 3] out
+  float* v_quats;      // [N, 4] out
+  float* v_scales;     // [N, 2] out
+  float* v_opacities;  // [N] out
 };
 
 // The packed items of a call with scene ids, from the scenes' sizes (CPU; CUDA builds the
@@ -224,6 +267,9 @@ void forward_cpu(const ForwardArgs& args, int num_threads);
 void backward_cpu(const BackwardArgs& args, int num_threads);
 void reduce_cpu(const ReduceArgs& args, int num_threads);
 void project_backward_cpu(const ProjectBackwardArgs& args, int num_threads);
+void backward_by_camera_groups_cpu(const CpuBackwardArgs& args, int num_threads);
+// Fills the calling thread's scratch of backward_by_camera_groups_cpu with `value` (for tests).
+void fill_backward_scratch_cpu(float value);
 void plan_scenes_cpu(const ScenePlanArgs& args, int num_threads);
 
 #if GSPLAT_LIB_WITH_CUDA

@@ -8,6 +8,7 @@
 
 #include "cpu/huge_pages.h"
 #include "cpu/parallel.h"
+#include "cpu/scratch.h"
 #include "ops/rasterize/cpu/tile_passes.h"
 #include "ops/rasterize/rasterize_impl.h"
 
@@ -39,6 +40,12 @@ void project_backward_range_sse(const ProjectBackwardArgs& a, int64_t b, int64_t
   project_backward_range<vf4>(a, b, e);
 }
 void project_range_sse(const ProjectArgs& a, int64_t b, int64_t e) { project_range<vf4>(a, b, e); }
+void project_backward_segment_scalar(const ProjectBackwardArgs& a, const SurfelSegment& g, int64_t b, int64_t e) {
+  project_backward_segment<float>(a, g, b, e);
+}
+void project_backward_segment_sse(const ProjectBackwardArgs& a, const SurfelSegment& g, int64_t b, int64_t e) {
+  project_backward_segment<vf4>(a, g, b, e);
+}
 void forward_tiles_scalar(const ForwardArgs& a, const int64_t* t, int64_t n) { forward_tiles<float>(a, t, n); }
 void forward_tiles_sse(const ForwardArgs& a, const int64_t* t, int64_t n) { forward_tiles<vf4>(a, t, n); }
 void backward_tiles_scalar(const BackwardArgs& a, const int64_t* t, int64_t n) { backward_tiles<float>(a, t, n); }
@@ -46,6 +53,10 @@ void backward_tiles_sse(const BackwardArgs& a, const int64_t* t, int64_t n) { ba
 #if GSL_HAVE_AVX2_SCHEDULE
 GSL_TARGET_AVX2 void project_backward_range_avx2(const ProjectBackwardArgs& a, int64_t b, int64_t e) {
   project_backward_range<vf8>(a, b, e);
+}
+GSL_TARGET_AVX2 void project_backward_segment_avx2(const ProjectBackwardArgs& a, const SurfelSegment& g, int64_t b,
+                                                   int64_t e) {
+  project_backward_segment<vf8>(a, g, b, e);
 }
 GSL_TARGET_AVX2 void project_range_avx2(const ProjectArgs& a, int64_t b, int64_t e) { project_range<vf8>(a, b, e); }
 GSL_TARGET_AVX2 void forward_tiles_avx2(const ForwardArgs& a, const int64_t* t, int64_t n) {
@@ -61,6 +72,7 @@ template <class Args>
 using ItemPass = void (*)(const Args&, int64_t, int64_t);
 template <class Args>
 using TilePass = void (*)(const Args&, const int64_t*, int64_t);
+using SegmentPass = void (*)(const ProjectBackwardArgs&, const SurfelSegment&, int64_t, int64_t);
 
 template <class Pass>
 Pass pick_schedule(int lanes, Pass scalar, Pass sse, Pass avx2) {
@@ -77,11 +89,12 @@ Pass pick_schedule(int lanes, Pass scalar, Pass sse, Pass avx2) {
 // rendering a heavy tile taken last. Packed items (many scenes) go camera by camera, each
 // camera's heaviest first: the threads then share one camera's splats in cache, and the many
 // cameras balance the load. Which thread renders a tile never changes its bits.
-std::vector<int64_t> tile_order(const PixelPassInputs& in, int num_threads) {
+// Tiles [first_tile, end_tile): all of them, or a camera group's.
+std::vector<int64_t> tile_order(const PixelPassInputs& in, int num_threads, int64_t first_tile, int64_t end_tile) {
   const int64_t per_camera = tiles_per_camera(in.dims);
-  const int64_t num_tiles = in.dims.num_cameras * per_camera;
+  const int64_t num_tiles = end_tile - first_tile;
   std::vector<int64_t> order(num_tiles);
-  for (int64_t t = 0; t < num_tiles; ++t) order[t] = t;
+  for (int64_t t = 0; t < num_tiles; ++t) order[t] = first_tile + t;
   const auto pairs = [&](int64_t t) { return in.tile_starts[t + 1] - in.tile_starts[t]; };
   if (num_threads == 1) return order;
   if (in.item_surfels == nullptr) {
@@ -94,10 +107,13 @@ std::vector<int64_t> tile_order(const PixelPassInputs& in, int num_threads) {
   return order;
 }
 
-// Runs a tile pass over every tile, the threads taking them in tile_order.
+// Runs a tile pass over tiles [first_tile, end_tile) (by default every tile), the threads taking
+// them in tile_order.
 template <class Args>
-void run_tile_pass(TilePass<Args> pass, const Args& a, int num_threads) {
-  const std::vector<int64_t> tiles = tile_order(a, num_threads);
+void run_tile_pass(TilePass<Args> pass, const Args& a, int num_threads, int64_t first_tile = 0,
+                   int64_t end_tile = -1) {
+  if (end_tile < 0) end_tile = a.dims.num_cameras * tiles_per_camera(a.dims);
+  const std::vector<int64_t> tiles = tile_order(a, num_threads, first_tile, end_tile);
   cpu::parallel_for(static_cast<int64_t>(tiles.size()), num_threads, 1,
                     [&](int64_t begin, int64_t end) { pass(a, tiles.data() + begin, end - begin); });
 }
@@ -191,6 +207,163 @@ void project_backward_cpu(const ProjectBackwardArgs& a, int num_threads) {
       pick_schedule<ItemPass<ProjectBackwardArgs>>(a.dims.cpu_lanes, GSL_SCHEDULES(project_backward_range));
   // Packed items: the range is over scene_surfels, which holds every surfel once.
   cpu::parallel_for(a.dims.num_surfels, num_threads, 1024, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
+}
+
+namespace {
+
+// The scratch a camera group's records and item gradients fill: kept from call to call by the
+// calling thread (cpu/scratch.h), as large as the largest group it ran.
+thread_local cpu::ScratchBuffer<float> group_records, group_item_grads;
+
+// Per item, a group keeps v_M (9 floats), v_normals (3) and v_opacities_cn (1).
+constexpr int64_t kItemGradFloats = 13;
+// The cameras [c0, c1) a group takes: at least one, then more while their records and item
+// gradients stay within the call's cpu_group_bytes (docs/design.md, "Camera groups").
+int64_t camera_group_end(const CpuBackwardArgs& a, int64_t c0, int64_t record_width) {
+  const Dims& d = a.dims;
+  const auto records_before = [&](int64_t item) { return item == 0 ? int64_t(0) : a.pair_ends[item - 1]; };
+  const int64_t i0 = first_item(d, a.camera_items, c0), r0 = records_before(i0);
+  const int64_t budget = d.cpu_group_bytes > 0 ? d.cpu_group_bytes : kCameraGroupBytes;
+  int64_t c1 = c0 + 1;
+  for (; c1 < d.num_cameras; ++c1) {
+    const int64_t i1 = first_item(d, a.camera_items, c1 + 1);
+    const int64_t bytes = 4 * ((records_before(i1) - r0) * record_width + (i1 - i0) * kItemGradFloats);
+    if (bytes > budget) break;
+  }
+  return c1;
+}
+
+// The segments of surfels whose gradients cameras [c0, c1) give (tile_passes.h); `given`: per
+// scene, whether an earlier group gave its surfels gradients (dense: one entry for all).
+std::vector<SurfelSegment> group_segments(const CpuBackwardArgs& a, int64_t c0, int64_t c1,
+                                          const std::vector<int64_t>& all_cameras,
+                                          const std::vector<int64_t>& scene_of_camera, std::vector<char>& given) {
+  const Dims& d = a.dims;
+  std::vector<SurfelSegment> segments;
+  if (a.camera_items == nullptr) {
+    segments.push_back({0, d.num_surfels, all_cameras.data() + c0, c1 - c0, given[0] != 0});
+    given[0] = 1;
+    return segments;
+  }
+  // Each scene once, with its cameras in the group: a run of its camera list (ascending).
+  for (int64_t c = c0; c < c1; ++c) {
+    const int64_t s = scene_of_camera[c];
+    const int64_t* cameras = a.scene_cameras + a.scene_camera_starts[s];
+    const int64_t* cameras_end = a.scene_cameras + a.scene_camera_starts[s + 1];
+    const int64_t* first = std::lower_bound(cameras, cameras_end, c);
+    if (first != cameras && *(first - 1) >= c0) continue;  // an earlier camera of the group added the scene
+    const int64_t* last = std::lower_bound(first, cameras_end, c1);
+    const int64_t begin = a.scene_surfel_starts[s], count = a.scene_surfel_starts[s + 1] - begin;
+    if (count > 0) segments.push_back({begin, count, first, last - first, given[s] != 0});
+    given[s] = 1;
+  }
+  return segments;
+}
+
+// Zero gradients for the surfels no camera gave any: those of scenes without a camera (all of
+// them when there is no camera).
+void zero_unseen_surfels(const CpuBackwardArgs& a, const std::vector<char>& given) {
+  const Dims& d = a.dims;
+  const auto zero = [&](int64_t n) {
+    std::fill_n(a.v_means + 3 * n, 3, 0.f);
+    std::fill_n(a.v_quats + 4 * n, 4, 0.f);
+    std::fill_n(a.v_scales + 2 * n, 2, 0.f);
+    a.v_opacities[n] = 0.f;
+  };
+  if (a.camera_items == nullptr) {
+    if (!given[0])
+      for (int64_t n = 0; n < d.num_surfels; ++n) zero(n);
+    return;
+  }
+  for (int64_t s = 0; s < d.num_scenes; ++s)
+    if (!given[s])
+      for (int64_t k = a.scene_surfel_starts[s]; k < a.scene_surfel_starts[s + 1]; ++k) zero(a.scene_surfels[k]);
+}
+
+}  // namespace
+
+void fill_backward_scratch_cpu(float value) {
+  group_records.fill(value);
+  group_item_grads.fill(value);
+}
+
+void backward_by_camera_groups_cpu(const CpuBackwardArgs& a, int num_threads) {
+  check_cpu_tiles(a.dims);
+  const Dims& d = a.dims;
+  if (d.item_records)
+    throw std::invalid_argument("rasterize: the CPU backward writes a record per pair (it is always deterministic); "
+                                "item_records is CUDA-only");
+  const Semantics semantics = semantics_of(d);
+  if (semantics == Semantics::kUpstream && a.center_grad == nullptr && d.num_items > 0)
+    throw std::invalid_argument("rasterize backward: center_grad is required in upstream semantics");
+  const auto tiles = pick_schedule<TilePass<BackwardArgs>>(d.cpu_lanes, GSL_SCHEDULES(backward_tiles));
+  const auto segment_pass = pick_schedule<SegmentPass>(d.cpu_lanes, GSL_SCHEDULES(project_backward_segment));
+  std::vector<char> given(static_cast<size_t>(std::max<int64_t>(d.num_scenes, 1)), 0);
+  // The outputs are fresh, and with many cameras (packed scenes above all) large.
+  cpu::advise_huge_pages(a.v_colors, d.num_channels * d.num_items);
+  cpu::advise_huge_pages(a.screen_grad, 2 * d.num_items);
+  cpu::advise_huge_pages(a.screen_absgrad, 2 * d.num_items);
+  if (a.center_grad != nullptr) cpu::advise_huge_pages(a.center_grad, 2 * d.num_items);
+  cpu::advise_huge_pages(a.v_means, 3 * d.num_surfels);
+  cpu::advise_huge_pages(a.v_quats, 4 * d.num_surfels);
+  cpu::advise_huge_pages(a.v_scales, 2 * d.num_surfels);
+  cpu::advise_huge_pages(a.v_opacities, d.num_surfels);
+  const int64_t record_width = pair_grad_width(d.num_channels, semantics);
+  std::vector<int64_t> all_cameras(static_cast<size_t>(d.num_cameras)), scene_of_camera;
+  for (int64_t c = 0; c < d.num_cameras; ++c) all_cameras[c] = c;
+  if (a.camera_items != nullptr) {
+    scene_of_camera.resize(static_cast<size_t>(d.num_cameras));
+    for (int64_t s = 0; s < d.num_scenes; ++s)
+      for (int64_t k = a.scene_camera_starts[s]; k < a.scene_camera_starts[s + 1]; ++k) scene_of_camera[a.scene_cameras[k]] = s;
+  }
+  const int64_t per_camera = tiles_per_camera(d);
+  for (int64_t c0 = 0, c1; c0 < d.num_cameras; c0 = c1) {
+    c1 = camera_group_end(a, c0, record_width);
+    const int64_t i0 = first_item(d, a.camera_items, c0), i1 = first_item(d, a.camera_items, c1);
+    if (i1 == i0) continue;
+    const int64_t r0 = i0 == 0 ? 0 : a.pair_ends[i0 - 1], r1 = a.pair_ends[i1 - 1];
+
+    BackwardArgs pixels = a;
+    pixels.pair_grads = group_records.get(static_cast<size_t>((r1 - r0) * record_width));
+    pixels.first_record = r0;
+    run_tile_pass(tiles, pixels, num_threads, c0 * per_camera, c1 * per_camera);
+
+    float* item_grads = group_item_grads.get(static_cast<size_t>((i1 - i0) * kItemGradFloats));
+    float* v_M = item_grads;
+    float* v_normals = v_M + 9 * (i1 - i0);
+    float* v_opacities_cn = v_normals + 3 * (i1 - i0);
+    const ReduceArgs reduce{d, a.pair_ends, pixels.pair_grads, a.M, v_M, v_opacities_cn, v_normals, a.v_colors,
+                            a.screen_grad, a.screen_absgrad, a.center_grad, r0, i0};
+    with_semantics(d, [&](auto tag) {
+      constexpr Semantics S = decltype(tag)::value;
+      cpu::parallel_for(i1 - i0, num_threads, 1024, [&](int64_t begin, int64_t end) {
+        for (int64_t item = i0 + begin; item < i0 + end; ++item) reduce_item<S>(reduce, item);
+      });
+    });
+
+    ProjectBackwardArgs project{};
+    project.dims = d;
+    project.means = a.means, project.quats = a.quats, project.scales = a.scales;
+    project.viewmats = a.viewmats, project.Ks = a.Ks, project.radii = a.radii;
+    project.v_M = v_M, project.v_normals = v_normals, project.v_opacities_cn = v_opacities_cn;
+    project.camera_items = a.camera_items, project.scene_surfels = a.scene_surfels;
+    project.scene_surfel_starts = a.scene_surfel_starts, project.scene_cameras = a.scene_cameras;
+    project.scene_camera_starts = a.scene_camera_starts;
+    project.v_means = a.v_means, project.v_quats = a.v_quats, project.v_scales = a.v_scales;
+    project.v_opacities = a.v_opacities;
+    project.first_item = i0;
+    const std::vector<SurfelSegment> segments = group_segments(a, c0, c1, all_cameras, scene_of_camera, given);
+    std::vector<int64_t> segment_starts(segments.size() + 1, 0);
+    for (size_t k = 0; k < segments.size(); ++k) segment_starts[k + 1] = segment_starts[k] + segments[k].count;
+    cpu::parallel_for(segment_starts.back(), num_threads, 1024, [&](int64_t begin, int64_t end) {
+      for (int64_t k = segment_of(segment_starts.data(), int64_t(segments.size()), begin); begin < end; ++k) {
+        const int64_t stop = std::min(end, segment_starts[k + 1]);
+        if (stop > begin) segment_pass(project, segments[k], begin - segment_starts[k], stop - segment_starts[k]);
+        begin = std::max(begin, stop);
+      }
+    });
+  }
+  zero_unseen_surfels(a, given);
 }
 
 void plan_scenes_cpu(const ScenePlanArgs& a, int num_threads) {

@@ -316,17 +316,18 @@ GSL_HD void reduce_item(const ReduceArgs& a, int64_t item) {
   const int width = kColor + D;
   const int64_t end = a.record_ends[item];
   const int64_t begin = item == 0 ? 0 : a.record_ends[item - 1];
+  const int64_t grad = item - a.first_item;  // where v_M, v_opacities_cn and v_normals hold it
   float sums[kColor];
   for (int k = 0; k < kColor; ++k) sums[k] = 0.f;
   float* v_colors = a.v_colors + item * D;
   for (int ch = 0; ch < D; ++ch) v_colors[ch] = 0.f;
   for (int64_t p = begin; p < end; ++p) {
-    const float* g = a.pair_grads + p * width;
+    const float* g = a.pair_grads + (p - a.first_record) * width;
     for (int k = 0; k < kColor; ++k) sums[k] += g[k];
     for (int ch = 0; ch < D; ++ch) v_colors[ch] += g[kColor + ch];
   }
-  a.v_opacities_cn[item] = sums[kPairGradOpacity];
-  for (int k = 0; k < 3; ++k) a.v_normals[3 * item + k] = sums[kPairGradNormal + k];
+  a.v_opacities_cn[grad] = sums[kPairGradOpacity];
+  for (int k = 0; k < 3; ++k) a.v_normals[3 * grad + k] = sums[kPairGradNormal + k];
   a.screen_absgrad[2 * item + 0] = sums[kPairGradAbsStat + 0];
   a.screen_absgrad[2 * item + 1] = sums[kPairGradAbsStat + 1];
   mat3 M;
@@ -343,7 +344,7 @@ GSL_HD void reduce_item(const ReduceArgs& a, int64_t item) {
   } else {
     screen_translation_grad(M, sums + kPairGradM, a.screen_grad[2 * item + 0], a.screen_grad[2 * item + 1]);
   }
-  for (int k = 0; k < 9; ++k) a.v_M[9 * item + k] = sums[kPairGradM + k];
+  for (int k = 0; k < 9; ++k) a.v_M[9 * grad + k] = sums[kPairGradM + k];
 }
 
 // Gradients of one lane group of surfels (n0 + lane, or surfels[lane] when that list is given;
@@ -362,6 +363,15 @@ GSL_HD void project_backward_lanes(const ProjectBackwardArgs& a, const int64_t* 
   const F zero = broadcast<F>(0.f);
   F v_mean[3] = {zero, zero, zero}, v_quat[4] = {zero, zero, zero, zero}, v_scale[2] = {zero, zero};
   F v_opacity = zero;
+  if (a.accumulate) {  // the sums of the cameras before (adding on from them keeps the camera order)
+    for (int lane = 0; lane < W; ++lane) {
+      const int64_t n = lane_surfel(surfels, n0, count, lane);
+      for (int i = 0; i < 3; ++i) set_lane(v_mean[i], lane, a.v_means[3 * n + i]);
+      for (int i = 0; i < 4; ++i) set_lane(v_quat[i], lane, a.v_quats[4 * n + i]);
+      for (int i = 0; i < 2; ++i) set_lane(v_scale[i], lane, a.v_scales[2 * n + i]);
+      set_lane(v_opacity, lane, a.v_opacities[n]);
+    }
+  }
   for (int64_t j = 0; j < num_cameras; ++j) {
     const int64_t c = cameras != nullptr ? cameras[j] : j;
     const int64_t item0 = first_item(d, a.camera_items, c) + first;
@@ -370,13 +380,14 @@ GSL_HD void project_backward_lanes(const ProjectBackwardArgs& a, const int64_t* 
     Vec3Lanes<F> v_normal;
     for (int lane = 0; lane < W; ++lane) {
       const int64_t item = item0 + (lane < count ? lane : 0);
+      const int64_t grad = item - a.first_item;  // where v_M, v_normals and v_opacities_cn hold it
       set_mask_lane(on, lane, lane < count && (a.radii[2 * item] != 0 || a.radii[2 * item + 1] != 0));
       for (int i = 0; i < 3; ++i)
-        for (int k = 0; k < 3; ++k) set_lane(v_M[i][k], lane, a.v_M[9 * item + 3 * i + k]);
-      set_lane(v_normal.x, lane, a.v_normals[3 * item + 0]);
-      set_lane(v_normal.y, lane, a.v_normals[3 * item + 1]);
-      set_lane(v_normal.z, lane, a.v_normals[3 * item + 2]);
-      set_lane(v_opacity_c, lane, a.v_opacities_cn[item]);
+        for (int k = 0; k < 3; ++k) set_lane(v_M[i][k], lane, a.v_M[9 * grad + 3 * i + k]);
+      set_lane(v_normal.x, lane, a.v_normals[3 * grad + 0]);
+      set_lane(v_normal.y, lane, a.v_normals[3 * grad + 1]);
+      set_lane(v_normal.z, lane, a.v_normals[3 * grad + 2]);
+      set_lane(v_opacity_c, lane, a.v_opacities_cn[grad]);
     }
     if (!any(on)) continue;
     const Camera cam = camera_of(a, c);

@@ -187,7 +187,9 @@ GSL_CPU_INLINE void backward_tile(const BackwardArgs& a, int64_t tile, BackwardP
   if (end == begin) return;
   // Every pair's record is written here (zeros where no pixel hits), so the Python layer
   // need not zero the buffer first.
-  const auto record_of = [&](int32_t i) { return a.pair_grads + a.pair_emit_index[begin + i] * width; };
+  const auto record_of = [&](int32_t i) {
+    return a.pair_grads + (a.pair_emit_index[begin + i] - a.first_record) * width;
+  };
   const int64_t* items = a.pair_items + begin;
   planes.reset(D);
   const TileCoords tc = tile_coords(d, tile);
@@ -323,6 +325,35 @@ GSL_CPU_INLINE void project_backward_range(const ProjectBackwardArgs& a, int64_t
     for (int64_t k = k0; k < scene_end; k += W)
       project_backward_scene_items<F>(a, s, k, static_cast<int>(std::min<int64_t>(W, scene_end - k)));
     k0 = std::max(k0, scene_end);
+  }
+}
+
+// A run of surfels whose gradients one camera group gives, with the group's cameras that see
+// them, in order: dense, surfels [first, first + count) and cameras[0, num_cameras); packed, the
+// surfels at scene_surfels[first, first + count), all of one scene, and the scene's cameras in
+// the group. `accumulate`: an earlier group gave them gradients already, to add on to.
+struct SurfelSegment {
+  int64_t first, count;
+  const int64_t* cameras;
+  int64_t num_cameras;
+  bool accumulate;
+};
+
+// Adds the segment's cameras' gradients of its surfels [begin, end) (offsets in the segment),
+// a lane group at a time.
+template <class F>
+GSL_CPU_INLINE void project_backward_segment(const ProjectBackwardArgs& a, const SurfelSegment& g, int64_t begin,
+                                             int64_t end) {
+  constexpr int W = Lanes<F>::kWidth;
+  ProjectBackwardArgs args = a;
+  args.accumulate = g.accumulate;
+  const bool packed = a.camera_items != nullptr;
+  for (int64_t k = begin; k < end; k += W) {
+    const int count = static_cast<int>(std::min<int64_t>(W, end - k));
+    if (packed)
+      project_backward_lanes<F>(args, a.scene_surfels + g.first + k, 0, count, g.cameras, g.num_cameras, k);
+    else
+      project_backward_lanes<F>(args, nullptr, g.first + k, count, g.cameras, g.num_cameras, g.first + k);
   }
 }
 
