@@ -21,7 +21,7 @@ from gsplat_lib.ops.host_reads import read_now
 from gsplat_lib.ops import pair_capacity
 from gsplat_lib.ops.rasterize_autograd import DeviceChecks, RasterizeSurfels, zero_view, zeros
 from gsplat_lib.ops.rasterize_memory import check_image_memory
-from gsplat_lib.ops.rasterize_scenes import SceneItems, check_scene_ids, plan_scene_items
+from gsplat_lib.ops.rasterize_scenes import SceneItems, scene_items
 from gsplat_lib.ops.sh import sh_to_colors, sh_to_item_colors
 
 # Tiles are core().TILE_SIZE rows high. CUDA runs one square thread block per tile; the CPU takes
@@ -174,10 +174,7 @@ def rasterize_surfels(
     if semantics not in SEMANTICS:
         raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
 
-    checked_ids = check_scene_ids(scene_ids, camera_scene_ids, num_surfels, num_cameras, device)
-    scenes: Optional[SceneItems] = None
-    if checked_ids is not None:
-        scenes = plan_scene_items(*checked_ids)
+    scenes: Optional[SceneItems] = scene_items(scene_ids, camera_scene_ids, num_surfels, num_cameras, device)
 
     if (colors is None) == (sh is None):
         raise ValueError("give exactly one of colors [N, D] / [C, N, D] or sh [N, K, 3] with sh_degree")
