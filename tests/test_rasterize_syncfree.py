@@ -154,7 +154,7 @@ def test_trainer_steps_make_no_blocking_read(cuda_schedule, tmp_path, monkeypatc
         return stats
 
     monkeypatch.setattr(Trainer, "train_step", counted)
-    config = TrainConfig(output=str(tmp_path), iterations=12, progress=True, eval_every=0)
+    config = TrainConfig(output=str(tmp_path), iterations=12, progress=True, eval_every=0)  # densifies too
     trainer = Trainer(config, scene=synthetic_scene_data(8, 24, 18, num_points=200), log=lambda message: None)
     before = host_reads.counts()
     trainer.train()

@@ -199,7 +199,6 @@ class RasterizeSurfels(torch.autograd.Function):
                 screen_absgrad, center_grad, backward_pairs, settings, scenes=None, checks=None):
         device = means.device
         C, N, D = settings["num_cameras"], settings["num_surfels"], settings["num_channels"]
-        H, W = settings["height"], settings["width"]
         f32 = dict(dtype=torch.float32, device=device)
         i32 = dict(dtype=torch.int32, device=device)
         i64 = dict(dtype=torch.int64, device=device)
