@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from gsplat_lib._backend import check_tensor, core
-from gsplat_lib.ops.rasterize_autograd import RasterizeSurfels, zero_view, zeros
+from gsplat_lib.ops.host_reads import read_now
+from gsplat_lib.ops import pair_capacity
+from gsplat_lib.ops.rasterize_autograd import DeviceChecks, RasterizeSurfels, zero_view, zeros
 from gsplat_lib.ops.rasterize_memory import check_image_memory
-from gsplat_lib.ops.rasterize_scenes import SceneItems, check_scene_ids, plan_scene_items
+from gsplat_lib.ops.rasterize_scenes import SceneItems, scene_items
 from gsplat_lib.ops.sh import sh_to_colors, sh_to_item_colors
 
 # Tiles are core().TILE_SIZE rows high. CUDA runs one square thread block per tile; the CPU takes
@@ -176,10 +178,7 @@ def rasterize_surfels(
     if semantics not in SEMANTICS:
         raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
 
-    checked_ids = check_scene_ids(scene_ids, camera_scene_ids, num_surfels, num_cameras, device)
-    scenes: Optional[SceneItems] = None
-    if checked_ids is not None:
-        scenes = plan_scene_items(*checked_ids)
+    scenes: Optional[SceneItems] = scene_items(scene_ids, camera_scene_ids, num_surfels, num_cameras, device)
 
     if (colors is None) == (sh is None):
         raise ValueError("give exactly one of colors [N, D] / [C, N, D] or sh [N, K, 3] with sh_degree")
@@ -205,7 +204,7 @@ def rasterize_surfels(
     num_channels = item_colors.shape[-1]
     if backgrounds is not None:
         backgrounds = check_tensor("backgrounds", backgrounds, (num_cameras, num_channels), device=device)
-    _check_cameras(viewmats, Ks, backgrounds)
+    checks = _check_cameras(viewmats, Ks, backgrounds)
 
     check_image_memory(num_cameras, width, height, num_channels, device)
     settings = raster_settings(num_cameras, num_surfels, num_channels, width, height, near, far, device,
@@ -225,7 +224,7 @@ def rasterize_surfels(
     (out_colors, out_alphas, out_depths, out_median_depths, out_normals, out_distortions, radii, means2d, depths,
      evaluated_pairs) = RasterizeSurfels.apply(
         means, quats, scales, opacities, item_colors, viewmats, Ks, backgrounds,
-        screen_grad, screen_absgrad, center_grad, backward_pairs, settings, scenes,
+        screen_grad, screen_absgrad, center_grad, backward_pairs, settings, scenes, checks,
     )
     return RasterResult(
         colors=out_colors, alphas=out_alphas, depths=out_depths, median_depths=out_median_depths,
@@ -284,26 +283,42 @@ def _check_planes(near: float, far: float):
     return float(near), float(far)
 
 
-def _check_cameras(viewmats: torch.Tensor, Ks: torch.Tensor, backgrounds: Optional[torch.Tensor]) -> None:
+def _check_cameras(viewmats: torch.Tensor, Ks: torch.Tensor,
+                   backgrounds: Optional[torch.Tensor]) -> Optional[DeviceChecks]:
     """The cameras and backgrounds are finite (they are not culled like surfels: a NaN there
-    would reach every pixel), backgrounds within the colour limit, and Ks pinhole intrinsics."""
+    would reach every pixel), backgrounds within the colour limit, and Ks pinhole intrinsics.
+
+    The CPU checks now; the CUDA schedule computes the checks on the device and returns them,
+    for the forward to read with its pair total (no read of their own; the kernels cull what
+    bad cameras make until then)."""
     given = {"viewmats": viewmats.detach(), "Ks": Ks.detach()}
     if backgrounds is not None:
         given["backgrounds"] = backgrounds.detach()
-    if viewmats.device.type == "cpu":  # numpy: on small renders each torch op's dispatch cost shows
+    if not pair_capacity.used(viewmats.device):  # numpy: on small renders each torch op's dispatch cost shows
         arrays = {name: value.numpy() for name, value in given.items()}
         finite = [bool(np.isfinite(values).all()) for values in arrays.values()]
         pinhole = bool((arrays["Ks"][:, 2, :] == (0.0, 0.0, 1.0)).all())
         usable = backgrounds is None or bool((np.abs(arrays["backgrounds"]) <= core().COLOR_LIMIT).all())
-    else:  # every check on the device, then one transfer to the host
-        last_row = given["Ks"][:, 2, :]
-        flags = [torch.isfinite(value).all() for value in given.values()]
-        flags.append(((last_row[:, 0] == 0) & (last_row[:, 1] == 0) & (last_row[:, 2] == 1)).all())
-        if backgrounds is not None:
-            flags.append((given["backgrounds"].abs() <= core().COLOR_LIMIT).all())
-        values = torch.stack(flags).tolist()
-        finite, pinhole, usable = values[: len(given)], values[len(given)], backgrounds is None or values[-1]
-    for name, ok in zip(given, finite):
+        _raise_camera_errors(list(given), finite, pinhole, usable)
+        return None
+    last_row = given["Ks"][:, 2, :]
+    flags = [torch.isfinite(value).all() for value in given.values()]
+    flags.append(((last_row[:, 0] == 0) & (last_row[:, 1] == 0) & (last_row[:, 2] == 1)).all())
+    if backgrounds is not None:
+        flags.append((given["backgrounds"].abs() <= core().COLOR_LIMIT).all())
+    flags = torch.stack(flags)
+
+    def fail() -> None:
+        values = read_now(flags)
+        usable = backgrounds is None or values[-1]
+        _raise_camera_errors(list(given), values[: len(given)], values[len(given)], usable)
+        raise RuntimeError("rasterize_surfels: the camera checks failed on the device but not when read again")
+
+    return DeviceChecks(flags.all(), fail)
+
+
+def _raise_camera_errors(names, finite, pinhole: bool, usable: bool) -> None:
+    for name, ok in zip(names, finite):
         if not ok:
             raise ValueError(f"{name} contains NaN or Inf")
     if not usable:  # colours that large are culled; a background cannot be

@@ -8,15 +8,22 @@ is a (camera, surfel) pair, ``c * N + n`` in a dense call, packed by camera with
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
 
 from gsplat_lib import _backend
+from gsplat_lib.ops import pair_capacity
+from gsplat_lib.ops.host_reads import DeferredRead
 from gsplat_lib.ops.rasterize_memory import check_pair_memory
 
-__all__ = ["RasterizeSurfels", "bin_pairs", "launch", "pair_grad_width"]
+__all__ = ["DeviceChecks", "RasterizeSurfels", "UNUSED_KEY", "bin_pairs", "launch", "pair_grad_width"]
+
+# The key of an emitted-pair slot that holds no pair: after every real key, and its tile
+# (key >> 32 = 2^31 - 1) past every tile of a call (fewer than 2^31, checked).
+UNUSED_KEY = 2**63 - 1
 
 
 def launch(name: str, device: torch.device, settings: dict, **buffers: Optional[torch.Tensor]) -> None:
@@ -34,7 +41,10 @@ def bin_pairs(depths: torch.Tensor, pixel_rects: torch.Tensor, pair_ends: torch.
     items start, for packed items.
 
     CUDA emits the keys and sorts them with torch.sort; the CPU runs its own pass, which gives
-    the same result without the keys (tested).
+    the same result without the keys (tested). On the torch path ``num_pairs`` may be a capacity
+    other than the total: the pairs past it are not emitted, and the slots past the total hold
+    ``UNUSED_KEY``, which sorts last and lies past every tile, so ``tile_starts`` covers only the
+    real pairs (the buffers' tails are then not pairs).
     """
     device = depths.device
     i64 = dict(dtype=torch.int64, device=device)
@@ -43,7 +53,7 @@ def bin_pairs(depths: torch.Tensor, pixel_rects: torch.Tensor, pair_ends: torch.
     if use_torch is None:
         use_torch = device.type != "cpu"
     if use_torch:
-        emitted_keys = torch.empty(num_pairs, **i64)
+        emitted_keys = torch.full((num_pairs,), UNUSED_KEY, **i64)
         emitted_items = torch.empty(num_pairs, **i64)
         launch("emit_pairs", device, settings, depths=depths, pixel_rects=pixel_rects, pair_ends=pair_ends,
                camera_items=camera_items, emitted_keys=emitted_keys, emitted_items=emitted_items)
@@ -106,18 +116,89 @@ def pair_grad_width(settings: dict) -> int:
     return head + settings["num_channels"]
 
 
+@dataclass
+class DeviceChecks:
+    """Argument checks computed on the device, read with the call's pair total in one read at the
+    end of the forward (no read of their own): ``ok`` [] bool; when it is False, ``fail()`` reads
+    the details and raises the error naming the argument."""
+
+    ok: torch.Tensor
+    fail: Callable[[], None]
+
+
+def _forward_pixels(settings: dict, pairs, pixel_inputs: dict):
+    """The forward pixel pass over the sorted pairs: the six images, then the saved state and
+    evaluated_pairs."""
+    tile_starts, pair_items = pairs
+    device = tile_starts.device
+    C, H, W, D = settings["num_cameras"], settings["height"], settings["width"], settings["num_channels"]
+    f32 = dict(dtype=torch.float32, device=device)
+    i32 = dict(dtype=torch.int32, device=device)
+    outputs = dict(
+        out_colors=new_pass_output(C, H, W, D, device=device), out_alphas=torch.empty(C, H, W, 1, **f32),
+        out_depths=torch.empty(C, H, W, 1, **f32), out_median_depths=torch.empty(C, H, W, 1, **f32),
+        out_normals=torch.empty(C, H, W, 3, **f32), out_distortions=torch.empty(C, H, W, 1, **f32),
+        saved_T=torch.empty(C, H, W, **f32), saved_last=torch.empty(C, H, W, **i32),
+        saved_median=torch.empty(C, H, W, **i32), saved_sums=torch.empty(C, H, W, 3, **f32),
+        evaluated_pairs=torch.empty(C, H, W, **i32),
+    )
+    launch("forward", device, settings, tile_starts=tile_starts, pair_items=pair_items, **pixel_inputs, **outputs)
+    return tuple(outputs.values())
+
+
+def _bin_within_capacity(depths, pixel_rects, pair_ends, settings, scenes, checks: Optional[DeviceChecks],
+                         pixel_inputs: dict):
+    """The CUDA schedule's pairs and pixel pass in buffers of the device's pair capacity, queued
+    before the host knows the total (docs/design.md, "Pair capacity"): the total and the argument
+    checks come back in one deferred read at the end; when the total exceeds the capacity, the
+    capacity grows and the pairs and pixels are redone. Returns (settings with the total as
+    num_pairs, the sorted pairs cut to the total, the forward pass's outputs)."""
+    device = depths.device
+    total_tensor = pair_ends[-1:] if pair_ends.numel() else torch.zeros(1, dtype=torch.int64, device=device)
+    read = DeferredRead(total_tensor if checks is None else torch.cat((total_tensor, checks.ok.reshape(1).long())))
+
+    def verified_total() -> int:
+        values = read.values()
+        if checks is not None and not values[1]:
+            checks.fail()
+        return values[0]
+
+    def grown(total: int) -> int:
+        check_pair_memory(total, settings["num_items"], settings["num_channels"], settings["item_records"], device,
+                          record_width=pair_grad_width(settings))
+        return pair_capacity.grow(device, total)
+
+    total = None
+    capacity = pair_capacity.capacity(device)
+    if capacity == 0:  # the device's first call: no capacity to try, so the total comes first
+        total = verified_total()
+        capacity = grown(total)
+    while True:
+        call = dict(settings, num_pairs=capacity)
+        tile_starts, pair_items, pair_emit_index = bin_pairs(depths, pixel_rects, pair_ends, call, use_torch=True,
+                                                             **_lists(scenes, "camera_items"))
+        outputs = _forward_pixels(call, (tile_starts, pair_items), pixel_inputs)
+        if total is None:
+            total = verified_total()
+        if total <= capacity:
+            break
+        capacity = grown(total)  # the pairs overflowed: grow, then emit and render again
+    pairs = (tile_starts, pair_items[:total], pair_emit_index[:total])
+    return dict(settings, num_pairs=total), pairs, outputs
+
+
 class RasterizeSurfels(torch.autograd.Function):
     """Inputs: means, quats, scales, opacities, colors [I, D] (I = C N when dense), viewmats, Ks,
     backgrounds, the screen_grad / screen_absgrad / center_grad leaves, the backward_pairs counter,
-    the settings and the packed items (a SceneItems, or None).
+    the settings, the packed items (a SceneItems, or None) and the argument checks left to the
+    device (DeviceChecks, or None).
     Outputs: the six images, then radii, means2d, depths (of the centres), evaluated_pairs."""
 
     @staticmethod
     def forward(ctx, means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, screen_grad,
-                screen_absgrad, center_grad, backward_pairs, settings, scenes=None):
+                screen_absgrad, center_grad, backward_pairs, settings, scenes=None, checks=None):
         device = means.device
         C, N, D = settings["num_cameras"], settings["num_surfels"], settings["num_channels"]
-        H, W = settings["height"], settings["width"]
         f32 = dict(dtype=torch.float32, device=device)
         i32 = dict(dtype=torch.int32, device=device)
         i64 = dict(dtype=torch.int64, device=device)
@@ -138,34 +219,25 @@ class RasterizeSurfels(torch.autograd.Function):
                colors=colors, viewmats=viewmats, Ks=Ks, **_lists(scenes, *_PROJECT_LISTS), M=M, normals=normals,
                means2d=means2d, depths=depths, radii=radii, pixel_rects=pixel_rects,
                tile_counts=None if on_cpu else counts, pair_ends=counts if on_cpu else None)
-
-        # Two phases (decision 1): count the pairs, read the total, allocate, fill.
         pair_ends = counts if on_cpu else torch.cumsum(counts, dim=0)
-        num_pairs = int(pair_ends[-1]) if pair_ends.numel() else 0
-        check_pair_memory(num_pairs, settings["num_items"], D, settings["item_records"], device,
-                          record_width=pair_grad_width(settings))
-        settings = dict(settings, num_pairs=num_pairs)
-        tile_starts, pair_items, pair_emit_index = bin_pairs(depths, pixel_rects, pair_ends, settings,
-                                                             **_lists(scenes, "camera_items"))
+        pixel_inputs = dict(M=M, means2d=means2d, normals=normals, opacities=opacities, colors=colors,
+                            backgrounds=backgrounds, pixel_rects=pixel_rects, **_lists(scenes, "item_surfels"))
 
-        out_colors = new_pass_output(C, H, W, D, device=device)
-        out_alphas = torch.empty(C, H, W, 1, **f32)
-        out_depths = torch.empty(C, H, W, 1, **f32)
-        out_median_depths = torch.empty(C, H, W, 1, **f32)
-        out_normals = torch.empty(C, H, W, 3, **f32)
-        out_distortions = torch.empty(C, H, W, 1, **f32)
-        saved_T = torch.empty(C, H, W, **f32)
-        saved_last = torch.empty(C, H, W, **i32)
-        saved_median = torch.empty(C, H, W, **i32)
-        saved_sums = torch.empty(C, H, W, 3, **f32)
-        evaluated_pairs = torch.empty(C, H, W, **i32)
-        pixel_inputs = dict(tile_starts=tile_starts, pair_items=pair_items, M=M, means2d=means2d, normals=normals,
-                            opacities=opacities, colors=colors, backgrounds=backgrounds, pixel_rects=pixel_rects,
-                            **_lists(scenes, "item_surfels"))
-        launch("forward", device, settings, **pixel_inputs, out_colors=out_colors, out_alphas=out_alphas,
-               out_depths=out_depths, out_median_depths=out_median_depths, out_normals=out_normals,
-               out_distortions=out_distortions, saved_T=saved_T, saved_last=saved_last, saved_median=saved_median,
-               saved_sums=saved_sums, evaluated_pairs=evaluated_pairs)
+        # The pair buffers' size: the CUDA schedule uses the device's capacity and checks the total
+        # at the end; the CPU's pass reads the total, which is in host memory already.
+        if pair_capacity.used(device):
+            settings, (tile_starts, pair_items, pair_emit_index), outputs = _bin_within_capacity(
+                depths, pixel_rects, pair_ends, settings, scenes, checks, pixel_inputs)
+        else:
+            num_pairs = int(pair_ends[-1]) if pair_ends.numel() else 0
+            check_pair_memory(num_pairs, settings["num_items"], D, settings["item_records"], device,
+                              record_width=pair_grad_width(settings))
+            settings = dict(settings, num_pairs=num_pairs)
+            tile_starts, pair_items, pair_emit_index = bin_pairs(depths, pixel_rects, pair_ends, settings,
+                                                                 **_lists(scenes, "camera_items"))
+            outputs = _forward_pixels(settings, (tile_starts, pair_items), pixel_inputs)
+        (out_colors, out_alphas, out_depths, out_median_depths, out_normals, out_distortions, saved_T, saved_last,
+         saved_median, saved_sums, evaluated_pairs) = outputs
 
         ctx.settings = settings
         ctx.scenes = scenes
@@ -254,4 +326,4 @@ class RasterizeSurfels(torch.autograd.Function):
             # colour = ... + T_final bg.
             v_backgrounds = (v_out_colors * saved_T.unsqueeze(-1)).sum(dim=(1, 2))
         return (v_means, v_quats, v_scales, v_opacities, v_colors, None, None, v_backgrounds, screen_grad,
-                screen_absgrad, center_grad, None, None, None)
+                screen_absgrad, center_grad, None, None, None, None)

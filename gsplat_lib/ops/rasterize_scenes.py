@@ -9,14 +9,21 @@ built here once per call (docs/design.md, "Many scenes in one call").
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 
 from gsplat_lib import _backend
+from gsplat_lib.ops.host_reads import read_now
 
-__all__ = ["SceneItems", "check_scene_ids", "plan_scene_items"]
+__all__ = ["SceneItems", "check_scene_ids", "plan_scene_items", "scene_items"]
+
+# Plans of the last few id tensors: a training loop that passes the same ids each step reads
+# them from the device once, not per call (docs/design.md, "Pair capacity").
+_PLANS_KEPT = 4
+_plans: "OrderedDict[tuple, Tuple[Tuple[torch.Tensor, torch.Tensor], SceneItems]]" = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ def check_scene_ids(scene_ids: Optional[torch.Tensor], camera_scene_ids: Optiona
     for name, ids in (("scene_ids", scene_ids), ("camera_scene_ids", camera_scene_ids)):
         if ids.numel() == 0:
             continue
-        lowest, top = (int(v) for v in torch.aminmax(ids))
+        lowest, top = read_now(torch.stack(torch.aminmax(ids)))
         if lowest < 0:
             first = int((ids < 0).nonzero()[0, 0])
             raise ValueError(f"{name} must be >= 0, got {name}[{first}] = {int(ids[first])}")
@@ -83,6 +90,36 @@ def check_scene_ids(scene_ids: Optional[torch.Tensor], camera_scene_ids: Optiona
         scene_ids, camera_scene_ids = inverse[:num_surfels].contiguous(), inverse[num_surfels:].contiguous()
         num_scenes = joined.numel()
     return scene_ids, camera_scene_ids, max(num_scenes, 1)
+
+
+def _identity(tensor: torch.Tensor) -> tuple:
+    return (tensor.device, tensor.data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride(),
+            tensor.dtype, tensor._version)
+
+
+def scene_items(scene_ids: Optional[torch.Tensor], camera_scene_ids: Optional[torch.Tensor], num_surfels: int,
+                num_cameras: int, device: torch.device) -> Optional[SceneItems]:
+    """The packed items of a call's ids (checked as by :func:`check_scene_ids`), or None without.
+
+    The plan of ids seen in one of the last few calls is reused when both tensors are the same
+    memory, unchanged since (autograd's version counter; a write through ``.data`` or numpy
+    bypasses it and is not seen). The cache holds the tensors, so their memory is not reused.
+    """
+    key = None
+    if isinstance(scene_ids, torch.Tensor) and isinstance(camera_scene_ids, torch.Tensor):
+        key = (_identity(scene_ids), _identity(camera_scene_ids), num_surfels, num_cameras, device)
+        if key in _plans:
+            _plans.move_to_end(key)
+            return _plans[key][1]
+    checked = check_scene_ids(scene_ids, camera_scene_ids, num_surfels, num_cameras, device)
+    if checked is None:
+        return None
+    plan = plan_scene_items(*checked)
+    if key is not None:
+        _plans[key] = ((scene_ids, camera_scene_ids), plan)
+        if len(_plans) > _PLANS_KEPT:
+            _plans.popitem(last=False)
+    return plan
 
 
 def _exclusive_starts(counts: torch.Tensor) -> torch.Tensor:
@@ -106,7 +143,7 @@ def plan_scene_items(scene_ids: torch.Tensor, camera_scene_ids: torch.Tensor, nu
     scene_surfel_starts = _exclusive_starts(surfel_counts)
     camera_item_counts = surfel_counts[camera_scene_ids]
     camera_items = _exclusive_starts(camera_item_counts)
-    num_items = int(camera_items[-1])
+    num_items = read_now(camera_items[-1])
     scene_camera_starts = _exclusive_starts(torch.bincount(camera_scene_ids, minlength=num_scenes))
     scene_cameras = torch.sort(camera_scene_ids, stable=True).indices
     if use_torch is None:

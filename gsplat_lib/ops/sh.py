@@ -132,7 +132,10 @@ def _unit_directions(offsets: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         norm2 = (offsets * offsets).sum(-1, keepdim=True)
         usable = torch.isfinite(norm2) & (norm2 > _MIN_DIRECTION_NORM2)
-    fallback = torch.tensor((0.0, 0.0, 1.0), dtype=offsets.dtype, device=offsets.device).expand_as(offsets)
+    # Made on the device: torch.tensor(..., device="cuda") would copy from pageable memory, which synchronises.
+    fallback = torch.zeros(3, dtype=offsets.dtype, device=offsets.device)
+    fallback[2] = 1.0
+    fallback = fallback.expand_as(offsets)
     safe_offsets = torch.where(usable, offsets, fallback)
     return safe_offsets / torch.linalg.vector_norm(safe_offsets, dim=-1, keepdim=True)
 

@@ -56,6 +56,7 @@ from gsplat_lib.data.synthetic_scene import make_synthetic_scene
 from gsplat_lib.learning_rates import LearningRates
 from gsplat_lib.mesh import MeshSettings
 from gsplat_lib.model import GaussianModel
+from gsplat_lib.ops.host_reads import read_now
 from gsplat_lib.strategy import DefaultStrategy
 from gsplat_lib.strategy_base import Strategy
 from gsplat_lib.strategy_mcmc import MCMCStrategy
@@ -403,7 +404,7 @@ class Trainer:
                 return torch.stack([targets[index] for index in batch]), background.expand(len(batch), 3).contiguous()
             # Every rank draws the whole step's colours (one generator stream) and takes its share.
             drawn = torch.rand(len(batch) * parallel.world_size, 3, generator=background_generator)
-            colors = torch.stack(parallel.share(drawn)).to(self.device)
+            colors = _to_device(torch.stack(parallel.share(drawn)), self.device)
             # Images with alpha are composited over the new colour; without, the colour only
             # shows through transparent surfels.
             recomposited = [
@@ -443,6 +444,9 @@ class Trainer:
             return path
 
         smoothed_loss = None
+        # The steps' (loss, MSE) on the device since the progress bar last showed them: read
+        # together every 10 steps, so a step itself never waits for the GPU (docs/design.md).
+        unread_stats: List[torch.Tensor] = []
         self.monitor.started(
             model, scene, config, first_step, environment=self.environment, depth_ratio=defaults.depth_ratio
         )
@@ -453,18 +457,24 @@ class Trainer:
                     self.monitor.wait_while_paused(lambda: stop.signal_number is not None)
                     session_start += time.perf_counter() - paused_at  # paused time is not training time
                     batch = parallel.share(order.next(config.batch_size))
+                    rows = _to_device(torch.tensor(batch, dtype=torch.int64), self.device)
                     with self.monitor.changing_model():
-                        loss, batch_psnr = self.train_step(
-                            model, strategy, step, viewmats[batch], Ks[batch], *batch_targets(batch), images=batch,
+                        step_stats = self.train_step(
+                            model, strategy, step, viewmats.index_select(0, rows), Ks.index_select(0, rows),
+                            *batch_targets(batch), images=batch,
                         )
                     self.monitor.step_finished(step, model)
                     if validation is not None and (step % config.eval_every == 0 or step == config.iterations):
                         if validation.validate(step, model, self.appearance, self.environment):
                             save(step, self.run_dir.checkpoint_dir / BEST_CHECKPOINT)
-                    smoothed_loss = loss if smoothed_loss is None else 0.9 * smoothed_loss + 0.1 * loss
                     if progress is not None:
+                        unread_stats.append(step_stats)
                         progress.update(1)
                         if step % 10 == 0 or step == config.iterations:
+                            for loss, mse in read_now(torch.stack(unread_stats)):
+                                smoothed_loss = loss if smoothed_loss is None else 0.9 * smoothed_loss + 0.1 * loss
+                            unread_stats.clear()
+                            batch_psnr = -10.0 * math.log10(mse) if mse > 0 else math.inf
                             shown = {} if validation is None or validation.latest is None else {
                                 "val_psnr": f"{validation.latest['psnr']:.2f}"
                             }
@@ -514,7 +524,8 @@ class Trainer:
         backgrounds: torch.Tensor,
         images: Optional[List[int]] = None,
     ):
-        """One optimisation step on a batch of C cameras; returns (loss, PSNR of the batch).
+        """One optimisation step on a batch of C cameras; returns [2] float32 on the device: the
+        loss and the batch's MSE (read them when needed: reading waits for the step).
 
         Args:
             viewmats: [C, 4, 4]; Ks: [C, 3, 3]; targets: [C, H, W, 3]; backgrounds: [C, 3], the
@@ -569,8 +580,8 @@ class Trainer:
             appearance.step()
         strategy.step_post_backward(model, parallel.gather_statistics(result), step)
         with torch.no_grad():
-            mse = float(((colors.detach().clamp(0.0, 1.0) - targets) ** 2).mean())
-        return float(loss.detach()), (-10.0 * math.log10(mse) if mse > 0 else math.inf)
+            mse = ((colors.detach().clamp(0.0, 1.0) - targets) ** 2).mean()
+        return torch.stack((loss.detach(), mse))
 
     def _validation(self) -> HeldOutValidation:
         cameras, _ = validation_views(self.scene)
@@ -793,6 +804,14 @@ def _fog_fractions(counts: List[Dict[str, int]]) -> Dict[str, Optional[float]]:
         "hole_fraction": fraction("surface_holes", "surface_pixels"),
         "sky_fog_fraction": fraction("sky_fog", "sky_pixels"),
     }
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor copied to ``device`` without the host waiting for the stream (pinned memory,
+    asynchronous copy; a plain copy from pageable memory synchronises)."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _mean(values) -> Optional[float]:

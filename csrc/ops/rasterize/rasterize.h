@@ -77,6 +77,8 @@ struct EmitArgs {
   const int32_t* pixel_rects;  // [I, 4]
   const int64_t* pair_ends;    // [I] inclusive cumulative sum of tile_counts
   const int64_t* camera_items; // [C + 1] or null (dense)
+  // P here is the buffers' capacity: pairs emitted at P or beyond are skipped (the caller
+  // compares the total with it, grows and emits again); slots past the total are not written.
   int64_t* emitted_keys;       // [P] out: (camera * tiles + tile) << 32 | depth bits
   int64_t* emitted_items;      // [P] out: the item of each pair, in emission order
 };

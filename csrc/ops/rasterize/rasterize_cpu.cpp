@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cpu/huge_pages.h"
@@ -174,6 +175,14 @@ void emit_pairs_cpu(const EmitArgs& a, int num_threads) {
 
 void forward_cpu(const ForwardArgs& a, int num_threads) {
   check_cpu_tiles(a.dims);
+  // Fresh images, large with many cameras.
+  const Dims& d = a.dims;
+  const int64_t pixels = d.num_cameras * int64_t(d.height) * d.width;
+  for (auto [image, channels] : {std::pair<void*, int64_t>{a.out_colors, d.num_channels}, {a.out_alphas, 1},
+                                 {a.out_depths, 1}, {a.out_median_depths, 1}, {a.out_normals, 3},
+                                 {a.out_distortions, 1}, {a.saved_T, 1}, {a.saved_last, 1}, {a.saved_median, 1},
+                                 {a.saved_sums, 3}, {a.evaluated_pairs, 1}})
+    cpu::advise_huge_pages(image, static_cast<size_t>(4 * channels * pixels));
   run_tile_pass(pick_schedule<TilePass<ForwardArgs>>(a.dims.cpu_lanes, GSL_SCHEDULES(forward_tiles)), a, num_threads);
 }
 
@@ -369,6 +378,9 @@ void backward_by_camera_groups_cpu(const CpuBackwardArgs& a, int num_threads) {
 void plan_scenes_cpu(const ScenePlanArgs& a, int num_threads) {
   const ScenePlanArgs& d = a;
   const int64_t S = d.num_scenes;
+  cpu::advise_huge_pages(a.scene_surfels, d.num_surfels);
+  cpu::advise_huge_pages(a.item_cameras, d.num_items);
+  cpu::advise_huge_pages(a.item_surfels, d.num_items);
   // A stable counting sort of the surfels by scene. The scenes' sizes are counted again
   // first, so ids out of range or starts that do not match them never index out of bounds.
   std::vector<int64_t> cursor(static_cast<size_t>(S), 0);

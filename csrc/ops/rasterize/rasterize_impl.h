@@ -204,6 +204,9 @@ GSL_HD void emit_item(const EmitArgs& a, int64_t camera, int64_t item) {
   if (rect.empty()) return;
   for (int ty = rect.tile_y0(); ty < rect.tile_y1(); ++ty) {
     for (int tx = rect.tile_x0(tiles); tx < rect.tile_x1(tiles); ++tx) {
+      // The buffers hold num_pairs slots, which may be fewer than the pairs (a capacity kept
+      // across calls): the caller sees the total, grows them and emits again.
+      if (out >= d.num_pairs) return;
       const uint64_t tile = uint64_t(camera * tiles_per_camera(d) + int64_t(ty) * d.tiles_x + tx);
       a.emitted_keys[out] = static_cast<int64_t>((tile << 32) | depth_bits);
       a.emitted_items[out] = item;
