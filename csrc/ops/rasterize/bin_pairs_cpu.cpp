@@ -14,7 +14,6 @@
 #include <vector>
 
 #include "core/projection.h"
-#include "cpu/huge_pages.h"
 #include "cpu/parallel.h"
 #include "cpu/scratch.h"
 #include "ops/rasterize/rasterize.h"
@@ -256,9 +255,6 @@ void bin_all_items(const BinPairsArgs& a, int num_threads) {
 // with few cameras a thread bin all items at once.
 void bin_pairs_cpu(const BinPairsArgs& a, int num_threads) {
   const Dims& d = a.dims;
-  // Fresh outputs of a size (many cameras' pairs) that glibc maps anew for each call.
-  cpu::advise_huge_pages(a.pair_emit_index, d.num_pairs);
-  cpu::advise_huge_pages(a.pair_items, d.num_pairs);
   constexpr int64_t kCamerasPerThread = 4;  // fewer would leave threads idle at the end
   if (a.camera_items == nullptr || d.num_cameras < kCamerasPerThread * num_threads) {
     bin_all_items(a, num_threads);

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "cpu/huge_pages.h"
@@ -175,14 +174,6 @@ void emit_pairs_cpu(const EmitArgs& a, int num_threads) {
 
 void forward_cpu(const ForwardArgs& a, int num_threads) {
   check_cpu_tiles(a.dims);
-  // Fresh images, large with many cameras.
-  const Dims& d = a.dims;
-  const int64_t pixels = d.num_cameras * int64_t(d.height) * d.width;
-  for (auto [image, channels] : {std::pair<void*, int64_t>{a.out_colors, d.num_channels}, {a.out_alphas, 1},
-                                 {a.out_depths, 1}, {a.out_median_depths, 1}, {a.out_normals, 3},
-                                 {a.out_distortions, 1}, {a.saved_T, 1}, {a.saved_last, 1}, {a.saved_median, 1},
-                                 {a.saved_sums, 3}, {a.evaluated_pairs, 1}})
-    cpu::advise_huge_pages(image, static_cast<size_t>(4 * channels * pixels));
   run_tile_pass(pick_schedule<TilePass<ForwardArgs>>(a.dims.cpu_lanes, GSL_SCHEDULES(forward_tiles)), a, num_threads);
 }
 
@@ -308,15 +299,6 @@ void backward_by_camera_groups_cpu(const CpuBackwardArgs& a, int num_threads) {
   const auto tiles = pick_schedule<TilePass<BackwardArgs>>(d.cpu_lanes, GSL_SCHEDULES(backward_tiles));
   const auto segment_pass = pick_schedule<SegmentPass>(d.cpu_lanes, GSL_SCHEDULES(project_backward_segment));
   std::vector<char> given(static_cast<size_t>(std::max<int64_t>(d.num_scenes, 1)), 0);
-  // The outputs are fresh, and with many cameras (packed scenes above all) large.
-  cpu::advise_huge_pages(a.v_colors, d.num_channels * d.num_items);
-  cpu::advise_huge_pages(a.screen_grad, 2 * d.num_items);
-  cpu::advise_huge_pages(a.screen_absgrad, 2 * d.num_items);
-  if (a.center_grad != nullptr) cpu::advise_huge_pages(a.center_grad, 2 * d.num_items);
-  cpu::advise_huge_pages(a.v_means, 3 * d.num_surfels);
-  cpu::advise_huge_pages(a.v_quats, 4 * d.num_surfels);
-  cpu::advise_huge_pages(a.v_scales, 2 * d.num_surfels);
-  cpu::advise_huge_pages(a.v_opacities, d.num_surfels);
   const int64_t record_width = pair_grad_width(d.num_channels, semantics);
   std::vector<int64_t> all_cameras(static_cast<size_t>(d.num_cameras)), scene_of_camera;
   for (int64_t c = 0; c < d.num_cameras; ++c) all_cameras[c] = c;
@@ -378,9 +360,6 @@ void backward_by_camera_groups_cpu(const CpuBackwardArgs& a, int num_threads) {
 void plan_scenes_cpu(const ScenePlanArgs& a, int num_threads) {
   const ScenePlanArgs& d = a;
   const int64_t S = d.num_scenes;
-  cpu::advise_huge_pages(a.scene_surfels, d.num_surfels);
-  cpu::advise_huge_pages(a.item_cameras, d.num_items);
-  cpu::advise_huge_pages(a.item_surfels, d.num_items);
   // A stable counting sort of the surfels by scene. The scenes' sizes are counted again
   // first, so ids out of range or starts that do not match them never index out of bounds.
   std::vector<int64_t> cursor(static_cast<size_t>(S), 0);
