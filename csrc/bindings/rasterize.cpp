@@ -88,10 +88,12 @@ void check_project_backward(const ProjectBackwardArgs& a) {
 void check_backward_by_camera_groups(const CpuBackwardArgs& a) {
   const char* op = "rasterize backward_by_camera_groups";
   check_pixels(a);
-  if (a.camera_items == nullptr && a.item_surfels != nullptr)
+  ProjectBackwardArgs project = a.project;
+  project.dims = a.dims;
+  if (project.camera_items == nullptr && a.item_surfels != nullptr)
     throw std::invalid_argument(std::string(op) + ": item_surfels needs camera_items");
-  if (a.camera_items != nullptr) require_list(a.item_surfels, a.dims.num_items, op, "item_surfels");
-  check_project_backward_lists(a, op);
+  if (project.camera_items != nullptr) require_list(a.item_surfels, a.dims.num_items, op, "item_surfels");
+  check_project_backward_lists(project, op);
 }
 
 // Every pass takes the call's Dims.
@@ -119,6 +121,19 @@ std::vector<Field<Args, Sizes>> with_pixel_inputs(const std::vector<Field<Args, 
        GSL_BUFFER(means2d, false, I, 2), GSL_BUFFER(normals, false, I, 3), GSL_BUFFER(opacities, false, N),
        GSL_BUFFER(colors, false, I, D), GSL_BUFFER(backgrounds, true, C, D), GSL_BUFFER(pixel_rects, false, I, 4),
        GSL_BUFFER(item_surfels, true, I)},
+      buffers));
+}
+
+// The inputs of both backwards (the three passes', and the CPU's by camera groups).
+template <class Args>
+std::vector<Field<Args, Sizes>> with_backward_inputs(const std::vector<Field<Args, Sizes>>& buffers) {
+  return with_pixel_inputs(joined<Args, Sizes>(
+      {GSL_BUFFER(saved_T, false, C, H, W), GSL_BUFFER(saved_last, false, C, H, W),
+       GSL_BUFFER(saved_median, false, C, H, W), GSL_BUFFER(saved_sums, false, C, H, W, 3),
+       GSL_BUFFER(v_out_colors, false, C, H, W, D), GSL_BUFFER(v_out_alphas, true, C, H, W, 1),
+       GSL_BUFFER(v_out_depths, true, C, H, W, 1), GSL_BUFFER(v_out_median_depths, true, C, H, W, 1),
+       GSL_BUFFER(v_out_normals, true, C, H, W, 3), GSL_BUFFER(v_out_distortions, true, C, H, W, 1),
+       GSL_BUFFER(pair_emit_index, false, P), GSL_BUFFER(backward_pairs, false, C, H, W)},
       buffers));
 }
 
@@ -158,34 +173,28 @@ GSL_FIELD_LIST(forward, ForwardArgs, "rasterize forward", &sizes_of<Args>,
                &check_forward)
 
 GSL_FIELD_LIST(backward, BackwardArgs, "rasterize backward", &sizes_of<Args>,
-               with_pixel_inputs<Args>(
-                   {GSL_BUFFER(saved_T, false, C, H, W), GSL_BUFFER(saved_last, false, C, H, W),
-                    GSL_BUFFER(saved_median, false, C, H, W), GSL_BUFFER(saved_sums, false, C, H, W, 3),
-                    GSL_BUFFER(v_out_colors, false, C, H, W, D), GSL_BUFFER(v_out_alphas, true, C, H, W, 1),
-                    GSL_BUFFER(v_out_depths, true, C, H, W, 1), GSL_BUFFER(v_out_median_depths, true, C, H, W, 1),
-                    GSL_BUFFER(v_out_normals, true, C, H, W, 3), GSL_BUFFER(v_out_distortions, true, C, H, W, 1),
-                    GSL_BUFFER(pair_emit_index, false, P), GSL_BUFFER(pair_grads, false, R, G),
-                    GSL_BUFFER(backward_pairs, false, C, H, W)}),
-               &check_backward)
+               with_backward_inputs<Args>({GSL_BUFFER(pair_grads, false, R, G)}), &check_backward)
 
 GSL_FIELD_LIST(backward_by_camera_groups, CpuBackwardArgs, "rasterize backward_by_camera_groups", &sizes_of<Args>,
-               with_pixel_inputs<Args>(
-                   {GSL_BUFFER(saved_T, false, C, H, W), GSL_BUFFER(saved_last, false, C, H, W),
-                    GSL_BUFFER(saved_median, false, C, H, W), GSL_BUFFER(saved_sums, false, C, H, W, 3),
-                    GSL_BUFFER(v_out_colors, false, C, H, W, D), GSL_BUFFER(v_out_alphas, true, C, H, W, 1),
-                    GSL_BUFFER(v_out_depths, true, C, H, W, 1), GSL_BUFFER(v_out_median_depths, true, C, H, W, 1),
-                    GSL_BUFFER(v_out_normals, true, C, H, W, 3), GSL_BUFFER(v_out_distortions, true, C, H, W, 1),
-                    GSL_BUFFER(pair_emit_index, false, P), GSL_BUFFER(backward_pairs, false, C, H, W),
-                    GSL_BUFFER(pair_ends, false, I), GSL_BUFFER(v_colors, false, I, D),
-                    GSL_BUFFER(screen_grad, false, I, 2), GSL_BUFFER(screen_absgrad, false, I, 2),
-                    GSL_BUFFER(center_grad, true, I, 2), GSL_BUFFER(means, false, N, 3),
-                    GSL_BUFFER(quats, false, N, 4), GSL_BUFFER(scales, false, N, 2),
-                    GSL_BUFFER(viewmats, false, C, 4, 4), GSL_BUFFER(Ks, false, C, 3, 3),
-                    GSL_BUFFER(radii, false, I, 2), GSL_BUFFER(camera_items, true, C + 1),
-                    GSL_BUFFER(scene_surfels, true, N), GSL_BUFFER(scene_surfel_starts, true, S + 1),
-                    GSL_BUFFER(scene_cameras, true, C), GSL_BUFFER(scene_camera_starts, true, S + 1),
-                    GSL_BUFFER(v_means, false, N, 3), GSL_BUFFER(v_quats, false, N, 4),
-                    GSL_BUFFER(v_scales, false, N, 2), GSL_BUFFER(v_opacities, false, N)}),
+               with_backward_inputs<Args>(
+                   {GSL_BUFFER_AT(reduce.record_ends, record_ends, false, I),
+                    GSL_BUFFER_AT(reduce.v_colors, v_colors, false, I, D),
+                    GSL_BUFFER_AT(reduce.screen_grad, screen_grad, false, I, 2),
+                    GSL_BUFFER_AT(reduce.screen_absgrad, screen_absgrad, false, I, 2),
+                    GSL_BUFFER_AT(reduce.center_grad, center_grad, true, I, 2),
+                    GSL_BUFFER_AT(project.means, means, false, N, 3), GSL_BUFFER_AT(project.quats, quats, false, N, 4),
+                    GSL_BUFFER_AT(project.scales, scales, false, N, 2),
+                    GSL_BUFFER_AT(project.viewmats, viewmats, false, C, 4, 4),
+                    GSL_BUFFER_AT(project.Ks, Ks, false, C, 3, 3), GSL_BUFFER_AT(project.radii, radii, false, I, 2),
+                    GSL_BUFFER_AT(project.camera_items, camera_items, true, C + 1),
+                    GSL_BUFFER_AT(project.scene_surfels, scene_surfels, true, N),
+                    GSL_BUFFER_AT(project.scene_surfel_starts, scene_surfel_starts, true, S + 1),
+                    GSL_BUFFER_AT(project.scene_cameras, scene_cameras, true, C),
+                    GSL_BUFFER_AT(project.scene_camera_starts, scene_camera_starts, true, S + 1),
+                    GSL_BUFFER_AT(project.v_means, v_means, false, N, 3),
+                    GSL_BUFFER_AT(project.v_quats, v_quats, false, N, 4),
+                    GSL_BUFFER_AT(project.v_scales, v_scales, false, N, 2),
+                    GSL_BUFFER_AT(project.v_opacities, v_opacities, false, N)}),
                &check_backward_by_camera_groups)
 
 GSL_FIELD_LIST(reduce, ReduceArgs, "rasterize reduce", &sizes_of<Args>,

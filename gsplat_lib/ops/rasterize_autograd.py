@@ -300,7 +300,7 @@ class RasterizeSurfels(torch.autograd.Function):
         if device.type == "cpu":
             # All three passes in one, camera group by camera group: the records and the item
             # gradients then exist for one group at a time (docs/design.md, "Camera groups").
-            launch("backward_by_camera_groups", device, settings, **pixel_inputs, pair_ends=pair_ends,
+            launch("backward_by_camera_groups", device, settings, **pixel_inputs, record_ends=pair_ends,
                    **item_outputs, **projection, **surfel_outputs)
         else:
             record_width = pair_grad_width(settings)

@@ -205,26 +205,12 @@ struct ProjectBackwardArgs {
 // The pair records and v_M, v_normals, v_opacities_cn then exist for one group at a time, in
 // scratch memory that stays in cache between the three passes, instead of for the whole call.
 struct CpuBackwardArgs : BackwardArgs {  // pair_grads is the scratch: not a field
-  const int64_t* pair_ends;  // [I] where each item's records end (inclusive sums)
-  float* v_colors;           // [I, D] out
-  float* screen_grad;        // [I, 2] out
-  float* screen_absgrad;     // [I, 2] out
-  float* center_grad;        // [I, 2] out, upstream semantics only (else null)
-  const float* means;        // [N, 3]
-  const float* quats;        // [N, 4]
-  const float* scales;       // [N, 2]
-  const float* viewmats;     // [C, 4, 4]
-  const float* Ks;           // [C, 3, 3]
-  const int32_t* radii;      // [I, 2]
-  const int64_t* camera_items;         // [C + 1] or null (dense; then the four below are null too)
-  const int64_t* scene_surfels;        // [N]
-  const int64_t* scene_surfel_starts;  // [S + 1]
-  const int64_t* scene_cameras;        // [C]
-  const int64_t* scene_camera_starts;  // [S + 1]
-  float* v_means;      // [N, 3] out
-  float* v_quats;      // [N, 4] out
-  float* v_scales;     // [N, 2] out
-  float* v_opacities;  // [N] out
+  // What Python gives of the other two passes: the reduction's record_ends and per-item outputs
+  // (v_colors, screen_grad, screen_absgrad, center_grad), the projection backward's inputs, scene
+  // lists and per-surfel outputs. Their dims, records, v_M / v_normals / v_opacities_cn and
+  // group offsets are set group by group.
+  ReduceArgs reduce;
+  ProjectBackwardArgs project;
 };
 
 // The packed items of a call with scene ids, from the scenes' sizes (CPU; CUDA builds the

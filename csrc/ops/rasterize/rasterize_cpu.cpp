@@ -219,14 +219,14 @@ thread_local cpu::ScratchBuffer<float> group_records, group_item_grads;
 constexpr int64_t kItemGradFloats = 13;
 // The cameras [c0, c1) a group takes: at least one, then more while their records and item
 // gradients stay within the call's cpu_group_bytes (docs/design.md, "Camera groups").
-int64_t camera_group_end(const CpuBackwardArgs& a, int64_t c0, int64_t record_width) {
-  const Dims& d = a.dims;
-  const auto records_before = [&](int64_t item) { return item == 0 ? int64_t(0) : a.pair_ends[item - 1]; };
-  const int64_t i0 = first_item(d, a.camera_items, c0), r0 = records_before(i0);
+int64_t camera_group_end(const Dims& d, const ProjectBackwardArgs& p, const int64_t* record_ends, int64_t c0,
+                         int64_t record_width) {
+  const auto records_before = [&](int64_t item) { return item == 0 ? int64_t(0) : record_ends[item - 1]; };
+  const int64_t i0 = first_item(d, p.camera_items, c0), r0 = records_before(i0);
   const int64_t budget = d.cpu_group_bytes > 0 ? d.cpu_group_bytes : kCameraGroupBytes;
   int64_t c1 = c0 + 1;
   for (; c1 < d.num_cameras; ++c1) {
-    const int64_t i1 = first_item(d, a.camera_items, c1 + 1);
+    const int64_t i1 = first_item(d, p.camera_items, c1 + 1);
     const int64_t bytes = 4 * ((records_before(i1) - r0) * record_width + (i1 - i0) * kItemGradFloats);
     if (bytes > budget) break;
   }
@@ -235,25 +235,24 @@ int64_t camera_group_end(const CpuBackwardArgs& a, int64_t c0, int64_t record_wi
 
 // The segments of surfels whose gradients cameras [c0, c1) give (tile_passes.h); `given`: per
 // scene, whether an earlier group gave its surfels gradients (dense: one entry for all).
-std::vector<SurfelSegment> group_segments(const CpuBackwardArgs& a, int64_t c0, int64_t c1,
+std::vector<SurfelSegment> group_segments(const ProjectBackwardArgs& p, int64_t c0, int64_t c1,
                                           const std::vector<int64_t>& all_cameras,
                                           const std::vector<int64_t>& scene_of_camera, std::vector<char>& given) {
-  const Dims& d = a.dims;
   std::vector<SurfelSegment> segments;
-  if (a.camera_items == nullptr) {
-    segments.push_back({0, d.num_surfels, all_cameras.data() + c0, c1 - c0, given[0] != 0});
+  if (p.camera_items == nullptr) {
+    segments.push_back({0, p.dims.num_surfels, all_cameras.data() + c0, c1 - c0, given[0] != 0});
     given[0] = 1;
     return segments;
   }
   // Each scene once, with its cameras in the group: a run of its camera list (ascending).
   for (int64_t c = c0; c < c1; ++c) {
     const int64_t s = scene_of_camera[c];
-    const int64_t* cameras = a.scene_cameras + a.scene_camera_starts[s];
-    const int64_t* cameras_end = a.scene_cameras + a.scene_camera_starts[s + 1];
+    const int64_t* cameras = p.scene_cameras + p.scene_camera_starts[s];
+    const int64_t* cameras_end = p.scene_cameras + p.scene_camera_starts[s + 1];
     const int64_t* first = std::lower_bound(cameras, cameras_end, c);
     if (first != cameras && *(first - 1) >= c0) continue;  // an earlier camera of the group added the scene
     const int64_t* last = std::lower_bound(first, cameras_end, c1);
-    const int64_t begin = a.scene_surfel_starts[s], count = a.scene_surfel_starts[s + 1] - begin;
+    const int64_t begin = p.scene_surfel_starts[s], count = p.scene_surfel_starts[s + 1] - begin;
     if (count > 0) segments.push_back({begin, count, first, last - first, given[s] != 0});
     given[s] = 1;
   }
@@ -262,22 +261,31 @@ std::vector<SurfelSegment> group_segments(const CpuBackwardArgs& a, int64_t c0, 
 
 // Zero gradients for the surfels no camera gave any: those of scenes without a camera (all of
 // them when there is no camera).
-void zero_unseen_surfels(const CpuBackwardArgs& a, const std::vector<char>& given) {
-  const Dims& d = a.dims;
+void zero_unseen_surfels(const ProjectBackwardArgs& p, const std::vector<char>& given) {
+  const Dims& d = p.dims;
   const auto zero = [&](int64_t n) {
-    std::fill_n(a.v_means + 3 * n, 3, 0.f);
-    std::fill_n(a.v_quats + 4 * n, 4, 0.f);
-    std::fill_n(a.v_scales + 2 * n, 2, 0.f);
-    a.v_opacities[n] = 0.f;
+    std::fill_n(p.v_means + 3 * n, 3, 0.f);
+    std::fill_n(p.v_quats + 4 * n, 4, 0.f);
+    std::fill_n(p.v_scales + 2 * n, 2, 0.f);
+    p.v_opacities[n] = 0.f;
   };
-  if (a.camera_items == nullptr) {
+  if (p.camera_items == nullptr) {
     if (!given[0])
       for (int64_t n = 0; n < d.num_surfels; ++n) zero(n);
     return;
   }
   for (int64_t s = 0; s < d.num_scenes; ++s)
     if (!given[s])
-      for (int64_t k = a.scene_surfel_starts[s]; k < a.scene_surfel_starts[s + 1]; ++k) zero(a.scene_surfels[k]);
+      for (int64_t k = p.scene_surfel_starts[s]; k < p.scene_surfel_starts[s + 1]; ++k) zero(p.scene_surfels[k]);
+}
+
+// Camera c's scene, from the scenes' camera lists (packed items).
+std::vector<int64_t> scene_of_each_camera(const ProjectBackwardArgs& p) {
+  std::vector<int64_t> scene_of_camera(static_cast<size_t>(p.dims.num_cameras));
+  for (int64_t s = 0; s < p.dims.num_scenes; ++s)
+    for (int64_t k = p.scene_camera_starts[s]; k < p.scene_camera_starts[s + 1]; ++k)
+      scene_of_camera[p.scene_cameras[k]] = s;
+  return scene_of_camera;
 }
 
 }  // namespace
@@ -294,25 +302,27 @@ void backward_by_camera_groups_cpu(const CpuBackwardArgs& a, int num_threads) {
     throw std::invalid_argument("rasterize: the CPU backward writes a record per pair (it is always deterministic); "
                                 "item_records is CUDA-only");
   const Semantics semantics = semantics_of(d);
-  if (semantics == Semantics::kUpstream && a.center_grad == nullptr && d.num_items > 0)
+  if (semantics == Semantics::kUpstream && a.reduce.center_grad == nullptr && d.num_items > 0)
     throw std::invalid_argument("rasterize backward: center_grad is required in upstream semantics");
   const auto tiles = pick_schedule<TilePass<BackwardArgs>>(d.cpu_lanes, GSL_SCHEDULES(backward_tiles));
   const auto segment_pass = pick_schedule<SegmentPass>(d.cpu_lanes, GSL_SCHEDULES(project_backward_segment));
-  std::vector<char> given(static_cast<size_t>(std::max<int64_t>(d.num_scenes, 1)), 0);
+  ReduceArgs reduce = a.reduce;
+  reduce.dims = d;
+  reduce.M = a.M;
+  ProjectBackwardArgs project = a.project;
+  project.dims = d;
   const int64_t record_width = pair_grad_width(d.num_channels, semantics);
-  std::vector<int64_t> all_cameras(static_cast<size_t>(d.num_cameras)), scene_of_camera;
+  std::vector<int64_t> all_cameras(static_cast<size_t>(d.num_cameras));
   for (int64_t c = 0; c < d.num_cameras; ++c) all_cameras[c] = c;
-  if (a.camera_items != nullptr) {
-    scene_of_camera.resize(static_cast<size_t>(d.num_cameras));
-    for (int64_t s = 0; s < d.num_scenes; ++s)
-      for (int64_t k = a.scene_camera_starts[s]; k < a.scene_camera_starts[s + 1]; ++k) scene_of_camera[a.scene_cameras[k]] = s;
-  }
+  const std::vector<int64_t> scene_of_camera =
+      project.camera_items != nullptr ? scene_of_each_camera(project) : std::vector<int64_t>{};
+  std::vector<char> given(static_cast<size_t>(std::max<int64_t>(d.num_scenes, 1)), 0);
   const int64_t per_camera = tiles_per_camera(d);
   for (int64_t c0 = 0, c1; c0 < d.num_cameras; c0 = c1) {
-    c1 = camera_group_end(a, c0, record_width);
-    const int64_t i0 = first_item(d, a.camera_items, c0), i1 = first_item(d, a.camera_items, c1);
+    c1 = camera_group_end(d, project, reduce.record_ends, c0, record_width);
+    const int64_t i0 = first_item(d, project.camera_items, c0), i1 = first_item(d, project.camera_items, c1);
     if (i1 == i0) continue;
-    const int64_t r0 = i0 == 0 ? 0 : a.pair_ends[i0 - 1], r1 = a.pair_ends[i1 - 1];
+    const int64_t r0 = i0 == 0 ? 0 : reduce.record_ends[i0 - 1], r1 = reduce.record_ends[i1 - 1];
 
     BackwardArgs pixels = a;
     pixels.pair_grads = group_records.get(static_cast<size_t>((r1 - r0) * record_width));
@@ -320,11 +330,12 @@ void backward_by_camera_groups_cpu(const CpuBackwardArgs& a, int num_threads) {
     run_tile_pass(tiles, pixels, num_threads, c0 * per_camera, c1 * per_camera);
 
     float* item_grads = group_item_grads.get(static_cast<size_t>((i1 - i0) * kItemGradFloats));
-    float* v_M = item_grads;
-    float* v_normals = v_M + 9 * (i1 - i0);
-    float* v_opacities_cn = v_normals + 3 * (i1 - i0);
-    const ReduceArgs reduce{d, a.pair_ends, pixels.pair_grads, a.M, v_M, v_opacities_cn, v_normals, a.v_colors,
-                            a.screen_grad, a.screen_absgrad, a.center_grad, r0, i0};
+    reduce.pair_grads = pixels.pair_grads;
+    project.v_M = reduce.v_M = item_grads;
+    project.v_normals = reduce.v_normals = item_grads + 9 * (i1 - i0);
+    project.v_opacities_cn = reduce.v_opacities_cn = item_grads + 12 * (i1 - i0);
+    reduce.first_record = r0;
+    reduce.first_item = project.first_item = i0;
     with_semantics(d, [&](auto tag) {
       constexpr Semantics S = decltype(tag)::value;
       cpu::parallel_for(i1 - i0, num_threads, 1024, [&](int64_t begin, int64_t end) {
@@ -332,18 +343,7 @@ void backward_by_camera_groups_cpu(const CpuBackwardArgs& a, int num_threads) {
       });
     });
 
-    ProjectBackwardArgs project{};
-    project.dims = d;
-    project.means = a.means, project.quats = a.quats, project.scales = a.scales;
-    project.viewmats = a.viewmats, project.Ks = a.Ks, project.radii = a.radii;
-    project.v_M = v_M, project.v_normals = v_normals, project.v_opacities_cn = v_opacities_cn;
-    project.camera_items = a.camera_items, project.scene_surfels = a.scene_surfels;
-    project.scene_surfel_starts = a.scene_surfel_starts, project.scene_cameras = a.scene_cameras;
-    project.scene_camera_starts = a.scene_camera_starts;
-    project.v_means = a.v_means, project.v_quats = a.v_quats, project.v_scales = a.v_scales;
-    project.v_opacities = a.v_opacities;
-    project.first_item = i0;
-    const std::vector<SurfelSegment> segments = group_segments(a, c0, c1, all_cameras, scene_of_camera, given);
+    const std::vector<SurfelSegment> segments = group_segments(project, c0, c1, all_cameras, scene_of_camera, given);
     std::vector<int64_t> segment_starts(segments.size() + 1, 0);
     for (size_t k = 0; k < segments.size(); ++k) segment_starts[k + 1] = segment_starts[k] + segments[k].count;
     cpu::parallel_for(segment_starts.back(), num_threads, 1024, [&](int64_t begin, int64_t end) {
@@ -354,7 +354,7 @@ void backward_by_camera_groups_cpu(const CpuBackwardArgs& a, int num_threads) {
       }
     });
   }
-  zero_unseen_surfels(a, given);
+  zero_unseen_surfels(project, given);
 }
 
 void plan_scenes_cpu(const ScenePlanArgs& a, int num_threads) {
