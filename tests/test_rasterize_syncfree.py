@@ -25,16 +25,16 @@ def cuda_schedule(monkeypatch):
     pair_capacity.reset()
 
 
-def render(scene_ids=None, backgrounds=True, viewmats=None, Ks=None):
+def render(scene_ids=None, backgrounds=True, viewmats=None, Ks=None, width=WIDTH, height=HEIGHT):
     """Images, every gradient and the statistics of a 3-camera render with random cotangents."""
     leaves = {k: v.clone().requires_grad_(True) for k, v in random_surfels(300, seed=1).items()}
-    default_viewmats, default_Ks = random_cameras(3, WIDTH, HEIGHT, seed=2)
+    default_viewmats, default_Ks = random_cameras(3, width, height, seed=2)
     viewmats = default_viewmats if viewmats is None else viewmats
     Ks = default_Ks if Ks is None else Ks
     bg = torch.rand(3, 3, generator=torch.Generator().manual_seed(3)).requires_grad_(True) if backgrounds else None
     ids = scene_ids or {}
     out = rasterize_surfels(leaves["means"], leaves["quats"], leaves["scales"], leaves["opacities"], leaves["colors"],
-                            viewmats, Ks, WIDTH, HEIGHT, backgrounds=bg, **ids)
+                            viewmats, Ks, width, height, backgrounds=bg, **ids)
     g = torch.Generator().manual_seed(4)
     loss = sum((getattr(out, k) * torch.randn(getattr(out, k).shape, generator=g)).sum() for k in RENDERED_IMAGES)
     loss.backward()
@@ -72,6 +72,22 @@ def test_overflow_is_grown_and_redone_bit_equal(scenes, cuda_schedule, monkeypat
     assert_bit_equal(overflowed, expected)
     assert_bit_equal(render(ids), expected)  # within the grown capacity: no redo
     assert pair_capacity.growths(CPU) == 1
+
+
+def test_each_view_keeps_its_own_capacity(cuda_schedule, monkeypatch):
+    # A larger image (a held-out render, a viewer frame) grows its own capacity; the training
+    # view's stays as it was, so its calls keep sorting buffers of their own size.
+    monkeypatch.setattr(pair_capacity, "MIN_CAPACITY", 1)  # capacities follow the totals
+    ids = scene_ids_of()
+    render(ids)
+    small = pair_capacity.capacity(CPU, (3, WIDTH, HEIGHT))
+    big_view = (3, 4 * WIDTH, 4 * HEIGHT)
+    render(ids, width=big_view[1], height=big_view[2])
+    assert pair_capacity.capacity(CPU, big_view) > small
+    assert pair_capacity.capacity(CPU, (3, WIDTH, HEIGHT)) == small
+    before = host_reads.counts()
+    render(ids)
+    assert host_reads.counts()["blocking"] == before["blocking"] and pair_capacity.growths(CPU) == 2
 
 
 def test_first_call_reads_the_total_then_repeated_calls_keep_the_capacity(cuda_schedule):

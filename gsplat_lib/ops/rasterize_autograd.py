@@ -148,7 +148,7 @@ def _forward_pixels(settings: dict, pairs, pixel_inputs: dict):
 
 def _bin_within_capacity(depths, pixel_rects, pair_ends, settings, scenes, checks: Optional[DeviceChecks],
                          pixel_inputs: dict):
-    """The CUDA schedule's pairs and pixel pass in buffers of the device's pair capacity, queued
+    """The CUDA schedule's pairs and pixel pass in buffers of the view's pair capacity, queued
     before the host knows the total (docs/design.md, "Pair capacity"): the total and the argument
     checks come back in one deferred read at the end; when the total exceeds the capacity, the
     capacity grows and the pairs and pixels are redone. Returns (settings with the total as
@@ -163,14 +163,16 @@ def _bin_within_capacity(depths, pixel_rects, pair_ends, settings, scenes, check
             checks.fail()
         return values[0]
 
+    view = (settings["num_cameras"], settings["width"], settings["height"])
+
     def grown(total: int) -> int:
         check_pair_memory(total, settings["num_items"], settings["num_channels"], settings["item_records"], device,
                           record_width=pair_grad_width(settings))
-        return pair_capacity.grow(device, total)
+        return pair_capacity.grow(device, view, total)
 
     total = None
-    capacity = pair_capacity.capacity(device)
-    if capacity == 0:  # the device's first call: no capacity to try, so the total comes first
+    capacity = pair_capacity.capacity(device, view)
+    if capacity == 0:  # the view's first call: no capacity to try, so the total comes first
         total = verified_total()
         capacity = grown(total)
     while True:
