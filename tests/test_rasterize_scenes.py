@@ -142,8 +142,9 @@ def test_the_same_bits_for_any_thread_count():
             assert torch.equal(v, other[k]), k
 
 
+@pytest.mark.parametrize("semantics", ["gsplat_lib", "upstream"])
 @pytest.mark.parametrize("group_bytes", [1, 16000])
-def test_camera_groups_give_the_same_bits(monkeypatch, group_bytes):
+def test_camera_groups_give_the_same_bits(monkeypatch, group_bytes, semantics):
     # The CPU backward runs camera group by camera group; a scene's cameras (shuffled among the
     # others) may then fall in several groups, whose sums are added on in camera order. One camera
     # per group (1 byte), or two or three (16000 bytes), gives the bits of one group for the whole call.
@@ -155,13 +156,14 @@ def test_camera_groups_give_the_same_bits(monkeypatch, group_bytes):
     runs = []
     for budget in (None, group_bytes):
         monkeypatch.setattr(rasterize, "CPU_GROUP_BYTES", budget)
-        runs.append(render(params, viewmats, Ks, backgrounds, cotangents, scene_ids=scene_ids,
+        runs.append(render(params, viewmats, Ks, backgrounds, cotangents, semantics=semantics, scene_ids=scene_ids,
                            camera_scene_ids=camera_scene_ids))
-        runs.append(render(params, viewmats, Ks, backgrounds, cotangents))  # dense: every camera sees all
+        # Dense: every camera sees all.
+        runs.append(render(params, viewmats, Ks, backgrounds, cotangents, semantics=semantics))
     for whole, grouped in ((runs[0], runs[2]), (runs[1], runs[3])):
         for k, v in whole.items():
             assert (v is None and grouped[k] is None) or torch.equal(v, grouped[k]), k
-    assert_scenes_match(*scenes)  # and still each camera's own scene, with one camera per group
+    assert_scenes_match(*scenes, semantics=semantics)  # and still each camera's own scene, grouped
 
 
 def test_compiled_plan_equals_the_torch_plan():
