@@ -12,25 +12,29 @@ from gsplat_lib.ops.rasterize import raster_settings
 from gsplat_lib.reference.tsdf import integrate_reference
 
 
-def reduce_fields(tensors):
-    """Valid fields of the reduce pass for 2 cameras x 3 surfels with 4 pairs; the tensors stay
-    in ``tensors`` (the fields hold only their addresses)."""
-    C, N, D, P = 2, 3, 3, 4
+def project_fields(tensors):
+    """Valid fields of the projection pass for 2 cameras x 3 surfels; the tensors stay in
+    ``tensors`` (the fields hold only their addresses)."""
+    C, N, D = 2, 3, 3
     settings = raster_settings(C, N, D, 24, 16, 0.1, 10.0, torch.device("cpu"))
-    settings["num_pairs"] = P
-    width = _backend.core().PAIR_GRAD_COLOR + D
+    viewmats = torch.eye(4).expand(C, 4, 4).clone()
+    viewmats[:, 2, 3] = 3.0  # the surfels 3 units ahead of both cameras
+    Ks = torch.tensor([[20.0, 0.0, 12.0], [0.0, 20.0, 8.0], [0.0, 0.0, 1.0]]).expand(C, 3, 3).clone()
     tensors.update(
-        record_ends=torch.tensor([1, 1, 2, 3, 3, 4], dtype=torch.int64), pair_grads=torch.rand(P, width),
-        M=torch.rand(C, N, 9), v_M=torch.empty(C, N, 9), v_opacities_cn=torch.empty(C, N),
-        v_normals=torch.empty(C, N, 3), v_colors=torch.empty(C, N, D), screen_grad=torch.empty(C, N, 2),
-        screen_absgrad=torch.empty(C, N, 2), center_grad=None)
+        means=torch.rand(N, 3) - 0.5, quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]] * N), scales=torch.full((N, 2), 0.1),
+        opacities=torch.full((N,), 0.5), colors=torch.rand(C, N, D), viewmats=viewmats, Ks=Ks, camera_items=None,
+        item_surfels=None, M=torch.empty(C, N, 9), normals=torch.empty(C, N, 3), means2d=torch.empty(C, N, 2),
+        depths=torch.empty(C, N), radii=torch.empty(C, N, 2, dtype=torch.int32),
+        pixel_rects=torch.empty(C, N, 4, dtype=torch.int32), tile_counts=None,
+        pair_ends=torch.empty(C * N, dtype=torch.int64))
     return dict(settings, **{name: _backend.buffer(t) for name, t in tensors.items()})
 
 
 def test_valid_fields_run():
     tensors = {}
-    _backend.launch("rasterize_reduce", torch.device("cpu"), reduce_fields(tensors))
-    assert torch.equal(tensors["v_colors"][0, 0], tensors["pair_grads"][0, -3:])
+    _backend.launch("rasterize_project", torch.device("cpu"), project_fields(tensors))
+    assert torch.equal(tensors["depths"], 3.0 + tensors["means"][:, 2].expand(2, 3))
+    assert int(tensors["pair_ends"][-1]) > 0  # the surfels cover tiles
 
 
 def wrong_fields(op, make_fields, cases):
@@ -39,14 +43,14 @@ def wrong_fields(op, make_fields, cases):
     return [pytest.param(op, make_fields, change, message, id=f"{op}-{i}") for i, (change, message) in enumerate(cases)]
 
 
-REDUCE_WRONG_FIELDS = wrong_fields("rasterize_reduce", reduce_fields, [
-    (lambda f: f.pop("v_M"), "missing field 'v_M'"),
+PROJECT_WRONG_FIELDS = wrong_fields("rasterize_project", project_fields, [
+    (lambda f: f.pop("M"), "missing field 'M'"),
     (lambda f: f.pop("num_pairs"), "missing field 'num_pairs'"),
-    (lambda f: f.update(v_opacities=f.pop("v_opacities_cn")), "unknown field 'v_opacities'"),
+    (lambda f: f.update(normal=f.pop("normals")), "unknown field 'normal'"),
     (lambda f: f.update(M=(f["M"][0], f["M"][1] - 9, f["M"][2])), r"M \[I, 9\] must have 54 elements, got 45"),
-    (lambda f: f.update(record_ends=f["record_ends"][:2] + ("f",)), "record_ends: dtype code 'f', expected 'l'"),
-    (lambda f: f.update(screen_grad=None), r"screen_grad \[I, 2\] is required"),
-    (lambda f: f.update(num_pairs=5), r"pair_grads \[R, G\] must have 90 elements, got 72"),
+    (lambda f: f.update(pair_ends=f["pair_ends"][:2] + ("f",)), "pair_ends: dtype code 'f', expected 'l'"),
+    (lambda f: f.update(means2d=None), r"means2d \[I, 2\] is required"),
+    (lambda f: f.update(num_surfels=4), r"means \[N, 3\] must have 12 elements, got 9"),
 ])
 
 
@@ -183,7 +187,7 @@ ADAM_WRONG_FIELDS = wrong_fields("adam_step", adam_fields, [
 ])
 
 
-@pytest.mark.parametrize("op,make_fields,change,message", REDUCE_WRONG_FIELDS + TSDF_WRONG_FIELDS + ADAM_WRONG_FIELDS)
+@pytest.mark.parametrize("op,make_fields,change,message", PROJECT_WRONG_FIELDS + TSDF_WRONG_FIELDS + ADAM_WRONG_FIELDS)
 def test_a_wrong_field_is_an_error_naming_it(op, make_fields, change, message):
     fields = make_fields({})
     change(fields)

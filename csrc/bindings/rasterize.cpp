@@ -65,7 +65,9 @@ void check_pixels(const PixelPassInputs& a) {
   check_items(a.dims, a.item_surfels != nullptr, "rasterize forward/backward");
 }
 void check_forward(const ForwardArgs& a) { check_pixels(a); }
+#if GSPLAT_LIB_WITH_CUDA
 void check_backward(const BackwardArgs& a) { check_pixels(a); }
+#endif
 // The scene lists of a project backward: all null (dense) or all given (packed).
 template <class Args>
 void check_project_backward_lists(const Args& a, const char* op) {
@@ -81,9 +83,11 @@ void check_project_backward_lists(const Args& a, const char* op) {
   }
   check_items(d, a.camera_items != nullptr, op);
 }
+#if GSPLAT_LIB_WITH_CUDA
 void check_project_backward(const ProjectBackwardArgs& a) {
   check_project_backward_lists(a, "rasterize project_backward");
 }
+#endif
 
 void check_backward_by_camera_groups(const CpuBackwardArgs& a) {
   const char* op = "rasterize backward_by_camera_groups";
@@ -172,8 +176,11 @@ GSL_FIELD_LIST(forward, ForwardArgs, "rasterize forward", &sizes_of<Args>,
                     GSL_BUFFER(evaluated_pairs, false, C, H, W)}),
                &check_forward)
 
+#if GSPLAT_LIB_WITH_CUDA  // the CPU runs backward_by_camera_groups instead of these three
 GSL_FIELD_LIST(backward, BackwardArgs, "rasterize backward", &sizes_of<Args>,
                with_backward_inputs<Args>({GSL_BUFFER(pair_grads, false, R, G)}), &check_backward)
+
+#endif
 
 GSL_FIELD_LIST(backward_by_camera_groups, CpuBackwardArgs, "rasterize backward_by_camera_groups", &sizes_of<Args>,
                with_backward_inputs<Args>(
@@ -197,6 +204,7 @@ GSL_FIELD_LIST(backward_by_camera_groups, CpuBackwardArgs, "rasterize backward_b
                     GSL_BUFFER_AT(project.v_opacities, v_opacities, false, N)}),
                &check_backward_by_camera_groups)
 
+#if GSPLAT_LIB_WITH_CUDA
 GSL_FIELD_LIST(reduce, ReduceArgs, "rasterize reduce", &sizes_of<Args>,
                with_dims<Args>({GSL_BUFFER(record_ends, false, I), GSL_BUFFER(pair_grads, false, R, G),
                                 GSL_BUFFER(M, false, I, 9), GSL_BUFFER(v_M, false, I, 9),
@@ -215,6 +223,7 @@ GSL_FIELD_LIST(project_backward, ProjectBackwardArgs, "rasterize project_backwar
                                 GSL_BUFFER(v_means, false, N, 3), GSL_BUFFER(v_quats, false, N, 4),
                                 GSL_BUFFER(v_scales, false, N, 2), GSL_BUFFER(v_opacities, false, N)}),
                &check_project_backward)
+#endif
 
 Sizes plan_sizes(const ScenePlanArgs& a) {
   return {a.num_cameras, a.num_surfels, 0, 0, 0, a.num_items, a.num_scenes, 0, 0, 0, 0};
@@ -244,10 +253,12 @@ void bind_rasterize(py::module_& m) {
   bind_cpu(m, "rasterize_bin_pairs", bin_pairs_fields(), &bin_pairs_cpu);  // CUDA sorts with torch.sort
   bind_cpu(m, "rasterize_plan_scenes", plan_scenes_fields(), &plan_scenes_cpu);  // CUDA: torch.sort too
   GSL_PASS(forward);
-  GSL_PASS(backward);
-  GSL_PASS(reduce);
-  GSL_PASS(project_backward);
-  // The CPU's backward: the three passes above, camera group by camera group.
+#if GSPLAT_LIB_WITH_CUDA
+  bind_cuda(m, "rasterize_backward", backward_fields(), &backward_cuda);
+  bind_cuda(m, "rasterize_reduce", reduce_fields(), &reduce_cuda);
+  bind_cuda(m, "rasterize_project_backward", project_backward_fields(), &project_backward_cuda);
+#endif
+  // The CPU runs the three passes above as one, camera group by camera group.
   bind_cpu(m, "rasterize_backward_by_camera_groups", backward_by_camera_groups_fields(), &backward_by_camera_groups_cpu);
   m.def("rasterize_fill_backward_scratch_cpu", &fill_backward_scratch_cpu, py::arg("value"),
         "Fills this thread's CPU backward scratch with value (tests: a pass must write all it reads).");

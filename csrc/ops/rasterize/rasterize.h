@@ -252,9 +252,7 @@ void emit_pairs_cpu(const EmitArgs& args, int num_threads);
 // CPU only: the CUDA path sorts emit_pairs' keys with torch.sort.
 void bin_pairs_cpu(const BinPairsArgs& args, int num_threads);
 void forward_cpu(const ForwardArgs& args, int num_threads);
-void backward_cpu(const BackwardArgs& args, int num_threads);
-void reduce_cpu(const ReduceArgs& args, int num_threads);
-void project_backward_cpu(const ProjectBackwardArgs& args, int num_threads);
+// The CPU's backward, reduce and project_backward (which only CUDA runs as three passes).
 void backward_by_camera_groups_cpu(const CpuBackwardArgs& args, int num_threads);
 // Fills the calling thread's scratch of backward_by_camera_groups_cpu with `value` (for tests).
 void fill_backward_scratch_cpu(float value);

@@ -33,12 +33,6 @@ using namespace cpu_tiles;
 #endif
 
 void project_range_scalar(const ProjectArgs& a, int64_t b, int64_t e) { project_range<float>(a, b, e); }
-void project_backward_range_scalar(const ProjectBackwardArgs& a, int64_t b, int64_t e) {
-  project_backward_range<float>(a, b, e);
-}
-void project_backward_range_sse(const ProjectBackwardArgs& a, int64_t b, int64_t e) {
-  project_backward_range<vf4>(a, b, e);
-}
 void project_range_sse(const ProjectArgs& a, int64_t b, int64_t e) { project_range<vf4>(a, b, e); }
 void project_backward_segment_scalar(const ProjectBackwardArgs& a, const SurfelSegment& g, int64_t b, int64_t e) {
   project_backward_segment<float>(a, g, b, e);
@@ -51,9 +45,6 @@ void forward_tiles_sse(const ForwardArgs& a, const int64_t* t, int64_t n) { forw
 void backward_tiles_scalar(const BackwardArgs& a, const int64_t* t, int64_t n) { backward_tiles<float>(a, t, n); }
 void backward_tiles_sse(const BackwardArgs& a, const int64_t* t, int64_t n) { backward_tiles<vf4>(a, t, n); }
 #if GSL_HAVE_AVX2_SCHEDULE
-GSL_TARGET_AVX2 void project_backward_range_avx2(const ProjectBackwardArgs& a, int64_t b, int64_t e) {
-  project_backward_range<vf8>(a, b, e);
-}
 GSL_TARGET_AVX2 void project_backward_segment_avx2(const ProjectBackwardArgs& a, const SurfelSegment& g, int64_t b,
                                                    int64_t e) {
   project_backward_segment<vf8>(a, g, b, e);
@@ -175,38 +166,6 @@ void emit_pairs_cpu(const EmitArgs& a, int num_threads) {
 void forward_cpu(const ForwardArgs& a, int num_threads) {
   check_cpu_tiles(a.dims);
   run_tile_pass(pick_schedule<TilePass<ForwardArgs>>(a.dims.cpu_lanes, GSL_SCHEDULES(forward_tiles)), a, num_threads);
-}
-
-void backward_cpu(const BackwardArgs& a, int num_threads) {
-  check_cpu_tiles(a.dims);
-  // Each tile's thread writes its pairs' records; records shared by tiles would race.
-  if (a.dims.item_records)
-    throw std::invalid_argument("rasterize: the CPU backward writes a record per pair (it is always deterministic); "
-                                "item_records is CUDA-only");
-  run_tile_pass(pick_schedule<TilePass<BackwardArgs>>(a.dims.cpu_lanes, GSL_SCHEDULES(backward_tiles)), a, num_threads);
-}
-
-void reduce_cpu(const ReduceArgs& a, int num_threads) {
-  const int64_t items = a.dims.num_items;
-  cpu::advise_huge_pages(a.v_M, 9 * items);
-  cpu::advise_huge_pages(a.v_opacities_cn, items);
-  cpu::advise_huge_pages(a.v_normals, 3 * items);
-  cpu::advise_huge_pages(a.v_colors, a.dims.num_channels * items);
-  with_semantics(a.dims, [&](auto semantics) {
-    constexpr Semantics S = decltype(semantics)::value;
-    if (S == Semantics::kUpstream && a.center_grad == nullptr && items > 0)  // empty buffers come as null
-      throw std::invalid_argument("rasterize reduce: center_grad is required in upstream semantics");
-    cpu::parallel_for(items, num_threads, 1024, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) reduce_item<S>(a, item);
-    });
-  });
-}
-
-void project_backward_cpu(const ProjectBackwardArgs& a, int num_threads) {
-  const auto pass =
-      pick_schedule<ItemPass<ProjectBackwardArgs>>(a.dims.cpu_lanes, GSL_SCHEDULES(project_backward_range));
-  // Packed items: the range is over scene_surfels, which holds every surfel once.
-  cpu::parallel_for(a.dims.num_surfels, num_threads, 1024, [&](int64_t begin, int64_t end) { pass(a, begin, end); });
 }
 
 namespace {

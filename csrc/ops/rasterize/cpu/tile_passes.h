@@ -309,25 +309,6 @@ GSL_CPU_INLINE void project_range(const ProjectArgs& a, int64_t begin, int64_t e
   });
 }
 
-// Dense: surfels [begin, end). Packed: the surfels at scene_surfels[begin, end), a lane group
-// never spanning two scenes (its lanes then share their cameras).
-template <class F>
-GSL_CPU_INLINE void project_backward_range(const ProjectBackwardArgs& a, int64_t begin, int64_t end) {
-  constexpr int W = Lanes<F>::kWidth;
-  if (a.camera_items == nullptr) {
-    for (int64_t n = begin; n < end; n += W)
-      project_backward_items<F>(a, n, static_cast<int>(std::min<int64_t>(W, end - n)));
-    return;
-  }
-  if (begin >= end) return;
-  for (int64_t s = segment_of(a.scene_surfel_starts, a.dims.num_scenes, begin), k0 = begin; k0 < end; ++s) {
-    const int64_t scene_end = std::min(end, a.scene_surfel_starts[s + 1]);
-    for (int64_t k = k0; k < scene_end; k += W)
-      project_backward_scene_items<F>(a, s, k, static_cast<int>(std::min<int64_t>(W, scene_end - k)));
-    k0 = std::max(k0, scene_end);
-  }
-}
-
 // A run of surfels whose gradients one camera group gives, with the group's cameras that see
 // them, in order: dense, surfels [first, first + count) and cameras[0, num_cameras); packed, the
 // surfels at scene_surfels[first, first + count), all of one scene, and the scene's cameras in
