@@ -116,6 +116,12 @@ def pair_grad_width(settings: dict) -> int:
     return head + settings["num_channels"]
 
 
+def _check_pairs_fit(num_pairs: int, settings: dict, device: torch.device) -> None:
+    """ValueError when ``num_pairs`` pairs of the call and their gradient records would not fit."""
+    check_pair_memory(num_pairs, settings["num_items"], settings["num_channels"], settings["item_records"], device,
+                      record_width=pair_grad_width(settings))
+
+
 @dataclass
 class DeviceChecks:
     """Argument checks computed on the device, read with the call's pair total in one read at the
@@ -166,8 +172,7 @@ def _bin_within_capacity(depths, pixel_rects, pair_ends, settings, scenes, check
     view = (settings["num_cameras"], settings["width"], settings["height"])
 
     def grown(total: int) -> int:
-        check_pair_memory(total, settings["num_items"], settings["num_channels"], settings["item_records"], device,
-                          record_width=pair_grad_width(settings))
+        _check_pairs_fit(total, settings, device)
         return pair_capacity.grow(device, view, total)
 
     total = None
@@ -200,7 +205,7 @@ class RasterizeSurfels(torch.autograd.Function):
     def forward(ctx, means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, screen_grad,
                 screen_absgrad, center_grad, backward_pairs, settings, scenes=None, checks=None):
         device = means.device
-        C, N, D = settings["num_cameras"], settings["num_surfels"], settings["num_channels"]
+        C, N = settings["num_cameras"], settings["num_surfels"]
         f32 = dict(dtype=torch.float32, device=device)
         i32 = dict(dtype=torch.int32, device=device)
         i64 = dict(dtype=torch.int64, device=device)
@@ -232,8 +237,7 @@ class RasterizeSurfels(torch.autograd.Function):
                 depths, pixel_rects, pair_ends, settings, scenes, checks, pixel_inputs)
         else:
             num_pairs = int(pair_ends[-1]) if pair_ends.numel() else 0
-            check_pair_memory(num_pairs, settings["num_items"], D, settings["item_records"], device,
-                              record_width=pair_grad_width(settings))
+            _check_pairs_fit(num_pairs, settings, device)
             settings = dict(settings, num_pairs=num_pairs)
             tile_starts, pair_items, pair_emit_index = bin_pairs(depths, pixel_rects, pair_ends, settings,
                                                                  **_lists(scenes, "camera_items"))

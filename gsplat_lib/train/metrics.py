@@ -9,11 +9,23 @@ import torch
 
 from gsplat_lib.train.losses import ssim
 
-__all__ = ["psnr", "ssim_metric", "depth_errors", "normal_angle_errors", "fog_counts", "FOG_DEPTH_RATIO"]
+__all__ = ["mse", "psnr", "psnr_of_mse", "ssim_metric", "depth_errors", "normal_angle_errors", "fog_counts", "FOG_DEPTH_RATIO"]
 
 #: A rendered surface is fog when it lies in front of the true one by more than this share of
 #: the true depth: rendered depth < FOG_DEPTH_RATIO x true depth.
 FOG_DEPTH_RATIO = 0.8
+
+
+@torch.no_grad()
+def mse(rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of images in [0, 1] (``rendered`` is clamped first), a [] tensor on
+    their device: reading it is the caller's choice (the training step does not)."""
+    return ((rendered.clamp(0.0, 1.0) - target) ** 2).mean()
+
+
+def psnr_of_mse(error: float) -> float:
+    """PSNR in dB of a mean squared error of images in [0, 1]; ``inf`` for 0."""
+    return math.inf if error == 0.0 else -10.0 * math.log10(error)
 
 
 @torch.no_grad()
@@ -22,8 +34,7 @@ def psnr(rendered: torch.Tensor, target: torch.Tensor) -> float:
 
     Identical images give ``inf``.
     """
-    mse = float(((rendered.clamp(0.0, 1.0) - target) ** 2).mean())
-    return math.inf if mse == 0.0 else -10.0 * math.log10(mse)
+    return psnr_of_mse(float(mse(rendered, target)))
 
 
 @torch.no_grad()

@@ -35,7 +35,6 @@ set a flag; the loop finishes its step, saves a checkpoint and raises
 
 from __future__ import annotations
 
-import math
 import random
 import shutil
 import signal
@@ -474,7 +473,7 @@ class Trainer:
                             for loss, mse in read_now(torch.stack(unread_stats)):
                                 smoothed_loss = loss if smoothed_loss is None else 0.9 * smoothed_loss + 0.1 * loss
                             unread_stats.clear()
-                            batch_psnr = -10.0 * math.log10(mse) if mse > 0 else math.inf
+                            batch_psnr = metrics.psnr_of_mse(mse)
                             shown = {} if validation is None or validation.latest is None else {
                                 "val_psnr": f"{validation.latest['psnr']:.2f}"
                             }
@@ -579,9 +578,7 @@ class Trainer:
         if appearance is not None:
             appearance.step()
         strategy.step_post_backward(model, parallel.gather_statistics(result), step)
-        with torch.no_grad():
-            mse = ((colors.detach().clamp(0.0, 1.0) - targets) ** 2).mean()
-        return torch.stack((loss.detach(), mse))
+        return torch.stack((loss.detach(), metrics.mse(colors.detach(), targets)))
 
     def _validation(self) -> HeldOutValidation:
         cameras, _ = validation_views(self.scene)
